@@ -1,0 +1,502 @@
+"""The instruction set: opcodes, operand modes, the slot layout and the value alphabet.
+
+Everything in llamacpu imports this module; it is the one definition of what a program is.
+
+Memory is a flat array of *slots*. A slot is one row of memory and has the same fields
+whatever it holds::
+
+    kind   EMPTY | DATA | INSTR | WEIGHTS
+    op     opcode (INSTR slots; NOP elsewhere)
+    modes  one operand mode per address field           (NONE, DIRECT, INDIRECT, IMMEDIATE)
+    args   four address fields p0..p3                    (operand addresses; p0 of a DATA slot
+                                                           is the pointer it holds)
+    val    one symbol of the alphabet                    (a DATA slot's value; an instruction's
+                                                           immediate)
+
+Values are *symbols*: integers ``0 .. V-1`` of an :class:`Alphabet`. Digits of the
+alphabet's base come first (symbol ``d`` is digit ``d``), then the alphabet's text
+characters, then the ``END`` marker, always the last symbol. Arithmetic works on digits and
+keeps a carry register ``C`` (itself a digit), so multi-digit arithmetic is a loop of
+digit operations, as on paper.
+
+Pointers are addresses held in a slot's ``p0`` field; ``INC``/``DEC`` move them by one,
+``LEA`` loads them, and an ``INDIRECT`` operand ``[p]`` names the slot that ``p`` points to.
+
+Memory-mapped I/O. Slot 0 is the input port ``IN`` and slot 1 the output port ``OUT``:
+two DATA slots whose pointers the loader sets. At load time memory is laid out as::
+
+    [ program slots 0..P-1 | input region: the prompt's symbols, then END | output region ]
+
+``IN`` points at the first input symbol and ``OUT`` at the first slot of the output region,
+whose slots all start as ``DATA END``. When the machine halts, the answer is read from the
+slot ``OUT`` points to *at that moment*, up to the first ``END``: a program may stream its
+answer through a copy of ``OUT`` (``LEA o, [OUT]``) or move ``OUT`` itself to where the
+answer starts. The program's size therefore does not grow with its input.
+
+Writes. Value-producing ops (arithmetic, compares, GETC, ``MOV d, #v``) replace ``d.val``
+only; pointer ops (LEA, INC, DEC) replace ``p.p0`` only; ``MOV d, s`` copies every field of
+``s`` (so programs can copy instructions: self-modifying code). Writing a field of an EMPTY
+slot makes it DATA. Arithmetic (ADD SUB MUL DIV MOD SETC) faults on a symbol that is not a
+digit; compares work on every symbol.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+__all__ = [
+    "Kind", "Mode", "Role", "Op", "OpSpec", "OPS", "SPEC", "MNEMONICS", "NUM_FIELDS",
+    "Alphabet", "DEFAULT_ALPHABET", "Slot", "EMPTY_SLOT", "Program", "SourceLoc",
+    "MemoryImage", "memory_image", "PORT_IN", "PORT_OUT", "N_PORTS", "RESERVED_LABELS",
+    "LlamacpuError", "InputError", "DEFAULT_MEMORY_SIZE", "Group", "default_out_size",
+    "isa_table_markdown",
+]
+
+NUM_FIELDS = 4
+"""Address fields per slot (p0..p3). Four, because APPLY takes dst, weights, a, b."""
+
+DEFAULT_MEMORY_SIZE = 1 << 16
+"""Slots a program may occupy unless the assembler is told otherwise."""
+
+PORT_IN = 0
+"""Address of the input port: a DATA slot whose pointer is the first input symbol."""
+PORT_OUT = 1
+"""Address of the output port: a DATA slot whose pointer is where the answer starts."""
+N_PORTS = 2
+RESERVED_LABELS = {"IN": PORT_IN, "OUT": PORT_OUT}
+"""Labels every program has; code and data start right after them (address 2)."""
+
+
+class LlamacpuError(Exception):
+    """Base class of every error llamacpu raises on purpose."""
+
+
+class InputError(LlamacpuError, ValueError):
+    """An input text that cannot be placed in memory (a character outside the alphabet)."""
+
+
+class Kind(enum.IntEnum):
+    """What a slot holds."""
+
+    EMPTY = 0
+    DATA = 1
+    INSTR = 2
+    WEIGHTS = 3  # low-rank factors for the OEU; reserved for the weight-token channel
+
+
+class Mode(enum.IntEnum):
+    """How an address field is used by an instruction."""
+
+    NONE = 0       # field unused
+    DIRECT = 1     # the operand is the slot at the address in the field
+    INDIRECT = 2   # the operand is the slot that slot[field].p0 points to: ``[p]``
+    IMMEDIATE = 3  # the operand is the instruction's own ``val`` (field unused): ``#v``
+
+
+class Role(enum.Enum):
+    """What an operand position of an instruction means; decides which modes it accepts."""
+
+    DST = "dst"        # a slot that is written
+    SRC = "src"        # a symbol that is read (its val field)
+    SLOT = "slot"      # a whole slot that is read (MOV copies all its fields)
+    PTR = "ptr"        # a slot whose pointer field p0 is read and/or written
+    ADDR = "addr"      # an effective address: DIRECT x -> address of x; INDIRECT [p] -> p.p0
+    TARGET = "target"  # a code address to jump to: a label, or [p] for p.p0
+
+    @property
+    def modes(self) -> frozenset[Mode]:
+        return _ROLE_MODES[self]
+
+
+_ROLE_MODES = {
+    Role.DST: frozenset({Mode.DIRECT, Mode.INDIRECT}),
+    Role.SRC: frozenset({Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE}),
+    Role.SLOT: frozenset({Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE}),
+    Role.PTR: frozenset({Mode.DIRECT, Mode.INDIRECT}),
+    Role.ADDR: frozenset({Mode.DIRECT, Mode.INDIRECT}),
+    Role.TARGET: frozenset({Mode.DIRECT, Mode.INDIRECT}),
+}
+
+
+class Op(enum.IntEnum):
+    """Opcodes. The order is the opcode's index in tensors: append, never reorder."""
+
+    NOP = 0
+    HALT = 1
+    MOV = 2
+    LEA = 3
+    INC = 4
+    DEC = 5
+    ADD = 6
+    SUB = 7
+    MUL = 8
+    DIV = 9
+    MOD = 10
+    EQ = 11
+    LT = 12
+    MIN = 13
+    MAX = 14
+    SETC = 15
+    GETC = 16
+    PEQ = 17
+    JMP = 18
+    JZ = 19
+    JNZ = 20
+    JEQ = 21
+    JNE = 22
+    CALL = 23
+    RET = 24
+    APPLY = 25
+
+
+class Group(enum.Enum):
+    """Families of ops, as the README's ISA table groups them."""
+
+    CONTROL = "control"
+    MOVE = "move"
+    POINTER = "pointer"
+    ARITH = "arithmetic"
+    COMPARE = "compare"
+    CARRY = "carry"
+    WEIGHTS = "weights"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One row of the ISA table."""
+
+    op: Op
+    roles: tuple[Role, ...]  # operand positions, in source order; operand i uses field p_i
+    group: Group
+    semantics: str           # the exact meaning, in the notation of the README table
+    writes_carry: bool = False
+    reads_carry: bool = False
+
+    @property
+    def mnemonic(self) -> str:
+        return self.op.name
+
+    @property
+    def arity(self) -> int:
+        return len(self.roles)
+
+    @property
+    def is_jump(self) -> bool:
+        return Role.TARGET in self.roles
+
+
+_R = Role
+OPS: tuple[OpSpec, ...] = (
+    OpSpec(Op.NOP, (), Group.CONTROL, "do nothing"),
+    OpSpec(Op.HALT, (), Group.CONTROL, "stop; the answer is read from OUT.p0 up to END"),
+    OpSpec(Op.MOV, (_R.DST, _R.SLOT), Group.MOVE,
+           "d ← s (every field); with #v: d.val ← v"),
+    OpSpec(Op.LEA, (_R.PTR, _R.ADDR), Group.POINTER,
+           "p.p0 ← address of x; with [q]: p.p0 ← q.p0 (copy a pointer)"),
+    OpSpec(Op.INC, (_R.PTR,), Group.POINTER, "p.p0 ← p.p0 + 1 (fault if it leaves memory)"),
+    OpSpec(Op.DEC, (_R.PTR,), Group.POINTER, "p.p0 ← p.p0 − 1 (fault if it leaves memory)"),
+    OpSpec(Op.ADD, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
+           "r = a + b + C; d ← r mod base; C ← r div base", True, True),
+    OpSpec(Op.SUB, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
+           "r = a − b − C; d ← r mod base; C ← 1 if r < 0 else 0", True, True),
+    OpSpec(Op.MUL, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
+           "r = a · b + C; d ← r mod base; C ← r div base", True, True),
+    OpSpec(Op.DIV, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
+           "r = C · base + a; d ← r div b; C ← r mod b (long-division step; fault if b = 0 "
+           "or r div b is not a digit)",
+           True, True),
+    OpSpec(Op.MOD, (_R.DST, _R.SRC, _R.SRC), Group.ARITH, "d ← a mod b (fault if b = 0)"),
+    OpSpec(Op.EQ, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← 1 if a = b else 0"),
+    OpSpec(Op.LT, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← 1 if a < b else 0"),
+    OpSpec(Op.MIN, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← min(a, b)"),
+    OpSpec(Op.MAX, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← max(a, b)"),
+    OpSpec(Op.SETC, (_R.SRC,), Group.CARRY, "C ← a (a must be a digit)", True, False),
+    OpSpec(Op.GETC, (_R.DST,), Group.CARRY, "d ← C", False, True),
+    OpSpec(Op.PEQ, (_R.DST, _R.PTR, _R.PTR), Group.COMPARE, "d ← 1 if p.p0 = q.p0 else 0"),
+    OpSpec(Op.JMP, (_R.TARGET,), Group.CONTROL, "pc ← t"),
+    OpSpec(Op.JZ, (_R.SRC, _R.TARGET), Group.CONTROL, "if a = 0: pc ← t"),
+    OpSpec(Op.JNZ, (_R.SRC, _R.TARGET), Group.CONTROL, "if a ≠ 0: pc ← t"),
+    OpSpec(Op.JEQ, (_R.SRC, _R.SRC, _R.TARGET), Group.CONTROL, "if a = b: pc ← t"),
+    OpSpec(Op.JNE, (_R.SRC, _R.SRC, _R.TARGET), Group.CONTROL, "if a ≠ b: pc ← t"),
+    OpSpec(Op.CALL, (_R.TARGET,), Group.CONTROL, "push pc + 1; pc ← t (fault on overflow)"),
+    OpSpec(Op.RET, (), Group.CONTROL, "pc ← pop (fault on underflow)"),
+    OpSpec(Op.APPLY, (_R.DST, _R.SLOT, _R.SRC, _R.SRC), Group.WEIGHTS,
+           "d ← f_w(a, b), f_w the operation held in WEIGHTS slot w "
+           "(reserved for the weight-token channel; faults until it lands)"),
+)
+del _R
+
+SPEC: Mapping[Op, OpSpec] = {s.op: s for s in OPS}
+MNEMONICS: Mapping[str, Op] = {s.mnemonic: s.op for s in OPS}
+assert [s.op for s in OPS] == list(Op), "OPS must list every Op once, in order"
+
+
+_DIGIT_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DEFAULT_CHARSET = " +-*/%=<>,;:.()?!_abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """The symbols a slot's ``val`` can hold.
+
+    Symbols ``0 .. base-1`` are digits, written ``0-9a-z``; then one symbol per character of
+    ``charset``; then ``END``. With ``raw_bytes=True`` the alphabet is the 256 byte values
+    (base 256: every byte is a digit, characters are their Latin-1 code) plus ``END``.
+    """
+
+    base: int = 10          # radix of the digit symbols; arithmetic works modulo it
+    charset: str = ""       # text characters after the digits (default: see ``numeric``)
+    raw_bytes: bool = False  # the 256 byte values instead of digits + charset
+
+    def __post_init__(self) -> None:
+        if self.raw_bytes:
+            if self.base != 256 or self.charset:
+                raise ValueError("a bytes alphabet has base 256 and no charset")
+            return
+        if not 2 <= self.base <= len(_DIGIT_CHARS):
+            raise ValueError(f"base must be in 2..{len(_DIGIT_CHARS)}, got {self.base}")
+        digits = _DIGIT_CHARS[: self.base]
+        if len(set(self.charset)) != len(self.charset):
+            raise ValueError(f"charset has repeated characters: {self.charset!r}")
+        clash = sorted(set(self.charset) & set(digits))
+        if clash:
+            raise ValueError(f"charset characters {clash} are digits in base {self.base}")
+
+    @classmethod
+    def numeric(cls, base: int = 10, charset: str | None = None) -> "Alphabet":
+        """Digits of ``base`` plus punctuation and the lowercase letters not used as digits."""
+        if charset is None:
+            digits = _DIGIT_CHARS[:base]
+            charset = "".join(c for c in _DEFAULT_CHARSET if c not in digits)
+        return cls(base=base, charset=charset)
+
+    @classmethod
+    def byte_alphabet(cls) -> "Alphabet":
+        return cls(base=256, raw_bytes=True)
+
+    @property
+    def size(self) -> int:
+        """V, the number of symbols, END included."""
+        return self.base + len(self.charset) + 1
+
+    @property
+    def end(self) -> int:
+        """The END marker: the last symbol."""
+        return self.size - 1
+
+    def is_digit(self, v: int) -> bool:
+        return 0 <= v < self.base
+
+    def encode_char(self, ch: str) -> int:
+        """The symbol of one character; raises InputError for a character outside it."""
+        if self.raw_bytes:
+            code = ord(ch)
+            if code < 256:
+                return code
+        else:
+            low = ch.lower() if self.base > 10 else ch
+            i = _DIGIT_CHARS.find(low)
+            if 0 <= i < self.base and len(ch) == 1:
+                return i
+            j = self.charset.find(ch)
+            if j >= 0 and len(ch) == 1:
+                return self.base + j
+        raise InputError(f"character {ch!r} is not in the alphabet ({self.describe()})")
+
+    def encode(self, text: str) -> list[int]:
+        out = []
+        for pos, ch in enumerate(text):
+            try:
+                out.append(self.encode_char(ch))
+            except InputError as e:
+                raise InputError(f"input position {pos}: {e}") from None
+        return out
+
+    def decode_symbol(self, v: int) -> str:
+        if not 0 <= v < self.size:
+            raise ValueError(f"symbol {v} outside the alphabet 0..{self.size - 1}")
+        if v == self.end:
+            return "⊣"
+        if self.raw_bytes:
+            return chr(v)
+        if v < self.base:
+            return _DIGIT_CHARS[v]
+        return self.charset[v - self.base]
+
+    def decode(self, symbols: list[int] | tuple[int, ...]) -> str:
+        return "".join(self.decode_symbol(v) for v in symbols)
+
+    def describe(self) -> str:
+        if self.raw_bytes:
+            return "bytes"
+        return f"base {self.base} digits and {self.charset!r}"
+
+    def directive(self) -> str:
+        """The ``.alphabet`` line that declares this alphabet in a .lasm file."""
+        if self.raw_bytes:
+            return ".alphabet bytes"
+        if self == Alphabet.numeric(self.base):
+            return f".alphabet base {self.base}"
+        return f".alphabet base {self.base} charset {_quote(self.charset)}"
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+DEFAULT_ALPHABET = Alphabet.numeric(10)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One row of memory. Immutable: a write makes a new Slot."""
+
+    kind: Kind = Kind.EMPTY
+    op: Op = Op.NOP
+    modes: tuple[Mode, Mode, Mode, Mode] = (Mode.NONE,) * NUM_FIELDS
+    args: tuple[int, int, int, int] = (0,) * NUM_FIELDS
+    val: int = 0
+
+    @property
+    def ptr(self) -> int:
+        """The pointer a DATA slot holds (field p0)."""
+        return self.args[0]
+
+    @staticmethod
+    def data(val: int = 0, ptr: int = 0) -> "Slot":
+        return Slot(Kind.DATA, Op.NOP, (Mode.NONE,) * NUM_FIELDS, (ptr, 0, 0, 0), val)
+
+    @staticmethod
+    def instr(op: Op, operands: tuple[tuple[Mode, int], ...] = (), imm: int = 0) -> "Slot":
+        """An instruction from (mode, address) pairs; an IMMEDIATE operand's value is ``imm``."""
+        modes = [Mode.NONE] * NUM_FIELDS
+        args = [0] * NUM_FIELDS
+        for i, (m, a) in enumerate(operands):
+            modes[i] = m
+            args[i] = 0 if m == Mode.IMMEDIATE else a
+        return Slot(Kind.INSTR, op, tuple(modes), tuple(args), imm)  # type: ignore[arg-type]
+
+    def with_val(self, val: int) -> "Slot":
+        """This slot with ``val`` replaced; writing a field of an EMPTY slot makes it DATA."""
+        kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
+        return Slot(kind, self.op, self.modes, self.args, val)
+
+    def with_ptr(self, ptr: int) -> "Slot":
+        """This slot with its pointer (p0) replaced; an EMPTY slot becomes DATA."""
+        a = self.args
+        kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
+        return Slot(kind, self.op, self.modes, (ptr, a[1], a[2], a[3]), self.val)
+
+
+EMPTY_SLOT = Slot()
+
+
+@dataclass(frozen=True)
+class SourceLoc:
+    """Where a slot came from in the .lasm source (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    text: str  # the whole source line, for error messages
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Program:
+    """An assembled program: the slots it occupies from address 0, and how to read them.
+
+    ``slots[0]`` and ``slots[1]`` are the IN and OUT ports; ``entry`` is where execution
+    starts (the label ``start`` if defined, else the first instruction). Equality compares
+    what runs (slots, entry, alphabet, labels), not where it came from.
+    """
+
+    slots: tuple[Slot, ...]
+    entry: int
+    alphabet: Alphabet = DEFAULT_ALPHABET
+    symbols: Mapping[str, int] = field(default_factory=dict)  # label -> address
+    source_map: Mapping[int, SourceLoc] = field(default_factory=dict, compare=False)
+    name: str = field(default="<program>", compare=False)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def where(self, addr: int) -> str:
+        """`file:line:col: source line` for a slot address, or a plain description."""
+        loc = self.source_map.get(addr)
+        if loc is None:
+            return f"{self.name}: slot {addr}"
+        return f"{loc}: {loc.text.strip()}"
+
+    def labels_at(self, addr: int) -> list[str]:
+        return sorted(k for k, v in self.symbols.items() if v == addr)
+
+
+@dataclass(frozen=True)
+class MemoryImage:
+    """Memory at load time: the program, the input region and the output region."""
+
+    slots: tuple[Slot, ...]
+    in_base: int   # first input symbol
+    in_len: int    # input symbols, END excluded
+    out_base: int  # first slot of the output region
+    out_size: int
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+
+def default_out_size(input_len: int) -> int:
+    """Output-region slots the loader gives an input of this length unless told otherwise."""
+    return 4 * (input_len + 1) + 256
+
+
+def memory_image(program: Program, input_text: str, out_size: int | None = None) -> MemoryImage:
+    """Lay out memory: program, then input symbols + END, then ``out_size`` slots of END.
+
+    Sets the IN port's pointer to the first input symbol and OUT's to the output region.
+    """
+    alpha = program.alphabet
+    symbols = alpha.encode(input_text)
+    if out_size is None:
+        out_size = default_out_size(len(symbols))
+    if out_size < 1:
+        raise ValueError(f"out_size must be at least 1, got {out_size}")
+    n_prog = len(program.slots)
+    in_base = n_prog
+    out_base = in_base + len(symbols) + 1
+    end = alpha.end
+    slots = list(program.slots)
+    slots[PORT_IN] = slots[PORT_IN].with_ptr(in_base)
+    slots[PORT_OUT] = slots[PORT_OUT].with_ptr(out_base)
+    slots.extend(Slot.data(v) for v in symbols)
+    slots.append(Slot.data(end))
+    end_slot = Slot.data(end)
+    slots.extend([end_slot] * out_size)
+    return MemoryImage(tuple(slots), in_base, len(symbols), out_base, out_size)
+
+
+def isa_table_markdown() -> str:
+    """The README's ISA table, generated from OPS so the two cannot drift apart."""
+    role_txt = {Role.DST: "d", Role.SRC: "a", Role.SLOT: "s", Role.PTR: "p", Role.ADDR: "x",
+                Role.TARGET: "t"}
+    rows = ["| op | operands | group | meaning |", "|---|---|---|---|"]
+    for s in OPS:
+        names = []
+        seen: dict[str, int] = {}
+        for r in s.roles:
+            n = role_txt[r]
+            if r in (Role.SRC, Role.PTR) and n in seen:
+                n = {"a": "b", "p": "q"}[n]
+            if s.op == Op.APPLY and r == Role.SLOT:
+                n = "w"
+            seen[n] = 1
+            names.append(n)
+        rows.append(f"| `{s.mnemonic}` | {', '.join(names) or '—'} | {s.group.value} | "
+                    f"{s.semantics} |")
+    return "\n".join(rows) + "\n"
