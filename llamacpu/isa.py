@@ -43,8 +43,8 @@ digit; compares work on every symbol.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 __all__ = [
     "Kind", "Mode", "Role", "Op", "OpSpec", "OPS", "SPEC", "MNEMONICS", "NUM_FIELDS",
@@ -265,7 +265,7 @@ class Alphabet:
             raise ValueError(f"charset characters {clash} are digits in base {self.base}")
 
     @classmethod
-    def numeric(cls, base: int = 10, charset: str | None = None) -> "Alphabet":
+    def numeric(cls, base: int = 10, charset: str | None = None) -> Alphabet:
         """Digits of ``base`` plus punctuation and the lowercase letters not used as digits."""
         if charset is None:
             digits = _DIGIT_CHARS[:base]
@@ -273,7 +273,7 @@ class Alphabet:
         return cls(base=base, charset=charset)
 
     @classmethod
-    def byte_alphabet(cls) -> "Alphabet":
+    def byte_alphabet(cls) -> Alphabet:
         return cls(base=256, raw_bytes=True)
 
     @property
@@ -343,7 +343,20 @@ class Alphabet:
 
 
 def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A .lasm string literal for ``s`` (escapes quotes, backslashes and unprintables)."""
+    out = []
+    for ch in s:
+        if ch in "\\\"":
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif not ch.isprintable() and ord(ch) < 256:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 DEFAULT_ALPHABET = Alphabet.numeric(10)
@@ -365,11 +378,11 @@ class Slot:
         return self.args[0]
 
     @staticmethod
-    def data(val: int = 0, ptr: int = 0) -> "Slot":
+    def data(val: int = 0, ptr: int = 0) -> Slot:
         return Slot(Kind.DATA, Op.NOP, (Mode.NONE,) * NUM_FIELDS, (ptr, 0, 0, 0), val)
 
     @staticmethod
-    def instr(op: Op, operands: tuple[tuple[Mode, int], ...] = (), imm: int = 0) -> "Slot":
+    def instr(op: Op, operands: tuple[tuple[Mode, int], ...] = (), imm: int = 0) -> Slot:
         """An instruction from (mode, address) pairs; an IMMEDIATE operand's value is ``imm``."""
         modes = [Mode.NONE] * NUM_FIELDS
         args = [0] * NUM_FIELDS
@@ -378,12 +391,12 @@ class Slot:
             args[i] = 0 if m == Mode.IMMEDIATE else a
         return Slot(Kind.INSTR, op, tuple(modes), tuple(args), imm)  # type: ignore[arg-type]
 
-    def with_val(self, val: int) -> "Slot":
+    def with_val(self, val: int) -> Slot:
         """This slot with ``val`` replaced; writing a field of an EMPTY slot makes it DATA."""
         kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
         return Slot(kind, self.op, self.modes, self.args, val)
 
-    def with_ptr(self, ptr: int) -> "Slot":
+    def with_ptr(self, ptr: int) -> Slot:
         """This slot with its pointer (p0) replaced; an EMPTY slot becomes DATA."""
         a = self.args
         kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
