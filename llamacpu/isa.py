@@ -487,10 +487,11 @@ def memory_image(program: Program, input_text: str, out_size: int | None = None)
     slots = list(program.slots)
     slots[PORT_IN] = slots[PORT_IN].with_ptr(in_base)
     slots[PORT_OUT] = slots[PORT_OUT].with_ptr(out_base)
-    slots.extend(Slot.data(v) for v in symbols)
-    slots.append(Slot.data(end))
-    end_slot = Slot.data(end)
-    slots.extend([end_slot] * out_size)
+    # Slots are immutable, so one object per distinct symbol serves every cell holding it.
+    data_slot = [Slot.data(v) for v in range(alpha.size)]
+    slots.extend([data_slot[v] for v in symbols])
+    slots.append(data_slot[end])
+    slots.extend([data_slot[end]] * out_size)
     return MemoryImage(tuple(slots), in_base, len(symbols), out_base, out_size)
 
 
