@@ -1,0 +1,281 @@
+"""The golden table: hand-picked (program, input, expected) cases, and Python's own answers.
+
+Every layer is checked against this one table: the reference interpreter now, the
+differentiable machine and the trained model later. A case names an expert program by its
+file stem in ``programs/`` (``"add"`` is ``programs/add.lasm``); each program's header
+comment defines its input and output formats, and :func:`reference` implements the same
+contract with Python ints, ``sorted``, ``math.gcd``... so new inputs need no hand-written
+expectations.
+
+Inputs are free text: in the learned machine the user's prompt itself ("calculate 12 + 35",
+"what is 12 plus 35?", "12+35=") is the program's input, so every program finds its
+operands the way a parser would, and the compact forms ("12+35") are just one wording:
+
+- *Numbers* are maximal runs of decimal digits; every other symbol is ignored. add, sub,
+  mul, cmp and gcd take the first two numbers of the text, fib the first; sub computes
+  first − second (a negative result is printed with '-'), cmp answers ``<``, ``=`` or
+  ``>`` for first against second.
+- *Digit lists* (sort, max) are every digit of the text, in order, ignoring the rest:
+  ``"sort 3 1 2"`` and ``"312"`` are the same list.
+- *Payloads* (copy, reverse) are the text after its first ``':'`` without the spaces right
+  after it, or the whole text if it has no ``':'``: ``"reverse: abc"`` → ``"cba"``.
+
+A text without the numbers or digits a program needs is outside the contract (the program
+faults, or answers nothing where its header says so), and :func:`reference` raises
+ValueError for it.
+
+    >>> reference("add", "999+1")
+    '1000'
+    >>> reference("add", "what is 12 plus 35?")
+    '47'
+    >>> reference("reverse", "reverse: hello")
+    'olleh'
+    >>> [c.input for c in GOLDEN if c.program == "cmp"][:2]
+    ['7?7', '12?13']
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamacpu.asm import assemble
+from llamacpu.isa import DEFAULT_ALPHABET, Program
+
+__all__ = [
+    "GoldenCase", "GOLDEN", "PROGRAMS_DIR", "PROGRAM_NAMES", "load_program", "reference",
+]
+
+PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
+"""The repository's ``programs/`` folder (this assumes the source checkout layout)."""
+
+PROGRAM_NAMES: tuple[str, ...] = (
+    "copy", "reverse", "max", "sort", "cmp", "add", "sub", "mul", "fib", "gcd",
+)
+"""The expert programs, roughly from easiest to hardest."""
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One checked run: ``program`` on ``input`` must answer ``expected``."""
+
+    name: str       # unique, "<program>/<what it exercises>"
+    program: str    # file stem in programs/
+    input: str
+    expected: str
+
+
+def _cases(program: str, *rows: tuple[str, str, str]) -> tuple[GoldenCase, ...]:
+    return tuple(GoldenCase(f"{program}/{what}", program, inp, out) for what, inp, out in rows)
+
+
+GOLDEN: tuple[GoldenCase, ...] = (
+    *_cases("copy",
+            ("empty", "", ""),
+            ("one", "x", "x"),
+            ("text", "hello, world", "hello, world"),
+            ("punctuation", "(1+2)*3=9!", "(1+2)*3=9!"),
+            ("worded", "copy: hello world", "hello world"),
+            ("first_colon_only", "echo:  a: b", "a: b"),
+            ("spaces_kept_without_colon", "  two  spaces", "  two  spaces"),
+            ("empty_payload", "copy:", "")),
+    *_cases("reverse",
+            ("empty", "", ""),
+            ("one", "x", "x"),
+            ("text", "abc,12", "21,cba"),
+            ("palindrome", "racecar", "racecar"),
+            ("worded", "reverse: hello", "olleh"),
+            ("first_colon_only", "reverse this:  a:b c", "c b:a"),
+            ("empty_payload", "reverse: ", "")),
+    *_cases("max",
+            ("one", "0", "0"),
+            ("first", "91", "9"),
+            ("last", "19", "9"),
+            ("repeated", "31415", "5"),
+            ("all_zero", "000", "0"),
+            ("worded", "max of 4, 9, 2", "9"),
+            ("digits_of_numbers", "what is the largest digit in 3141 and 27?", "7")),
+    *_cases("sort",
+            ("empty", "", ""),
+            ("one", "7", "7"),
+            ("sorted", "0123", "0123"),
+            ("reversed", "9876543210", "0123456789"),
+            ("duplicates", "31415926", "11234569"),
+            ("worded", "sort 3 1 2", "123"),
+            ("separated", "sort these: 5, 0, 9, 5", "0559"),
+            ("no_digits", "sort nothing", "")),
+    *_cases("cmp",
+            ("equal_one_digit", "7?7", "="),
+            ("less_same_length", "12?13", "<"),
+            ("greater_last_digit", "99?98", ">"),
+            ("less_shorter", "5?12", "<"),
+            ("greater_longer", "100?99", ">"),
+            ("leading_zeros_equal", "007?7", "="),
+            ("leading_zeros_greater", "0123?99", ">"),
+            ("zeros", "0?000", "="),
+            ("worded_less", "compare 12 and 35", "<"),
+            ("worded_greater", "is 100 bigger than 99?", ">"),
+            ("worded_equal", "which is larger, 007 or 7?", "=")),
+    *_cases("add",
+            ("one_digit", "2+3", "5"),
+            ("zero", "0+0", "0"),
+            ("carry_out", "5+5", "10"),
+            ("carry_chain", "999+1", "1000"),
+            ("carry_chain_b_longer", "1+999", "1000"),
+            ("long", "987654321+123456789", "1111111110"),
+            ("leading_zeros", "007+05", "12"),
+            ("zero_with_leading_zeros", "00+000", "0"),
+            ("worded_question", "what is 12 plus 35?", "47"),
+            ("worded_command", "calculate 999 + 1", "1000"),
+            ("trailing_equals", "12+35=", "47"),
+            ("third_number_ignored", "add 1 and 2 then 3", "3")),
+    *_cases("sub",
+            ("one_digit", "5-3", "2"),
+            ("equal", "5-5", "0"),
+            ("borrow_chain", "1000-1", "999"),
+            ("to_one", "100-99", "1"),
+            ("long", "1111111110-123456789", "987654321"),
+            ("leading_zeros", "007-7", "0"),
+            ("negative", "3-5", "-2"),
+            ("negative_longer_b", "1-100", "-99"),
+            ("negative_padded_a", "00-5", "-5"),
+            ("worded", "what is 100 minus 1?", "99"),
+            ("worded_negative", "what is 2 minus 7?", "-5")),
+    *_cases("mul",
+            ("one_digit", "3*4", "12"),
+            ("zero", "0*0", "0"),
+            ("zero_times_long", "0*12345", "0"),
+            ("nines", "99*99", "9801"),
+            ("carry_chain", "999*999", "998001"),
+            ("long", "123456789*987654321", "121932631112635269"),
+            ("leading_zeros", "007*03", "21"),
+            ("worded", "what is 12 times 34?", "408"),
+            ("worded_x", "multiply 99 by 99", "9801")),
+    *_cases("fib",
+            ("zero", "0", "0"),
+            ("one", "1", "1"),
+            ("two", "2", "1"),
+            ("ten", "10", "55"),
+            ("padded_by_successor", "6", "8"),
+            ("first_two_digits", "7", "13"),
+            ("leading_zeros", "007", "13"),
+            ("hundred", "100", "354224848179261915075"),
+            ("worded", "what is fib of 10?", "55"),
+            ("later_numbers_ignored", "fib 12, not 3", "144")),
+    *_cases("gcd",
+            ("ones", "1,1", "1"),
+            ("equal", "6,6", "6"),
+            ("coprime", "7,13", "1"),
+            ("classic", "84,36", "12"),
+            ("divides", "3,12", "3"),
+            ("leading_zeros", "012,018", "6"),
+            ("one_slow", "99,1", "1"),
+            ("fibonacci_pair", "987,610", "1"),
+            ("worded", "gcd of 84 and 36", "12"),
+            ("worded_question", "what is the greatest common divisor of 12 and 18?", "6")),
+)
+
+
+@functools.cache
+def load_program(name: str) -> Program:
+    """Assemble ``programs/<name>.lasm`` (cached: programs are immutable)."""
+    path = PROGRAMS_DIR / f"{name}.lasm"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROGRAMS_DIR.glob("*.lasm")))
+        raise FileNotFoundError(f"no expert program {name!r} at {path} (known: {known})")
+    return assemble(path.read_text(encoding="utf-8"), file=str(path))
+
+
+def reference(name: str, input_text: str) -> str:
+    """Python's answer for program ``name`` on ``input_text``, by that program's contract.
+
+    Raises ValueError for an input outside the documented format or contract, KeyError for
+    an unknown program.
+    """
+    try:
+        fn = _REFERENCES[name]
+    except KeyError:
+        raise KeyError(f"no reference for program {name!r} "
+                       f"(known: {', '.join(PROGRAM_NAMES)})") from None
+    return fn(input_text)
+
+
+_NUMBER = re.compile(r"[0-9]+")
+"""A number of the text: a maximal run of decimal digits (ASCII only, as in the alphabet)."""
+
+
+def _text(text: str) -> str:
+    DEFAULT_ALPHABET.encode(text)  # raises InputError (a ValueError) outside the alphabet
+    return text
+
+
+def _numbers(text: str, count: int) -> list[int]:
+    """The first ``count`` numbers of ``text``; ValueError if it has fewer."""
+    found = _NUMBER.findall(_text(text))
+    if len(found) < count:
+        raise ValueError(f"expected at least {count} number(s) (runs of digits) in the text, "
+                         f"found {len(found)} in {text!r}")
+    return [int(n) for n in found[:count]]
+
+
+def _digits(text: str) -> str:
+    """Every digit of ``text``, in order: the list sort and max work on."""
+    return "".join(ch for ch in _text(text) if "0" <= ch <= "9")
+
+
+def _payload(text: str) -> str:
+    """The text after the first ':' without the spaces right after it, else all of it."""
+    _, colon, rest = _text(text).partition(":")
+    return rest.lstrip(" ") if colon else text
+
+
+def _sub(text: str) -> str:
+    a, b = _numbers(text, 2)
+    return str(a - b)  # A < B is outside the contract; the program prints "-" + (B - A)
+
+
+def _cmp(text: str) -> str:
+    a, b = _numbers(text, 2)
+    return "<" if a < b else ">" if a > b else "="
+
+
+def _max(text: str) -> str:
+    digits = _digits(text)
+    if not digits:
+        raise ValueError(f"max needs at least one digit (the program answers nothing), "
+                         f"got {text!r}")
+    return max(digits)
+
+
+def _fib(text: str) -> str:
+    (n,) = _numbers(text, 1)
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return str(a)
+
+
+def _gcd(text: str) -> str:
+    a, b = _numbers(text, 2)
+    if a == 0 or b == 0:
+        raise ValueError(f"gcd needs A, B >= 1 (the program never halts otherwise), got {text!r}")
+    return str(math.gcd(a, b))
+
+
+_REFERENCES: Mapping[str, Callable[[str], str]] = {
+    "copy": _payload,
+    "reverse": lambda t: _payload(t)[::-1],
+    "max": _max,
+    "sort": lambda t: "".join(sorted(_digits(t))),
+    "cmp": _cmp,
+    "add": lambda t: str(sum(_numbers(t, 2))),
+    "sub": _sub,
+    "mul": lambda t: str(math.prod(_numbers(t, 2))),
+    "fib": _fib,
+    "gcd": _gcd,
+}
+assert set(_REFERENCES) == set(PROGRAM_NAMES)
