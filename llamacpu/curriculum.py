@@ -1,0 +1,274 @@
+"""The curriculum: a table of stages, how batches and eval sets are drawn, and when to move on.
+
+A stage is one task at a range of lengths. The trainer works through :data:`STAGES` in
+order; a stage is passed when the whole machine, run free (no expert), answers at least
+``competence`` of the stage's eval set exactly (:func:`decide`, a pure function of the
+measured numbers). Each training batch mixes in a ``review`` fraction of examples from
+earlier stages so old skills are rehearsed, not forgotten.
+
+Held-out evaluation, disjoint by construction. Every prompt falls in one of
+``HOLDOUT_BUCKETS`` buckets by a stable hash of its text (:func:`is_heldout`: bucket 0 is
+held out). :func:`sample_batch` never returns a held-out prompt and :func:`eval_set` returns
+only held-out ones, drawn from its own RNG stream (seeded by the stage and the eval seed,
+never by the trainer's RNG), so no training batch can contain an eval prompt whatever seeds
+either side uses. ``eval_set(..., seen=...)`` also rejects any prompt in a given set (for
+training data from elsewhere). With ``split="heldout"`` the eval set uses the task's
+held-out wordings instead, which training never uses (so every such prompt qualifies): a
+test of generalisation to unseen phrasing.
+
+Small stages have few distinct prompts (1-digit addition: 100 operand pairs × 6 wordings,
+about 60 of them held out), so :func:`eval_set` returns at most the distinct held-out
+prompts it finds, possibly fewer than ``eval_size``; it never repeats one.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from llamacpu.tasks import SPLITS, TASKS, Example
+
+__all__ = [
+    "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
+    "parse_stage", "parse_stages", "check_stages", "HOLDOUT_BUCKETS", "stages_table",
+]
+
+HOLDOUT_BUCKETS = 10
+"""One prompt in this many (by hash) is reserved for evaluation and never trained on."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the curriculum: a task at a range of lengths, and when it is passed."""
+
+    index: int            # position in STAGES, from 0
+    name: str             # short handle for the command line ("add2")
+    task: str             # key of tasks.TASKS
+    min_length: int       # lengths are drawn uniformly from min_length..max_length
+    max_length: int       #   (in the task's unit: digits, items or characters)
+    review: float         # fraction of each batch drawn from earlier stages
+    max_steps: int        # machine steps per example: ~1.5 × the expert's worst case
+    description: str
+    competence: float = 0.99  # exact-match accuracy, run free, that passes the stage
+    eval_size: int = 200      # eval examples (fewer when the stage has fewer prompts)
+
+    def __post_init__(self) -> None:
+        where = f"stage {self.index} ({self.name})"
+        if self.task not in TASKS:
+            raise ValueError(f"{where}: unknown task {self.task!r} "
+                             f"(known: {', '.join(TASKS)})")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"{where}: need 1 <= min_length <= max_length, "
+                             f"got {self.min_length}..{self.max_length}")
+        top = TASKS[self.task].max_length
+        if top is not None and self.max_length > top:
+            raise ValueError(f"{where}: task {self.task} supports lengths up to {top}")
+        if not 0.0 <= self.review < 1.0:
+            raise ValueError(f"{where}: review must be in [0, 1), got {self.review}")
+        if not 0.0 < self.competence <= 1.0:
+            raise ValueError(f"{where}: competence must be in (0, 1], got {self.competence}")
+        if self.eval_size < 1 or self.max_steps < 1:
+            raise ValueError(f"{where}: eval_size and max_steps must be at least 1")
+
+    def sample(self, rng: random.Random, split: str = "train") -> Example:
+        """One example of this stage's own task and lengths (no review, no hold-out)."""
+        return TASKS[self.task].sample(rng, rng.randint(self.min_length, self.max_length),
+                                       split)
+
+
+STAGES: tuple[Stage, ...] = (
+    #     idx name       task      lengths review max_steps  description
+    Stage(0, "add1",     "add",     1, 1,  0.0,   200,  "1-digit addition"),
+    Stage(1, "add2",     "add",     1, 2,  0.2,   250,  "addition up to 2 digits"),
+    Stage(2, "add3",     "add",     1, 3,  0.2,   300,  "addition up to 3 digits"),
+    Stage(3, "add4",     "add",     1, 4,  0.2,   350,  "addition up to 4 digits"),
+    Stage(4, "sub4",     "sub",     1, 4,  0.25,  400,  "subtraction up to 4 digits, A ≥ B"),
+    Stage(5, "cmp4",     "cmp",     1, 4,  0.25,  450,  "compare numbers up to 4 digits"),
+    Stage(6, "copy8",    "copy",    1, 8,  0.25,  150,  "copy up to 8 characters"),
+    Stage(7, "reverse8", "reverse", 1, 8,  0.25,  200,  "reverse up to 8 characters"),
+    Stage(8, "max8",     "max",     1, 8,  0.25,  350,  "largest of up to 8 digits"),
+    Stage(9, "sort6",    "sort",    1, 6,  0.25,  550,  "sort up to 6 digits"),
+    Stage(10, "mul2",    "mul",     1, 2,  0.25,  350,  "multiplication up to 2 digits"),
+    Stage(11, "mul3",    "mul",     1, 3,  0.25,  450,  "multiplication up to 3 digits"),
+)
+
+
+def check_stages(stages: Sequence[Stage]) -> None:
+    """Raise ValueError unless indices run 0, 1, ..., names are unique and stage 0 reviews
+    nothing (it has no earlier stages)."""
+    if not stages:
+        raise ValueError("a curriculum needs at least one stage")
+    for i, s in enumerate(stages):
+        if s.index != i:
+            raise ValueError(f"stage {s.name!r} has index {s.index}, expected {i}")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names repeat: {names}")
+    if stages[0].review != 0.0:
+        raise ValueError("stage 0 has no earlier stages to review: its review must be 0")
+
+
+check_stages(STAGES)
+
+
+def stages_table(stages: Sequence[Stage] = STAGES) -> str:
+    """The table as Markdown (for the README and ``--help`` texts)."""
+    rows = ["| # | name | task | lengths | review | max steps | competence | what |",
+            "|---|---|---|---|---|---|---|---|"]
+    for s in stages:
+        span = f"{s.min_length}" + (f"–{s.max_length}" if s.max_length > s.min_length else "")
+        rows.append(f"| {s.index} | {s.name} | {s.task} | {span} {TASKS[s.task].unit} | "
+                    f"{s.review:g} | {s.max_steps} | {s.competence:g} | "
+                    f"{s.description} |")
+    return "\n".join(rows) + "\n"
+
+
+# ---------------------------------------------------------------------------- drawing
+
+
+def is_heldout(prompt: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
+    """Whether a prompt is reserved for evaluation: a stable hash of its text (not ``hash``,
+    which changes per process) puts it in bucket 0 of ``buckets``."""
+    digest = hashlib.blake2b(prompt.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets == 0
+
+
+_MAX_TRIES = 1000  # rejection-sampling attempts per training example before giving up
+
+
+def _training_example(stage: Stage, rng: random.Random) -> Example:
+    for _ in range(_MAX_TRIES):
+        ex = stage.sample(rng)
+        if not is_heldout(ex.prompt):
+            return ex
+    raise RuntimeError(f"stage {stage.name}: no training prompt outside the held-out "
+                       f"partition in {_MAX_TRIES} draws")
+
+
+def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
+                 stages: Sequence[Stage] = STAGES) -> list[Example]:
+    """A training batch: ``round(review · batch_size)`` examples from earlier stages (each
+    from a uniformly chosen one), the rest from this stage, shuffled. Never a held-out
+    prompt (see the module docstring)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    earlier = stages[: stage.index]
+    n_review = round(stage.review * batch_size) if earlier else 0
+    batch = [_training_example(rng.choice(earlier), rng) for _ in range(n_review)]
+    batch += [_training_example(stage, rng) for _ in range(batch_size - n_review)]
+    rng.shuffle(batch)
+    return batch
+
+
+def eval_set(stage: Stage, seed: int, size: int | None = None,
+             seen: Collection[str] = frozenset(), split: str = "train") -> list[Example]:
+    """Fresh eval examples for a stage: distinct held-out prompts not in ``seen``.
+
+    ``split="train"``: training wordings, prompts in the held-out partition only;
+    ``split="heldout"``: wordings training never uses, any prompt.
+
+    Deterministic in (stage.index, stage.name, seed, size, seen, split), independent of any
+    training RNG. ``split="heldout"`` uses wordings training never sees. Returns fewer than
+    ``size`` (default ``stage.eval_size``) only when the stage has fewer such prompts.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    size = stage.eval_size if size is None else size
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    rng = random.Random(f"llamacpu.eval/{stage.index}/{stage.name}/{split}/{seed}")
+    out: list[Example] = []
+    taken: set[str] = set()
+    for _ in range(10 * HOLDOUT_BUCKETS * size):  # ample: ~1 draw in HOLDOUT_BUCKETS fits
+        ex = stage.sample(rng, split)
+        if ex.prompt in taken or ex.prompt in seen:
+            continue
+        if split == "train" and not is_heldout(ex.prompt):  # held-out wordings need no
+            continue                                         # partition: never trained on
+        taken.add(ex.prompt)
+        out.append(ex)
+        if len(out) == size:
+            break
+    return out
+
+
+# ---------------------------------------------------------------------------- the rule
+
+
+class Decision(enum.Enum):
+    """What the trainer does after an evaluation."""
+
+    ADVANCE = "advance"   # competence reached: go to the next stage
+    STAY = "stay"         # keep training this stage
+    GIVE_UP = "give_up"   # the stage's training budget is spent without competence
+
+
+def decide(stage: Stage, accuracy: float, steps_in_stage: int,
+           max_steps_in_stage: int) -> Decision:
+    """The curriculum rule, a pure function of measured numbers (no hidden state).
+
+    ``accuracy`` is exact-match accuracy of free runs on the stage's eval set;
+    ``steps_in_stage`` and ``max_steps_in_stage`` count *training* steps (optimizer
+    updates), not machine steps (that is ``Stage.max_steps``). Competence wins over the
+    budget: a stage passed on its last step advances.
+    """
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
+    if steps_in_stage < 0 or max_steps_in_stage < 1:
+        raise ValueError(f"need steps_in_stage >= 0 and max_steps_in_stage >= 1, got "
+                         f"{steps_in_stage} and {max_steps_in_stage}")
+    if accuracy >= stage.competence:
+        return Decision.ADVANCE
+    if steps_in_stage >= max_steps_in_stage:
+        return Decision.GIVE_UP
+    return Decision.STAY
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _allowed(stages: Sequence[Stage]) -> str:
+    return (f"stages are 0-{len(stages) - 1} "
+            f"({', '.join(f'{s.index}={s.name}' for s in stages)})")
+
+
+def parse_stage(text: str, stages: Sequence[Stage] = STAGES) -> int:
+    """A stage index from its number or its name (``"2"`` or ``"add3"``)."""
+    t = text.strip()
+    if re.fullmatch(r"\d+", t):
+        i = int(t)
+        if i < len(stages):
+            return i
+        raise ValueError(f"stage {i} is out of range: {_allowed(stages)}")
+    for s in stages:
+        if s.name == t:
+            return s.index
+    raise ValueError(f"unknown stage {text!r}: {_allowed(stages)}")
+
+
+def parse_stages(text: str, stages: Sequence[Stage] = STAGES) -> list[int]:
+    """Stage indices, sorted and distinct, from ``"0-3"``, ``"0,2,5"``, ``"1-3,mul2"`` or
+    ``"all"``. A range ``a-b`` includes both ends and needs ``a <= b``."""
+    t = text.strip()
+    if t == "all":
+        return list(range(len(stages)))
+    if not t:
+        raise ValueError(f"no stages given: {_allowed(stages)}")
+    chosen: set[int] = set()
+    for part in t.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\w+)\s*-\s*(\w+)", part)
+        if m and not any(s.name == part for s in stages):
+            lo, hi = parse_stage(m[1], stages), parse_stage(m[2], stages)
+            if lo > hi:
+                raise ValueError(f"stage range {part!r} runs backwards: write {hi}-{lo}")
+            chosen.update(range(lo, hi + 1))
+        elif part:
+            chosen.add(parse_stage(part, stages))
+        else:
+            raise ValueError(f"empty item in stage list {text!r}: {_allowed(stages)}")
+    return sorted(chosen)
