@@ -1,0 +1,1029 @@
+"""The language-model controller (layer 8 of ARCHITECTURE.md): an HF causal LM plus small heads.
+
+The controller is the machine's CPU in two phases, both on one language model:
+
+- **Plan** (compile). The LM reads ``<bos> prompt <plan>`` and then emits the program's slots
+  2..P−1 one at a time (slots 0 and 1 are the IN/OUT ports, which the loader fills). Each
+  emitted slot goes back into the LM as ONE continuous input embedding (:class:`SlotEncoder`),
+  not as text, and a :class:`SlotHead` on every position predicts the next slot's fields:
+  stop-or-slot, kind, op, a mode per address field, an address per field, and the value.
+  An address is predicted *as attention*: a query per field is scored against the address
+  keys of the candidate slots 0..max_slots−1 (the same keys memory uses), so a pointer is a
+  distribution over slots, never a regression onto a key vector.
+- **Execute** (sequence). The LM reads ``<bos> prompt <exec>`` once (:class:`PromptCache`);
+  at every machine step the current machine state (:class:`StepView`: the fetched
+  instruction's op and modes, its operand values, the carry, the ALU's condition flag)
+  enters as one continuous embedding appended to the prompt's KV cache at a FIXED position
+  id (the prompt length). The step is computed from a copy of the cache, so the cache never
+  grows and a step depends only on the prompt and the current state (a Markov controller):
+  a program may run far longer than anything seen in training. ``absolute_positions=True``
+  (an ablation) gives the state token the position ``prompt length + step index`` instead.
+  The step head decides the step: is the jump taken, does the write happen, halt?
+  :class:`ControllerSequencer` plugs this into ``llamacpu.machine.Machine`` as its
+  ``Sequencer``; :func:`trace_to_steps` turns reference runs into supervision.
+
+Training: :meth:`Controller.plan_loss` (teacher-forced slots), :meth:`Controller.plan_soft`
+(a differentiable program for the answer loss through the soft machine, with scheduled
+sampling) and :meth:`Controller.step_loss` (all steps of a batch of runs in one forward).
+The tiny default is fastest on one CPU thread (``torch.set_num_threads(1)``).
+
+Any ``AutoModelForCausalLM`` works: the controller only uses ``get_input_embeddings()``,
+``inputs_embeds``, ``output_hidden_states=True`` and ``past_key_values`` (a
+``DynamicCache``). The default is a tiny Llama built in code (:func:`build_tiny_llama`),
+trained from scratch on the CPU. Nothing is ever downloaded.
+
+Shape letters::
+
+    B  batch                         S  prompt tokens (left-padded)
+    Q  slot embeddings fed to the LM  P  program slots (ports included)
+    H  LM hidden size                D  slot width (SlotLayout.width)
+    A  address key width (2 L)       N  candidate addresses (max_slots)
+    K  slot kinds                    O  opcodes
+    M  operand modes                 F  address fields per slot (4)
+    V  alphabet size                 Vc carry digits (the alphabet's base)
+    T  execution steps               L  LM layers (in PromptCache.kv)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F_nn
+from torch import Tensor, nn
+from transformers import (
+    AutoModelForCausalLM,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+)
+
+from .isa import (
+    DEFAULT_ALPHABET,
+    EMPTY_SLOT,
+    N_PORTS,
+    NUM_FIELDS,
+    SPEC,
+    Alphabet,
+    InputError,
+    Kind,
+    Mode,
+    Op,
+    Program,
+    Slot,
+)
+from .machine import Decisions
+from .machine import StepView as MachineView
+from .memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_through
+
+__all__ = [
+    "SPECIAL_TOKENS", "SymbolTokenizer", "TokenBatch", "ControllerConfig", "build_tiny_llama",
+    "build_lm", "SlotEncoder", "SlotLogits", "SlotHead", "StepView", "StateEncoder",
+    "StepLogits", "PromptCache", "ControllerSequencer", "PlanMetrics", "StepMetrics", "Controller",
+    "StepTrace", "trace_to_steps", "batch_steps",
+]
+
+_KINDS, _OPS, _MODES = len(Kind), len(Op), len(Mode)
+_PAIRS = tuple((i, j) for i in range(NUM_FIELDS) for j in range(i + 1, NUM_FIELDS))
+
+# ================================================================ tokenizer
+
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<pad>", "<bos>", "<eos>", "<plan>", "<exec>", "<weights>", "</weights>",
+)
+"""Special tokens, ids 0..6 in this order; ``<weights> </weights>`` are reserved for the
+weight-token channel (layer 9) and unused here."""
+
+
+class TokenBatch(NamedTuple):
+    """A padded batch of token ids."""
+
+    ids: Tensor   # [B, S] long
+    mask: Tensor  # [B, S] long, 1 on real tokens, 0 on padding
+
+
+class SymbolTokenizer:
+    """Character-level tokenizer over an alphabet's characters, plus :data:`SPECIAL_TOKENS`.
+
+    Ids: the specials first, then one id per alphabet symbol except END, in symbol order
+    (so the default alphabet gives ``7 + 54 = 61`` tokens). Text is split into single
+    characters, so a special token can only be added by id, never injected through text.
+    """
+
+    def __init__(self, alphabet: Alphabet = DEFAULT_ALPHABET) -> None:
+        self.alphabet = alphabet
+        chars = [alphabet.decode_symbol(v) for v in range(alphabet.size - 1)]  # END has no char
+        self._itos: tuple[str, ...] = (*SPECIAL_TOKENS, *chars)
+        self._stoi = {s: i for i, s in enumerate(self._itos)}
+        if len(self._stoi) != len(self._itos):
+            raise ValueError(f"alphabet {alphabet.describe()} repeats a character")
+
+    def __len__(self) -> int:
+        return len(self._itos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._itos)
+
+    def token_id(self, token: str) -> int:
+        """The id of one special token or character."""
+        try:
+            return self._stoi[token]
+        except KeyError:
+            raise InputError(f"{token!r} is not a token of this tokenizer "
+                             f"({self.alphabet.describe()} plus {SPECIAL_TOKENS})") from None
+
+    pad_id = property(lambda self: self._stoi["<pad>"])
+    bos_id = property(lambda self: self._stoi["<bos>"])
+    eos_id = property(lambda self: self._stoi["<eos>"])
+    plan_id = property(lambda self: self._stoi["<plan>"])
+    exec_id = property(lambda self: self._stoi["<exec>"])
+    weights_id = property(lambda self: self._stoi["<weights>"])
+    weights_end_id = property(lambda self: self._stoi["</weights>"])
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+        """Ids of ``text``, one per character; InputError names the first bad position."""
+        out = [self.bos_id] if bos else []
+        for pos, ch in enumerate(text):
+            i = self._stoi.get(ch)
+            if i is None or i < len(SPECIAL_TOKENS):
+                raise InputError(f"character {ch!r} at position {pos} of {text!r} is not in "
+                                 f"the tokenizer's alphabet ({self.alphabet.describe()})")
+            out.append(i)
+        if eos:
+            out.append(self.eos_id)
+        return out
+
+    def decode(self, ids: Sequence[int] | Tensor, *, skip_special: bool = False) -> str:
+        """Text of ids; specials appear by name unless ``skip_special``."""
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if not 0 <= i < len(self._itos):
+                raise ValueError(f"token id {i} outside 0..{len(self._itos) - 1}")
+            if skip_special and i < len(SPECIAL_TOKENS):
+                continue
+            out.append(self._itos[i])
+        return "".join(out)
+
+    def batch(self, texts: Sequence[str], *, prefix: Sequence[int] = (),
+              suffix: Sequence[int] = (), padding_side: str = "left",
+              device: torch.device | str | None = None) -> TokenBatch:
+        """``prefix + encode(text) + suffix`` per text, padded with ``<pad>`` to the longest.
+
+        Left padding (the default) puts every row's last token in the last column, which is
+        what the controller appends slot and state embeddings to.
+        """
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if isinstance(texts, str):
+            raise TypeError("batch takes a sequence of texts, not one string")
+        rows = [[*prefix, *self.encode(t), *suffix] for t in texts]
+        if not rows:
+            raise ValueError("batch needs at least one text")
+        S = max(len(r) for r in rows)
+        ids = torch.full((len(rows), S), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), S, dtype=torch.long)
+        for b, r in enumerate(rows):
+            cols = slice(S - len(r), S) if padding_side == "left" else slice(0, len(r))
+            ids[b, cols] = torch.tensor(r, dtype=torch.long)
+            mask[b, cols] = 1
+        return TokenBatch(ids.to(device), mask.to(device))
+
+
+# ================================================================ config and the language model
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The controller: which LM, its size (for the built-in tiny Llama), and what it emits."""
+
+    model: str = "tiny"             # "tiny": a Llama built from the fields below; else a local
+    #                                 HF directory (AutoModelForCausalLM, local files only)
+    hidden_size: int = 64           # H of the tiny Llama
+    num_layers: int = 2             # decoder layers of the tiny Llama
+    num_heads: int = 4              # attention heads of the tiny Llama (H must divide by it)
+    intermediate_size: int = 256    # MLP width of the tiny Llama
+    rope_theta: float = 10000.0     # RoPE base of the tiny Llama
+    max_slots: int = 96             # N: longest program (ports included) and pointer candidates
+    alphabet: Alphabet = DEFAULT_ALPHABET  # values and prompt characters
+    address_bits: int = DEFAULT_ADDRESS_BITS  # L of the address codec; must match the machine's
+    absolute_positions: bool = False  # ablation: the state token's position is prompt length +
+    #                                   step index instead of the fixed prompt length
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads "
+                             f"{self.num_heads}")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(f"head size {self.hidden_size // self.num_heads} must be even "
+                             f"(rotary embeddings rotate pairs)")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
+        if self.max_slots < N_PORTS + 1:
+            raise ValueError(f"max_slots must leave room for one slot after the ports "
+                             f"(>= {N_PORTS + 1}), got {self.max_slots}")
+        codec = AddressCodec(self.address_bits)  # checks the range of address_bits
+        if codec.capacity < self.max_slots:
+            raise ValueError(f"{self.address_bits}-bit addresses reach {codec.capacity} slots, "
+                             f"fewer than max_slots = {self.max_slots}")
+        if not self.model:
+            raise ValueError("model must be 'tiny' or a local Hugging Face directory")
+
+    @property
+    def layout(self) -> SlotLayout:
+        """The slot encoding the controller emits (and the machine must use)."""
+        return SlotLayout(self.alphabet, AddressCodec(self.address_bits))
+
+
+def build_tiny_llama(cfg: ControllerConfig, vocab_size: int) -> LlamaForCausalLM:
+    """A from-scratch Llama of ``cfg``'s size (random init, seeded by the caller's RNG)."""
+    llama = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=4096,  # RoPE has no hard limit; only bookkeeping
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,  # SymbolTokenizer's ids
+    )
+    return LlamaForCausalLM(llama)
+
+
+def build_lm(cfg: ControllerConfig, vocab_size: int) -> PreTrainedModel:
+    """The LM ``cfg.model`` names: the tiny Llama, or a model from a local HF directory.
+
+    A pretrained model keeps its weights; its embedding table is resized to at least
+    ``vocab_size`` so the character tokenizer's ids are valid (mapping them onto the
+    model's own vocabulary is future work). Never downloads (``local_files_only``).
+    """
+    if cfg.model == "tiny":
+        return build_tiny_llama(cfg, vocab_size)
+    path = Path(cfg.model)
+    if not path.is_dir():
+        raise ValueError(f"model {cfg.model!r} is neither 'tiny' nor a local directory "
+                         f"(nothing is downloaded)")
+    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    if lm.get_input_embeddings().num_embeddings < vocab_size:
+        lm.resize_token_embeddings(vocab_size)
+    return lm
+
+
+# ================================================================ heads and encoders
+
+class SlotEncoder(nn.Module):
+    """Slot vectors ``[..., D]`` (SlotLayout form, hard or soft) at addresses ``[..., A]`` →
+    LM input embeddings ``[..., H]``.
+
+    ``e = W x + U key(address) + b``. On the one-hot fields of ``x`` the linear map is a sum
+    of field embeddings (one table per field); on the address fields it is a linear map of
+    the pointer's key, and ``U`` adds the slot's own address key, so a pointer and the slot
+    it names meet in the same key space (attention-compatible). Linear, so a soft slot
+    (probabilities, probability-weighted keys) embeds as the expected embedding.
+    """
+
+    def __init__(self, layout: SlotLayout, hidden: int) -> None:
+        super().__init__()
+        self.layout = layout
+        self.fields = nn.Linear(layout.width, hidden)                        # W, b
+        self.address = nn.Linear(layout.codec.width, hidden, bias=False)     # U
+
+    def forward(self, slots: Tensor, address_keys: Tensor) -> Tensor:
+        return self.fields(slots) + self.address(address_keys)              # [..., H]
+
+
+class SlotLogits(NamedTuple):
+    """The slot head's predictions for the next slot, at each position."""
+
+    stop: Tensor   # [B, Q]          logit of "the program ends here"
+    kind: Tensor   # [B, Q, K]
+    op: Tensor     # [B, Q, O]
+    modes: Tensor  # [B, Q, F, M]
+    args: Tensor   # [B, Q, F, N]    pointer logits over the candidate addresses
+    val: Tensor    # [B, Q, V]
+
+
+class SlotHead(nn.Module):
+    """Hidden states ``[..., H]`` → :class:`SlotLogits` for the next slot.
+
+    Pointers as attention: per address field f, a query ``q_f = W_f h`` (width A) is scored
+    against the keys of the candidate addresses, ``logit_f(j) = q_f · key(j)``. The right
+    address wins by the codec's margin once ``q_f`` aligns with its key.
+    """
+
+    def __init__(self, hidden: int, layout: SlotLayout, max_slots: int) -> None:
+        super().__init__()
+        A, V = layout.codec.width, layout.alphabet.size
+        self.stop = nn.Linear(hidden, 1)
+        self.kind = nn.Linear(hidden, _KINDS)
+        self.op = nn.Linear(hidden, _OPS)
+        self.modes = nn.Linear(hidden, NUM_FIELDS * _MODES)
+        self.query = nn.Linear(hidden, NUM_FIELDS * A)
+        self.val = nn.Linear(hidden, V)
+        self.register_buffer("keys", layout.codec.keys(max_slots), persistent=False)  # [N, A]
+
+    def forward(self, h: Tensor) -> SlotLogits:
+        q = self.query(h).unflatten(-1, (NUM_FIELDS, -1))                   # [..., F, A]
+        return SlotLogits(
+            stop=self.stop(h).squeeze(-1),
+            kind=self.kind(h),
+            op=self.op(h),
+            modes=self.modes(h).unflatten(-1, (NUM_FIELDS, _MODES)),        # [..., F, M]
+            args=q @ self.keys.T,                                            # [..., F, N]
+            val=self.val(h),
+        )
+
+
+class StepView(NamedTuple):
+    """What the execute phase sees of the machine at one step (leading dims ``[...]`` = [B] or
+    [B, T]). Distributions, hard or soft: the machine's decoded fetch and operand reads.
+    :class:`ControllerSequencer` builds it from ``llamacpu.machine.StepView``."""
+
+    op: Tensor                 # [..., O]     the fetched instruction's opcode
+    modes: Tensor              # [..., F, M]  its operand modes
+    values: Tensor             # [..., F, V]  per field, the val of the operand's slot (or the
+    #                                         immediate); fields with mode NONE are ignored
+    carry: Tensor              # [..., Vc]    the carry register
+    cond: Tensor | None = None  # [...]       the ALU's condition flag in [0, 1], if provided
+
+
+class StateEncoder(nn.Module):
+    """A :class:`StepView` → one LM input embedding ``[..., H]``.
+
+    Features: op, modes, operand values (zeroed on fields whose mode is NONE, so the value a
+    machine happens to put there does not matter), carry, the pairwise agreements
+    ``⟨value_i, value_j⟩`` (= 1 for equal one-hot symbols: what JEQ/JNE decide on), the
+    condition flag and whether one was given. A linear map of these (the LM supplies the
+    nonlinearity).
+    """
+
+    def __init__(self, alphabet: Alphabet, hidden: int) -> None:
+        super().__init__()
+        self.alphabet = alphabet
+        V, Vc = alphabet.size, alphabet.base
+        self.width = _OPS + NUM_FIELDS * _MODES + NUM_FIELDS * V + Vc + len(_PAIRS) + 2
+        self.proj = nn.Linear(self.width, hidden)
+
+    def features(self, view: StepView) -> Tensor:
+        """``[..., width]``: the feature vector of a view (checks its shapes)."""
+        V, Vc = self.alphabet.size, self.alphabet.base
+        lead = view.op.shape[:-1]
+        expect = {"op": (*lead, _OPS), "modes": (*lead, NUM_FIELDS, _MODES),
+                  "values": (*lead, NUM_FIELDS, V), "carry": (*lead, Vc)}
+        for name, shape in expect.items():
+            got = tuple(getattr(view, name).shape)
+            if got != shape:
+                raise ValueError(f"StepView.{name} has shape {got}, expected {shape} "
+                                 f"(O={_OPS}, F={NUM_FIELDS}, M={_MODES}, V={V}, Vc={Vc})")
+        x = view.values * (1 - view.modes[..., Mode.NONE])[..., None]     # [..., F, V]
+        pairs = torch.stack([(x[..., i, :] * x[..., j, :]).sum(-1) for i, j in _PAIRS], -1)
+        if view.cond is None:
+            cond = x.new_zeros(*lead, 2)
+        else:
+            if tuple(view.cond.shape) != tuple(lead):
+                raise ValueError(f"StepView.cond has shape {tuple(view.cond.shape)}, "
+                                 f"expected {tuple(lead)}")
+            cond = torch.stack([view.cond.to(x.dtype), torch.ones_like(view.cond, dtype=x.dtype)],
+                               -1)
+        return torch.cat([view.op, view.modes.flatten(-2), x.flatten(-2), view.carry, pairs,
+                          cond], -1)                                         # [..., width]
+
+    def forward(self, view: StepView) -> Tensor:
+        return self.proj(self.features(view))                               # [..., H]
+
+
+class StepLogits(NamedTuple):
+    """The step head's logits; :meth:`decisions` gives the probabilities."""
+
+    taken: Tensor  # [...]
+    write: Tensor  # [...]
+    halt: Tensor   # [...]
+
+    def decisions(self) -> Decisions:
+        """The probabilities, as ``llamacpu.machine.Decisions``."""
+        return Decisions(self.taken.sigmoid(), self.write.sigmoid(), self.halt.sigmoid())
+
+
+@dataclass(frozen=True)
+class PromptCache:
+    """The LM's keys and values for ``<bos> prompt <exec>``, computed once per run.
+
+    Left-padded: column S−1 is every row's ``<exec>``. ``lengths`` is each row's real token
+    count, the position id the state token gets. A step reads this and never changes it.
+    """
+
+    kv: tuple[tuple[Tensor, Tensor], ...]  # per layer: keys, values [B, heads, S, head dim]
+    mask: Tensor                           # [B, S] 1 on real tokens
+    lengths: Tensor                        # [B] real tokens per row
+
+    @property
+    def batch_size(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def length(self) -> int:
+        """S, the cached sequence length (padding included)."""
+        return self.mask.shape[1]
+
+    def repeat(self, n: int) -> PromptCache:
+        """Each row ``n`` times in a row (``[B·n, ...]``), for a batch of steps per prompt."""
+        rep = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in self.kv]
+        return PromptCache(tuple(rep), self.mask.repeat_interleave(n, 0),
+                           self.lengths.repeat_interleave(n, 0))
+
+    def past(self) -> DynamicCache:
+        """A fresh ``DynamicCache`` holding copies of these keys/values (the LM may append
+        to it; this cache is unaffected)."""
+        return DynamicCache(ddp_cache_data=[(k, v) for k, v in self.kv])
+
+
+@dataclass(frozen=True)
+class PlanMetrics:
+    """Teacher-forced plan metrics (accuracies in [0, 1], argmax against the expert)."""
+
+    loss: float
+    stop_acc: float     # stop-vs-slot right, at every position up to the expert's stop
+    kind_acc: float
+    op_acc: float
+    mode_acc: float     # over the four mode fields
+    arg_acc: float      # over the four address fields
+    val_acc: float
+    slot_acc: float     # every field of the slot (and the stop decision) right
+    program_acc: float  # every slot of the program and its stop right
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """Execute-phase metrics over the unmasked steps (decision = probability > 0.5)."""
+
+    loss: float
+    taken_acc: float
+    write_acc: float
+    halt_acc: float
+    step_acc: float  # all three decisions right
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class _Targets(NamedTuple):
+    """Expert slots 2..P−1 of a batch of programs, padded with EMPTY to Q slots."""
+
+    kind: Tensor    # [B, Q]
+    op: Tensor      # [B, Q]
+    modes: Tensor   # [B, Q, F]
+    args: Tensor    # [B, Q, F]
+    val: Tensor     # [B, Q]
+    n: Tensor       # [B] emitted slots per program (P − 2)
+
+
+# ================================================================ the controller
+
+class Controller(nn.Module):
+    """An HF causal LM with the plan heads (emit program slots) and the execute head
+    (sequence machine steps). See the module docstring for the two phases."""
+
+    def __init__(self, cfg: ControllerConfig = ControllerConfig(),
+                 lm: PreTrainedModel | None = None,
+                 tokenizer: SymbolTokenizer | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer if tokenizer is not None else SymbolTokenizer(cfg.alphabet)
+        self.layout = cfg.layout
+        self.lm = lm if lm is not None else build_lm(cfg, self.tokenizer.vocab_size)
+        n_emb = self.lm.get_input_embeddings().num_embeddings
+        if n_emb < self.tokenizer.vocab_size:
+            raise ValueError(f"the LM has {n_emb} token embeddings, fewer than the tokenizer's "
+                             f"{self.tokenizer.vocab_size} ids")
+        H = self.lm.config.get_text_config().hidden_size
+        self.slot_encoder = SlotEncoder(self.layout, H)
+        self.slot_head = SlotHead(H, self.layout, cfg.max_slots)
+        self.state_encoder = StateEncoder(cfg.alphabet, H)
+        self.step_head = nn.Linear(H, 3)                                     # taken, write, halt
+        empty = self.layout.encode([EMPTY_SLOT])[0]
+        self.register_buffer("empty_slot", empty, persistent=False)         # [D]
+        port = self.layout.encode([Slot.data()])[0]
+        self.register_buffer("port_slot", port, persistent=False)           # [D]
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def device(self) -> torch.device:
+        return self.empty_slot.device
+
+    @property
+    def address_keys(self) -> Tensor:
+        """``[N, A]`` keys of the candidate addresses 0..max_slots−1."""
+        return self.slot_head.keys
+
+    def _run_lm(self, embeds: Tensor, mask: Tensor, positions: Tensor,
+                past: DynamicCache | None = None) -> tuple[Tensor, DynamicCache | None]:
+        """Final hidden states ``[B, S, H]`` of ``embeds [B, S, H]`` after ``past``."""
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                      past_key_values=past, use_cache=past is not None,
+                      output_hidden_states=True, logits_to_keep=1)
+        return out.hidden_states[-1], out.past_key_values
+
+    def _prompt(self, prompts: Sequence[str], marker: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``<bos> prompt <marker>``, left-padded: embeddings [B, S, H], mask, positions."""
+        tok = self.tokenizer.batch(prompts, prefix=(self.tokenizer.bos_id,), suffix=(marker,),
+                                   device=self.device)
+        embeds = self.lm.get_input_embeddings()(tok.ids)                    # [B, S, H]
+        return embeds, tok.mask, _positions(tok.mask)
+
+    def _compose(self, kind: Tensor, op: Tensor, modes: Tensor, args: Tensor,
+                 val: Tensor) -> Tensor:
+        """Slot vectors ``[..., D]`` from field distributions (kind ``[..., K]`` … args
+        ``[..., F, N]`` over candidate addresses): args become probability-weighted keys."""
+        keys = self.address_keys.to(args.dtype)
+        return torch.cat([kind, op, modes.flatten(-2), (args @ keys).flatten(-2), val], -1)
+
+    def _own_keys(self, first: int, n: int) -> Tensor:
+        """``[n, A]`` keys of the addresses ``first .. first+n−1`` (emitted slots' own)."""
+        return self.address_keys[first:first + n]
+
+    # ------------------------------------------------------------ plan phase
+
+    def _targets(self, programs: Sequence[Program]) -> _Targets:
+        """Index tensors of the programs' slots 2..P−1 (checks they fit the controller)."""
+        N, Q = self.cfg.max_slots, max(len(p.slots) for p in programs) - N_PORTS
+        if Q < 0:
+            raise ValueError("a program has fewer slots than the two ports")
+        rows = []
+        for b, p in enumerate(programs):
+            if p.entry != N_PORTS:
+                raise ValueError(f"program {b} ({p.name}) starts at {p.entry}; the controller "
+                                 f"emits programs that start at slot {N_PORTS}")
+            if len(p.slots) > N:
+                raise ValueError(f"program {b} ({p.name}) has {len(p.slots)} slots, more than "
+                                 f"max_slots = {N}")
+            if p.alphabet != self.cfg.alphabet:
+                raise ValueError(f"program {b} ({p.name}) uses {p.alphabet.describe()}, the "
+                                 f"controller {self.cfg.alphabet.describe()}")
+            body = list(p.slots[N_PORTS:]) + [EMPTY_SLOT] * (Q - len(p.slots) + N_PORTS)
+            for a, s in enumerate(body):
+                if max(s.args) >= N:
+                    raise ValueError(f"program {b} ({p.name}) slot {a + N_PORTS} points at "
+                                     f"{max(s.args)}, beyond the {N} candidate addresses")
+            rows.append(body)
+        flat = [s for r in rows for s in r]
+        B = len(programs)
+
+        def t(x: list) -> Tensor:
+            return torch.tensor(x, dtype=torch.long, device=self.device)
+
+        return _Targets(
+            kind=t([int(s.kind) for s in flat]).reshape(B, Q),
+            op=t([int(s.op) for s in flat]).reshape(B, Q),
+            modes=t([[int(m) for m in s.modes] for s in flat]).reshape(B, Q, NUM_FIELDS),
+            args=t([list(s.args) for s in flat]).reshape(B, Q, NUM_FIELDS),
+            val=t([s.val for s in flat]).reshape(B, Q),
+            n=t([len(p.slots) - N_PORTS for p in programs]),
+        )
+
+    def _target_slots(self, tg: _Targets) -> Tensor:
+        """``[B, Q, D]`` exact slot vectors of the targets."""
+        V, N = self.cfg.alphabet.size, self.cfg.max_slots
+        oh = F_nn.one_hot
+        dt = self.empty_slot.dtype
+        return self._compose(oh(tg.kind, _KINDS).to(dt), oh(tg.op, _OPS).to(dt),
+                             oh(tg.modes, _MODES).to(dt), oh(tg.args, N).to(dt),
+                             oh(tg.val, V).to(dt))
+
+    def plan_logits(self, prompts: Sequence[str], slots: Tensor) -> SlotLogits:
+        """Teacher-forced plan: the LM reads ``<bos> prompt <plan>`` then ``slots [B, Q, D]``
+        (slots 2..Q+1); returns the predictions of slots 2..Q+2 (``Q + 1`` positions)."""
+        embeds, mask, _ = self._prompt(prompts, self.tokenizer.plan_id)     # [B, S, H]
+        B, S, _ = embeds.shape
+        Q = slots.shape[1]
+        if slots.shape[0] != B:
+            raise ValueError(f"{slots.shape[0]} slot rows for {B} prompts")
+        if N_PORTS + Q > self.cfg.max_slots:
+            raise ValueError(f"{Q} slots after the ports exceed max_slots = {self.cfg.max_slots}")
+        x = self.slot_encoder(slots, self._own_keys(N_PORTS, Q))              # [B, Q, H]
+        mask = torch.cat([mask, mask.new_ones(B, Q)], 1)                       # [B, S+Q]
+        h, _ = self._run_lm(torch.cat([embeds, x], 1), mask, _positions(mask))
+        return self.slot_head(h[:, S - 1:])                                    # [B, Q+1, ...]
+
+    def plan_loss(self, prompts: Sequence[str],
+                  programs: Sequence[Program]) -> tuple[Tensor, PlanMetrics]:
+        """Teacher-forced cross-entropy of the expert programs' slots 2..P−1 and their stop.
+
+        Per position: the stop BCE; per slot: CE of kind, op, each mode, each address (over
+        the candidate addresses) and the value, summed. Averaged over positions.
+        """
+        if len(prompts) != len(programs):
+            raise ValueError(f"{len(prompts)} prompts and {len(programs)} programs")
+        tg = self._targets(programs)
+        lg = self.plan_logits(prompts, self._target_slots(tg))               # [B, Q+1, ...]
+        B, Q1 = lg.stop.shape
+        k = torch.arange(Q1, device=self.device)[None, :]                    # [1, Q+1]
+        is_slot = k < tg.n[:, None]                                          # [B, Q+1]
+        valid = k <= tg.n[:, None]
+        stop_t = (k == tg.n[:, None]).to(lg.stop.dtype)
+        stop_loss = F_nn.binary_cross_entropy_with_logits(lg.stop, stop_t, reduction="none")
+
+        def ce(logits: Tensor, target: Tensor) -> Tensor:                    # [B, Q]
+            return F_nn.cross_entropy(logits.movedim(-1, 1), target, reduction="none")
+
+        # pad the targets with a dummy row for the stop position (masked out below)
+        pad = (0, 1)
+        t_kind, t_op, t_val = (F_nn.pad(x, pad) for x in (tg.kind, tg.op, tg.val))
+        t_modes = F_nn.pad(tg.modes, (0, 0, 0, 1))
+        t_args = F_nn.pad(tg.args, (0, 0, 0, 1))
+        field_loss = (ce(lg.kind, t_kind) + ce(lg.op, t_op) + ce(lg.val, t_val)
+                      + ce(lg.modes, t_modes).sum(-1)
+                      + ce(lg.args, t_args).sum(-1))           # [B, Q+1]
+        n_valid = valid.sum().clamp(min=1)
+        n_slot = is_slot.sum().clamp(min=1)
+        loss = ((stop_loss * valid).sum() / n_valid
+                + (field_loss * is_slot).sum() / n_slot)
+
+        with torch.no_grad():
+            ok_stop = (lg.stop > 0) == stop_t.bool()
+            ok_kind = lg.kind.argmax(-1) == t_kind
+            ok_op = lg.op.argmax(-1) == t_op
+            ok_modes = lg.modes.argmax(-1) == t_modes                          # [B, Q+1, F]
+            ok_args = lg.args.argmax(-1) == t_args
+            ok_val = lg.val.argmax(-1) == t_val
+            ok_slot = ok_stop & ok_kind & ok_op & ok_modes.all(-1) & ok_args.all(-1) & ok_val
+            ok_pos = torch.where(is_slot, ok_slot, ok_stop)                    # stop position
+            ok_prog = (ok_pos | ~valid).all(-1)
+
+            def acc(ok: Tensor, where: Tensor) -> float:
+                if ok.dim() > where.dim():
+                    return float(ok.float().mean(-1)[where].mean()) if where.any() else 1.0
+                return float(ok[where].float().mean()) if where.any() else 1.0
+
+            metrics = PlanMetrics(
+                loss=float(loss.detach()), stop_acc=acc(ok_stop, valid),
+                kind_acc=acc(ok_kind, is_slot),
+                op_acc=acc(ok_op, is_slot), mode_acc=acc(ok_modes, is_slot),
+                arg_acc=acc(ok_args, is_slot), val_acc=acc(ok_val, is_slot),
+                slot_acc=acc(ok_pos, valid), program_acc=float(ok_prog.float().mean()))
+        return loss, metrics
+
+    def _soft_slot(self, lg: SlotLogits, hard: bool) -> tuple[Tensor, Tensor]:
+        """Slot vectors ``[..., D]`` and stop probabilities ``[...]`` from logits; ``hard``:
+        one-hot argmax forward, softmax gradient (straight-through)."""
+
+        def dist(logits: Tensor) -> Tensor:
+            p = logits.softmax(-1)
+            if not hard:
+                return p
+            return straight_through(F_nn.one_hot(p.argmax(-1), p.shape[-1]).to(p.dtype), p)
+
+        p_stop = lg.stop.sigmoid()
+        if hard:
+            p_stop = straight_through((lg.stop > 0).to(p_stop.dtype), p_stop)
+        slots = self._compose(dist(lg.kind), dist(lg.op), dist(lg.modes), dist(lg.args),
+                              dist(lg.val))
+        return slots, p_stop
+
+    def plan_soft(self, prompts: Sequence[str], teacher: Sequence[Program] | None = None, *,
+                  sample_prob: float = 0.0, n_slots: int | None = None, hard: bool = False,
+                  generator: torch.Generator | None = None) -> Tensor:
+        """A differentiable program: ``[B, P, D]`` slot distributions in SlotLayout form.
+
+        Rows 0 and 1 are the ports (DATA, pointer 0: the loader sets them); row i ≥ 2 is
+        ``alive_i · slot_i + (1 − alive_i) · EMPTY`` with ``slot_i`` the predicted fields
+        (soft one-hots; addresses as probability-weighted keys) and ``alive_i = Π_{j ≤ i}
+        (1 − p_stop_j)`` the probability the program has not stopped before slot i.
+        ``P`` is ``n_slots``, else the longest teacher, else ``max_slots``.
+
+        Inputs: with ``teacher`` the expert's previous slot is fed (teacher forcing), except
+        that with probability ``sample_prob`` per slot and row the model's own previous slot
+        (this function's output, not gated by ``alive``) is fed instead (scheduled
+        sampling); beyond a teacher's end, and without a teacher, the model's own.
+        ``hard``: straight-through one-hots (an exact program forward, soft gradients).
+        """
+        if not 0.0 <= sample_prob <= 1.0:
+            raise ValueError(f"sample_prob must be in [0, 1], got {sample_prob}")
+        B = len(prompts)
+        if teacher is not None and len(teacher) != B:
+            raise ValueError(f"{len(teacher)} teacher programs for {B} prompts")
+        if n_slots is None:
+            n_slots = (max(len(p.slots) for p in teacher) if teacher is not None
+                       else self.cfg.max_slots)
+        if not N_PORTS < n_slots <= self.cfg.max_slots:
+            raise ValueError(f"n_slots must be in {N_PORTS + 1}..{self.cfg.max_slots}, "
+                             f"got {n_slots}")
+        Q = n_slots - N_PORTS                                                # slots to emit
+        exp = exp_n = None
+        if teacher is not None:
+            tg = self._targets(teacher)
+            exp = self._target_slots(tg)                                     # [B, Qt, D]
+            exp_n = tg.n
+            if exp.shape[1] < Q:
+                pad = self.empty_slot.expand(B, Q - exp.shape[1], -1)
+                exp = torch.cat([exp, pad], 1)
+            exp = exp[:, :Q]
+
+        if exp is not None and sample_prob == 0.0:
+            lg = self.plan_logits(prompts, exp[:, :Q - 1])                   # [B, Q, ...]
+            slots, p_stop = self._soft_slot(lg, hard)                        # [B, Q, D], [B, Q]
+        else:
+            slots, p_stop = self._plan_sequential(prompts, Q, exp, exp_n, sample_prob, hard,
+                                                  generator)
+        alive = torch.cumprod(1 - p_stop, 1)[..., None]                      # [B, Q, 1]
+        body = alive * slots + (1 - alive) * self.empty_slot                 # [B, Q, D]
+        ports = self.port_slot.expand(B, N_PORTS, -1)
+        return torch.cat([ports.to(body.dtype), body], 1)                    # [B, P, D]
+
+    def _plan_sequential(self, prompts: Sequence[str], Q: int, exp: Tensor | None,
+                         exp_n: Tensor | None, sample_prob: float, hard: bool,
+                         generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Autoregressive soft plan with the KV cache: ``[B, Q, D]`` slots, ``[B, Q]`` stops."""
+        embeds, mask, pos = self._prompt(prompts, self.tokenizer.plan_id)
+        B = embeds.shape[0]
+        h, cache = self._run_lm(embeds, mask, pos, DynamicCache())
+        last, next_pos = h[:, -1], pos[:, -1] + 1                            # [B, H], [B]
+        slots, stops = [], []
+        for k in range(Q):
+            s, p = self._soft_slot(self.slot_head(last), hard)               # [B, D], [B]
+            slots.append(s)
+            stops.append(p)
+            if k == Q - 1:
+                break
+            inp = s
+            if exp is not None:
+                use_own = torch.rand(B, generator=generator).to(self.device) < sample_prob
+                use_own = use_own | (k >= exp_n)                              # past the expert
+                inp = torch.where(use_own[:, None], s, exp[:, k])
+            x = self.slot_encoder(inp, self._own_keys(N_PORTS + k, 1))[:, None]  # [B, 1, H]
+            mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
+            h, cache = self._run_lm(x, mask, next_pos[:, None], cache)
+            last, next_pos = h[:, -1], next_pos + 1
+        return torch.stack(slots, 1), torch.stack(stops, 1)
+
+    @torch.no_grad()
+    def emit(self, prompts: Sequence[str], max_slots: int | None = None, *,
+             use_cache: bool = True) -> list[Program]:
+        """Greedy plan: one :class:`~llamacpu.isa.Program` per prompt (ports + emitted slots,
+        entry 2, the controller's alphabet).
+
+        Batched, one LM forward per slot with the KV cache (``use_cache=False`` recomputes
+        the whole sequence every slot: the reference the cached path is tested against). A
+        row that has not stopped after ``max_slots`` (default ``cfg.max_slots``) slots in
+        all is returned truncated there.
+        """
+        programs, _ = self._emit(prompts, max_slots, use_cache)
+        return programs
+
+    def _emit(self, prompts: Sequence[str], max_slots: int | None,
+              use_cache: bool) -> tuple[list[Program], list[SlotLogits]]:
+        """:meth:`emit`, also returning the head's logits at every step (for tests)."""
+        limit = self.cfg.max_slots if max_slots is None else max_slots
+        if not N_PORTS < limit <= self.cfg.max_slots:
+            raise ValueError(f"max_slots must be in {N_PORTS + 1}..{self.cfg.max_slots}, "
+                             f"got {limit}")
+        embeds, mask, pos = self._prompt(prompts, self.tokenizer.plan_id)
+        B = embeds.shape[0]
+        cache = DynamicCache() if use_cache else None
+        h, cache = self._run_lm(embeds, mask, pos, cache)
+        last = h[:, -1]
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        length = torch.full((B,), limit - N_PORTS, dtype=torch.long, device=self.device)
+        fields: list[tuple[Tensor, ...]] = []
+        history: list[SlotLogits] = []
+        for k in range(limit - N_PORTS + 1):
+            lg = self.slot_head(last)
+            history.append(lg)
+            stop = (lg.stop > 0) & ~done
+            length = torch.where(stop, torch.full_like(length, k), length)
+            done = done | stop
+            if bool(done.all()) or k == limit - N_PORTS:
+                break
+            idx = (lg.kind.argmax(-1), lg.op.argmax(-1), lg.modes.argmax(-1),
+                   lg.args.argmax(-1), lg.val.argmax(-1))
+            fields.append(idx)
+            oh = F_nn.one_hot
+            dt = embeds.dtype
+            slot = self._compose(oh(idx[0], _KINDS).to(dt), oh(idx[1], _OPS).to(dt),
+                                 oh(idx[2], _MODES).to(dt), oh(idx[3], self.cfg.max_slots).to(dt),
+                                 oh(idx[4], self.cfg.alphabet.size).to(dt))   # [B, D]
+            x = self.slot_encoder(slot, self._own_keys(N_PORTS + k, 1))[:, None]  # [B, 1, H]
+            mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
+            nxt = pos[:, -1:] + 1
+            pos = torch.cat([pos, nxt], 1)
+            if use_cache:
+                h, cache = self._run_lm(x, mask, nxt, cache)
+            else:
+                embeds = torch.cat([embeds, x], 1)
+                h, _ = self._run_lm(embeds, mask, pos)
+            last = h[:, -1]
+        programs = []
+        ports = (Slot.data(), Slot.data())
+        for b in range(B):
+            body = [_slot_of(*(f[b] for f in step)) for step in fields[: int(length[b])]]
+            programs.append(Program(ports + tuple(body), N_PORTS, self.cfg.alphabet,
+                                    name="<emitted>"))
+        return programs, history
+
+    # ------------------------------------------------------------ execute phase
+
+    def encode_prompt(self, prompts: Sequence[str]) -> PromptCache:
+        """Run ``<bos> prompt <exec>`` once; every step of the run reads this cache."""
+        embeds, mask, pos = self._prompt(prompts, self.tokenizer.exec_id)
+        _, cache = self._run_lm(embeds, mask, pos, DynamicCache())
+        kv = tuple((layer.keys, layer.values) for layer in cache.layers)
+        return PromptCache(kv, mask, mask.sum(1))
+
+    def step(self, cache: PromptCache, view: StepView, t: int | Tensor = 0) -> StepLogits:
+        """Decide one machine step from the current state: logits ``[B]`` each.
+
+        The state embedding sits at position ``cache.lengths`` (plus ``t``, the step index,
+        only when ``cfg.absolute_positions``) after the prompt, computed from a copy of the
+        cache: ``cache`` does not grow, and steps are independent of each other.
+        """
+        B = cache.batch_size
+        if view.op.shape[0] != B or view.op.dim() != 2:
+            raise ValueError(f"step takes a view with leading shape [B={B}], got "
+                             f"{tuple(view.op.shape[:-1])}")
+        x = self.state_encoder(view)[:, None]                                # [B, 1, H]
+        pos = cache.lengths[:, None]                                         # [B, 1]
+        if self.cfg.absolute_positions:
+            pos = pos + torch.as_tensor(t, device=pos.device).reshape(-1, 1)
+        mask = torch.cat([cache.mask, cache.mask.new_ones(B, 1)], 1)        # [B, S+1]
+        h, _ = self._run_lm(x.to(cache.kv[0][0].dtype), mask, pos, cache.past())
+        logits = self.step_head(h[:, -1])                                    # [B, 3]
+        return StepLogits(*logits.unbind(-1))
+
+    def step_loss(self, prompts: Sequence[str], views: StepView, targets: Tensor,
+                  mask: Tensor) -> tuple[Tensor, StepMetrics]:
+        """BCE of the step decisions against expert targets, all T steps in one forward.
+
+        ``views`` has leading dims ``[B, T]``; ``targets [B, T, 3]`` are (taken, write,
+        halt) in {0, 1}; ``mask [B, T]`` (or ``[B, T, 3]``, per decision) is 1 on real
+        steps. The prompt cache is repeated along the batch: ``B·T`` length-1 sequences.
+        """
+        B, T = views.op.shape[:2]
+        if len(prompts) != B:
+            raise ValueError(f"{len(prompts)} prompts for views of batch {B}")
+        if tuple(targets.shape) != (B, T, 3):
+            raise ValueError(f"targets must be [B, T, 3] = {[B, T, 3]}, got "
+                             f"{list(targets.shape)}")
+        m = mask.to(targets.dtype)
+        if m.shape == (B, T):
+            m = m[..., None].expand(B, T, 3)
+        if tuple(m.shape) != (B, T, 3):
+            raise ValueError(f"mask must be [B, T] or [B, T, 3], got {list(mask.shape)}")
+        cache = self.encode_prompt(prompts).repeat(T)                        # [B·T, ...]
+        flat = StepView(*(None if x is None else x.flatten(0, 1) for x in views))
+        t = torch.arange(T, device=self.device).repeat(B)                    # [B·T]
+        lg = self.step(cache, flat, t)
+        logits = torch.stack(lg, -1).reshape(B, T, 3)
+        bce = F_nn.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
+                                                    reduction="none")
+        loss = (bce * m).sum() / m.sum().clamp(min=1)
+        with torch.no_grad():
+            ok = ((logits > 0) == (targets > 0.5)) | (m == 0)                 # [B, T, 3]
+            real = m.sum(-1) > 0                                             # [B, T]
+            accs = [float(ok[..., i][m[..., i] > 0].float().mean()) if (m[..., i] > 0).any()
+                    else 1.0 for i in range(3)]
+            step_acc = float(ok.all(-1)[real].float().mean()) if real.any() else 1.0
+        return loss, StepMetrics(float(loss.detach()), *accs, step_acc)
+
+
+class ControllerSequencer(nn.Module):
+    """The execute phase as the machine's ``Sequencer``: ``machine.StepView → Decisions``.
+
+    One per run: it encodes the run's prompts once (one row per machine row) and counts its
+    calls as the step index, which only the ``absolute_positions`` ablation uses. Pass it
+    as ``Machine(sequencer=...)``; the machine calls it with every row, halted ones included,
+    and masks their decisions itself. :meth:`reset` starts a new run.
+    """
+
+    def __init__(self, controller: Controller, prompts: Sequence[str]) -> None:
+        super().__init__()
+        self.controller = controller
+        self.cache = controller.encode_prompt(prompts)
+        self.steps = 0
+
+    def reset(self, prompts: Sequence[str]) -> None:
+        """Encode new prompts (e.g. with autograd on, for training) and restart the count."""
+        self.cache = self.controller.encode_prompt(prompts)
+        self.steps = 0
+
+    def forward(self, view: MachineView) -> Decisions:
+        mine = StepView(view.op, view.modes, view.values, view.carry)
+        logits = self.controller.step(self.cache, mine, self.steps)
+        self.steps += 1
+        return logits.decisions()
+
+
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids of a left-padded mask ``[B, S]``: 0, 1, … over the real tokens."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _slot_of(kind: Tensor, op: Tensor, modes: Tensor, args: Tensor, val: Tensor) -> Slot:
+    """A Slot from index tensors (scalars; modes and args ``[F]``)."""
+    return Slot(Kind(int(kind)), Op(int(op)),
+                tuple(Mode(m) for m in modes.tolist()),  # type: ignore[arg-type]
+                tuple(args.tolist()), int(val))  # type: ignore[arg-type]
+
+
+# ================================================================ expert supervision
+
+_JUMPS = frozenset(s.op for s in SPEC.values() if s.is_jump) | {Op.RET}
+
+
+class StepTrace(NamedTuple):
+    """Expert supervision for the execute phase, from one reference run."""
+
+    view: StepView   # leading dim [T]; cond is None
+    targets: Tensor  # [T, 3] (taken, write, halt) in {0, 1}
+
+
+def _taken(op: Op, values: Sequence[int | None]) -> bool:
+    """Whether a jump op moves the pc to its target (RET: to the return address)."""
+    if op in (Op.JMP, Op.CALL, Op.RET):
+        return True
+    if op == Op.JZ:
+        return values[0] == 0
+    if op == Op.JNZ:
+        return values[0] != 0
+    if op == Op.JEQ:
+        return values[0] == values[1]
+    if op == Op.JNE:
+        return values[0] != values[1]
+    return False
+
+
+def trace_to_steps(program: Program, input_text: str, max_steps: int = 100_000,
+                   out_size: int | None = None) -> StepTrace:
+    """Run the reference interpreter and turn its trace into step views and targets.
+
+    The view of step t: one-hots of the instruction's op and modes; per field, the ``val``
+    of the operand slot the field names (its effective address after ``[p]``), or the
+    immediate, or zeros for an unused field; the carry before the step. Targets: taken
+    (jumps, CALL and RET that move the pc to their target; 0 for other ops), write (the
+    step writes a memory slot), halt (the op is HALT).
+    """
+    from .interp import run  # interp does not import torch; keep it that way
+
+    result = run(program, input_text, max_steps, trace=True, out_size=out_size)
+    assert result.trace is not None
+    alpha = program.alphabet
+    V, Vc = alpha.size, alpha.base
+    memory = list(result.image.slots)
+    T = len(result.trace)
+    op = torch.zeros(T, _OPS)
+    modes = torch.zeros(T, NUM_FIELDS, _MODES)
+    values = torch.zeros(T, NUM_FIELDS, V)
+    carry = torch.zeros(T, Vc)
+    targets = torch.zeros(T, 3)
+    for i, st in enumerate(result.trace):
+        ins = memory[st.pc]
+        op[i, st.op] = 1
+        for f in range(NUM_FIELDS):
+            modes[i, f, ins.modes[f]] = 1
+        for f in range(SPEC[st.op].arity):
+            if ins.modes[f] == Mode.IMMEDIATE:
+                values[i, f, ins.val] = 1
+            elif st.addrs[f] is not None:
+                values[i, f, memory[st.addrs[f]].val] = 1  # type: ignore[index]
+        carry[i, st.carry_in] = 1
+        targets[i] = torch.tensor([float(st.op in _JUMPS and _taken(st.op, st.values)),
+                                   float(st.write_addr is not None),
+                                   float(st.op == Op.HALT)])
+        if st.write_addr is not None:
+            memory[st.write_addr] = st.written  # type: ignore[assignment]
+    return StepTrace(StepView(op, modes, values, carry), targets)
+
+
+
+def batch_steps(traces: Sequence[StepTrace]) -> tuple[StepView, Tensor, Tensor]:
+    """Pad step traces to the longest: views ``[B, T, ...]``, targets ``[B, T, 3]`` and the
+    mask ``[B, T]`` (1 on real steps), the arguments of :meth:`Controller.step_loss`."""
+    if not traces:
+        raise ValueError("batch_steps needs at least one trace")
+    T = max(len(tr.targets) for tr in traces)
+
+    def pad(x: Tensor) -> Tensor:
+        return F_nn.pad(x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0]))
+
+    fields = []
+    for name in ("op", "modes", "values", "carry"):
+        fields.append(torch.stack([pad(getattr(tr.view, name)) for tr in traces]))
+    conds = [tr.view.cond for tr in traces]
+    if any(c is not None for c in conds) and not all(c is not None for c in conds):
+        raise ValueError("either every trace has a condition flag or none has")
+    cond = None if conds[0] is None else torch.stack([pad(c[:, None])[:, 0] for c in conds])
+    targets = torch.stack([pad(tr.targets) for tr in traces])
+    mask = torch.stack([pad(torch.ones(len(tr.targets), 1))[:, 0] for tr in traces])
+    return StepView(*fields, cond), targets, mask
