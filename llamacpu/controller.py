@@ -62,6 +62,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .interp import Result
 from .isa import (
     DEFAULT_ALPHABET,
     EMPTY_SLOT,
@@ -212,6 +213,11 @@ class ControllerConfig:
     max_slots: int = 96             # N: longest program (ports included) and pointer candidates
     alphabet: Alphabet = DEFAULT_ALPHABET  # values and prompt characters
     address_bits: int = DEFAULT_ADDRESS_BITS  # L of the address codec; must match the machine's
+    state_values: bool = False      # also feed the raw operand symbols and the carry to the
+    #                                 execute phase; off, it sees op, modes and the ALU's flags
+    #                                 (zero per operand, pairwise equality), which is all a
+    #                                 jump/write/halt decision depends on, so symbols it never
+    #                                 saw in a comparison cannot mislead it
     absolute_positions: bool = False  # ablation: the state token's position is prompt length +
     #                                   step index instead of the fixed prompt length
 
@@ -360,18 +366,21 @@ class StepView(NamedTuple):
 class StateEncoder(nn.Module):
     """A :class:`StepView` → one LM input embedding ``[..., H]``.
 
-    Features: op, modes, operand values (zeroed on fields whose mode is NONE, so the value a
-    machine happens to put there does not matter), carry, the pairwise agreements
-    ``⟨value_i, value_j⟩`` (= 1 for equal one-hot symbols: what JEQ/JNE decide on), the
-    condition flag and whether one was given. A linear map of these (the LM supplies the
-    nonlinearity).
+    Features: op, modes, the flags a CPU's ALU would raise — per operand whether its symbol
+    is 0 (JZ/JNZ), and the pairwise agreements ``⟨value_i, value_j⟩`` (= 1 for equal one-hot
+    symbols: what JEQ/JNE decide on) — the condition flag and whether one was given; with
+    ``values=True`` also the operand symbols themselves (zeroed on fields whose mode is
+    NONE, so the value a machine happens to put there does not matter) and the carry. A
+    linear map of these (the LM supplies the nonlinearity).
     """
 
-    def __init__(self, alphabet: Alphabet, hidden: int) -> None:
+    def __init__(self, alphabet: Alphabet, hidden: int, values: bool = False) -> None:
         super().__init__()
         self.alphabet = alphabet
+        self.values = values
         V, Vc = alphabet.size, alphabet.base
-        self.width = _OPS + NUM_FIELDS * _MODES + NUM_FIELDS * V + Vc + len(_PAIRS) + 2
+        raw = NUM_FIELDS * V + Vc if values else 0
+        self.width = _OPS + NUM_FIELDS * _MODES + NUM_FIELDS + raw + len(_PAIRS) + 2
         self.proj = nn.Linear(self.width, hidden)
 
     def features(self, view: StepView) -> Tensor:
@@ -395,8 +404,10 @@ class StateEncoder(nn.Module):
                                  f"expected {tuple(lead)}")
             cond = torch.stack([view.cond.to(x.dtype), torch.ones_like(view.cond, dtype=x.dtype)],
                                -1)
-        return torch.cat([view.op, view.modes.flatten(-2), x.flatten(-2), view.carry, pairs,
-                          cond], -1)                                         # [..., width]
+        zero = x[..., 0]                                                  # [..., F] symbol is 0
+        raw = [x.flatten(-2), view.carry] if self.values else []
+        return torch.cat([view.op, view.modes.flatten(-2), zero, *raw, pairs, cond],
+                         -1)                                                 # [..., width]
 
     def forward(self, view: StepView) -> Tensor:
         return self.proj(self.features(view))                               # [..., H]
@@ -511,7 +522,7 @@ class Controller(nn.Module):
         H = self.lm.config.get_text_config().hidden_size
         self.slot_encoder = SlotEncoder(self.layout, H)
         self.slot_head = SlotHead(H, self.layout, cfg.max_slots)
-        self.state_encoder = StateEncoder(cfg.alphabet, H)
+        self.state_encoder = StateEncoder(cfg.alphabet, H, cfg.state_values)
         self.step_head = nn.Linear(H, 3)                                     # taken, write, halt
         empty = self.layout.encode([EMPTY_SLOT])[0]
         self.register_buffer("empty_slot", empty, persistent=False)         # [D]
@@ -863,12 +874,14 @@ class Controller(nn.Module):
         return StepLogits(*logits.unbind(-1))
 
     def step_loss(self, prompts: Sequence[str], views: StepView, targets: Tensor,
-                  mask: Tensor) -> tuple[Tensor, StepMetrics]:
+                  mask: Tensor, steps: Tensor | None = None) -> tuple[Tensor, StepMetrics]:
         """BCE of the step decisions against expert targets, all T steps in one forward.
 
         ``views`` has leading dims ``[B, T]``; ``targets [B, T, 3]`` are (taken, write,
         halt) in {0, 1}; ``mask [B, T]`` (or ``[B, T, 3]``, per decision) is 1 on real
-        steps. The prompt cache is repeated along the batch: ``B·T`` length-1 sequences.
+        steps; ``steps [B, T]`` the machine step index of each view (default 0..T-1; only
+        the ``absolute_positions`` ablation reads it), so a subsample of a run's steps may
+        be passed. The prompt cache is repeated along the batch: ``B·T`` length-1 sequences.
         """
         B, T = views.op.shape[:2]
         if len(prompts) != B:
@@ -883,7 +896,10 @@ class Controller(nn.Module):
             raise ValueError(f"mask must be [B, T] or [B, T, 3], got {list(mask.shape)}")
         cache = self.encode_prompt(prompts).repeat(T)                        # [B·T, ...]
         flat = StepView(*(None if x is None else x.flatten(0, 1) for x in views))
-        t = torch.arange(T, device=self.device).repeat(B)                    # [B·T]
+        if steps is None:
+            t = torch.arange(T, device=self.device).repeat(B)                # [B·T]
+        else:
+            t = steps.to(self.device).reshape(B * T)
         lg = self.step(cache, flat, t)
         logits = torch.stack(lg, -1).reshape(B, T, 3)
         bce = F_nn.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
@@ -976,8 +992,14 @@ def trace_to_steps(program: Program, input_text: str, max_steps: int = 100_000,
     """
     from .interp import run  # interp does not import torch; keep it that way
 
-    result = run(program, input_text, max_steps, trace=True, out_size=out_size)
-    assert result.trace is not None
+    return result_to_steps(program, run(program, input_text, max_steps, trace=True,
+                                        out_size=out_size))
+
+
+def result_to_steps(program: Program, result: Result) -> StepTrace:
+    """:func:`trace_to_steps` of a traced reference run already made."""
+    if result.trace is None:
+        raise ValueError("result_to_steps needs a run made with trace=True")
     alpha = program.alphabet
     V, Vc = alpha.size, alpha.base
     memory = list(result.image.slots)

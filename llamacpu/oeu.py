@@ -3,8 +3,8 @@
 Shapes: B batch, O opcodes, V alphabet size, C carry values (the digits of the base),
 H hidden width, r rank of a low-rank delta.
 
-The OEU maps one step's (opcode, operand values, carry) to a result symbol, a carry and a
-condition flag, each as a distribution. It is an MLP over one-hot inputs, so it is a
+The OEU maps one step's (opcode, operand values, carry, pointer equality) to a result
+symbol and a carry, each as a distribution — the machine's ``OEU`` protocol. It is an MLP over one-hot inputs, so it is a
 classifier that can be exact: trained on the op tables that expert traces exercise, it
 reproduces them, and because it only ever sees one digit column at a time it does not
 care how long the numbers are.
@@ -26,31 +26,43 @@ from torch import Tensor, nn
 
 from .interp import TraceStep
 from .isa import DEFAULT_ALPHABET, SPEC, Alphabet, Op, Role
+from .machine import OEUOutput
 
 __all__ = [
-    "OEUConfig", "ALUOut", "LowRankDelta", "LowRankLinear", "NeuralOEU", "ALU_OPS",
-    "VALUE_OPS", "CONDITION_OPS", "OEUExamples", "examples_from_traces", "oeu_loss",
+    "OEUConfig", "ALUOut", "LowRankDelta", "LowRankLinear", "NeuralOEU", "WRITES_VAL",
+    "OEUExamples", "examples_from_traces", "merge_examples", "oeu_loss", "operand_usage",
 ]
 
-VALUE_OPS = (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.EQ, Op.LT, Op.MIN, Op.MAX,
-             Op.SETC, Op.GETC)
-"""Ops whose result symbol (and carry) the OEU computes."""
-CONDITION_OPS = (Op.JZ, Op.JNZ, Op.JEQ, Op.JNE)
-"""Ops whose condition flag (jump taken) the OEU computes."""
-ALU_OPS = VALUE_OPS + CONDITION_OPS
+WRITES_VAL = (Op.MOV, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.EQ, Op.LT, Op.MIN, Op.MAX,
+              Op.GETC, Op.PEQ)
+"""Ops whose result symbol the machine writes (MOV's only with an immediate source)."""
+_SRC = (Role.SRC, Role.SLOT)
+
+
+def _operand_index(op: Op, k: int) -> int | None:
+    """Which operand of ``op`` is its k-th symbol operand (a: k = 0, b: k = 1), if any."""
+    hits = [i for i, r in enumerate(SPEC[op].roles) if r in _SRC]
+    return hits[k] if len(hits) > k else None
+
+
+def operand_usage() -> Tensor:
+    """[O, 3] 0/1: whether each op reads a, b and the pointer-equality bit."""
+    u = torch.zeros(len(Op), 3)
+    for op in Op:
+        u[op, 0] = _operand_index(op, 0) is not None
+        u[op, 1] = _operand_index(op, 1) is not None
+    u[Op.PEQ, 2] = 1.0
+    return u
 
 
 @dataclass(frozen=True)
 class OEUConfig:
     alphabet: Alphabet = DEFAULT_ALPHABET  # operand/result symbols (V) and carry digits (C)
     hidden: int = 256                      # width of the two hidden layers
-    max_rank: int = 8                      # largest rank a low-rank delta may have
 
     def __post_init__(self) -> None:
         if self.hidden < 8:
             raise ValueError(f"OEUConfig.hidden must be at least 8, got {self.hidden}")
-        if self.max_rank < 1:
-            raise ValueError(f"OEUConfig.max_rank must be at least 1, got {self.max_rank}")
 
     @property
     def n_ops(self) -> int:
@@ -62,15 +74,14 @@ class OEUConfig:
 
     @property
     def in_features(self) -> int:
-        return self.n_ops + 2 * self.alphabet.size + self.n_carry
+        return self.n_ops + 2 * self.alphabet.size + self.n_carry + 1
 
 
 class ALUOut(NamedTuple):
     """Logits of one ALU step."""
 
-    result: Tensor  # [B, V]
-    carry: Tensor   # [B, C]
-    flag: Tensor    # [B] condition (jump taken) logit
+    result: Tensor  # [B, V] the symbol written (for ops that write one)
+    carry: Tensor   # [B, C] the carry register after the op
 
 
 class LowRankDelta(NamedTuple):
@@ -92,100 +103,117 @@ class LowRankLinear(nn.Linear):
 
 
 class NeuralOEU(nn.Module):
-    """A learned ALU: (op, a, b, carry) distributions → result, carry and flag logits."""
+    """A learned ALU implementing the machine's OEU protocol (``machine.OEU``/``HardOEU``).
+
+    Inputs an op does not read are zeroed before the MLP (``operand_usage``): INC sees no
+    operand symbols, only PEQ sees the pointer-equality bit. So the unit cannot pick up
+    spurious dependencies, and what it learns for an op transfers to operands it has not
+    seen with that op whenever the op ignores them (the carry passes through INC whatever
+    INC's operand holds).
+    """
 
     def __init__(self, cfg: OEUConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or OEUConfig()
         V, C, H = cfg.alphabet.size, cfg.n_carry, cfg.hidden
         self.layers = nn.ModuleList([LowRankLinear(cfg.in_features, H), LowRankLinear(H, H)])
-        self.head = LowRankLinear(H, V + C + 1)
-        self._split = (V, C, 1)
+        self.head = LowRankLinear(H, V + C)
+        self._split = (V, C)
+        self.register_buffer("usage", operand_usage(), persistent=False)
 
-    def forward(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor,
-                deltas: Sequence[LowRankDelta | None] | None = None) -> ALUOut:
-        """op [B, O], a/b [B, V], carry [B, C] (probabilities or one-hots) → ALUOut.
+    def logits(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor, ptr_eq: Tensor,
+               deltas: Sequence[LowRankDelta | None] | None = None) -> ALUOut:
+        """op [B, O], a/b [B, V], carry [B, C] (distributions), ptr_eq [B] → logits.
 
         ``deltas`` gives one optional LowRankDelta per linear layer (3 of them).
         """
-        x = torch.cat([op, a, b, carry], dim=-1)  # [B, O + 2V + C]
+        use = op @ self.usage.to(op.dtype)                                    # [B, 3]
+        x = torch.cat([op, a * use[:, :1], b * use[:, 1:2], carry,
+                       (ptr_eq * use[:, 2])[:, None]], dim=-1)               # [B, O + 2V + C + 1]
         ds = list(deltas) if deltas is not None else [None] * 3
         if len(ds) != 3:
             raise ValueError(f"NeuralOEU takes 3 deltas (one per linear layer), got {len(ds)}")
         for layer, d in zip(self.layers, ds[:2]):
             x = F.gelu(layer(x, d))
-        result, carry_out, flag = self.head(x, ds[2]).split(self._split, dim=-1)
-        return ALUOut(result, carry_out, flag.squeeze(-1))
+        result, carry_out = self.head(x, ds[2]).split(self._split, dim=-1)
+        return ALUOut(result, carry_out)
 
-    def probs(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor,
-              deltas: Sequence[LowRankDelta | None] | None = None
-              ) -> tuple[Tensor, Tensor, Tensor]:
-        """Result [B, V] and carry [B, C] distributions, and the flag probability [B]."""
-        out = self(op, a, b, carry, deltas)
-        return out.result.softmax(-1), out.carry.softmax(-1), out.flag.sigmoid()
+    def forward(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor, ptr_eq: Tensor,
+                deltas: Sequence[LowRankDelta | None] | None = None) -> OEUOutput:
+        """The machine's OEU protocol: result [B, V] and carry [B, C] distributions."""
+        out = self.logits(op, a, b, carry, ptr_eq, deltas)
+        return OEUOutput(out.result.softmax(-1), out.carry.softmax(-1))
+
+    @torch.no_grad()
+    def hard(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor,
+             ptr_eq: Tensor) -> tuple[Tensor, Tensor]:
+        """The machine's discrete fast path: integer tensors [B] in, argmax indices out."""
+        cfg = self.cfg
+        dt = self.head.weight.dtype
+        out = self.logits(F.one_hot(op, cfg.n_ops).to(dt), F.one_hot(a, cfg.alphabet.size).to(dt),
+                          F.one_hot(b, cfg.alphabet.size).to(dt),
+                          F.one_hot(carry, cfg.n_carry).to(dt), ptr_eq.to(dt))
+        return out.result.argmax(-1), out.carry.argmax(-1)
 
 
 class OEUExamples(NamedTuple):
-    """ALU steps gathered from expert traces, as index tensors."""
+    """ALU steps gathered from expert traces, as index tensors ``[E]``."""
 
-    op: Tensor      # [E] opcode index
-    a: Tensor       # [E] first symbol operand
-    b: Tensor       # [E] second symbol operand (0 where the op has one)
-    carry: Tensor   # [E] carry in
-    result: Tensor  # [E] result symbol (-100 where the op produces none: ignored)
-    carry_out: Tensor  # [E]
-    flag: Tensor    # [E] float, 1.0 when a conditional jump is taken
+    op: Tensor         # opcode
+    a: Tensor          # first symbol operand (0 where the op has none)
+    b: Tensor          # second symbol operand (0 where the op has none)
+    carry: Tensor      # carry in
+    ptr_eq: Tensor     # PEQ's pointers equal (0/1)
+    result: Tensor     # the symbol written; -100 where the op writes none (ignored)
+    carry_out: Tensor  # carry out
 
-
-def _symbol_operands(t: TraceStep) -> tuple[int, int]:
-    roles = SPEC[t.op].roles
-    vals = [v for r, v in zip(roles, t.values) if r == Role.SRC]
-    vals += [0, 0]
-    return int(vals[0]), int(vals[1])
+    def __len__(self) -> int:
+        return int(self.op.shape[0])
 
 
 def examples_from_traces(traces: Sequence[Sequence[TraceStep]]) -> OEUExamples:
-    """Every ALU step (VALUE_OPS and CONDITION_OPS) of the given traces, deduplicated."""
-    seen: set[tuple[int, ...]] = set()
-    rows: list[tuple[int, ...]] = []
+    """Every step of the given traces as an ALU example, deduplicated.
+
+    Operands follow the machine's convention: ``a`` and ``b`` are the first and second
+    SRC/SLOT operand's symbol (the slot's val, or the immediate).
+    """
+    rows: set[tuple[int, ...]] = set()
     for trace in traces:
         for t in trace:
-            if t.op not in ALU_OPS:
-                continue
-            a, b = _symbol_operands(t)
-            if t.op in CONDITION_OPS:
-                result, flag = -100, int(t.next_pc != t.pc + 1)
-            else:
-                result, flag = int(t.result), 0
-            row = (int(t.op), a, b, int(t.carry_in), result, int(t.carry_out), flag)
-            if row not in seen:
-                seen.add(row)
-                rows.append(row)
+            ia, ib = _operand_index(t.op, 0), _operand_index(t.op, 1)
+            a = int(t.values[ia]) if ia is not None else 0
+            b = int(t.values[ib]) if ib is not None else 0
+            eq = int(t.op == Op.PEQ and t.values[1] == t.values[2])
+            result = int(t.result) if t.op in WRITES_VAL and t.result is not None else -100
+            rows.add((int(t.op), a, b, int(t.carry_in), eq, result, int(t.carry_out)))
     if not rows:
         z = torch.zeros(0, dtype=torch.long)
-        return OEUExamples(z, z, z, z, z, z, z.float())
-    cols = torch.tensor(rows, dtype=torch.long).T
-    return OEUExamples(*cols[:6], cols[6].float())
+        return OEUExamples(z, z, z, z, z, z, z)
+    cols = torch.tensor(sorted(rows), dtype=torch.long).T
+    return OEUExamples(*cols)
+
+
+def merge_examples(*parts: OEUExamples) -> OEUExamples:
+    """The union of example sets, deduplicated (a replay buffer grows this way)."""
+    parts = tuple(p for p in parts if len(p))
+    if not parts:
+        return examples_from_traces(())
+    rows = torch.unique(torch.cat([torch.stack(list(p), 1) for p in parts]), dim=0)
+    return OEUExamples(*rows.T)
 
 
 def oeu_loss(oeu: NeuralOEU, ex: OEUExamples) -> tuple[Tensor, dict[str, float]]:
-    """Cross-entropy of result and carry, BCE of the flag; exact-match accuracy per head."""
+    """Cross-entropy of result and carry; exact-match accuracy of whole steps."""
     cfg = oeu.cfg
     V, C = cfg.alphabet.size, cfg.n_carry
-    out = oeu(F.one_hot(ex.op, cfg.n_ops).float(), F.one_hot(ex.a, V).float(),
-              F.one_hot(ex.b, V).float(), F.one_hot(ex.carry, C).float())
-    is_cond = ex.result < 0
-    loss = out.result.new_zeros(())
-    metrics: dict[str, float] = {}
-    if (~is_cond).any():
-        v = ~is_cond
-        loss = loss + F.cross_entropy(out.result[v], ex.result[v])
-        loss = loss + F.cross_entropy(out.carry[v], ex.carry_out[v])
-        ok = (out.result[v].argmax(-1) == ex.result[v]) & (out.carry[v].argmax(-1)
-                                                          == ex.carry_out[v])
-        metrics["oeu_value_acc"] = ok.float().mean().item()
-    if is_cond.any():
-        loss = loss + F.binary_cross_entropy_with_logits(out.flag[is_cond], ex.flag[is_cond])
-        ok = (out.flag[is_cond] > 0).float() == ex.flag[is_cond]
-        metrics["oeu_flag_acc"] = ok.float().mean().item()
-    return loss, metrics
+    out = oeu.logits(F.one_hot(ex.op, cfg.n_ops).float(), F.one_hot(ex.a, V).float(),
+                     F.one_hot(ex.b, V).float(), F.one_hot(ex.carry, C).float(),
+                     ex.ptr_eq.float())
+    writes = ex.result >= 0
+    loss = F.cross_entropy(out.carry, ex.carry_out)
+    if writes.any():
+        loss = loss + F.cross_entropy(out.result[writes], ex.result[writes])
+    with torch.no_grad():
+        ok = out.carry.argmax(-1) == ex.carry_out
+        ok &= ~writes | (out.result.argmax(-1) == ex.result.clamp(min=0))
+    return loss, {"oeu_acc": ok.float().mean().item()}

@@ -19,11 +19,11 @@ from llamacpu.tasks import TASKS, expert
 
 def _inputs(B, cfg, gen):
     V, C = cfg.alphabet.size, cfg.n_carry
-    op = F.one_hot(torch.randint(len(Op), (B,), generator=gen), len(Op)).float()
+    op = torch.rand(B, len(Op), generator=gen).softmax(-1)
     a = torch.rand(B, V, generator=gen).softmax(-1)
     b = torch.rand(B, V, generator=gen).softmax(-1)
     c = torch.rand(B, C, generator=gen).softmax(-1)
-    return op, a, b, c
+    return op, a, b, c, torch.rand(B, generator=gen)
 
 
 def test_zero_delta_is_bit_identical_to_no_delta():
@@ -33,7 +33,7 @@ def test_zero_delta_is_bit_identical_to_no_delta():
     x = _inputs(5, oeu.cfg, gen)
     zeros = [LowRankDelta(torch.zeros(5, layer.out_features, 2), torch.zeros(5, layer.in_features, 2))
              for layer in (*oeu.layers, oeu.head)]
-    base, with_zero = oeu(*x), oeu(*x, deltas=zeros)
+    base, with_zero = oeu.logits(*x), oeu.logits(*x, deltas=zeros)
     for u, v in zip(base, with_zero):
         assert torch.equal(u, v)
 
@@ -78,18 +78,47 @@ def test_oeu_learns_the_addition_table_exactly_from_traces():
     a, b, c = torch.meshgrid(torch.arange(10), torch.arange(10), torch.arange(2), indexing="ij")
     a, b, c = a.flatten(), b.flatten(), c.flatten()
     op = F.one_hot(torch.full_like(a, int(Op.ADD)), len(Op)).float()
-    out = oeu(op, F.one_hot(a, V).float(), F.one_hot(b, V).float(), F.one_hot(c, C).float())
+    out = oeu.logits(op, F.one_hot(a, V).float(), F.one_hot(b, V).float(),
+                     F.one_hot(c, C).float(), torch.zeros(len(a)))
     total = a + b + c
     assert torch.equal(out.result.argmax(-1), total % 10)
     assert torch.equal(out.carry.argmax(-1), total // 10)
-    assert metrics["oeu_flag_acc"] == 1.0
+    assert metrics["oeu_acc"] == 1.0
+    # The machine's discrete path agrees with the logits.
+    res, cout = oeu.hard(torch.full_like(a, int(Op.ADD)), a, b, c, torch.zeros_like(a))
+    assert torch.equal(res, total % 10) and torch.equal(cout, total // 10)
 
 
 def test_gradients_reach_every_oeu_parameter():
     torch.manual_seed(2)
     oeu = NeuralOEU(OEUConfig(hidden=16))
     gen = torch.Generator().manual_seed(2)
-    out = oeu(*_inputs(4, oeu.cfg, gen))
-    (out.result.sum() + out.carry.sum() + out.flag.sum()).backward()
+    out = oeu.logits(*_inputs(4, oeu.cfg, gen))
+    (out.result.pow(2).sum() + out.carry.pow(2).sum()).backward()
     for name, p in oeu.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_inputs_an_op_does_not_read_cannot_change_its_output():
+    torch.manual_seed(3)
+    oeu = NeuralOEU(OEUConfig(hidden=16))
+    gen = torch.Generator().manual_seed(3)
+    op, a, b, c, eq = _inputs(6, oeu.cfg, gen)
+    inc = F.one_hot(torch.full((6,), int(Op.INC)), len(Op)).float()
+    x = oeu.logits(inc, a, b, c, eq)
+    y = oeu.logits(inc, a.roll(1, 0), b.roll(2, 0), c, eq.roll(1, 0))
+    assert torch.equal(x.result, y.result) and torch.equal(x.carry, y.carry)
+
+
+def test_neural_oeu_runs_inside_the_machine():
+    """The OEU plugs into the machine's OEU protocol (soft and discrete paths)."""
+    from llamacpu.golden import load_program
+    from llamacpu.machine import Machine
+
+    torch.manual_seed(4)
+    oeu = NeuralOEU(OEUConfig(hidden=16))
+    m = Machine(oeu=oeu)
+    res = m.run_batch([load_program("add")] * 2, ["1+2", "3+4"], max_steps=300, on_limit="stop")
+    assert len(res) == 2  # untrained: any answer, but it runs on the discrete path
+    state = m.load_batch([load_program("add")], ["1+2"])
+    m.run(state, 3, hard=False)  # and on the soft path

@@ -1,0 +1,147 @@
+"""The learned machine: the LLM controller and the neural OEU driving the differentiable machine.
+
+Shapes: B batch rows, P program slots, N memory slots, D slot width, T machine steps,
+V alphabet size.
+
+``solve`` is the free-running computer a result is judged by: the controller compiles each
+prompt into a program (greedy, KV-cached emission), the prompt is placed in the input
+region, and the machine runs with the neural OEU computing every value and the
+controller's execute phase deciding every jump, write and halt. No expert program, trace
+or symbolic table takes part.
+
+``answer_loss`` is the end-to-end signal: the controller's soft plan is loaded into memory,
+the soft machine runs with the soft OEU and soft decisions, and the answer is read from
+the output region through the OUT pointer, so the loss on the answer's symbols reaches the
+OEU, the execute phase and the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .controller import Controller, ControllerConfig, ControllerSequencer
+from .isa import PORT_OUT, Program
+from .machine import Machine, MachineConfig, MachineState
+from .oeu import NeuralOEU, OEUConfig
+
+__all__ = ["LearnedConfig", "LearnedMachine", "Solution"]
+
+
+@dataclass(frozen=True)
+class LearnedConfig:
+    """Everything needed to rebuild a learned machine's modules (saved in checkpoints)."""
+
+    controller: ControllerConfig = ControllerConfig()  # noqa: RUF009 (frozen)
+    oeu: OEUConfig = OEUConfig()  # noqa: RUF009 (frozen)
+
+    def to_json(self) -> dict:
+        c = asdict(self.controller)
+        c["alphabet"] = asdict(self.controller.alphabet)
+        o = asdict(self.oeu)
+        o["alphabet"] = asdict(self.oeu.alphabet)
+        return {"controller": c, "oeu": o}
+
+    @classmethod
+    def from_json(cls, d: dict) -> LearnedConfig:
+        from .isa import Alphabet
+
+        c = dict(d["controller"])
+        c["alphabet"] = Alphabet(**c["alphabet"])
+        o = dict(d["oeu"])
+        o["alphabet"] = Alphabet(**o["alphabet"])
+        return cls(ControllerConfig(**c), OEUConfig(**o))
+
+
+class Solution(NamedTuple):
+    """One free-running answer."""
+
+    output: str
+    steps: int
+    halted: bool
+    fault: str | None
+    program: Program
+
+
+class LearnedMachine(nn.Module):
+    """Controller + neural OEU; builds a :class:`Machine` around them for each run."""
+
+    def __init__(self, cfg: LearnedConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or LearnedConfig()
+        if cfg.controller.alphabet != cfg.oeu.alphabet:
+            raise ValueError("the controller and the OEU must use the same alphabet")
+        self.controller = Controller(cfg.controller)
+        self.oeu = NeuralOEU(cfg.oeu)
+        self.machine_config = MachineConfig(alphabet=cfg.controller.alphabet,
+                                            address_bits=cfg.controller.address_bits)
+
+    def machine(self, prompts: Sequence[str]) -> Machine:
+        """A machine whose ALU is the neural OEU and whose sequencer is the execute phase."""
+        return Machine(self.machine_config, oeu=self.oeu,
+                       sequencer=ControllerSequencer(self.controller, prompts))
+
+    @torch.no_grad()
+    def solve(self, prompts: Sequence[str], max_steps: int,
+              out_sizes: Sequence[int] | None = None) -> list[Solution]:
+        """Compile and run each prompt, free: emitted program, neural OEU, learned steps."""
+        was = self.training
+        self.eval()
+        try:
+            programs = self.controller.emit(prompts)
+            out_size = max(out_sizes) if out_sizes else None
+            results = self.machine(prompts).run_batch(
+                programs, prompts, max_steps=max_steps, on_limit="stop", out_size=out_size)
+        finally:
+            self.train(was)
+        return [Solution(r.output, r.steps, r.halted, r.fault, p)
+                for r, p in zip(results, programs)]
+
+    def answer_loss(self, prompts: Sequence[str], answers: Sequence[str],
+                    teacher: Sequence[Program], steps: int, *, sample_prob: float = 0.0,
+                    out_size: int | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Cross-entropy of the answer (then END) read from the soft machine after ``steps``.
+
+        The plan is the controller's soft plan (teacher-forced, with scheduled sampling
+        ``sample_prob``); memory beyond it is the loader's (input and output regions).
+        """
+        ctl = self.controller
+        machine = self.machine(prompts)
+        state = machine.load_batch(teacher, prompts, out_size=out_size)
+        P = max(len(p.slots) for p in teacher)
+        plan = ctl.plan_soft(prompts, teacher=teacher, sample_prob=sample_prob, n_slots=P)
+        mem = state.memory
+        # The ports (rows 0, 1) keep the loader's pointers; rows 2..P-1 are the soft plan.
+        mem = torch.cat([mem[:, :2], plan[:, 2:P].to(mem.dtype), mem[:, P:]], 1)   # [B, N, D]
+        state = state._replace(memory=mem)
+        state = machine.run(state, steps, hard=False)
+        dist = self._read_answer(machine, state, max(len(a) for a in answers) + 1)  # [B, L, V]
+        alpha = self.cfg.controller.alphabet
+        target = torch.full(dist.shape[:2], -100, dtype=torch.long)
+        for r, a in enumerate(answers):
+            sym = alpha.encode(a) + [alpha.end]
+            target[r, : len(sym)] = torch.tensor(sym)
+        logp = dist.clamp_min(1e-9).log()
+        loss = F.nll_loss(logp.flatten(0, 1), target.flatten(), ignore_index=-100)
+        with torch.no_grad():
+            ok = ((dist.argmax(-1) == target) | (target < 0)).all(1).float().mean().item()
+        return loss, {"answer_loss": loss.item(), "answer_acc_soft": ok}
+
+    @staticmethod
+    def _read_answer(machine: Machine, state: MachineState, length: int) -> Tensor:
+        """Soft reads at OUT.p0, OUT.p0 + 1, …: the answer's symbol distributions [B, L, V]."""
+        mem = state.memory
+        swm = machine.memory_for(mem.shape[-1])
+        layout = swm.layout
+        ptr = layout.args(mem[:, PORT_OUT])[:, 0]                                  # [B, A]
+        keys = [ptr]
+        for _ in range(length - 1):
+            keys.append(swm.inc(keys[-1]))
+        q = torch.stack(keys, 1)                                                   # [B, L, A]
+        rows = swm.read(mem, q, need_weights=False).values                          # [B, L, D]
+        return layout.get(rows, "val")                                             # [B, L, V]

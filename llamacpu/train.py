@@ -1,0 +1,530 @@
+"""The curriculum trainer: ``python -m llamacpu.train --stage 0``.
+
+One loop per stage (see ``curriculum.STAGES``). Each step draws a batch of prompts, runs the
+expert programs on the reference interpreter for supervision, and sums four losses:
+
+- plan     teacher-forced cross-entropy of the program's slot fields (controller plan phase)
+- execute  cross-entropy of the step decisions taken / write / halt (controller execute phase)
+- oeu      cross-entropy of the ALU's result and carry on every step seen so far (replay)
+- answer   end-to-end: the soft machine runs the controller's soft plan with the neural OEU
+           and soft decisions; cross-entropy of the answer read from the output region.
+           Scheduled sampling moves its plan from teacher-forced to free-running.
+
+Every ``eval_every`` steps the machine runs *free* on a fresh held-out set (no expert, no
+symbolic part) and ``curriculum.decide`` turns the exact-match accuracy into advance /
+stay / give up. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
+resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import checkpoint as ckpt
+from .checkpoint import CheckpointError
+from .controller import ControllerConfig, StepTrace, StepView, batch_steps, result_to_steps
+from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
+from .golden import load_program
+from .interp import run as interp_run
+from .isa import LlamacpuError
+from .learned import LearnedConfig, LearnedMachine
+from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
+from .tasks import Example, default_out_size
+
+__all__ = ["TrainConfig", "Trainer", "main", "parse_args", "evaluate", "lr_at"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. The CLI parses into this; ``main(cfg)`` runs it."""
+
+    stages: tuple[int, ...] = (0,)      # stage indices to train, in order
+    model: str = "tiny"                 # controller LM: "tiny" (built in code)
+    steps: int = 1500                   # training steps a stage may take before giving up
+    batch_size: int = 32                # prompts per step
+    lr: float = 3e-3                    # peak AdamW learning rate (warmup, then cosine)
+    warmup: int = 20                    # linear warmup steps at the start of each stage
+    seed: int = 0                       # seeds the model init, data and evaluation sets
+    out: Path = Path("checkpoints")     # where stage_N/ checkpoints and logs go
+    resume: bool = True                 # continue from the latest checkpoint in ``out``
+    device: str = "cpu"                 # torch device of the model ("cpu" or "cuda")
+    threads: int = 1                    # torch CPU threads (1 is fastest for the tiny model)
+    eval_every: int = 25                # steps between free-running competence checks
+    eval_size: int | None = None        # held-out prompts per check (None: the stage's own)
+    competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
+    ckpt_every: int = 100               # steps between checkpoints (also at stage end)
+    answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
+    step_sample: int = 24               # machine steps per run the execute loss looks at
+    prompt_mix: float = 0.5             # chance the execute loss pairs a step with another
+    #                                     row's prompt: a jump/write/halt decision is a
+    #                                     function of the machine state, not of the wording
+    answer_every: int = 8               # steps between answer-loss terms
+    answer_batch: int = 4               # prompts in each answer-loss term
+    answer_weight: float = 0.2          # its weight in the total loss
+    absolute_positions: bool = False    # ablation: execute phase sees the step index
+    progress: bool = True               # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "eval_every", "ckpt_every", "answer_every",
+                    "answer_batch", "threads", "step_sample")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
+                                 f"got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.model != "tiny":
+            raise ValueError(f"--model must be 'tiny' (pretrained controllers land with the "
+                             f"issue on real LLM controllers), got {self.model!r}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}")
+        if self.device != "cpu" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
+        if self.competence is not None and not 0 < self.competence <= 1:
+            raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
+        if not self.stages:
+            raise ValueError("no stages to train")
+
+    def model_config(self) -> LearnedConfig:
+        return LearnedConfig(ControllerConfig(absolute_positions=self.absolute_positions))
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup to ``peak``, then cosine decay to a tenth of it at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+             batch: int = 256) -> float:
+    """Exact-match accuracy of the free-running machine on ``examples``."""
+    correct = 0
+    for i in range(0, len(examples), batch):
+        chunk = examples[i:i + batch]
+        sizes = [default_out_size(e) for e in chunk]
+        sols = model.solve([e.prompt for e in chunk], max_steps=max_steps, out_sizes=sizes)
+        correct += sum(s.output == e.answer and s.fault is None for s, e in zip(sols, chunk))
+    return correct / max(1, len(examples))
+
+
+@dataclass
+class _Supervision:
+    """What one batch of expert runs gives every loss."""
+
+    prompts: list[str]
+    answers: list[str]
+    programs: list
+    step_args: tuple
+    oeu: OEUExamples
+    steps: int
+    out_size: int
+
+
+@functools.lru_cache(maxsize=50_000)
+def _expert(program: str, prompt: str, max_steps: int, out_size: int):
+    """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
+    early stages draw the same prompts again and again), and which steps are *rare*: at a
+    pc the run visits several times, a decision other than the one it makes most often
+    there — a loop's exit."""
+    prog = load_program(program)
+    res = interp_run(prog, prompt, max_steps, trace=True, out_size=out_size)
+    steps = result_to_steps(prog, res)
+    keys = [(t.pc, tuple(steps.targets[i].tolist())) for i, t in enumerate(res.trace)]
+    counts: dict = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    usual: dict = {}
+    for (pc, dec), n in counts.items():
+        if n > counts.get((pc, usual.get(pc)), 0):
+            usual[pc] = dec
+    rare = tuple(i for i, (pc, dec) in enumerate(keys) if dec != usual[pc])
+    return steps, examples_from_traces([res.trace]), len(res.trace), rare
+
+
+def _subsample(steps: StepTrace, rare: Sequence[int], k: int,
+               rng: random.Random) -> tuple[StepTrace, Tensor]:
+    """At most ``k`` of a run's steps: its rare ones first, the rest drawn at random (their
+    indices are returned too). Loop bodies repeat; their exits are what must not be missed."""
+    T = len(steps.targets)
+    if T <= k:
+        idx = torch.arange(T)
+    else:
+        keep = list(rare) if len(rare) <= k else rng.sample(list(rare), k)
+        rest = sorted(set(range(T)) - set(keep))
+        keep += rng.sample(rest, k - len(keep))
+        idx = torch.tensor(sorted(keep))
+    view = StepView(*(None if x is None else x[idx] for x in steps.view))
+    return StepTrace(view, steps.targets[idx]), idx
+
+
+def _balance(views: StepView, targets: Tensor, mask: Tensor) -> Tensor:
+    """Per-step loss weights ``[B, T]`` that give every kind of step the same total weight.
+
+    A kind is (op, operand a is 0, operands a and b are equal, decisions). Loop bodies
+    repeat one kind hundreds of times, while the step that leaves a loop on a zero digit
+    appears once; without balancing the execute phase learns the common kinds and guesses
+    the rare ones.
+    """
+    op = views.op.argmax(-1)                                                  # [B, T]
+    a, b = views.values[..., 0, :], views.values[..., 1, :]                  # [B, T, V]
+    zero = a[..., 0] > 0.5
+    eq = (a * b).sum(-1) > 0.5
+    key = torch.stack([op, zero.long(), eq.long(), *(targets > 0.5).long().unbind(-1)], -1)
+    real = mask > 0
+    _, inverse, counts = torch.unique(key[real], dim=0, return_inverse=True,
+                                      return_counts=True)
+    w = torch.zeros_like(mask, dtype=torch.float32)
+    w[real] = 1.0 / counts[inverse].float()
+    return w * real.sum() / w.sum().clamp(min=1e-9)                           # mean 1 on real
+
+
+def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
+               rng: random.Random) -> _Supervision:
+    programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
+    for ex in batch:
+        size = default_out_size(ex)
+        steps, alu, T, rare = _expert(ex.program, ex.prompt, stage.max_steps, size)
+        sub, idx = _subsample(steps, rare, step_sample, rng)
+        programs.append(load_program(ex.program))
+        runs.append(sub)
+        idxs.append(idx)
+        oeu.append(alu)
+        sizes.append(size)
+        lengths.append(T)
+    views, targets, mask = batch_steps(runs)
+    mask = _balance(views, targets, mask)
+    K = targets.shape[1]
+    step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
+    return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
+                        (views, targets, mask, step_idx), merge_examples(*oeu),
+                        max(lengths), max(sizes))
+
+
+@dataclass
+class _StageState:
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    passed: bool = False
+
+
+class Trainer:
+    """Runs the stages of a :class:`TrainConfig`, one readable loop each."""
+
+    def __init__(self, cfg: TrainConfig, log=print) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.interrupted = False
+        self.model: LearnedMachine | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_model(self) -> LearnedMachine:
+        torch.manual_seed(self.cfg.seed)
+        return LearnedMachine(self.cfg.model_config()).to(self.cfg.device)
+
+    def _optimizer(self, model: LearnedMachine) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
+
+    def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
+              replay: OEUExamples) -> Path:
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state.update({f"replay.{k}": v for k, v in replay._asdict().items()})
+        return ckpt.save_checkpoint(
+            ckpt.stage_dir(self.cfg.out, stage.index), model_state=state, optimizer=opt,
+            config={"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)},
+            stage=stage.index, step=st.step, metrics=st.metrics, passed=st.passed)
+
+    def _load_model(self, c: ckpt.Checkpoint) -> tuple[LearnedMachine, OEUExamples]:
+        try:
+            mcfg = LearnedConfig.from_json(c.config["model"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{c.path}: state.json has no usable model config ({e})") from None
+        if mcfg != self.cfg.model_config():
+            raise CheckpointError(
+                f"{c.path} was trained with a different model configuration; use --out to "
+                f"train a new one elsewhere, or --no-resume to start over here")
+        model = LearnedMachine(mcfg).to(self.cfg.device)
+        weights = {k[len("model."):]: v for k, v in c.model_state.items() if k.startswith("model.")}
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"{c.path}: weights do not fit the model: "
+                                  f"{str(e).splitlines()[0]}") from None
+        replay = OEUExamples(*(c.model_state[f"replay.{k}"] for k in OEUExamples._fields))
+        return model, replay
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> dict[int, _StageState]:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        ckpt.ensure_out_dir(cfg.out)
+        done: dict[int, _StageState] = {}
+        for index in cfg.stages:
+            stage = STAGES[index]
+            if cfg.competence is not None or cfg.eval_size is not None:
+                stage = replace(stage, competence=cfg.competence or stage.competence,
+                                eval_size=cfg.eval_size or stage.eval_size)
+            st = self._train_stage(stage)
+            done[index] = st
+            if self.interrupted or not st.passed:
+                break
+        return done
+
+    def _start(self, stage: Stage):
+        """Model, optimizer, replay buffer and progress for ``stage``: resumed or fresh."""
+        cfg = self.cfg
+        found = ckpt.find_latest(cfg.out, stage.index) if cfg.resume else None
+        replay = examples_from_traces(())
+        if found is None:
+            model = self.model or self._new_model()
+            return model, self._optimizer(model), _StageState(), replay
+        c = ckpt.load_checkpoint(found)
+        model, replay = self._load_model(c)
+        opt = self._optimizer(model)
+        if c.stage == stage.index and c.passed:
+            return model, opt, _StageState(c.step, list(c.metrics), True), replay
+        if c.stage == stage.index:
+            if c.optimizer_state is not None:
+                opt.load_state_dict(c.optimizer_state)
+            ckpt.restore_rng(c)
+            self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
+                     f"from {found}")
+            return model, opt, _StageState(c.step, list(c.metrics), c.passed), replay
+        self.log(f"stage {stage.index} ({stage.name}): starting from stage {c.stage}'s "
+                 f"checkpoint {found}")
+        return model, opt, _StageState(), replay
+
+    def _train_stage(self, stage: Stage) -> _StageState:
+        cfg = self.cfg
+        model, opt, st, replay = self._start(stage)
+        self.model = model
+        if st.passed:
+            self.log(f"stage {stage.index} ({stage.name}): already passed "
+                     f"(accuracy {st.metrics[-1].get('accuracy', float('nan')):.3f}); moving on")
+            return st
+        rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
+        heldout = eval_set(stage, seed=cfg.seed + 1, size=stage.eval_size)
+        started = time.time()
+        bar = _progress(cfg, stage, st.step)
+        prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            while st.step < cfg.steps and not self.interrupted:
+                metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay)
+                st.step += 1
+                if st.step % cfg.eval_every == 0 or st.step == cfg.steps:
+                    acc = evaluate(model, heldout, stage.max_steps)
+                    metrics.update(accuracy=acc, eval_size=len(heldout))
+                    decision = decide(stage, acc, st.step, cfg.steps)
+                    st.passed = decision == Decision.ADVANCE
+                metrics.update(step=st.step, stage=stage.index, time=time.time() - started)
+                st.metrics.append(metrics)
+                _log_jsonl(cfg.out, metrics)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
+                                 if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
+                if st.passed or st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
+                    self._save(stage, model, opt, st, replay)
+                if st.passed:
+                    break
+            if self.interrupted:
+                path = self._save(stage, model, opt, st, replay)
+                self.log(f"interrupted: saved {path} at step {st.step}; re-run to resume")
+        finally:
+            signal.signal(signal.SIGINT, prev_handler)
+            bar.close()
+        elapsed = time.time() - started
+        last = next((m["accuracy"] for m in reversed(st.metrics) if "accuracy" in m), None)
+        verdict = "passed" if st.passed else ("interrupted" if self.interrupted else "not passed")
+        self.log(f"stage {stage.index} ({stage.name}): {verdict} at step {st.step}, free-running "
+                 f"exact match {last if last is not None else float('nan'):.3f}, {elapsed:.1f} s")
+        _plot_curve(cfg.out, stage, st.metrics)
+        return st
+
+    def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
+        if self.interrupted:  # a second Ctrl-C: stop now (the last checkpoint stays valid)
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def _train_step(self, stage: Stage, model: LearnedMachine, opt, rng: random.Random,
+                    step: int, replay: OEUExamples) -> tuple[dict, OEUExamples]:
+        cfg = self.cfg
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        batch = sample_batch(stage, rng, cfg.batch_size)
+        sup = _supervise(batch, stage, cfg.step_sample, rng)
+        replay = merge_examples(replay, sup.oeu)  # every ALU step seen so far
+        ctl = model.controller
+        plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs)
+        exe_prompts = [sup.prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
+                       else p for p in sup.prompts]
+        exe, exe_m = ctl.step_loss(exe_prompts, *sup.step_args)
+        alu, alu_m = oeu_loss(model.oeu, replay)
+        loss = plan + exe + alu
+        metrics: dict = {"plan_loss": plan.item(), "step_loss": exe.item(), "oeu_loss": alu.item(),
+                         **_scalars(plan_m), **_scalars(exe_m), **alu_m}
+        if cfg.answer_loss and step % cfg.answer_every == 0:
+            k = min(cfg.answer_batch, len(batch))
+            sample_prob = min(1.0, step / max(1, cfg.steps // 2))  # teacher → free plan
+            ans, ans_m = model.answer_loss(sup.prompts[:k], sup.answers[:k], sup.programs[:k],
+                                           steps=sup.steps, sample_prob=sample_prob,
+                                           out_size=sup.out_size)
+            loss = loss + cfg.answer_weight * ans
+            metrics.update(ans_m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        metrics["loss"] = loss.item()
+        metrics["lr"] = opt.param_groups[0]["lr"]
+        return metrics, replay
+
+
+def _scalars(m) -> dict[str, float]:
+    d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
+    return {k: float(v) for k, v in d.items()}
+
+
+def _cfg_json(cfg: TrainConfig) -> dict:
+    d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    d["out"] = str(cfg.out)
+    d["stages"] = list(cfg.stages)
+    return d
+
+
+def _log_jsonl(out: Path, metrics: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _progress(cfg: TrainConfig, stage: Stage, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc=f"stage {stage.index} {stage.name}",
+                disable=not cfg.progress, dynamic_ncols=True, leave=False)
+
+
+def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
+    """Loss and free-running accuracy of a stage as ``out/stage_N.png``."""
+    if not metrics:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("plan_loss", "step_loss", "oeu_loss", "answer_loss"):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        if pts:
+            ax.plot(*zip(*pts), label=key, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    acc = [(m["step"], m["accuracy"]) for m in metrics if "accuracy" in m]
+    if acc:
+        ax2.plot(*zip(*acc), "k.-", label="free-running exact match")
+    ax2.set_ylim(0, 1.02)
+    ax2.axhline(stage.competence, color="k", ls=":", lw=0.8)
+    ax2.set_ylabel("exact match")
+    ax.set_xlim(min(steps) - 1, max(steps) + 1)
+    fig.legend(loc="upper center", ncol=3, fontsize=7)
+    ax.set_title(f"stage {stage.index}: {stage.name}", fontsize=9, pad=28)
+    fig.tight_layout()
+    fig.savefig(out / f"stage_{stage.index}.png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- CLI
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    p = _Parser(prog="python -m llamacpu.train", description=__doc__.splitlines()[0])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--stage", help="train this stage (index or name, e.g. 0 or add1)")
+    g.add_argument("--stages", help="train these stages in order, e.g. 0-3")
+    p.add_argument("--model", default="tiny", help="controller language model (default: tiny)")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps,
+                   help="training steps a stage may take")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--out", type=Path, default=TrainConfig.out, help="checkpoint directory")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=TrainConfig.threads)
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    p.add_argument("--eval-size", type=int, default=None)
+    p.add_argument("--competence", type=float, default=None,
+                   help="exact match needed to pass a stage (default: the stage's, 0.99)")
+    p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
+    p.add_argument("--no-answer-loss", action="store_true",
+                   help="ablation: train without the end-to-end answer loss")
+    p.add_argument("--absolute-positions", action="store_true",
+                   help="ablation: the execute phase sees the step index as its position")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    a = p.parse_args(argv)
+    try:
+        if a.stages is not None:
+            stages = tuple(parse_stages(a.stages))
+        else:
+            stages = tuple(parse_stages(a.stage if a.stage is not None else "0"))
+        return TrainConfig(stages=stages, model=a.model, steps=a.steps, batch_size=a.batch_size,
+                           lr=a.lr, seed=a.seed, out=a.out, resume=not a.no_resume,
+                           device=a.device, threads=a.threads, eval_every=a.eval_every,
+                           eval_size=a.eval_size, competence=a.competence,
+                           ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
+                           absolute_positions=a.absolute_positions, progress=not a.no_progress)
+    except ValueError as e:
+        p.error(str(e))
+    raise AssertionError("unreachable")
+
+
+def main(cfg: TrainConfig) -> int:
+    """Train ``cfg.stages``; 0 when every stage passed, 1 when one did not, 130 on Ctrl-C."""
+    trainer = Trainer(cfg, log=lambda s: print(s, flush=True))
+    done = trainer.run()
+    if trainer.interrupted:
+        return 130
+    return 0 if done and all(st.passed for st in done.values()) and len(done) == len(
+        cfg.stages) else 1
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        return main(cfg)
+    except (LlamacpuError, OSError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(cli())
