@@ -6,7 +6,9 @@ fault, input outside the alphabet, bad flag) is one ``error: ...`` on stderr (an
 error adds its source line and caret) and exit code 2, never a traceback.
 
 A backend is a function ``(program, input_text, config) -> Result``; :data:`BACKENDS` maps
-the names ``--backend`` accepts to them.
+the names ``--backend`` accepts to them: ``reference`` (the interpreter) and ``machine`` (the
+differentiable machine, llamacpu.machine: exact hard mode by default, ``--soft`` for attention
+reads; ``--heatmap out.png`` draws where its reads looked at every step).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from llamacpu.interp import (
 )
 from llamacpu.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role
 
-__all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "format_trace", "main"]
+__all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "machine_backend",
+           "format_trace", "main"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class RunConfig:
     stack_size: int = DEFAULT_STACK_SIZE      # return-stack entries
     graph: str | None = None                  # draw the control-flow graph here (.png, .dot)
     backend: str = "reference"                # which machine runs the program
+    soft: bool = False                        # machine backend: soft (attention) reads
+    heatmap: str | None = None                # machine backend: draw the read attention here
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -53,6 +58,10 @@ class RunConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, "
                              f"got {self.backend!r}")
+        if (self.soft or self.heatmap is not None) and self.backend != "machine":
+            raise ValueError("--soft and --heatmap need --backend machine")
+        if self.soft and self.trace:
+            raise ValueError("--trace needs hard mode: a soft step has no single trace")
 
 
 Backend = Callable[[Program, str, RunConfig], Result]
@@ -64,7 +73,25 @@ def reference_backend(program: Program, input_text: str, cfg: RunConfig) -> Resu
                stack_size=cfg.stack_size)
 
 
-BACKENDS: dict[str, Backend] = {"reference": reference_backend}
+def machine_backend(program: Program, input_text: str, cfg: RunConfig) -> Result:
+    """The differentiable machine (llamacpu.machine), hard (exact) or soft; same Result."""
+    from llamacpu.machine import default_machine, draw_heatmap, run_program
+
+    result = run_program(program, input_text, cfg.max_steps, hard=not cfg.soft,
+                         trace=cfg.trace, out_size=cfg.out_size, stack_size=cfg.stack_size)
+    if cfg.heatmap is not None:
+        machine = default_machine(program.alphabet, cfg.stack_size)
+        maps = machine.attention(program, input_text, cfg.max_steps, hard=not cfg.soft,
+                                 out_size=cfg.out_size)
+        mode = "soft" if cfg.soft else "hard"
+        try:
+            draw_heatmap(maps, cfg.heatmap, title=f"{program.name} ({mode})")
+        except (OSError, ValueError) as e:
+            raise LlamacpuError(f"cannot draw the heatmap to {cfg.heatmap}: {e}") from None
+    return result
+
+
+BACKENDS: dict[str, Backend] = {"reference": reference_backend, "machine": machine_backend}
 
 
 # ---------------------------------------------------------------------------- the trace
@@ -173,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="draw the control-flow graph to PATH (.png, .svg, .pdf or .dot)")
     ap.add_argument("--backend", default="reference",
                     help=f"the machine that runs the program: {', '.join(BACKENDS)}")
+    ap.add_argument("--soft", action="store_true",
+                    help="machine backend: soft attention reads instead of exact ones")
+    ap.add_argument("--heatmap", default=None, metavar="PATH",
+                    help="machine backend: draw the pointer attention per step to PATH (.png)")
     return ap
 
 
@@ -187,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = RunConfig(program=args.program, input=args.input, trace=args.trace,
                         max_steps=args.max_steps, out_size=args.out_size,
-                        stack_size=args.stack_size, graph=args.graph, backend=args.backend)
+                        stack_size=args.stack_size, graph=args.graph, backend=args.backend,
+                        soft=args.soft, heatmap=args.heatmap)
     except ValueError as e:
         return _fail(str(e))
     try:

@@ -890,7 +890,7 @@ def test_cli_runs_and_traces(add_file, tmp_path):
     (["{add}", "--max-steps", "0"], "error: --max-steps must be at least 1"),
     (["{add}", "--max-steps", "many"], "error: argument --max-steps"),
     (["{add}", "--out-size", "0"], "error: --out-size must be at least 1"),
-    (["{add}", "--backend", "machine"], "error: --backend must be one of reference"),
+    (["{add}", "--backend", "nope"], "error: --backend must be one of reference"),
     (["{add}", "--input", "1+2", "--graph", "{tmp}/g.txt"], "error: cannot draw the graph"),
     ([], "error: the following arguments are required"),
 ])
