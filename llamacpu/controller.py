@@ -446,6 +446,12 @@ class PromptCache:
         """S, the cached sequence length (padding included)."""
         return self.mask.shape[1]
 
+    def select(self, rows: Tensor) -> PromptCache:
+        """The cache of some rows only (``rows`` [B'] long indices), in that order."""
+        kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.kv]
+        return PromptCache(tuple(kv), self.mask.index_select(0, rows),
+                           self.lengths.index_select(0, rows))
+
     def repeat(self, n: int) -> PromptCache:
         """Each row ``n`` times in a row (``[B·n, ...]``), for a batch of steps per prompt."""
         rep = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in self.kv]
@@ -919,8 +925,8 @@ class ControllerSequencer(nn.Module):
 
     One per run: it encodes the run's prompts once (one row per machine row) and counts its
     calls as the step index, which only the ``absolute_positions`` ablation uses. Pass it
-    as ``Machine(sequencer=...)``; the machine calls it with every row, halted ones included,
-    and masks their decisions itself. :meth:`reset` starts a new run.
+    as ``Machine(sequencer=...)``. A machine that steps only its still-running rows says
+    which through :meth:`select_rows` before each call. :meth:`reset` starts a new run.
     """
 
     def __init__(self, controller: Controller, prompts: Sequence[str]) -> None:
@@ -928,15 +934,28 @@ class ControllerSequencer(nn.Module):
         self.controller = controller
         self.cache = controller.encode_prompt(prompts)
         self.steps = 0
+        self._rows: Tensor | None = None
+        self._selected: PromptCache | None = None
 
     def reset(self, prompts: Sequence[str]) -> None:
         """Encode new prompts (e.g. with autograd on, for training) and restart the count."""
         self.cache = self.controller.encode_prompt(prompts)
         self.steps = 0
+        self._rows = self._selected = None
+
+    def select_rows(self, rows: Tensor | None) -> None:
+        """The machine rows the next calls are about (None: all of them, in order)."""
+        if rows is None or (self._rows is not None and torch.equal(rows, self._rows)):
+            self._rows = rows if rows is not None else None
+            self._selected = None if rows is None else self._selected
+            return
+        self._rows = rows.clone()
+        self._selected = self.cache.select(rows.to(self.cache.mask.device))
 
     def forward(self, view: MachineView) -> Decisions:
         mine = StepView(view.op, view.modes, view.values, view.carry)
-        logits = self.controller.step(self.cache, mine, self.steps)
+        cache = self._selected if self._selected is not None else self.cache
+        logits = self.controller.step(cache, mine, self.steps)
         self.steps += 1
         return logits.decisions()
 
