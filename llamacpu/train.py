@@ -40,7 +40,7 @@ from .controller import ControllerConfig, StepTrace, StepView, batch_steps, resu
 from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
 from .golden import load_program
 from .interp import run as interp_run
-from .isa import LlamacpuError
+from .isa import DEFAULT_ALPHABET, LlamacpuError
 from .learned import LearnedConfig, LearnedMachine
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 from .tasks import Example, default_out_size
@@ -69,6 +69,10 @@ class TrainConfig:
     ckpt_every: int = 100               # steps between checkpoints (also at stage end)
     answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
     step_sample: int = 24               # machine steps per run the execute loss looks at
+    filler: float = 0.5                 # chance a training prompt gets random filler words in
+    #                                     front (every non-digit symbol but ':'), so the ALU
+    #                                     sees every symbol in the parser's comparisons, not
+    #                                     only the letters of the training wordings
     prompt_mix: float = 0.5             # chance the execute loss pairs a step with another
     #                                     row's prompt: a jump/write/halt decision is a
     #                                     function of the machine state, not of the wording
@@ -171,6 +175,18 @@ def _subsample(steps: StepTrace, rare: Sequence[int], k: int,
         idx = torch.tensor(sorted(keep))
     view = StepView(*(None if x is None else x[idx] for x in steps.view))
     return StepTrace(view, steps.targets[idx]), idx
+
+
+_FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
+
+
+def _with_filler(ex: Example, rng: random.Random) -> Example:
+    """``ex`` with one or two random words in front of its prompt. They hold no digit and no
+    ':', which every expert program skips (numbers are digit runs; copy/reverse read after
+    the first ':'), so the answer is unchanged."""
+    words = [''.join(rng.choice(_FILLER) for _ in range(rng.randint(1, 6)))
+             for _ in range(rng.randint(1, 2))]
+    return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
 
 
 def _balance(views: StepView, targets: Tensor, mask: Tensor) -> Tensor:
@@ -367,7 +383,8 @@ class Trainer:
         cfg = self.cfg
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-        batch = sample_batch(stage, rng, cfg.batch_size)
+        batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
+                 for e in sample_batch(stage, rng, cfg.batch_size)]
         sup = _supervise(batch, stage, cfg.step_sample, rng)
         replay = merge_examples(replay, sup.oeu)  # every ALU step seen so far
         ctl = model.controller

@@ -1,0 +1,154 @@
+"""The curriculum trainer end to end: it learns stage 0 and is judged running free.
+
+Slow by the suite's standards (about half a minute per training run), so it trains once per
+module and the tests share the result.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from llamacpu.checkpoint import load_checkpoint
+from llamacpu.curriculum import STAGES, eval_set
+from llamacpu.eval import load_learned
+from llamacpu.golden import load_program
+from llamacpu.tasks import default_out_size
+from llamacpu.train import TrainConfig, Trainer, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stage0(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    threads = torch.get_num_threads()
+    cfg = TrainConfig(stages=(0,), steps=400, seed=0, out=out, progress=False)
+    trainer = Trainer(cfg, log=lambda s: None)
+    try:
+        done = trainer.run()
+    finally:
+        torch.set_num_threads(threads)
+    return out, trainer, done[0]
+
+
+def _fresh_problems(n: int) -> list:
+    """200 one-digit additions training never showed: the hash-held-out prompts of the
+    training wordings, then every prompt of the held-out wordings."""
+    stage = STAGES[0]
+    seen = set()
+    out = []
+    for e in eval_set(stage, seed=123, size=None) + eval_set(stage, seed=7, size=None,
+                                                             split="heldout"):
+        if e.prompt not in seen:
+            seen.add(e.prompt)
+            out.append(e)
+    return out[:n]
+
+
+def test_stage0_is_learned_and_runs_free_on_fresh_problems(stage0):
+    out, trainer, st = stage0
+    assert st.passed, "stage 0 did not reach competence"
+    model = load_learned(out / "stage_0")  # what a user gets: the checkpoint, no trainer
+    problems = _fresh_problems(200)
+    assert len(problems) == 200
+    sols = model.solve([e.prompt for e in problems], max_steps=STAGES[0].max_steps,
+                       out_sizes=[default_out_size(e) for e in problems])
+    for s in sols:  # the machine ran the controller's own program, not the expert's
+        assert s.program.name != load_program("add").name
+    acc = sum(s.output == e.answer and s.fault is None for s, e in zip(sols, problems)) / 200
+    assert acc >= 0.99, acc
+
+
+def test_the_answer_does_not_come_from_the_expert(stage0):
+    """Corrupting the learned OEU's output layer breaks the answers: they are computed."""
+    out, _, _ = stage0
+    model = load_learned(out / "stage_0")
+    problems = _fresh_problems(40)
+    with torch.no_grad():
+        model.oeu.head.weight.mul_(-1)
+    sols = model.solve([e.prompt for e in problems], max_steps=STAGES[0].max_steps,
+                       out_sizes=[default_out_size(e) for e in problems])
+    acc = sum(s.output == e.answer for s, e in zip(sols, problems)) / len(problems)
+    assert acc < 0.5
+
+
+def test_checkpoint_and_logs_are_written(stage0):
+    out, _, st = stage0
+    c = load_checkpoint(out / "stage_0")
+    assert c.passed and c.stage == 0 and c.step == st.step
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["accuracy"] >= 0.99 and (out / "stage_0.png").stat().st_size > 1000
+
+
+def test_rerun_resumes_instead_of_starting_over(stage0):
+    out, _, st = stage0
+    trainer = Trainer(TrainConfig(stages=(0,), steps=400, out=out, progress=False),
+                      log=lambda s: None)
+    done = trainer.run()
+    assert done[0].passed and done[0].step == st.step  # nothing retrained
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage", "42"], "out of range"),
+    (["--stages", "3-1"], "runs backwards"),
+    (["--stage", "0", "--batch-size", "0"], "--batch-size"),
+    (["--stage", "0", "--device", "tpu"], "--device"),
+    (["--stage", "0", "--model", "gpt9"], "--model"),
+])
+def test_bad_cli_input_is_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def _cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "llamacpu.train", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600, **kw)
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_fresh_start(stage0, tmp_path):
+    out, _, _ = stage0
+    bad = tmp_path / "ck"
+    (bad / "stage_0").mkdir(parents=True)
+    for f in (out / "stage_0").iterdir():
+        (bad / "stage_0" / f.name).write_bytes(f.read_bytes())
+    weights = bad / "stage_0" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    r = _cli(["--stage", "0", "--out", str(bad), "--no-progress"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "model.safetensors" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert weights.read_bytes() == bytes(data)  # left as it was, not replaced
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, sig):
+    out = tmp_path / "ck"
+    args = ["--stage", "0", "--out", str(out), "--no-progress", "--ckpt-every", "5",
+            "--eval-every", "1000", "--steps", "400"]
+    p = subprocess.Popen([sys.executable, "-m", "llamacpu.train", *args], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "stage_0" / "state.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # mid-stage, maybe mid-save
+    os.kill(p.pid, sig)
+    stdout, stderr = p.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert p.returncode == 130 and "saved" in stdout and "Traceback" not in stderr
+    step_before = load_checkpoint(out / "stage_0").step  # loads: no file is corrupt
+    assert step_before >= 5
+    r = _cli([*args[:-2], "--steps", str(step_before + 3)])
+    assert r.returncode in (0, 1), r.stderr
+    assert f"resuming at step {step_before}" in r.stdout
+    assert load_checkpoint(out / "stage_0").step == step_before + 3
