@@ -339,6 +339,7 @@ class Trainer:
         heldout = eval_set(stage, seed=cfg.seed + 1, size=stage.eval_size)
         started = time.time()
         bar = _progress(cfg, stage, st.step)
+        board = _tensorboard(cfg.out)
         prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             while st.step < cfg.steps and not self.interrupted:
@@ -352,6 +353,9 @@ class Trainer:
                 metrics.update(step=st.step, stage=stage.index, time=time.time() - started)
                 st.metrics.append(metrics)
                 _log_jsonl(cfg.out, metrics)
+                if board is not None:
+                    for k, v in metrics.items():
+                        board.add_scalar(f"stage_{stage.index}/{k}", v, st.step)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
@@ -365,6 +369,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, prev_handler)
             bar.close()
+            if board is not None:
+                board.close()
         elapsed = time.time() - started
         last = next((m["accuracy"] for m in reversed(st.metrics) if "accuracy" in m), None)
         verdict = "passed" if st.passed else ("interrupted" if self.interrupted else "not passed")
@@ -428,6 +434,15 @@ def _cfg_json(cfg: TrainConfig) -> dict:
 def _log_jsonl(out: Path, metrics: dict) -> None:
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(metrics) + "\n")
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into ``out/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _progress(cfg: TrainConfig, stage: Stage, start: int):
