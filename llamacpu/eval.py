@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .checkpoint import CheckpointError
 from .isa import LlamacpuError
-from .learned import LearnedConfig, LearnedMachine
+from .learned import LearnedMachine
 from .tasks import SPLITS, TASKS, Example, default_out_size
 
 __all__ = ["load_learned", "evaluate_lengths", "main"]
@@ -31,19 +30,7 @@ __all__ = ["load_learned", "evaluate_lengths", "main"]
 
 def load_learned(path: Path) -> LearnedMachine:
     """The learned machine saved in a checkpoint directory (safetensors + JSON, no pickle)."""
-    c = ckpt.load_checkpoint(path)
-    try:
-        cfg = LearnedConfig.from_json(c.config["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: state.json has no usable model config ({e})") from None
-    model = LearnedMachine(cfg)
-    weights = {k[len("model."):]: v for k, v in c.model_state.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model: "
-                              f"{str(e).splitlines()[0]}") from None
-    return model.eval()
+    return LearnedMachine.from_checkpoint(ckpt.load_checkpoint(path)).eval()
 
 
 def _max_steps(examples: Sequence[Example]) -> int:

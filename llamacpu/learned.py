@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import Checkpoint, CheckpointError
 from .controller import Controller, ControllerConfig, ControllerSequencer
 from .isa import PORT_OUT, Program
 from .machine import Machine, MachineConfig, MachineState
@@ -80,6 +81,24 @@ class LearnedMachine(nn.Module):
         self.oeu = NeuralOEU(cfg.oeu)
         self.machine_config = MachineConfig(alphabet=cfg.controller.alphabet,
                                             address_bits=cfg.controller.address_bits)
+
+    @classmethod
+    def from_checkpoint(cls, c: Checkpoint) -> LearnedMachine:
+        """The machine a training checkpoint holds (its ``model.*`` tensors and config)."""
+        try:
+            cfg = LearnedConfig.from_json(c.config["model"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{c.path}: state.json has no usable model config ({e})"
+                                  ) from None
+        model = cls(cfg)
+        weights = {k[len("model."):]: v for k, v in c.model_state.items()
+                   if k.startswith("model.")}
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise CheckpointError(f"{c.path}: weights do not fit the model: "
+                                  f"{str(e).splitlines()[0]}") from None
+        return model
 
     def machine(self, prompts: Sequence[str]) -> Machine:
         """A machine whose ALU is the neural OEU and whose sequencer is the execute phase."""

@@ -70,19 +70,6 @@ class Operands(enum.Enum):
     DIGITS = "items"        # a list of single digits; one of {items} {items_comma} {digits}
     TEXT = "characters"     # one payload string; the placeholder {text}, after a ':'
 
-    def _check_operands(self, ops: tuple[str, ...]) -> None:
-        kind = self.operands
-        ok = (kind is Operands.NUMBERS and len(ops) == self.arity
-              and all(x.isdigit() and x.isascii() for x in ops)) \
-            or (kind is Operands.DIGITS and len(ops) >= 1
-                and all(len(x) == 1 and x in string.digits for x in ops)) \
-            or (kind is Operands.TEXT and len(ops) == 1 and ops[0][:1] not in ("", " "))
-        if not ok:
-            want = {Operands.NUMBERS: f"{self.arity} decimal numerals",
-                    Operands.DIGITS: "one or more single digits",
-                    Operands.TEXT: "one non-empty text not starting with a space"}[kind]
-            raise TaskError(f"task {self.name}: operands must be {want}, got {ops!r}")
-
     @property
     def unit(self) -> str:
         return self.value

@@ -267,23 +267,13 @@ class Trainer:
             stage=stage.index, step=st.step, metrics=st.metrics, passed=st.passed)
 
     def _load_model(self, c: ckpt.Checkpoint) -> tuple[LearnedMachine, OEUExamples]:
-        try:
-            mcfg = LearnedConfig.from_json(c.config["model"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{c.path}: state.json has no usable model config ({e})") from None
-        if mcfg != self.cfg.model_config():
+        model = LearnedMachine.from_checkpoint(c)
+        if model.cfg != self.cfg.model_config():
             raise CheckpointError(
                 f"{c.path} was trained with a different model configuration; use --out to "
                 f"train a new one elsewhere, or --no-resume to start over here")
-        model = LearnedMachine(mcfg).to(self.cfg.device)
-        weights = {k[len("model."):]: v for k, v in c.model_state.items() if k.startswith("model.")}
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as e:
-            raise CheckpointError(f"{c.path}: weights do not fit the model: "
-                                  f"{str(e).splitlines()[0]}") from None
         replay = OEUExamples(*(c.model_state[f"replay.{k}"] for k in OEUExamples._fields))
-        return model, replay
+        return model.to(self.cfg.device), replay
 
     # ------------------------------------------------------------------ the run
 
