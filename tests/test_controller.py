@@ -435,7 +435,7 @@ def test_learned_sequencer_drives_the_machine(trained_exec):
     with torch.no_grad():
         results = machine.run_batch(programs, prompts, max_steps=400)
         assert [r.output for r in results] == [reference("add", p) for p in prompts]
-        assert seq.steps == max(r.steps for r in results)
+        assert seq.steps >= max(r.steps for r in results)  # the machine steps in chunks
     # with autograd on (the controller's parameters require grad) the machine takes its dense
     # straight-through path, and the answer's gradient reaches the controller
     seq.reset(prompts[:2])
