@@ -468,9 +468,9 @@ def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
     ax2.axhline(stage.competence, color="k", ls=":", lw=0.8)
     ax2.set_ylabel("exact match")
     ax.set_xlim(min(steps) - 1, max(steps) + 1)
-    fig.legend(loc="upper center", ncol=3, fontsize=7)
-    ax.set_title(f"stage {stage.index}: {stage.name}", fontsize=9, pad=28)
-    fig.tight_layout()
+    ax.set_title(f"stage {stage.index}: {stage.name}", fontsize=9)
+    fig.legend(loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / f"stage_{stage.index}.png", dpi=110)
     plt.close(fig)
 
