@@ -945,10 +945,11 @@ class ControllerSequencer(nn.Module):
 
     def select_rows(self, rows: Tensor | None) -> None:
         """The machine rows the next calls are about (None: all of them, in order)."""
-        if rows is None or (self._rows is not None and torch.equal(rows, self._rows)):
-            self._rows = rows if rows is not None else None
-            self._selected = None if rows is None else self._selected
+        if rows is None:
+            self._rows = self._selected = None
             return
+        if self._rows is not None and torch.equal(rows, self._rows):
+            return  # same rows as before: keep the selected cache
         self._rows = rows.clone()
         self._selected = self.cache.select(rows.to(self.cache.mask.device))
 

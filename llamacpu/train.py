@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,7 +39,7 @@ from .controller import ControllerConfig, StepTrace, StepView, batch_steps, resu
 from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
 from .golden import load_program
 from .interp import run as interp_run
-from .isa import DEFAULT_ALPHABET, LlamacpuError
+from .isa import DEFAULT_ALPHABET, LlamacpuError, Program
 from .learned import LearnedConfig, LearnedMachine
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 from .tasks import Example, default_out_size
@@ -133,11 +132,11 @@ class _Supervision:
 
     prompts: list[str]
     answers: list[str]
-    programs: list
+    programs: list[Program]
     step_args: tuple
     oeu: OEUExamples
-    steps: int
-    out_size: int
+    steps: list[int]     # each run's length in machine steps
+    out_sizes: list[int]  # each run's output region
 
 
 @functools.lru_cache(maxsize=50_000)
@@ -229,7 +228,7 @@ def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
     step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
     return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
                         (views, targets, mask, step_idx), merge_examples(*oeu),
-                        max(lengths), max(sizes))
+                        lengths, sizes)
 
 
 @dataclass
@@ -396,8 +395,8 @@ class Trainer:
             k = min(cfg.answer_batch, len(batch))
             sample_prob = min(1.0, step / max(1, cfg.steps // 2))  # teacher → free plan
             ans, ans_m = model.answer_loss(sup.prompts[:k], sup.answers[:k], sup.programs[:k],
-                                           steps=sup.steps, sample_prob=sample_prob,
-                                           out_size=sup.out_size)
+                                           steps=max(sup.steps[:k]), sample_prob=sample_prob,
+                                           out_size=max(sup.out_sizes[:k]))
             loss = loss + cfg.answer_weight * ans
             metrics.update(ans_m)
         opt.zero_grad(set_to_none=True)
@@ -548,5 +547,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     sys.exit(cli())

@@ -119,6 +119,14 @@ def test_neural_oeu_runs_inside_the_machine():
     oeu = NeuralOEU(OEUConfig(hidden=16))
     m = Machine(oeu=oeu)
     res = m.run_batch([load_program("add")] * 2, ["1+2", "3+4"], max_steps=300, on_limit="stop")
-    assert len(res) == 2  # untrained: any answer, but it runs on the discrete path
-    state = m.load_batch([load_program("add")], ["1+2"])
-    m.run(state, 3, hard=False)  # and on the soft path
+    assert all(r.steps > 0 for r in res)  # untrained: any answer, but it runs (discrete path)
+    state = m.run(m.load_batch([load_program("add")], ["1+2"]), 3, hard=False)  # soft path
+    assert torch.isfinite(state.memory).all() and int(state.steps.round()) == 3
+    # The discrete path's integer fast path agrees with the distributions the soft path uses.
+    gen = torch.Generator().manual_seed(5)
+    op, a, b = (torch.randint(n, (64,), generator=gen) for n in (len(Op), 55, 55))
+    c, eq = torch.randint(10, (64,), generator=gen), torch.randint(2, (64,), generator=gen)
+    res_i, cout_i = oeu.hard(op, a, b, c, eq)
+    out = oeu(F.one_hot(op, len(Op)).float(), F.one_hot(a, 55).float(), F.one_hot(b, 55).float(),
+              F.one_hot(c, 10).float(), eq.float())
+    assert torch.equal(res_i, out.result.argmax(-1)) and torch.equal(cout_i, out.carry.argmax(-1))
