@@ -212,9 +212,12 @@ def _balance(views: StepView, targets: Tensor, mask: Tensor) -> Tensor:
 def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
                rng: random.Random) -> _Supervision:
     programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
+    # Review examples come from earlier stages, whose programs may run longer than this
+    # stage's (add4 needs ~350 steps, copy8 150): the expert gets the largest budget so far.
+    budget = max(s.max_steps for s in STAGES[: stage.index + 1])
     for ex in batch:
         size = default_out_size(ex)
-        steps, alu, T, rare = _expert(ex.program, ex.prompt, stage.max_steps, size)
+        steps, alu, T, rare = _expert(ex.program, ex.prompt, budget, size)
         sub, idx = _subsample(steps, rare, step_sample, rng)
         programs.append(load_program(ex.program))
         runs.append(sub)

@@ -152,3 +152,20 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, sig):
     assert r.returncode in (0, 1), r.stderr
     assert f"resuming at step {step_before}" in r.stdout
     assert load_checkpoint(out / "stage_0").step == step_before + 3
+
+
+def test_review_examples_get_their_own_stages_step_budget():
+    """copy8 allows 150 machine steps; a 4-digit add with filler words, reviewed in its
+    batch, needs more. The expert run that supervises it must not hit copy8's limit (it once crashed stage 6)."""
+    import random
+
+    from llamacpu.tasks import Example
+    from llamacpu.train import _supervise
+
+    copy8 = next(s for s in STAGES if s.name == "copy8")
+    add4 = next(s for s in STAGES if s.name == "add4")
+    assert add4.max_steps > copy8.max_steps
+    prompt = "please add 9999 and 9999 together, and tell me the sum now"  # filler words
+    ex = Example("add", prompt, "19998", "add", ("9999", "9999"), 4)
+    sup = _supervise([ex], copy8, 24, random.Random(0))
+    assert sup.steps[0] > copy8.max_steps
