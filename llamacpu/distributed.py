@@ -37,7 +37,8 @@ batch (a test checks it, within float rounding):
   and unpacks it; a parameter no rank touched keeps ``grad = None`` (as in one process,
   where AdamW skips it), one some rank touched gets the sum. Clipping and the AdamW step
   then run on identical gradients on every rank, so parameters stay identical (they start
-  identical: :meth:`Dist.broadcast_module` after building or loading the model).
+  identical: :meth:`Dist.broadcast_module` after building or loading the model). Frozen
+  parameters (a quantized base model under LoRA) get no gradient and are not sent.
 - **Agreed control flow.** Evaluation is sharded (each rank solves its stride of the
   held-out set) and the correct counts are summed, so every rank sees the same accuracy;
   the pass/continue decision is still broadcast from rank 0 (:meth:`Dist.agree`). A
@@ -62,7 +63,13 @@ import torch
 import torch.distributed as td
 from torch import Tensor, nn
 
-__all__ = ["Dist", "from_env", "shutdown"]
+from .isa import LlamacpuError
+
+__all__ = ["Dist", "DistributedError", "from_env", "shutdown"]
+
+
+class DistributedError(LlamacpuError, ValueError):
+    """A launch this module cannot run (the CLI prints it and exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -141,14 +148,17 @@ class Dist:
         return torch.cat([p[: int(k)].to(t.device) for p, k in zip(parts, n)])
 
     def broadcast_module(self, module: nn.Module) -> None:
-        """Copy rank 0's parameters and buffers into every rank's ``module``."""
+        """Copy rank 0's trainable parameters into every rank's ``module``. (Frozen ones —
+        a pretrained or quantized base model — come from the same files on every rank
+        and are not sent: 8B parameters would cost gigabytes per rank.)"""
         if not self.active:
             return
         with torch.no_grad():
-            for t in [*module.parameters(), *module.buffers()]:
-                x = t.data.to(self.device)
-                td.broadcast(x, src=0)
-                t.data.copy_(x)
+            for p in module.parameters():
+                if p.requires_grad:
+                    x = p.data.to(self.device)
+                    td.broadcast(x, src=0)
+                    p.data.copy_(x)
 
     def sum_grads(self, params: Iterable[nn.Parameter]) -> None:
         """Sum every trainable parameter's gradient over ranks, in one all-reduce.
@@ -210,7 +220,8 @@ def from_env(device: str = "cpu") -> Dist:
     process when ``WORLD_SIZE`` is absent or 1.
 
     ``device`` is the ``--device`` flag: ``cpu`` (backend gloo) or ``cuda`` (backend nccl,
-    this rank on ``cuda:LOCAL_RANK``). Raises ValueError for ``cuda:N`` under torchrun.
+    this rank on ``cuda:LOCAL_RANK``). Raises DistributedError for ``cuda:N`` under
+    torchrun and for an environment torchrun did not fill in.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -219,11 +230,11 @@ def from_env(device: str = "cpu") -> Dist:
         rank = int(os.environ["RANK"])
         local = int(os.environ.get("LOCAL_RANK", rank))
     except (KeyError, ValueError) as e:
-        raise ValueError(f"WORLD_SIZE={world} but RANK/LOCAL_RANK are missing or not "
+        raise DistributedError(f"WORLD_SIZE={world} but RANK/LOCAL_RANK are missing or not "
                          f"integers ({e}); launch with torchrun") from None
     if device.startswith("cuda"):
         if device != "cuda":
-            raise ValueError(f"--device {device}: under torchrun use --device cuda; rank r "
+            raise DistributedError(f"--device {device}: under torchrun use --device cuda; rank r "
                              f"takes cuda:LOCAL_RANK")
         torch.cuda.set_device(local)
         device, backend = f"cuda:{local}", "nccl"

@@ -314,8 +314,9 @@ class Trainer:
         if self.dist is None:
             self.dist = distributed.from_env(cfg.device)
         if cfg.batch_size < self.dist.world:
-            raise LlamacpuError(f"--batch-size {cfg.batch_size} is smaller than the "
-                                f"{self.dist.world} ranks: each rank needs a row")
+            raise distributed.DistributedError(
+                f"--batch-size {cfg.batch_size} is smaller than the {self.dist.world} ranks: "
+                f"each rank needs a row (the batch size is global)")
         if self.dist.main:
             ckpt.ensure_out_dir(cfg.out)
         else:
