@@ -18,7 +18,7 @@ resumes from the latest one.
 Under ``torchrun --nproc-per-node K`` the same loop runs data-parallel: every rank draws the
 global batch, owns a stride of its rows, and the gradients are summed so that the update is
 the one-process update on the whole batch (``llamacpu/distributed.py`` explains how).
-``--batch-size`` and ``--answer-batch`` stay global.
+``--batch-size`` and ``answer_batch`` stay global.
 """
 
 from __future__ import annotations
@@ -278,22 +278,24 @@ class Trainer:
 
     def _new_model(self) -> LearnedMachine:
         torch.manual_seed(self.cfg.seed)
-        return LearnedMachine(self.cfg.model_config()).to(self.dist.device)
+        return LearnedMachine(self.cfg.model_config()).to(self.cfg.device)
 
     def _optimizer(self, model: LearnedMachine) -> torch.optim.Optimizer:
         return torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
 
     def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
               replay: OEUExamples) -> Path:
-        """Rank 0 writes the checkpoint; every rank waits until it is complete."""
-        path = ckpt.stage_dir(self.cfg.out, stage.index)
-        if self.dist.main:
-            state = {f"model.{k}": v for k, v in model.state_dict().items()}
-            state.update({f"replay.{k}": v for k, v in replay._asdict().items()})
-            path = ckpt.save_checkpoint(
-                path, model_state=state, optimizer=opt,
-                config={"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)},
-                stage=stage.index, step=st.step, metrics=st.metrics, passed=st.passed)
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state.update({f"replay.{k}": v for k, v in replay._asdict().items()})
+        return ckpt.save_checkpoint(
+            ckpt.stage_dir(self.cfg.out, stage.index), model_state=state, optimizer=opt,
+            config={"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)},
+            stage=stage.index, step=st.step, metrics=st.metrics, passed=st.passed)
+
+    def _checkpoint(self, *args) -> Path:
+        """:meth:`_save` on rank 0; every rank waits until the checkpoint is complete."""
+        path = self._save(*args) if self.dist.main else ckpt.stage_dir(self.cfg.out,
+                                                                         args[0].index)
         self.dist.barrier()
         return path
 
@@ -304,7 +306,7 @@ class Trainer:
                 f"{c.path} was trained with a different model configuration; use --out to "
                 f"train a new one elsewhere, or --no-resume to start over here")
         replay = OEUExamples(*(c.model_state[f"replay.{k}"] for k in OEUExamples._fields))
-        return model.to(self.dist.device), replay
+        return model.to(self.cfg.device), replay
 
     # ------------------------------------------------------------------ the run
 
@@ -313,6 +315,8 @@ class Trainer:
         torch.set_num_threads(cfg.threads)
         if self.dist is None:
             self.dist = distributed.from_env(cfg.device)
+        if self.dist.device != cfg.device:  # torchrun on GPUs: "cuda" → this rank's cuda:N
+            self.cfg = cfg = replace(cfg, device=self.dist.device)
         if cfg.batch_size < self.dist.world:
             raise distributed.DistributedError(
                 f"--batch-size {cfg.batch_size} is smaller than the {self.dist.world} ranks: "
@@ -396,11 +400,11 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
                 if st.passed or st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
-                    self._save(stage, model, opt, st, replay)
+                    self._checkpoint(stage, model, opt, st, replay)
                 if st.passed:
                     break
             if self.stopped:
-                path = self._save(stage, model, opt, st, replay)
+                path = self._checkpoint(stage, model, opt, st, replay)
                 self.log(f"interrupted: saved {path} at step {st.step}; re-run to resume")
         finally:
             signal.signal(signal.SIGINT, prev_handler)

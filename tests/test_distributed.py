@@ -97,7 +97,6 @@ def test_two_ranks_equal_one_process_on_the_combined_batch(runs):
     out, single = runs
     ref = single.model.state_dict()
     start = _SGDTrainer(_config(out / "unused"), log=lambda s: None, dist=Dist())
-    start.dist = Dist()
     init = start._new_model().state_dict()
     ddp = load_file(str(out / "rank0.safetensors"))
     worst, moved, err, size = 0.0, 0, 0.0, 0.0
