@@ -177,3 +177,36 @@ def test_without_torchrun_one_process_and_clear_launch_errors(monkeypatch, tmp_p
                       threads=torch.get_num_threads())
     with pytest.raises(DistributedError, match="--batch-size 1 is smaller than the 2 ranks"):
         Trainer(cfg, log=lambda s: None, dist=Dist(rank=0, world=2)).run()
+
+
+def test_shard_losses_with_global_counts_add_up_to_the_batch_loss():
+    """plan_loss and step_loss with the whole batch's counts: two shards' losses (and so
+    their gradients) sum to the one-batch loss, for programs and runs of unequal size."""
+    from llamacpu.controller import Controller, batch_steps, trace_to_steps
+    from llamacpu.golden import load_program
+    from llamacpu.isa import N_PORTS
+
+    torch.manual_seed(0)
+    ctl = Controller()
+    names = ["add", "sub", "add", "cmp", "sub"]
+    prompts = ["12+345=", "what is 9 minus 4?", "7 + 8", "compare 31 and 4", "100-1="]
+    programs = [load_program(n) for n in names]
+    shards = [[0, 2, 4], [1, 3]]
+    whole, _ = ctl.plan_loss(prompts, programs)
+    n_slot = sum(len(p.slots) - N_PORTS for p in programs)
+    parts = [ctl.plan_loss([prompts[i] for i in s], [programs[i] for i in s],
+                           counts=(n_slot + len(programs), n_slot))[0] for s in shards]
+    local = [ctl.plan_loss([prompts[i] for i in s], [programs[i] for i in s])[0]
+             for s in shards]
+    assert torch.allclose(sum(parts), whole, rtol=1e-5)
+    assert not torch.allclose(sum(local) / 2, whole, rtol=1e-4)  # averaged shard means
+
+    runs = [trace_to_steps(p, x) for p, x in zip(programs, prompts)]
+    views, targets, mask = batch_steps(runs)
+    whole, _ = ctl.step_loss(prompts, views, targets, mask)
+    total = 3 * float(mask.sum())
+    parts = []
+    for s in shards:
+        v, t, m = batch_steps([runs[i] for i in s])
+        parts.append(ctl.step_loss([prompts[i] for i in s], v, t, m, denominator=total)[0])
+    assert torch.allclose(sum(parts), whole, rtol=1e-5)
