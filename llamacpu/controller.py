@@ -635,12 +635,15 @@ class Controller(nn.Module):
         h, _ = self._run_lm(torch.cat([embeds, x], 1), mask, _positions(mask))
         return self.slot_head(h[:, S - 1:])                                    # [B, Q+1, ...]
 
-    def plan_loss(self, prompts: Sequence[str],
-                  programs: Sequence[Program]) -> tuple[Tensor, PlanMetrics]:
+    def plan_loss(self, prompts: Sequence[str], programs: Sequence[Program], *,
+                  counts: tuple[float, float] | None = None) -> tuple[Tensor, PlanMetrics]:
         """Teacher-forced cross-entropy of the expert programs' slots 2..P−1 and their stop.
 
         Per position: the stop BCE; per slot: CE of kind, op, each mode, each address (over
-        the candidate addresses) and the value, summed. Averaged over positions.
+        the candidate addresses) and the value, summed. Averaged over positions: the sums
+        are divided by the number of stop positions (Σ slots + 1) and of slots (Σ slots),
+        or by ``counts`` = (positions, slots) when given (a data-parallel shard passes the
+        whole batch's, see ``llamacpu.distributed``).
         """
         if len(prompts) != len(programs):
             raise ValueError(f"{len(prompts)} prompts and {len(programs)} programs")
@@ -664,8 +667,8 @@ class Controller(nn.Module):
         field_loss = (ce(lg.kind, t_kind) + ce(lg.op, t_op) + ce(lg.val, t_val)
                       + ce(lg.modes, t_modes).sum(-1)
                       + ce(lg.args, t_args).sum(-1))           # [B, Q+1]
-        n_valid = valid.sum().clamp(min=1)
-        n_slot = is_slot.sum().clamp(min=1)
+        n_valid = valid.sum().clamp(min=1) if counts is None else max(1.0, counts[0])
+        n_slot = is_slot.sum().clamp(min=1) if counts is None else max(1.0, counts[1])
         loss = ((stop_loss * valid).sum() / n_valid
                 + (field_loss * is_slot).sum() / n_slot)
 
@@ -880,7 +883,8 @@ class Controller(nn.Module):
         return StepLogits(*logits.unbind(-1))
 
     def step_loss(self, prompts: Sequence[str], views: StepView, targets: Tensor,
-                  mask: Tensor, steps: Tensor | None = None) -> tuple[Tensor, StepMetrics]:
+                  mask: Tensor, steps: Tensor | None = None, *,
+                  denominator: float | None = None) -> tuple[Tensor, StepMetrics]:
         """BCE of the step decisions against expert targets, all T steps in one forward.
 
         ``views`` has leading dims ``[B, T]``; ``targets [B, T, 3]`` are (taken, write,
@@ -888,6 +892,8 @@ class Controller(nn.Module):
         steps; ``steps [B, T]`` the machine step index of each view (default 0..T-1; only
         the ``absolute_positions`` ablation reads it), so a subsample of a run's steps may
         be passed. The prompt cache is repeated along the batch: ``B·T`` length-1 sequences.
+        The loss is ``Σ bce · mask / Σ mask`` (over the 3 decisions), or ``/ denominator``
+        when given (a data-parallel shard passes the whole batch's ``Σ mask``).
         """
         B, T = views.op.shape[:2]
         if len(prompts) != B:
@@ -910,7 +916,8 @@ class Controller(nn.Module):
         logits = torch.stack(lg, -1).reshape(B, T, 3)
         bce = F_nn.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
                                                     reduction="none")
-        loss = (bce * m).sum() / m.sum().clamp(min=1)
+        loss = (bce * m).sum() / (m.sum().clamp(min=1) if denominator is None
+                                  else max(1.0, denominator))
         with torch.no_grad():
             ok = ((logits > 0) == (targets > 0.5)) | (m == 0)                 # [B, T, 3]
             real = m.sum(-1) > 0                                             # [B, T]

@@ -14,6 +14,11 @@ Every ``eval_every`` steps the machine runs *free* on a fresh held-out set (no e
 symbolic part) and ``curriculum.decide`` turns the exact-match accuracy into advance /
 stay / give up. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
 resumes from the latest one.
+
+Under ``torchrun --nproc-per-node K`` the same loop runs data-parallel: every rank draws the
+global batch, owns a stride of its rows, and the gradients are summed so that the update is
+the one-process update on the whole batch (``llamacpu/distributed.py`` explains how).
+``--batch-size`` and ``answer_batch`` stay global.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ import torch
 from torch import Tensor
 
 from . import checkpoint as ckpt
+from . import distributed
 from .checkpoint import CheckpointError
 from .controller import ControllerConfig, StepTrace, StepView, batch_steps, result_to_steps
 from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
 from .golden import load_program
 from .interp import run as interp_run
-from .isa import DEFAULT_ALPHABET, LlamacpuError, Program
+from .isa import DEFAULT_ALPHABET, N_PORTS, LlamacpuError, Op, Program
 from .learned import LearnedConfig, LearnedMachine
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 from .tasks import Example, default_out_size
@@ -115,14 +121,19 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
-             batch: int = 256) -> float:
-    """Exact-match accuracy of the free-running machine on ``examples``."""
+             batch: int = 256, dist: distributed.Dist | None = None) -> float:
+    """Exact-match accuracy of the free-running machine on ``examples``; with ``dist``, each
+    rank solves its stride of them and the counts are summed (the same number on every
+    rank)."""
+    mine = dist.take(examples) if dist is not None else list(examples)
     correct = 0
-    for i in range(0, len(examples), batch):
-        chunk = examples[i:i + batch]
+    for i in range(0, len(mine), batch):
+        chunk = mine[i:i + batch]
         sizes = [default_out_size(e) for e in chunk]
         sols = model.solve([e.prompt for e in chunk], max_steps=max_steps, out_sizes=sizes)
         correct += sum(s.output == e.answer and s.fault is None for s, e in zip(sols, chunk))
+    if dist is not None:
+        correct = int(dist.sum(torch.tensor([correct], dtype=torch.int64)).item())
     return correct / max(1, len(examples))
 
 
@@ -188,37 +199,50 @@ def _with_filler(ex: Example, rng: random.Random) -> Example:
     return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
 
 
-def _balance(views: StepView, targets: Tensor, mask: Tensor) -> Tensor:
+_KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions
+
+
+def _balance(views: StepView, targets: Tensor, mask: Tensor,
+             dist: distributed.Dist | None = None) -> Tensor:
     """Per-step loss weights ``[B, T]`` that give every kind of step the same total weight.
 
     A kind is (op, operand a is 0, operands a and b are equal, decisions). Loop bodies
     repeat one kind hundreds of times, while the step that leaves a loop on a zero digit
     appears once; without balancing the execute phase learns the common kinds and guesses
-    the rare ones.
+    the rare ones. With ``dist`` the kinds are counted over every rank's rows (the weights
+    of the whole batch).
     """
     op = views.op.argmax(-1)                                                  # [B, T]
     a, b = views.values[..., 0, :], views.values[..., 1, :]                  # [B, T, V]
     zero = a[..., 0] > 0.5
     eq = (a * b).sum(-1) > 0.5
-    key = torch.stack([op, zero.long(), eq.long(), *(targets > 0.5).long().unbind(-1)], -1)
+    key = op
+    for bit in (zero, eq, *(targets > 0.5).unbind(-1)):
+        key = key * 2 + bit.long()                                            # [B, T]
     real = mask > 0
-    _, inverse, counts = torch.unique(key[real], dim=0, return_inverse=True,
-                                      return_counts=True)
+    counts = torch.bincount(key[real], minlength=_KINDS)                      # [kinds]
+    if dist is not None:
+        counts = dist.sum(counts)
+    # w = 1 / count of the step's kind, scaled to mean 1 over the real steps:
+    # Σ w = number of kinds present, Σ real = counts.sum()
     w = torch.zeros_like(mask, dtype=torch.float32)
-    w[real] = 1.0 / counts[inverse].float()
-    return w * real.sum() / w.sum().clamp(min=1e-9)                           # mean 1 on real
+    w[real] = 1.0 / counts[key[real]].float()
+    kinds = (counts > 0).sum().clamp(min=1)
+    return w * (counts.sum().float() / kinds.float())
 
 
 def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
-               rng: random.Random) -> _Supervision:
+               seeds: Sequence[int], dist: distributed.Dist | None = None) -> _Supervision:
+    """Expert runs of ``batch`` (this rank's rows), each run's steps subsampled by its own
+    seed (so a row's subsample does not depend on which rank owns it)."""
     programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
     # Review examples come from earlier stages, whose programs may run longer than this
     # stage's (add4 needs ~350 steps, copy8 150): the expert gets the largest budget so far.
     budget = max(s.max_steps for s in STAGES[: stage.index + 1])
-    for ex in batch:
+    for ex, seed in zip(batch, seeds):
         size = default_out_size(ex)
         steps, alu, T, rare = _expert(ex.program, ex.prompt, budget, size)
-        sub, idx = _subsample(steps, rare, step_sample, rng)
+        sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
         programs.append(load_program(ex.program))
         runs.append(sub)
         idxs.append(idx)
@@ -226,7 +250,7 @@ def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
         sizes.append(size)
         lengths.append(T)
     views, targets, mask = batch_steps(runs)
-    mask = _balance(views, targets, mask)
+    mask = _balance(views, targets, mask, dist)
     K = targets.shape[1]
     step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
     return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
@@ -244,11 +268,14 @@ class _StageState:
 class Trainer:
     """Runs the stages of a :class:`TrainConfig`, one readable loop each."""
 
-    def __init__(self, cfg: TrainConfig, log=print) -> None:
+    def __init__(self, cfg: TrainConfig, log=print,
+                 dist: distributed.Dist | None = None) -> None:
         self.cfg = cfg
         self.log = log
-        self.interrupted = False
+        self.interrupted = False  # this process got a Ctrl-C
+        self.stopped = False      # some rank got one: every rank stops after the same step
         self.model: LearnedMachine | None = None
+        self.dist = dist          # set from the environment (torchrun's) by run()
 
     # ------------------------------------------------------------------ helpers
 
@@ -268,6 +295,13 @@ class Trainer:
             config={"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)},
             stage=stage.index, step=st.step, metrics=st.metrics, passed=st.passed)
 
+    def _checkpoint(self, *args) -> Path:
+        """:meth:`_save` on rank 0; every rank waits until the checkpoint is complete."""
+        path = self._save(*args) if self.dist.main else ckpt.stage_dir(self.cfg.out,
+                                                                         args[0].index)
+        self.dist.barrier()
+        return path
+
     def _load_model(self, c: ckpt.Checkpoint) -> tuple[LearnedMachine, OEUExamples]:
         model = LearnedMachine.from_checkpoint(c)
         if model.cfg != self.cfg.model_config():
@@ -282,7 +316,19 @@ class Trainer:
     def run(self) -> dict[int, _StageState]:
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
-        ckpt.ensure_out_dir(cfg.out)
+        if self.dist is None:
+            self.dist = distributed.from_env(cfg.device)
+        if self.dist.device != cfg.device:  # torchrun on GPUs: "cuda" → this rank's cuda:N
+            self.cfg = cfg = replace(cfg, device=self.dist.device)
+        if cfg.batch_size < self.dist.world:
+            raise distributed.DistributedError(
+                f"--batch-size {cfg.batch_size} is smaller than the {self.dist.world} ranks: "
+                f"each rank needs a row (the batch size is global)")
+        if self.dist.main:
+            ckpt.ensure_out_dir(cfg.out)
+        else:
+            self.log = lambda s: None  # rank 0 speaks for the job
+        self.dist.barrier()  # the directory exists before any rank looks for checkpoints
         done: dict[int, _StageState] = {}
         for index in cfg.stages:
             stage = STAGES[index]
@@ -291,8 +337,9 @@ class Trainer:
                                 eval_size=cfg.eval_size or stage.eval_size)
             st = self._train_stage(stage)
             done[index] = st
-            if self.interrupted or not st.passed:
+            if self.stopped or not st.passed:
                 break
+        self.dist.barrier()  # no rank exits (and makes torchrun stop the others) mid-write
         return done
 
     def _start(self, stage: Stage):
@@ -322,6 +369,7 @@ class Trainer:
     def _train_stage(self, stage: Stage) -> _StageState:
         cfg = self.cfg
         model, opt, st, replay = self._start(stage)
+        self.dist.broadcast_module(model)  # identical start on every rank
         self.model = model
         if st.passed:
             self.log(f"stage {stage.index} ({stage.name}): already passed "
@@ -330,21 +378,24 @@ class Trainer:
         rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
         heldout = eval_set(stage, seed=cfg.seed + 1, size=stage.eval_size)
         started = time.time()
-        bar = _progress(cfg, stage, st.step)
-        board = _tensorboard(cfg.out)
+        main = self.dist.main
+        bar = _progress(cfg, stage, st.step, enabled=main)
+        board = _tensorboard(cfg.out) if main else None
         prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            while st.step < cfg.steps and not self.interrupted:
+            while st.step < cfg.steps and not self.stopped:
                 metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay)
                 st.step += 1
                 if st.step % cfg.eval_every == 0 or st.step == cfg.steps:
-                    acc = evaluate(model, heldout, stage.max_steps)
+                    acc = evaluate(model, heldout, stage.max_steps, dist=self.dist)
                     metrics.update(accuracy=acc, eval_size=len(heldout))
                     decision = decide(stage, acc, st.step, cfg.steps)
-                    st.passed = decision == Decision.ADVANCE
+                    st.passed = self.dist.agree(decision == Decision.ADVANCE)
                 metrics.update(step=st.step, stage=stage.index, time=time.time() - started)
                 st.metrics.append(metrics)
-                _log_jsonl(cfg.out, metrics)
+                self.stopped = self.dist.any(self.interrupted)
+                if main:
+                    _log_jsonl(cfg.out, metrics)
                 if board is not None:
                     for k, v in metrics.items():
                         board.add_scalar(f"stage_{stage.index}/{k}", v, st.step)
@@ -352,11 +403,11 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
                 if st.passed or st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
-                    self._save(stage, model, opt, st, replay)
+                    self._checkpoint(stage, model, opt, st, replay)
                 if st.passed:
                     break
-            if self.interrupted:
-                path = self._save(stage, model, opt, st, replay)
+            if self.stopped:
+                path = self._checkpoint(stage, model, opt, st, replay)
                 self.log(f"interrupted: saved {path} at step {st.step}; re-run to resume")
         finally:
             signal.signal(signal.SIGINT, prev_handler)
@@ -365,10 +416,11 @@ class Trainer:
                 board.close()
         elapsed = time.time() - started
         last = next((m["accuracy"] for m in reversed(st.metrics) if "accuracy" in m), None)
-        verdict = "passed" if st.passed else ("interrupted" if self.interrupted else "not passed")
+        verdict = "passed" if st.passed else ("interrupted" if self.stopped else "not passed")
         self.log(f"stage {stage.index} ({stage.name}): {verdict} at step {st.step}, free-running "
                  f"exact match {last if last is not None else float('nan'):.3f}, {elapsed:.1f} s")
-        _plot_curve(cfg.out, stage, st.metrics)
+        if main:
+            _plot_curve(cfg.out, stage, st.metrics)
         return st
 
     def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
@@ -378,37 +430,86 @@ class Trainer:
 
     def _train_step(self, stage: Stage, model: LearnedMachine, opt, rng: random.Random,
                     step: int, replay: OEUExamples) -> tuple[dict, OEUExamples]:
-        cfg = self.cfg
+        """One optimizer step on a global batch; this rank computes its rows' share.
+
+        Every loss is a sum over rows divided by a count of the WHOLE batch, so the ranks'
+        losses add up to the one-process loss and their gradients are summed
+        (``Dist.sum_grads``); the OEU's replay loss, computed in full on every rank, is
+        divided by the number of ranks. One process: the shares are the whole.
+        """
+        cfg, dist = self.cfg, self.dist
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        # the global batch and every random choice about it: the same on every rank
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
                  for e in sample_batch(stage, rng, cfg.batch_size)]
-        sup = _supervise(batch, stage, cfg.step_sample, rng)
-        replay = merge_examples(replay, sup.oeu)  # every ALU step seen so far
+        seeds = [rng.getrandbits(63) for _ in batch]             # each row's step subsample
+        prompts = [e.prompt for e in batch]
+        exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
+                       else p for p in prompts]
+        programs = [load_program(e.program) for e in batch]
+        mine = dist.rows(len(batch))
+        # this rank's rows: expert runs, then their share of each loss
+        sup = _supervise([batch[i] for i in mine], stage, cfg.step_sample,
+                         [seeds[i] for i in mine], dist)
+        replay = merge_examples(replay, _gather_examples(dist, sup.oeu))  # all ALU steps seen
         ctl = model.controller
-        plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs)
-        exe_prompts = [sup.prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
-                       else p for p in sup.prompts]
-        exe, exe_m = ctl.step_loss(exe_prompts, *sup.step_args)
+        n_slot = sum(len(p.slots) - N_PORTS for p in programs)
+        plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs,
+                                     counts=(n_slot + len(programs), n_slot))
+        step_mask = sup.step_args[2]                                          # [B_r, T]
+        n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
+        exe, exe_m = ctl.step_loss([exe_prompts[i] for i in mine], *sup.step_args,
+                                   denominator=n_steps)
         alu, alu_m = oeu_loss(model.oeu, replay)
+        alu = alu / dist.world
         loss = plan + exe + alu
-        metrics: dict = {"plan_loss": plan.item(), "step_loss": exe.item(), "oeu_loss": alu.item(),
-                         **_scalars(plan_m), **_scalars(exe_m), **alu_m}
+        sums = {"plan_loss": plan.item(), "step_loss": exe.item(), "oeu_loss": alu.item()}
+        rows = float(len(mine))
+        means = {k: (v, rows) for k, v in {**_scalars(plan_m), **_scalars(exe_m)}.items()
+                 if k != "loss"}
+        means.update({k: (v, 1.0) for k, v in alu_m.items()})
         if cfg.answer_loss and step % cfg.answer_every == 0:
-            k = min(cfg.answer_batch, len(batch))
-            sample_prob = min(1.0, step / max(1, cfg.steps // 2))  # teacher → free plan
-            ans, ans_m = model.answer_loss(sup.prompts[:k], sup.answers[:k], sup.programs[:k],
-                                           steps=max(sup.steps[:k]), sample_prob=sample_prob,
-                                           out_size=max(sup.out_sizes[:k]))
-            loss = loss + cfg.answer_weight * ans
-            metrics.update(ans_m)
+            loss = loss + cfg.answer_weight * self._answer_share(
+                model, batch, programs, sup, mine, step, sums, means)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        dist.sum_grads(model.parameters())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        metrics["loss"] = loss.item()
+        sums["loss"] = loss.item()
+        metrics = dist.reduce_metrics(sums, means)
         metrics["lr"] = opt.param_groups[0]["lr"]
         return metrics, replay
+
+    def _answer_share(self, model: LearnedMachine, batch: Sequence[Example],
+                      programs: Sequence[Program], sup: _Supervision, mine: Sequence[int],
+                      step: int, sums: dict, means: dict) -> Tensor:
+        """This rank's share of the answer loss on the batch's first ``answer_batch`` rows:
+        every rank computes all of it and takes 1/K. (The soft machine steps a batch until
+        ALL its rows halt and half-halted rows keep moving, so a row's answer depends on
+        its batch-mates: split over ranks it would differ. It is a few percent of a step.)"""
+        cfg, dist = self.cfg, self.dist
+        k = min(cfg.answer_batch, len(batch))
+        sample_prob = min(1.0, step / max(1, cfg.steps // 2))  # teacher → free plan
+        own = [j for j, i in enumerate(mine) if i < k]  # my rows among them: I ran their expert
+        steps = max((sup.steps[j] for j in own), default=0)
+        steps = int(dist.max(torch.tensor([steps])).item())  # the longest expert run of all k
+        ans, ans_m = model.answer_loss(
+            [e.prompt for e in batch[:k]], [e.answer for e in batch[:k]], list(programs[:k]),
+            steps=steps, sample_prob=sample_prob,
+            out_size=max(default_out_size(e) for e in batch[:k]))
+        sums["answer_loss"] = ans_m["answer_loss"] / dist.world
+        means["answer_acc_soft"] = (ans_m["answer_acc_soft"], 1.0)
+        return ans / dist.world
+
+
+def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
+    """Every rank's ALU examples (so every rank's replay buffer is the same)."""
+    if not dist.active:
+        return ex
+    rows = dist.gather_rows(torch.stack(list(ex), 1))                      # [E, 7]
+    return merge_examples(OEUExamples(*rows.T))
 
 
 def _scalars(m) -> dict[str, float]:
@@ -437,11 +538,11 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _progress(cfg: TrainConfig, stage: Stage, start: int):
+def _progress(cfg: TrainConfig, stage: Stage, start: int, enabled: bool = True):
     from tqdm import tqdm
 
     return tqdm(total=cfg.steps, initial=start, desc=f"stage {stage.index} {stage.name}",
-                disable=not cfg.progress, dynamic_ncols=True, leave=False)
+                disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False)
 
 
 def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
@@ -528,10 +629,18 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(cfg: TrainConfig) -> int:
-    """Train ``cfg.stages``; 0 when every stage passed, 1 when one did not, 130 on Ctrl-C."""
+    """Train ``cfg.stages``; 0 when every stage passed, 1 when one did not, 130 on Ctrl-C.
+
+    Under torchrun only rank 0 reports the outcome; the other ranks exit 0 after a normal
+    end, since torchrun stops the whole job when any rank exits non-zero."""
     trainer = Trainer(cfg, log=lambda s: print(s, flush=True))
-    done = trainer.run()
-    if trainer.interrupted:
+    try:
+        done = trainer.run()
+    finally:
+        distributed.shutdown()
+    if trainer.dist is not None and not trainer.dist.main:
+        return 0
+    if trainer.stopped:
         return 130
     return 0 if done and all(st.passed for st in done.values()) and len(done) == len(
         cfg.stages) else 1
