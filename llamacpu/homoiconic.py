@@ -29,7 +29,8 @@ Pieces, bottom-up:
 LM continuous marker embeddings (``inputs_embeds``) rather than adding rows to a
 pretrained vocabulary, so a metatoken is a learned row of ``MetaTokens.embeddings``
 (``nn.Parameter [M, H]``) appended to the sequence. For the character tokenizer
-(``controller.SymbolTokenizer``) the ids ``len(tokenizer) + k`` (k < M) name the same rows
+(``controller.SymbolTokenizer``) the ids ``E + k`` (k < M, E the LM embedding table's
+size, ``len(tokenizer)`` for the tiny Llama) name the same rows
 (:meth:`MetaTokens.token_ids`, :meth:`MetaTokens.embed`): they lie past the tokenizer's
 vocabulary, so neither the tokenizer nor the LM's embedding table changes size (no
 ``resize_token_embeddings``, checkpoints keep their shapes), and ``<weights>``/``</weights>``
@@ -344,20 +345,23 @@ class MetaTokens(nn.Module):
             raise ValueError("MetaTokens(markers=False) has no learned </weights> marker")
         return self.close.expand(batch, 1, -1)
 
-    def token_ids(self, tokenizer: Any) -> tuple[int, list[int], int]:
+    def token_ids(self, tokenizer: Any, lm_embedding: nn.Embedding) -> tuple[int, list[int], int]:
         """(``<weights>`` id, metatoken ids, ``</weights>`` id) for a SymbolTokenizer.
 
-        Metatoken k has id ``len(tokenizer) + k``: past the vocabulary, embedded by
-        :meth:`embed`, never decoded as text.
+        Metatoken k has id ``E + k`` where E is the LM embedding table's size (at least the
+        tokenizer's vocabulary): past every real token, embedded by :meth:`embed`, never
+        decoded as text.
         """
-        base = len(tokenizer)
+        base = lm_embedding.num_embeddings
+        if base < len(tokenizer):
+            raise ValueError(f"the LM's embedding table has {base} rows, fewer than the "
+                             f"tokenizer's {len(tokenizer)} tokens")
         return tokenizer.weights_id, list(range(base, base + self.n_meta)), \
             tokenizer.weights_end_id
 
     def embed(self, ids: Tensor, lm_embedding: nn.Embedding) -> Tensor:
-        """Embeddings [B, S, H] of ids [B, S]: ids below the LM table's size through the
-        table, ids ``table size + k`` (k < M) as metatoken k. The tokenizer's vocabulary
-        must fill the table exactly (``len(tokenizer) == num_embeddings``)."""
+        """Embeddings [B, S, H] of ids [B, S]: ids below the LM table's size E through the
+        table, ids ``E + k`` (k < M) as metatoken k (gradients reach ``embeddings``)."""
         n = lm_embedding.num_embeddings
         meta = ids >= n
         if (ids < 0).any() or (ids >= n + self.n_meta).any():
