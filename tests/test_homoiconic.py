@@ -419,3 +419,28 @@ def test_wrapping_before_peft_keeps_working(saved):
             merged.get_submodule(n).weight += u[0] @ v[0].T
         assert (out - base).abs().max() > 1e-3
         torch.testing.assert_close(out, merged(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_bitsandbytes_4bit_layers(tmp_path):
+    """Linear4bit (an nn.Linear subclass) is hooked; zero delta identical, a delta acts."""
+    from transformers import BitsAndBytesConfig
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=q,
+                                                 device_map="cpu", local_files_only=True).eval()
+    layers = wrap_linear_layers(model, ["q_proj", "v_proj"])
+    assert layers.shapes["model.layers.0.self_attn.v_proj"] == (64, 64)
+    ids = tokens(2, 5)
+    ds = random_deltas(layers, 2, seed=1)
+    zero = {n: LowRankDelta(torch.zeros_like(d.u, requires_grad=True), d.v)
+            for n, d in ds.items()}
+    with torch.no_grad():
+        base = model(ids).logits
+        with deltas(model, zero):
+            assert torch.equal(model(ids).logits, base)
+        with deltas(model, ds):
+            assert (model(ids).logits - base).abs().max() > 1e-3
