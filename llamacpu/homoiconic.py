@@ -206,10 +206,9 @@ class DeltaLayers(Mapping[str, DeltaLayer]):
     def set(self, deltas: Mapping[str, LowRankDelta | None]) -> None:
         """Set the given layers' deltas (all checked before any is set); others unchanged."""
         for name, d in deltas.items():
+            layer = self[name]   # KeyError naming the wrapped layers
             if d is not None:
-                self[name].check(LowRankDelta(*d))
-            else:
-                self[name]
+                layer.check(LowRankDelta(*d))
         for name, d in deltas.items():
             self._layers[name].set(d)
 
@@ -440,7 +439,8 @@ class ChannelConfig:
     n_meta: int = 4                # M metatokens per <weights> block
     zero_init: bool = False        # the head starts at ΔW = 0 exactly
     init_std: float = 1e-3         # else: std of a fresh head's ΔW entries
-    markers: bool = True           # learned <weights>/</weights> embeddings (no token ids)
+    markers: bool = True           # learned <weights>/</weights> embeddings; False: the
+    #                                tokenizer's ids (WeightChannel's marker_ids) via the LM
 
     def __post_init__(self) -> None:
         if not self.patterns:
@@ -475,14 +475,30 @@ class WeightChannel(nn.Module):
     states, then ``</weights> continuation [B, T, H]`` on the cache with the deltas.
     """
 
-    def __init__(self, lm: nn.Module, cfg: ChannelConfig = ChannelConfig()) -> None:
+    def __init__(self, lm: nn.Module, cfg: ChannelConfig = ChannelConfig(),
+                 marker_ids: tuple[int, int] | None = None) -> None:
         super().__init__()
+        if not cfg.markers and marker_ids is None:
+            raise ValueError("ChannelConfig(markers=False) needs marker_ids=(<weights> id, "
+                             "</weights> id), e.g. (tokenizer.weights_id, "
+                             "tokenizer.weights_end_id)")
         self.cfg = cfg
+        self.marker_ids = None if cfg.markers else tuple(marker_ids)
         hidden = lm.get_input_embeddings().embedding_dim
         self.layers = wrap_linear_layers(lm, cfg.patterns)
         self.meta = MetaTokens(hidden, cfg.n_meta, markers=cfg.markers)
         self.head = WeightHead(hidden, self.layers.shapes, cfg.rank, cfg.n_meta,
                                zero_init=cfg.zero_init, init_std=cfg.init_std)
+
+    def markers(self, lm: nn.Module, batch: int) -> tuple[Tensor, Tensor]:
+        """``<weights> m_1 … m_M`` [B, 1 + M, H] and ``</weights>`` [B, 1, H]: learned
+        markers, or the LM's embeddings of ``marker_ids``."""
+        if self.marker_ids is None:
+            return self.meta.block(batch), self.meta.close_block(batch)
+        emb = lm.get_input_embeddings()
+        o, c = emb(torch.tensor(self.marker_ids, device=emb.weight.device))   # [2, H]
+        block = torch.cat([o[None], self.meta.embeddings.to(o.dtype)])          # [1 + M, H]
+        return block.expand(batch, -1, -1), c.expand(batch, 1, -1)
 
     def write(self, lm: nn.Module, prefix: Tensor, mask: Tensor
               ) -> tuple[dict[str, LowRankDelta], Tensor, DynamicCache, Tensor]:
@@ -490,7 +506,7 @@ class WeightChannel(nn.Module):
         [B, M, H], cache, extended mask [B, S + 1 + M])."""
         B, S, _ = prefix.shape
         M = self.cfg.n_meta
-        block = self.meta.block(B).to(prefix.dtype)                            # [B, 1 + M, H]
+        block = self.markers(lm, B)[0].to(prefix.dtype)                        # [B, 1 + M, H]
         x = torch.cat([prefix, block], 1)                                     # [B, S + 1 + M, H]
         mask = torch.cat([mask, mask.new_ones(B, 1 + M)], 1)
         with deltas(self.layers, dict.fromkeys(self.layers)):   # the prefix sees no delta
@@ -505,7 +521,7 @@ class WeightChannel(nn.Module):
         """See the class docstring; ``continuation`` None runs ``</weights>`` alone."""
         d, h, past, mask = self.write(lm, prefix, mask)
         B = prefix.shape[0]
-        x = self.meta.close_block(B).to(prefix.dtype)                         # [B, 1, H]
+        x = self.markers(lm, B)[1].to(prefix.dtype)                            # [B, 1, H]
         if continuation is not None:
             x = torch.cat([x, continuation], 1)                               # [B, 1 + T, H]
         T = x.shape[1]

@@ -444,3 +444,25 @@ def test_bitsandbytes_4bit_layers(tmp_path):
             assert torch.equal(model(ids).logits, base)
         with deltas(model, ds):
             assert (model(ids).logits - base).abs().max() > 1e-3
+
+
+def test_channel_on_token_ids_matches_the_id_path():
+    """markers=False: <weights>/</weights> are the tokenizer's ids; the channel's metatoken
+    states equal an unwrapped run of the id sequence embedded by MetaTokens.embed."""
+    tok = SymbolTokenizer()
+    torch.manual_seed(0)
+    lm = build_tiny_llama(ControllerConfig(hidden_size=32, num_heads=4), len(tok)).eval()
+    emb = lm.get_input_embeddings()
+    with pytest.raises(ValueError, match="marker_ids"):
+        WeightChannel(lm, ChannelConfig(markers=False))
+    ch = WeightChannel(lm, ChannelConfig(markers=False, n_meta=3),
+                       marker_ids=(tok.weights_id, tok.weights_end_id))
+    open_id, meta_ids, close_id = ch.meta.token_ids(tok, emb)
+    prefix = torch.tensor([[tok.bos_id, *tok.encode("f:0>3 1>7")]])
+    with torch.no_grad():
+        out = ch(lm, emb(prefix), torch.ones_like(prefix))
+        full = torch.cat([prefix, torch.tensor([[open_id, *meta_ids]])], 1)
+        h = lm(inputs_embeds=ch.meta.embed(full, emb), output_hidden_states=True)
+    torch.testing.assert_close(out.meta_hidden[0], h.hidden_states[-1][0, -3:],
+                               atol=1e-5, rtol=1e-5)
+    assert out.logits.shape == (1, 1, len(tok))
