@@ -280,8 +280,8 @@ def _layers_of(model: nn.Module | DeltaLayers) -> DeltaLayers:
         found = m.__dict__.get(_ATTR)
         if found is not None:
             return found
-        m = m.__dict__.get("_modules", {}).get("base_model") or \
-            m.__dict__.get("_modules", {}).get("model")
+        children = m.__dict__.get("_modules", {})
+        m = children.get("base_model", children.get("model"))
     raise ValueError(f"{type(model).__name__} has no wrapped layers; call "
                      f"wrap_linear_layers(model, patterns) first")
 

@@ -466,3 +466,38 @@ def test_channel_on_token_ids_matches_the_id_path():
     torch.testing.assert_close(out.meta_hidden[0], h.hidden_states[-1][0, -3:],
                                atol=1e-5, rtol=1e-5)
     assert out.logits.shape == (1, 1, len(tok))
+
+
+def test_bfloat16_model_float32_deltas(saved):
+    """A float32 head's deltas on a bfloat16 LM: outputs stay bf16, zero stays identical."""
+    model = load(saved, "llama").to(torch.bfloat16)
+    layers = wrap_linear_layers(model, ["o_proj", "up_proj"])
+    ids = tokens(2, 5)
+    ds = random_deltas(layers, 2, seed=3)
+    zero = {n: LowRankDelta(torch.zeros_like(d.u, requires_grad=True), d.v)
+            for n, d in ds.items()}
+    with torch.no_grad():
+        base = model(ids).logits
+        with deltas(model, zero):
+            assert torch.equal(model(ids).logits, base)
+        with deltas(model, ds):
+            out = model(ids).logits
+    assert out.dtype == torch.bfloat16 and (out - base).abs().max() > 1e-2
+
+
+def test_gradcheck_through_a_hooked_layer():
+    """float64 gradcheck of y = x Wᵀ + b + (x V) Uᵀ w.r.t. x, U and V (Linear and Conv1D)."""
+    torch.manual_seed(0)
+    for layer in (nn.Linear(4, 3), Conv1D(3, 4)):
+        holder = nn.Module()
+        holder.f = layer.double()
+        layers = wrap_linear_layers(holder, "f")
+
+        def f(x, u, v, holder=holder, layers=layers):
+            with deltas(layers, {"f": LowRankDelta(u, v)}):
+                return holder.f(x)
+
+        x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+        u = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+        v = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(f, (x, u, v))
