@@ -517,8 +517,13 @@ class WeightChannel(nn.Module):
         return self.head(h), h, out.past_key_values, mask
 
     def forward(self, lm: nn.Module, prefix: Tensor, mask: Tensor,
-                continuation: Tensor | None = None) -> ChannelOutput:
-        """See the class docstring; ``continuation`` None runs ``</weights>`` alone."""
+                continuation: Tensor | None = None, *, isolate: bool = False) -> ChannelOutput:
+        """See the class docstring; ``continuation`` None runs ``</weights>`` alone.
+
+        ``isolate=True`` masks the cached prefix and block out of the continuation's
+        attention, so the deltas are the ONLY path from the prefix to the continuation (a
+        probe of what the channel carries; positions are unchanged).
+        """
         d, h, past, mask = self.write(lm, prefix, mask)
         B = prefix.shape[0]
         x = self.markers(lm, B)[1].to(prefix.dtype)                            # [B, 1, H]
@@ -527,6 +532,8 @@ class WeightChannel(nn.Module):
         T = x.shape[1]
         full = torch.cat([mask, mask.new_ones(B, T)], 1)
         pos = _positions(full)[:, -T:]
+        if isolate:
+            full = torch.cat([torch.zeros_like(mask), mask.new_ones(B, T)], 1)
         with deltas(self.layers, d):
             out = lm(inputs_embeds=x, attention_mask=full, position_ids=pos,
                      past_key_values=past, use_cache=True)
