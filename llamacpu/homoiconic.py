@@ -472,7 +472,9 @@ class WeightChannel(nn.Module):
 
     ``forward(lm, prefix, mask, continuation)``: ``prefix <weights> m_1 … m_M`` without
     deltas (left-padded ``prefix [B, S, H]``, ``mask [B, S]``), deltas from the metatoken
-    states, then ``</weights> continuation [B, T, H]`` on the cache with the deltas.
+    states, then ``</weights> continuation [B, T, H]`` on the cache with the deltas. Rows
+    of different continuation lengths: pad on the right and ignore the padded outputs (a
+    causal LM's real positions never see them).
     """
 
     def __init__(self, lm: nn.Module, cfg: ChannelConfig = ChannelConfig(),
