@@ -237,7 +237,7 @@ def test_slot_width_and_field_order():
         assert layout.width == len(Kind) + len(Op) + NUM_FIELDS * len(Mode) + NUM_FIELDS * A + V
         assert tuple(f.name for f in layout.fields) == FIELD_NAMES
         assert [f.start for f in layout.fields[1:]] == [f.stop for f in layout.fields[:-1]]
-    assert SlotLayout().width == 4 + 26 + 16 + 4 * 32 + 55
+    assert SlotLayout().width == 4 + 27 + 16 + 4 * 32 + 55
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
