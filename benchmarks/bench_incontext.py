@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=200, help="held-out problems per length")
     ap.add_argument("--digits", default="5,100", help="payload lengths to evaluate")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--answer-weight", type=float, default=0.0,
+                    help="weight of the end-to-end answer loss through the soft machine")
+    ap.add_argument("--answer-every", type=int, default=50,
+                    help="steps between answer-loss batches (2 prompts each)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="print one JSON line per variant")
     args = ap.parse_args(argv)
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for channel in (True, False):
         cfg = IncontextConfig(channel=channel, steps=args.steps, batch=args.batch,
-                              seed=args.seed)
+                              seed=args.seed, answer_weight=args.answer_weight,
+                              answer_every=args.answer_every)
         name = "channel on (WEIGHTS slot, APPLY)" if channel else "channel off (DATA slots)"
         t0 = time.time()
         reader = train(cfg, log_every=max(1, args.steps // 10),

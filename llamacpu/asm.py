@@ -856,12 +856,13 @@ def _weights_item(alpha: Alphabet, s: Slot, addr: int) -> str:
     """A WEIGHTS slot as ``.weights "keys" -> "values"`` (entries that are not END)."""
     t = s.table
     if (s.op != Op.NOP or any(m != Mode.NONE for m in s.modes) or any(s.args) or s.val
-            or t is None or len(t) != alpha.size or not all(0 <= y < alpha.size for y in t)):
+            or t is not None and (len(t) != alpha.size
+                                  or not all(0 <= y < alpha.size for y in t))):
         raise ValueError(f"slot {addr}: a WEIGHTS slot needs a table of {alpha.size} symbols "
                          f"and no other field set: {s}")
-    pairs = [(x, y) for x, y in enumerate(t) if y != alpha.end]
+    pairs = [(x, y) for x, y in enumerate(t or ()) if y != alpha.end]
     if any(x == alpha.end for x, _ in pairs):
-        raise ValueError(f"slot {addr}: .weights cannot say f(END) = {t[alpha.end]}")
+        raise ValueError(f"slot {addr}: .weights cannot say f(END) = {t[alpha.end]}")  # type: ignore[index]
     keys = "".join(_escape(alpha.decode_symbol(x), '"') for x, _ in pairs)
     vals = "".join(_escape(alpha.decode_symbol(y), '"') for _, y in pairs)
     return f'.weights "{keys}" -> "{vals}"'

@@ -342,13 +342,13 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
     elif op in (Op.APPLY, Op.WSET):
         k = 1 if op == Op.APPLY else 0                      # the WEIGHTS operand
         w = memory[addrs[k]]  # type: ignore[index]
-        if w.kind != Kind.WEIGHTS or w.table is None:
+        if w.kind != Kind.WEIGHTS:
             raise StepFault(_not_weights(op, k, w))
-        if op == Op.APPLY:
-            result = w.table[v[2]]                          # d ← f_w(a)
+        if op == Op.APPLY:                                  # d ← f_w(a); no table: END
+            result = w.table[v[2]] if w.table is not None else alphabet.end  # type: ignore[index]
         else:
             write_addr = addrs[0]                           # f_w(a) ← b
-            written = w.with_entry(v[1], v[2])  # type: ignore[arg-type]
+            written = w.with_entry(v[1], v[2], alphabet.size)  # type: ignore[arg-type]
     # Op.NOP: nothing
 
     # 3. The write, as a whole new slot.

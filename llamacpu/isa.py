@@ -388,7 +388,8 @@ class Slot:
     modes: tuple[Mode, Mode, Mode, Mode] = (Mode.NONE,) * NUM_FIELDS
     args: tuple[int, int, int, int] = (0,) * NUM_FIELDS
     val: int = 0
-    table: tuple[int, ...] | None = None  # WEIGHTS slots: f(x) for every symbol x (length V)
+    table: tuple[int, ...] | None = None  # WEIGHTS slots: f(x) for every symbol x (length V);
+    #                                       None: the empty function (every x ↦ END)
 
     @property
     def ptr(self) -> int:
@@ -411,8 +412,12 @@ class Slot:
 
     @staticmethod
     def weights(table: tuple[int, ...] | list[int]) -> Slot:
-        """A WEIGHTS slot holding the function ``x ↦ table[x]`` (one entry per symbol)."""
-        return Slot(Kind.WEIGHTS, table=tuple(int(t) for t in table))
+        """A WEIGHTS slot holding the function ``x ↦ table[x]`` (one entry per symbol).
+
+        The empty function (every entry END, the last symbol) is stored as ``table=None``,
+        its one canonical form: a WEIGHTS slot without a table maps everything to END."""
+        t = tuple(int(v) for v in table)
+        return Slot(Kind.WEIGHTS, table=None if all(v == len(t) - 1 for v in t) else t)
 
     def with_val(self, val: int) -> Slot:
         """This slot with ``val`` replaced; writing a field of an EMPTY slot makes it DATA."""
@@ -425,12 +430,12 @@ class Slot:
         kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
         return Slot(kind, self.op, self.modes, (ptr, a[1], a[2], a[3]), self.val, self.table)
 
-    def with_entry(self, x: int, y: int) -> Slot:
-        """This WEIGHTS slot with ``f(x) ← y`` (WSET)."""
-        assert self.table is not None
-        t = list(self.table)
+    def with_entry(self, x: int, y: int, size: int) -> Slot:
+        """This WEIGHTS slot with ``f(x) ← y`` (WSET), for an alphabet of ``size`` symbols."""
+        t = list(self.table) if self.table is not None else [size - 1] * size
         t[x] = y
-        return Slot(self.kind, self.op, self.modes, self.args, self.val, tuple(t))
+        w = Slot.weights(t)
+        return Slot(self.kind, self.op, self.modes, self.args, self.val, w.table)
 
 
 EMPTY_SLOT = Slot()

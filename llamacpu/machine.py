@@ -753,7 +753,7 @@ def _rows_to_slots(rows: np.ndarray, tables: np.ndarray | None = None) -> tuple[
             row = row + tuple(tables[n].tolist())
         s = made.get(row)
         if s is None:
-            table = tuple(row[_COLS:]) if len(row) > _COLS else None
+            table = Slot.weights(row[_COLS:]).table if len(row) > _COLS else None
             s = Slot(kinds[row[0]], ops[row[1]],
                      tuple(modes[m] for m in row[2:6]),  # type: ignore[arg-type]
                      row[6:10], row[10], table)  # type: ignore[arg-type]
@@ -885,8 +885,10 @@ class Machine(nn.Module):
             bank = np.zeros((B, int(P.max()), alpha.size), dtype=np.int64)
             for r, p in enumerate(programs):
                 for n, sl in enumerate(p.slots):
-                    if sl.kind == Kind.WEIGHTS:
-                        if sl.table is None or len(sl.table) != alpha.size:
+                    if sl.kind == Kind.WEIGHTS and sl.table is None:
+                        bank[r, n] = alpha.end                # the empty function
+                    elif sl.kind == Kind.WEIGHTS:
+                        if len(sl.table) != alpha.size:
                             raise ValueError(f"{p.where(n)}: a WEIGHTS slot needs a table of "
                                              f"{alpha.size} symbols")
                         bank[r, n] = sl.table
@@ -1469,7 +1471,7 @@ class Machine(nn.Module):
             if wrote:
                 table = None
                 if new[_KIND] == Kind.WEIGHTS and len(row) > k + 6 + _W:
-                    table = tuple(row[k + 6 + _W:])
+                    table = Slot.weights(row[k + 6 + _W:]).table
                 written = Slot(kinds[new[_KIND]], ops[new[_OP]],
                                tuple(modes[m] for m in new[_MODES]),  # type: ignore[arg-type]
                                tuple(new[_ARGS]), new[_VAL], table)  # type: ignore[arg-type]

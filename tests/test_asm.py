@@ -365,7 +365,7 @@ def test_disassembly_of_a_program_without_symbols_adds_auto_labels():
 
 
 @pytest.mark.parametrize("slot,what", [
-    (Slot(Kind.WEIGHTS), "WEIGHTS"),
+    (Slot(Kind.WEIGHTS, table=(0,) * 3), "WEIGHTS slot needs a table of 55"),
     (Slot(Kind.WEIGHTS, val=1, table=(0,) * 55), "WEIGHTS slot needs"),
     (Slot.instr(Op.INC, ((D, 2), (D, 3))), "unused fields"),
     (Slot(Kind.INSTR, Op.HALT, (Mode.NONE,) * 4, (0,) * 4, 5), "no immediate"),
@@ -442,6 +442,8 @@ def test_apply_wset_and_weights_assemble_and_round_trip():
     assert w.kind == Kind.WEIGHTS and len(w.table) == DEFAULT_ALPHABET.size
     assert w.table[:5] == (enc("a"), 1, enc("?"), 0, DEFAULT_ALPHABET.end)
     assert assemble(disassemble(p)) == p
+    empty = assemble('halt\nf: .weights "" -> ""\n').slots[3]
+    assert empty == Slot(Kind.WEIGHTS) == Slot.weights([DEFAULT_ALPHABET.end] * 55)
 
 
 @pytest.mark.parametrize("src,col,msg", [
