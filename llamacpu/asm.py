@@ -55,7 +55,7 @@ _IDENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _IDENT_CHARS = _IDENT_START | frozenset("0123456789")
 _DIGITS = frozenset("0123456789")
 _SPACE = frozenset(" \t\r\f\v\ufeff")
-_PUNCT = frozenset(":,[]+-#")
+_PUNCT = frozenset(":,[]+-#>")
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t"}
 _HEX = frozenset("0123456789abcdefABCDEF")
 _LABEL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -556,6 +556,8 @@ def _directive(st: _State, cur: _Cursor, d: _Tok) -> None:
         if name == ".space":
             fill = Slot.data(_value(st, cur)[0] if cur.skip_punct(",") else 0)
         _emit(st, cur, d, [fill] * t.num)
+    elif name == ".weights":  # a WEIGHTS slot: "keys" -> "values", one entry per character
+        _emit(st, cur, d, [_weights(st, cur)])
     elif name == ".ptr":  # a DATA slot holding the address of target (and a value)
         target = _ref(cur)
         value = _value(st, cur)[0] if cur.skip_punct(",") else 0
@@ -563,7 +565,32 @@ def _directive(st: _State, cur: _Cursor, d: _Tok) -> None:
         st.pending.append(_PendingPtr(addr, cur.line, target, value))
     else:
         raise cur.error(f"unknown directive '{d.text}' (known: .alphabet .data .string "
-                        f".space .empty .ptr)", d)
+                        f".space .empty .ptr .weights)", d)
+
+
+def _weights(st: _State, cur: _Cursor) -> Slot:
+    """``"keys" -> "values"``: f(keys[i]) = values[i]; symbols not listed map to END."""
+    keys = cur.take("string", 'a "string" of inputs after .weights ("0123" -> "3210")')
+    arrow = cur.peek()
+    if not (arrow is not None and arrow.is_punct("-") and cur.peek(1) is not None
+            and cur.peek(1).is_punct(">") and cur.peek(1).col == arrow.col + 1):
+        raise cur.error(f"expected '->' after the inputs of .weights, found {_describe(arrow)}",
+                        arrow)
+    cur.next()
+    cur.next()
+    vals = cur.take("string", 'a "string" of outputs after \'->\'')
+    if len(keys.chars) != len(vals.chars):
+        raise cur.error(f".weights maps {len(keys.chars)} input(s) to {len(vals.chars)} "
+                        f"output(s): the two strings must have the same length", vals)
+    table = [st.alphabet.end] * st.alphabet.size
+    seen: set[str] = set()
+    for k, v in zip(keys.chars, vals.chars):
+        if k in seen:
+            raise cur.error(f"input {k!r} is listed twice in .weights", keys)
+        seen.add(k)
+        table[_encode(st, cur, keys, k)] = _encode(st, cur, vals, v)
+    cur.expect_end()
+    return Slot.weights(table)
 
 
 def _alphabet(st: _State, cur: _Cursor, d: _Tok) -> None:
@@ -696,7 +723,7 @@ def disassemble(program: Program) -> str:
     the same slots and entry, with those labels added to its symbols.
 
     Raises ValueError, naming the slot address, for what the syntax cannot express:
-    WEIGHTS slots, ports that are not plain DATA, instructions with unused fields set,
+    WEIGHTS slots with other fields set or f(END) ≠ END, ports that are not plain DATA, instructions with unused fields set,
     modes their roles forbid, values outside the alphabet, addresses outside the program,
     labels the assembler would reject, an entry it would not choose.
     """
@@ -793,6 +820,8 @@ def _item(alpha: Alphabet, s: Slot, addr: int, render: Callable[[int, int], str]
             return f".data {value(s.val)}"
         text = f".ptr  {render(addr, s.ptr)}"
         return f"{text}, {value(s.val)}" if s.val else text
+    if s.kind == Kind.WEIGHTS:
+        return _weights_item(alpha, s, addr)
     if s.kind != Kind.INSTR:
         raise ValueError(f"slot {addr}: {Kind(s.kind).name} slots have no .lasm syntax")
     if s.op not in SPEC:
@@ -821,6 +850,22 @@ def _item(alpha: Alphabet, s: Slot, addr: int, render: Callable[[int, int], str]
         raise ValueError(f"slot {addr}: {spec.mnemonic} has no immediate but val={s.val}")
     mnemonic = spec.mnemonic.lower()
     return f"{mnemonic:<5} " + ", ".join(operands) if operands else mnemonic
+
+
+def _weights_item(alpha: Alphabet, s: Slot, addr: int) -> str:
+    """A WEIGHTS slot as ``.weights "keys" -> "values"`` (entries that are not END)."""
+    t = s.table
+    if (s.op != Op.NOP or any(m != Mode.NONE for m in s.modes) or any(s.args) or s.val
+            or t is not None and (len(t) != alpha.size
+                                  or not all(0 <= y < alpha.size for y in t))):
+        raise ValueError(f"slot {addr}: a WEIGHTS slot needs a table of {alpha.size} symbols "
+                         f"and no other field set: {s}")
+    pairs = [(x, y) for x, y in enumerate(t or ()) if y != alpha.end]
+    if any(x == alpha.end for x, _ in pairs):
+        raise ValueError(f"slot {addr}: .weights cannot say f(END) = {t[alpha.end]}")  # type: ignore[index]
+    keys = "".join(_escape(alpha.decode_symbol(x), '"') for x, _ in pairs)
+    vals = "".join(_escape(alpha.decode_symbol(y), '"') for _, y in pairs)
+    return f'.weights "{keys}" -> "{vals}"'
 
 
 # -------------------------------------------------------------------------------- CLI

@@ -17,6 +17,8 @@ operands the way a parser would, and the compact forms ("12+35") are just one wo
   ``>`` for first against second.
 - *Digit lists* (sort, max) are every digit of the text, in order, ignoring the rest:
   ``"sort 3 1 2"`` and ``"312"`` are the same list.
+- *Definitions* (apply): every ``x>y`` before the first ``';'`` defines f(x) = y, and f is
+  applied to every digit after it: ``"f: 0>3 1>7 ; apply f to 101"`` → ``"737"``.
 - *Payloads* (copy, reverse) are the text after its first ``':'`` without the spaces right
   after it, or the whole text if it has no ``':'``: ``"reverse: abc"`` → ``"cba"``.
 
@@ -54,7 +56,7 @@ PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
 """The repository's ``programs/`` folder (this assumes the source checkout layout)."""
 
 PROGRAM_NAMES: tuple[str, ...] = (
-    "copy", "reverse", "max", "sort", "cmp", "add", "sub", "mul", "fib", "gcd",
+    "copy", "reverse", "max", "sort", "cmp", "add", "sub", "mul", "fib", "gcd", "apply",
 )
 """The expert programs, roughly from easiest to hardest."""
 
@@ -177,6 +179,14 @@ GOLDEN: tuple[GoldenCase, ...] = (
             ("fibonacci_pair", "987,610", "1"),
             ("worded", "gcd of 84 and 36", "12"),
             ("worded_question", "what is the greatest common divisor of 12 and 18?", "6")),
+    *_cases("apply",
+            ("issue_example", "f: 0>3 1>7 2>2 3>9 4>0 5>1 6>8 7>5 8>6 9>4 ; apply f to 40917",
+             "03475"),
+            ("compact", "1>2;1x1", "22"),
+            ("later_wins", "0>1 0>2 ; 00", "22"),
+            ("undefined_ends", "1>5 ; 121", "5"),
+            ("no_payload", "1>2", ""),
+            ("to_symbols", "1>a 2>? ; 2 1", "?a"))
 )
 
 
@@ -259,6 +269,26 @@ def _fib(text: str) -> str:
     return str(a)
 
 
+def _apply(text: str) -> str:
+    """f (defined by the x>y before the first ';') of every digit after it."""
+    defs, semi, payload = _text(text).partition(";")
+    if not semi:
+        return ""
+    f: dict[str, str] = {}
+    for i, ch in enumerate(defs):
+        if ch == ">":
+            if i == 0:
+                raise ValueError(f"apply: a '>' with no key before it in {text!r}")
+            f[defs[i - 1]] = (defs + ";")[i + 1]
+    out = []
+    for d in payload:
+        if "0" <= d <= "9":
+            if d not in f:
+                return "".join(out)  # f(d) = END ends the answer
+            out.append(f[d])
+    return "".join(out)
+
+
 def _gcd(text: str) -> str:
     a, b = _numbers(text, 2)
     if a == 0 or b == 0:
@@ -277,5 +307,6 @@ _REFERENCES: Mapping[str, Callable[[str], str]] = {
     "mul": lambda t: str(math.prod(_numbers(t, 2))),
     "fib": _fib,
     "gcd": _gcd,
+    "apply": _apply,
 }
 assert set(_REFERENCES) == set(PROGRAM_NAMES)

@@ -10,7 +10,8 @@ Two implementations of the same machine live here, and the tests hold them equal
 - ``run(..., trace=False)`` is the fast one. Straight-line code is translated, the first
   time it runs, into Python functions with the operand addresses as constants
   (:func:`_block_source`), and the run loop is ``pc = code[pc](pc)``. A write to
-  translated code discards its translations, so self-modifying code stays exact.
+  translated code discards its translations, so self-modifying code stays exact. Programs
+  with WEIGHTS slots, APPLY or WSET take the readable path (:func:`_uses_weights`).
 
 Semantics beyond docs/lasm.md, decided here:
 
@@ -155,7 +156,15 @@ def _overflow(stack_size: int) -> str:
 
 
 _UNDERFLOW = "return stack underflow (RET with no CALL)"
-_APPLY = "APPLY is reserved for the weight-token channel"
+
+
+def _not_weights(op: Op, i: int, slot: Slot) -> str:
+    return f"{op.name} operand {i + 1} is not a WEIGHTS slot ({Kind(slot.kind).name})"
+
+
+def _weights_outside(addr: int, size: int) -> str:
+    return (f"MOV would copy a WEIGHTS slot to {addr}, outside the program region "
+            f"(0..{size - 1}) where WEIGHTS slots live")
 
 
 def _div_fault(q: int, carry: int, a: int, b: int, base: int) -> str:
@@ -205,12 +214,14 @@ def _mode_error(op: int, modes: tuple[int, ...]) -> str | None:
 
 def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int],
                alphabet: Alphabet, *, step: int = 0,
-               stack_size: int = DEFAULT_STACK_SIZE) -> TraceStep:
+               stack_size: int = DEFAULT_STACK_SIZE,
+               program_size: int | None = None) -> TraceStep:
     """Execute the instruction at ``pc`` without changing anything; return what it does.
 
     Pure: the caller applies the step (:func:`_apply`): writes ``written`` at
     ``write_addr``, sets pc to ``next_pc`` and carry to ``carry_out``, and pushes
     ``pc + 1`` for CALL / pops for RET. Raises :class:`StepFault` on a fault.
+    ``program_size``: the program region, where WEIGHTS slots must stay (None: no limit).
     """
     n = len(memory)
     if not 0 <= pc < n:
@@ -241,7 +252,7 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
             values.append(memory[addr].args[0])
         elif role in (Role.ADDR, Role.TARGET):
             values.append(addr)
-        else:  # Role.DST
+        else:  # Role.DST, Role.WEIGHTS
             values.append(None)
 
     # 2. The op. Each branch sets what it changes; the defaults change nothing.
@@ -299,6 +310,9 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
         else:                                               # d ← s, every field
             write_addr, written = addrs[0], memory[addrs[1]]
             result = written.val
+            if (written.kind == Kind.WEIGHTS and program_size is not None
+                    and write_addr >= program_size):
+                raise StepFault(_weights_outside(write_addr, program_size))
     elif op == Op.LEA:
         result = v[1]                                       # p.p0 ← address of x
     elif op in (Op.INC, Op.DEC):
@@ -325,8 +339,16 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
         next_pc = stack[-1]
     elif op == Op.HALT:
         next_pc = pc
-    elif op == Op.APPLY:
-        raise StepFault(_APPLY)
+    elif op in (Op.APPLY, Op.WSET):
+        k = 1 if op == Op.APPLY else 0                      # the WEIGHTS operand
+        w = memory[addrs[k]]  # type: ignore[index]
+        if w.kind != Kind.WEIGHTS:
+            raise StepFault(_not_weights(op, k, w))
+        if op == Op.APPLY:                                  # d ← f_w(a); no table: END
+            result = w.table[v[2]] if w.table is not None else alphabet.end  # type: ignore[index]
+        else:
+            write_addr = addrs[0]                           # f_w(a) ← b
+            written = w.with_entry(v[1], v[2], alphabet.size)  # type: ignore[arg-type]
     # Op.NOP: nothing
 
     # 3. The write, as a whole new slot.
@@ -365,7 +387,8 @@ def step(program: Program, state: State, *,
         raise ValueError("the machine has halted")
     try:
         t = transition(state.memory, state.pc, state.carry, state.stack, program.alphabet,
-                       step=state.steps, stack_size=stack_size)
+                       step=state.steps, stack_size=stack_size,
+                       program_size=len(program.slots))
     except StepFault as e:
         raise MachineFault(state.pc, state.steps, e.reason, program.where(state.pc)) from None
     memory, stack = state.memory, state.stack
@@ -421,7 +444,7 @@ def _run_traced(program: Program, image: MemoryImage, max_steps: int, stack_size
     try:
         while steps < max_steps:
             t = transition(memory, pc, carry, stack, alphabet, step=steps,
-                           stack_size=stack_size)
+                           stack_size=stack_size, program_size=len(program.slots))
             _apply(t, memory, stack)
             if record:
                 trace.append(t)
@@ -630,9 +653,8 @@ def _instr_lines(slot: Slot, pc: int, m: _Machine, undone: int) -> tuple[list[st
     elif op == Op.HALT:
         lines.append(f"halt({pc})")
         nxt = None
-    elif op == Op.APPLY:
-        lines.append(f"fault({_APPLY!r}, {at})")
-        nxt = None
+    elif op in (Op.APPLY, Op.WSET):  # never translated: _run_fast declines such programs
+        raise AssertionError("APPLY / WSET run on the readable path")
     if lines and lines[-1].startswith("fault("):
         nxt = None                              # an immediate that is not a digit
     return lines, nxt
@@ -686,6 +708,8 @@ def _run_fast(program: Program, image: MemoryImage, max_steps: int, stack_size: 
 
     Returns None, having done nothing, if the image breaks the invariants.
     """
+    if _uses_weights(program):
+        return None  # APPLY / WSET / WEIGHTS slots run on the readable path
     alphabet = program.alphabet
     mem = image.slots
     n, n_prog = len(mem), len(program.slots)
@@ -832,6 +856,13 @@ def _run_fast(program: Program, image: MemoryImage, max_steps: int, stack_size: 
     except StepFault as e:
         raise MachineFault(pc, steps, e.reason, program.where(pc)) from None
     return Result(output, symbols, steps, halted, None, tuple(final), env["carry"], image)
+
+
+def _uses_weights(program: Program) -> bool:
+    """Whether a program holds WEIGHTS slots or APPLY / WSET (MOV can only copy slots the
+    program already has, so this holds for the whole run)."""
+    return any(s.kind == Kind.WEIGHTS or (s.kind == Kind.INSTR and s.op in (Op.APPLY, Op.WSET))
+               for s in program.slots)
 
 
 def _fields(slot: Slot) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ whatever it holds::
 
     kind   EMPTY | DATA | INSTR | WEIGHTS
     op     opcode (INSTR slots; NOP elsewhere)
+    table  a WEIGHTS slot's function: table[x] = f(x) for every symbol x (None elsewhere)
     modes  one operand mode per address field           (NONE, DIRECT, INDIRECT, IMMEDIATE)
     args   four address fields p0..p3                    (operand addresses; p0 of a DATA slot
                                                            is the pointer it holds)
@@ -38,6 +39,17 @@ only; pointer ops (LEA, INC, DEC) replace ``p.p0`` only; ``MOV d, s`` copies eve
 ``s`` (so programs can copy instructions: self-modifying code). Writing a field of an EMPTY
 slot makes it DATA. Arithmetic (ADD SUB MUL DIV MOD SETC) faults on a symbol that is not a
 digit; compares work on every symbol.
+
+WEIGHTS slots (the weight-token channel, docs/weights.md). A WEIGHTS slot holds a unary
+function f of symbols, the operation that ``APPLY d, w, a`` runs: ``d.val ← f_w(a)``. The
+tensor machine holds it as the delta ``Δ = U Vᵀ`` [V, V] of a linear layer with zero base
+weight, ``APPLY``'s logits being ``Δ · onehot(a)``; a Slot holds the function table derived
+from it, ``table[x] = argmax_v Δ[v, x]`` (ties to the lowest symbol), which is all the
+reference interpreter needs to be exact. ``WSET w, a, b`` sets ``f_w(a) ← b`` (a
+rank-one replacement of column a of Δ): programs can write operations (self-modification).
+``MOV d, s`` copies a WEIGHTS slot whole. WEIGHTS slots live in the program region: a MOV
+that would copy one to an address ``≥ len(program)`` faults, so the machine's weights bank
+covers only the program's slots.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ __all__ = [
 ]
 
 NUM_FIELDS = 4
-"""Address fields per slot (p0..p3). Four, because APPLY takes dst, weights, a, b."""
+"""Address fields per slot (p0..p3): up to four operands (JEQ, APPLY and WSET use three)."""
 
 DEFAULT_MEMORY_SIZE = 1 << 16
 """Slots a program may occupy unless the assembler is told otherwise."""
@@ -83,7 +95,7 @@ class Kind(enum.IntEnum):
     EMPTY = 0
     DATA = 1
     INSTR = 2
-    WEIGHTS = 3  # low-rank factors for the OEU; reserved for the weight-token channel
+    WEIGHTS = 3  # an operation for APPLY: a function table / low-rank factors (see above)
 
 
 class Mode(enum.IntEnum):
@@ -104,6 +116,7 @@ class Role(enum.Enum):
     PTR = "ptr"        # a slot whose pointer field p0 is read and/or written
     ADDR = "addr"      # an effective address: DIRECT x -> address of x; INDIRECT [p] -> p.p0
     TARGET = "target"  # a code address to jump to: a label, or [p] for p.p0
+    WEIGHTS = "weights"  # a WEIGHTS slot whose function is run (APPLY) or changed (WSET)
 
     @property
     def modes(self) -> frozenset[Mode]:
@@ -117,6 +130,7 @@ _ROLE_MODES = {
     Role.PTR: frozenset({Mode.DIRECT, Mode.INDIRECT}),
     Role.ADDR: frozenset({Mode.DIRECT, Mode.INDIRECT}),
     Role.TARGET: frozenset({Mode.DIRECT, Mode.INDIRECT}),
+    Role.WEIGHTS: frozenset({Mode.DIRECT, Mode.INDIRECT}),
 }
 
 
@@ -149,6 +163,7 @@ class Op(enum.IntEnum):
     CALL = 23
     RET = 24
     APPLY = 25
+    WSET = 26
 
 
 class Group(enum.Enum):
@@ -222,9 +237,11 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec(Op.JNE, (_R.SRC, _R.SRC, _R.TARGET), Group.CONTROL, "if a ≠ b: pc ← t"),
     OpSpec(Op.CALL, (_R.TARGET,), Group.CONTROL, "push pc + 1; pc ← t (fault on overflow)"),
     OpSpec(Op.RET, (), Group.CONTROL, "pc ← pop (fault on underflow)"),
-    OpSpec(Op.APPLY, (_R.DST, _R.SLOT, _R.SRC, _R.SRC), Group.WEIGHTS,
-           "d ← f_w(a, b), f_w the operation held in WEIGHTS slot w "
-           "(reserved for the weight-token channel; faults until it lands)"),
+    OpSpec(Op.APPLY, (_R.DST, _R.WEIGHTS, _R.SRC), Group.WEIGHTS,
+           "d ← f_w(a), f_w the function held in WEIGHTS slot w (fault if w is not WEIGHTS)"),
+    OpSpec(Op.WSET, (_R.WEIGHTS, _R.SRC, _R.SRC), Group.WEIGHTS,
+           "f_w(a) ← b: column a of w's delta replaced by onehot(b) (self-modification; "
+           "fault if w is not WEIGHTS)"),
 )
 del _R
 
@@ -371,6 +388,8 @@ class Slot:
     modes: tuple[Mode, Mode, Mode, Mode] = (Mode.NONE,) * NUM_FIELDS
     args: tuple[int, int, int, int] = (0,) * NUM_FIELDS
     val: int = 0
+    table: tuple[int, ...] | None = None  # WEIGHTS slots: f(x) for every symbol x (length V);
+    #                                       None: the empty function (every x ↦ END)
 
     @property
     def ptr(self) -> int:
@@ -391,16 +410,32 @@ class Slot:
             args[i] = 0 if m == Mode.IMMEDIATE else a
         return Slot(Kind.INSTR, op, tuple(modes), tuple(args), imm)  # type: ignore[arg-type]
 
+    @staticmethod
+    def weights(table: tuple[int, ...] | list[int]) -> Slot:
+        """A WEIGHTS slot holding the function ``x ↦ table[x]`` (one entry per symbol).
+
+        The empty function (every entry END, the last symbol) is stored as ``table=None``,
+        its one canonical form: a WEIGHTS slot without a table maps everything to END."""
+        t = tuple(int(v) for v in table)
+        return Slot(Kind.WEIGHTS, table=None if all(v == len(t) - 1 for v in t) else t)
+
     def with_val(self, val: int) -> Slot:
         """This slot with ``val`` replaced; writing a field of an EMPTY slot makes it DATA."""
         kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
-        return Slot(kind, self.op, self.modes, self.args, val)
+        return Slot(kind, self.op, self.modes, self.args, val, self.table)
 
     def with_ptr(self, ptr: int) -> Slot:
         """This slot with its pointer (p0) replaced; an EMPTY slot becomes DATA."""
         a = self.args
         kind = Kind.DATA if self.kind == Kind.EMPTY else self.kind
-        return Slot(kind, self.op, self.modes, (ptr, a[1], a[2], a[3]), self.val)
+        return Slot(kind, self.op, self.modes, (ptr, a[1], a[2], a[3]), self.val, self.table)
+
+    def with_entry(self, x: int, y: int, size: int) -> Slot:
+        """This WEIGHTS slot with ``f(x) ← y`` (WSET), for an alphabet of ``size`` symbols."""
+        t = list(self.table) if self.table is not None else [size - 1] * size
+        t[x] = y
+        w = Slot.weights(t)
+        return Slot(self.kind, self.op, self.modes, self.args, self.val, w.table)
 
 
 EMPTY_SLOT = Slot()
@@ -498,7 +533,7 @@ def memory_image(program: Program, input_text: str, out_size: int | None = None)
 def isa_table_markdown() -> str:
     """The README's ISA table, generated from OPS so the two cannot drift apart."""
     role_txt = {Role.DST: "d", Role.SRC: "a", Role.SLOT: "s", Role.PTR: "p", Role.ADDR: "x",
-                Role.TARGET: "t"}
+                Role.TARGET: "t", Role.WEIGHTS: "w"}
     rows = ["| op | operands | group | meaning |", "|---|---|---|---|"]
     for s in OPS:
         names = []
@@ -507,8 +542,6 @@ def isa_table_markdown() -> str:
             n = role_txt[r]
             if r in (Role.SRC, Role.PTR) and n in seen:
                 n = {"a": "b", "p": "q"}[n]
-            if s.op == Op.APPLY and r == Role.SLOT:
-                n = "w"
             seen[n] = 1
             names.append(n)
         rows.append(f"| `{s.mnemonic}` | {', '.join(names) or '—'} | {s.group.value} | "

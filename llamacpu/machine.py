@@ -35,9 +35,23 @@ Jump targets always come from the instruction's target field, never from the seq
 Shape letters::
 
     B  batch rows                N  slots              D  slot width (SlotLayout.width)
-    A  address-key width (2 L)   F  address fields (4) O  opcodes (26)
+    A  address-key width (2 L)   F  address fields (4) O  opcodes (27)
     M  operand modes (4)         V  alphabet symbols   C  carry digits (= base)
     S  return-stack entries      T  steps              K  slot kinds (4)
+    Pw slots of the weights bank (the longest program of the batch)
+
+WEIGHTS slots (the weight-token channel, ``isa`` module docstring). Their functions live in
+a side bank aligned with the program's slots: ``MachineState.weights [B, Pw, V, V]`` holds
+each slot's delta Δ (zero-base linear layer, ``Δ[v, x]`` = logit of result v for input x);
+the discrete path keeps the tables ``[B, Pw, V]`` (``table[x] = argmax_v Δ[v, x]``). APPLY
+reads the bank with the same address weights as its memory read of operand w::
+
+    APPLY d, w, a   result = softmax(s · Δ_w a),  Δ_w = Σ_n w_n Δ_n       (s: APPLY_SCALE)
+    WSET  w, a, b   Δ_n ← Δ_n ∘ (1 − g w_n 1 aᵀ) + g w_n b aᵀ              (column a ← b)
+    MOV   d, s      Δ_n ← Δ_n (1 − g d_n) + g d_n Δ_s                      (with the slot)
+
+so soft mode is differentiable in the bank, in which slot is read, and in the operands;
+the hard paths are exact against the interpreter's tables.
 """
 
 from __future__ import annotations
@@ -60,6 +74,7 @@ from llamacpu.interp import (
     Result,
     StepFault,
     TraceStep,
+    _uses_weights,
     transition,
 )
 from llamacpu.isa import (
@@ -94,6 +109,7 @@ __all__ = [
     "StepView", "Decisions", "Sequencer", "HardSequencer", "SymbolicSequencer",
     "MachineConfig", "MachineState", "MachineResult", "Machine", "AttentionMaps",
     "default_machine", "load_batch", "run_batch", "run_program", "draw_heatmap",
+    "APPLY_SCALE", "apply_result", "with_weights",
 ]
 
 _O, _F, _M, _K = len(Op), NUM_FIELDS, len(Mode), len(Kind)
@@ -121,12 +137,25 @@ _W = _COLS + 2        # stored row width
 
 _VALUE_OPS = (Op.MOV, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.EQ, Op.LT, Op.MIN, Op.MAX,
               Op.GETC, Op.PEQ)
+_WRITES_VAL = _VALUE_OPS + (Op.APPLY,)
+"""Ops whose write replaces d.val: the OEU's value ops and APPLY (the weights bank's)."""
+APPLY_SCALE = 10.0
+"""s in APPLY's logits s · Δ a: a crisp Δ (0/1 entries) gives the result ~0.9995 mass."""
 """Ops whose write replaces a slot's val (MOV only with an immediate; else the whole slot)."""
 _POINTER_OPS = (Op.LEA, Op.INC, Op.DEC)
 _CARRY_OPS = (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.SETC)
 _JUMP_OPS = (Op.JMP, Op.JZ, Op.JNZ, Op.JEQ, Op.JNE, Op.CALL)
 _ARITH_CARRY = (Op.ADD, Op.SUB, Op.MUL, Op.DIV)
 _COMPARE = (Op.EQ, Op.LT, Op.MIN, Op.MAX)
+
+
+def apply_result(delta: Tensor, a: Tensor) -> Tensor:
+    """APPLY's result distribution: ``softmax(APPLY_SCALE · Δ a)``.
+
+    ``delta [B, V, V]`` (``Δ = U Vᵀ``, the delta of a zero-base linear layer V → V), ``a [B, V]``
+    the operand's distribution. Hard mode takes its argmax: ``table[a]``.
+    """
+    return (APPLY_SCALE * torch.einsum("bvx,bx->bv", delta, a)).softmax(-1)
 
 
 # ====================================================================== per-op tables
@@ -147,11 +176,13 @@ def _op_table_arrays() -> dict[str, np.ndarray]:
         "t_field": np.array([_first(s.roles, (Role.TARGET,)) for s in OPS]),  # [O]
         "delta": np.array([{Op.INC: 1, Op.DEC: -1}.get(s.op, 0) for s in OPS]),
     }
-    # write kind: 0 none, 1 the val field, 2 the pointer p0, 3 the whole slot (MOV d, s)
+    # write kind: 0 none, 1 the val field, 2 the pointer p0, 3 the whole slot (MOV d, s),
+    # 4 the weights bank only (WSET: the slot's fields stay as they are)
     wk = np.zeros(_O, dtype=np.int64)
-    wk[list(_VALUE_OPS)] = 1
+    wk[list(_WRITES_VAL)] = 1
     wk[list(_POINTER_OPS)] = 2
     wk[Op.MOV] = 3
+    wk[Op.WSET] = 4
     t["wkind"] = wk
     valid = np.ones((_O, _F, _M), dtype=bool)     # [O, F, M] the modes an operand accepts
     used = np.zeros((_O, _F), dtype=bool)         # [O, F] operand exists
@@ -169,7 +200,7 @@ def _op_table_arrays() -> dict[str, np.ndarray]:
     taken[Op.JNE, :, 0] = True
     t["taken"] = taken
     writes = np.zeros(_O, dtype=bool)
-    writes[list(_VALUE_OPS + _POINTER_OPS)] = True
+    writes[list(_WRITES_VAL + _POINTER_OPS) + [Op.WSET]] = True
     t["writes"] = writes
     one_hot = np.eye(_F)
     t["asel"] = one_hot[t["a_field"]]                           # [O, F]
@@ -178,7 +209,7 @@ def _op_table_arrays() -> dict[str, np.ndarray]:
     tsel[[s.op for s in OPS if not s.is_jump]] = 0
     t["tsel"] = tsel                                            # [O, F] target field of jumps
     value_nomov = np.zeros(_O)
-    value_nomov[[o for o in _VALUE_OPS if o != Op.MOV]] = 1
+    value_nomov[[o for o in _WRITES_VAL if o != Op.MOV]] = 1
     t["value_nomov"] = value_nomov
     jumps = np.zeros(_O)
     jumps[list(_JUMP_OPS) + [Op.RET]] = 1
@@ -193,7 +224,7 @@ def _op_table_arrays() -> dict[str, np.ndarray]:
         feat[o, _FT_CHECK] = k
     feat[:, _FT_USED] = used
     for cols, kinds in ((_FT_WRITE, wk), (_FT_WRITE_IMM, np.where(np.arange(_O) == Op.MOV, 1, wk))):
-        column = np.choose(kinds, [_SCRATCH, _VAL, _P0, _SCRATCH])
+        column = np.choose(kinds, [_SCRATCH, _VAL, _P0, _SCRATCH, _SCRATCH])
         feat[:, cols] = np.stack([kinds, column, (kinds == 1) | (kinds == 2)], 1)
     t["feat"] = feat
     return t
@@ -518,6 +549,8 @@ class MachineState(NamedTuple):
     steps: Tensor   # [B] instructions executed (expected count in soft mode)
     fault: Tensor   # [B] 1 where hard mode detected a fault; the row is frozen
     size: Tensor    # [B] long: slots of the row's own memory (the rest is EMPTY padding)
+    weights: Tensor | None = None  # [B, Pw, V, V] the WEIGHTS bank (Pw = 0: no program uses it)
+    psize: Tensor | None = None    # [B] long: program slots of each row (where WEIGHTS live)
 
 
 @dataclass
@@ -540,6 +573,8 @@ class _Discrete:
     steps: Tensor   # [B]
     fault: Tensor   # [B] bool
     size: Tensor    # [B]
+    wbank: Tensor | None = None  # [B, Pw, V] long: WEIGHTS tables (None: unused)
+    psize: Tensor | None = None  # [B] program slots of each row
 
     @property
     def mem(self) -> Tensor:
@@ -565,6 +600,7 @@ class _Kit(NamedTuple):
     oeu_hard: Callable[..., tuple[Tensor, Tensor]]
     seq_hard: Callable[..., tuple[Tensor, Tensor, Tensor]] | None  # None: the generic path
     ids: Tensor        # [B] each row's index in the whole batch (rows are dropped when done)
+    weights: bool = False  # the rows have a WEIGHTS bank (APPLY / WSET / WEIGHTS slots)
 
 
 @dataclass(frozen=True)
@@ -680,7 +716,9 @@ def _encode_text(alphabet: Alphabet, text: str) -> list[int]:
 def _take_rows(d: _Discrete, ids: Tensor) -> _Discrete:
     """A copy of the rows ``ids`` of ``d``."""
     return _Discrete(d.store.index_select(1, ids), d.pc[ids], d.carry[ids], d.stack[ids],
-                     d.sp[ids], d.halted[ids], d.steps[ids], d.fault[ids], d.size[ids])
+                     d.sp[ids], d.halted[ids], d.steps[ids], d.fault[ids], d.size[ids],
+                     None if d.wbank is None else d.wbank[ids],
+                     None if d.psize is None else d.psize[ids])
 
 
 def _put_rows(d: _Discrete, ids: Tensor, part: _Discrete) -> None:
@@ -688,6 +726,8 @@ def _put_rows(d: _Discrete, ids: Tensor, part: _Discrete) -> None:
     d.store.index_copy_(1, ids, part.store)
     for name in ("pc", "carry", "stack", "sp", "halted", "steps", "fault"):
         getattr(d, name)[ids] = getattr(part, name)
+    if d.wbank is not None:
+        d.wbank[ids] = part.wbank
 
 
 def _slot_rows(slots: Sequence[Slot]) -> np.ndarray:
@@ -696,17 +736,27 @@ def _slot_rows(slots: Sequence[Slot]) -> np.ndarray:
                     dtype=np.int64).reshape(len(slots), _COLS)
 
 
-def _rows_to_slots(rows: np.ndarray) -> tuple[Slot, ...]:
-    """Slots of ``[n, 11]`` integer rows; equal rows share one Slot, as memory_image does."""
+def _tables(d: _Discrete, r: int) -> np.ndarray | None:
+    """Row r's WEIGHTS tables ``[Pw, V]``, or None."""
+    return None if d.wbank is None else d.wbank[r].cpu().numpy()
+
+
+def _rows_to_slots(rows: np.ndarray, tables: np.ndarray | None = None) -> tuple[Slot, ...]:
+    """Slots of ``[n, 11]`` integer rows; equal rows share one Slot, as memory_image does.
+
+    ``tables [Pw, V]``: the WEIGHTS bank; a WEIGHTS slot at n < Pw gets ``tables[n]``."""
     made: dict[tuple[int, ...], Slot] = {}
     out = []
     kinds, ops, modes = list(Kind), list(Op), list(Mode)
-    for row in map(tuple, rows.tolist()):
+    for n, row in enumerate(map(tuple, rows[:, :_COLS].tolist())):
+        if row[0] == Kind.WEIGHTS and tables is not None and n < len(tables):
+            row = row + tuple(tables[n].tolist())
         s = made.get(row)
         if s is None:
+            table = Slot.weights(row[_COLS:]).table if len(row) > _COLS else None
             s = Slot(kinds[row[0]], ops[row[1]],
                      tuple(modes[m] for m in row[2:6]),  # type: ignore[arg-type]
-                     row[6:10], row[10])  # type: ignore[arg-type]
+                     row[6:10], row[10], table)  # type: ignore[arg-type]
             made[row] = s
         out.append(s)
     return tuple(out)
@@ -830,12 +880,26 @@ class Machine(nn.Module):
         def zeros(*shape: int, dtype: torch.dtype = torch.long) -> Tensor:
             return torch.zeros(*shape, dtype=dtype, device=dev)
 
+        wbank = None
+        if any(_uses_weights(p) for p in programs):   # the WEIGHTS bank, [B, Pw, V]
+            bank = np.zeros((B, int(P.max()), alpha.size), dtype=np.int64)
+            for r, p in enumerate(programs):
+                for n, sl in enumerate(p.slots):
+                    if sl.kind == Kind.WEIGHTS and sl.table is None:
+                        bank[r, n] = alpha.end                # the empty function
+                    elif sl.kind == Kind.WEIGHTS:
+                        if len(sl.table) != alpha.size:
+                            raise ValueError(f"{p.where(n)}: a WEIGHTS slot needs a table of "
+                                             f"{alpha.size} symbols")
+                        bank[r, n] = sl.table
+            wbank = torch.from_numpy(bank).to(dev)
         disc = _Discrete(
             store=torch.from_numpy(store).to(dev),
             pc=torch.tensor([p.entry for p in programs], device=dev),
             carry=zeros(B), stack=zeros(B, S), sp=zeros(B),
             halted=zeros(B, dtype=torch.bool), steps=zeros(B),
-            fault=zeros(B, dtype=torch.bool), size=torch.tensor(sizes_l, device=dev))
+            fault=zeros(B, dtype=torch.bool), size=torch.tensor(sizes_l, device=dev),
+            wbank=wbank, psize=torch.from_numpy(P).to(dev))
         return disc, _Layout(tuple(in_base), tuple(len(s) for s in symbols), tuple(out_base),
                              tuple(outs))
 
@@ -868,11 +932,16 @@ class Machine(nn.Module):
                             codec.address_to_key(m[..., _ARGS], dtype=dtype).flatten(-2),
                             hot(m[..., _VAL], V)], -1)                      # [B, N, D]
         f = d.fault.to(dtype)
+        if d.wbank is None:                                                 # [B, Pw, V, V]
+            weights = torch.zeros(B, 0, V, V, dtype=dtype, device=d.pc.device)
+        else:
+            weights = hot(d.wbank, V).transpose(-1, -2)
         return MachineState(
             memory=memory, pc=codec.address_to_key(d.pc, dtype=dtype),
             carry=hot(d.carry, C), stack=codec.address_to_key(d.stack, dtype=dtype),
             sp=hot(d.sp, S + 1), halted=d.halted.to(dtype), steps=d.steps.to(dtype),
-            fault=f, size=d.size.clone())
+            fault=f, size=d.size.clone(), weights=weights,
+            psize=None if d.psize is None else d.psize.clone())
 
     def _decode(self, s: MachineState) -> _Discrete:
         """The integer view of a state: argmax of each one-hot, nearest address of each key
@@ -892,7 +961,10 @@ class Machine(nn.Module):
             store=_store(mem), pc=codec.key_to_address(s.pc), carry=s.carry.detach().argmax(-1),
             stack=codec.key_to_address(s.stack), sp=s.sp.detach().argmax(-1),
             halted=s.halted.detach() > 0.5, steps=s.steps.detach().round().long(),
-            fault=s.fault.detach() > 0.5, size=s.size.clone())
+            fault=s.fault.detach() > 0.5, size=s.size.clone(),
+            wbank=(None if s.weights is None or not s.weights.shape[1]
+                   else s.weights.detach().argmax(-2)),                     # [B, Pw, V]
+            psize=s.psize.clone() if s.psize is not None else s.size.clone())
 
     def harden(self, state: MachineState) -> MachineState:
         """The nearest exact state: every field snapped to its argmax / nearest address."""
@@ -902,7 +974,7 @@ class Machine(nn.Module):
         """Each row's memory as Slots (its own ``size`` slots, padding dropped)."""
         d = self._decode(state)
         mem = d.mem.cpu().numpy()
-        return [_rows_to_slots(mem[r, :n]) for r, n in enumerate(d.size.tolist())]
+        return [_rows_to_slots(mem[r, :n], _tables(d, r)) for r, n in enumerate(d.size.tolist())]
 
     def read_outputs(self, state: MachineState) -> list[str]:
         """Each row's answer: symbols from OUT.p0 up to END (of the hardened state)."""
@@ -925,7 +997,7 @@ class Machine(nn.Module):
     def _wants_grad(self, state: MachineState) -> bool:
         if not torch.is_grad_enabled():
             return False
-        return (any(t.requires_grad for t in state)
+        return (any(t is not None and t.requires_grad for t in state)
                 or any(p.requires_grad for p in self.parameters()))
 
     def step(self, state: MachineState, hard: bool = True) -> MachineState:
@@ -1002,6 +1074,18 @@ class Machine(nn.Module):
             ptr_eq = _snap_bool(ptr_eq)
         result, carry_out = self.oeu(op, a, b, s.carry, ptr_eq)
         result, carry_out = snap(result), snap(carry_out)
+        Wb = s.weights                                                         # [B, Pw, V, V]
+        if Wb is not None and not Wb.shape[1]:
+            Wb = None                                                          # no bank: skip
+        if Wb is not None:
+            Pw = Wb.shape[1]
+            # APPLY: result = softmax(s · Δ_w a), Δ_w = Σ_n w_n Δ_n read with operand w's weights
+            delta = torch.einsum("bn,bnvx->bvx", w_eff[:, 1, :Pw], Wb)           # [B, V, V]
+            applied = snap(apply_result(delta, a))                             # [B, V]
+            p_apply = op[:, Op.APPLY, None]
+            result = result + p_apply * (applied - result)
+            keep = (op[:, Op.APPLY] + op[:, Op.WSET])[:, None]                 # carry unchanged
+            carry_out = carry_out + keep * (s.carry - carry_out)
 
         # the decisions
         dec = self.sequencer(StepView(op, modes, vals, s.carry, ptr_eq, s.halted))
@@ -1030,6 +1114,15 @@ class Machine(nn.Module):
         promote[kind.start + Kind.EMPTY] = -1
         moved = gw * (g_val + g_ptr)[:, None] * M[..., kind.start + Kind.EMPTY]  # [B, N]
         new = new + moved[..., None] * promote
+        if Wb is not None:
+            # WSET: Δ_n ← Δ_n ∘ (1 − g w_n 1 aᵀ) + g w_n b aᵀ, w_n operand 0's address weights
+            gws = (gate * live * op[:, Op.WSET])[:, None] * w_eff[:, 0, :Pw]   # [B, Pw]
+            col = gws[:, :, None, None] * a[:, None, None, :]                  # [B, Pw, 1, V]
+            Wb = Wb * (1 - col) + col * b[:, None, :, None]
+            # MOV d, s: Δ_d ← Δ_d (1 − g d) + g d Δ_s
+            gm = (gate * live * g_slot)[:, None] * w_eff[:, 0, :Pw]            # [B, Pw]
+            src = torch.einsum("bn,bnvx->bvx", w_eff[:, 1, :Pw], Wb)           # [B, V, V]
+            Wb = Wb * (1 - gm[..., None, None]) + gm[..., None, None] * src[:, None]
 
         # next pc: p_halt·pc + (1 − p_halt)·(taken·target + (1 − taken)·(pc + 1))
         seq = codec.inc(s.pc, hard)                                            # [B, A]
@@ -1055,7 +1148,7 @@ class Machine(nn.Module):
             stack=stack, sp=sp,
             halted=s.halted + live * p_halt,
             steps=s.steps + live,
-            fault=s.fault, size=s.size)
+            fault=s.fault, size=s.size, weights=s.weights if Wb is None else Wb, psize=s.psize)
         weights = None
         if record:
             assert fetch.weights is not None
@@ -1066,13 +1159,13 @@ class Machine(nn.Module):
 
     def _static_bad(self, mem: Tensor) -> Tensor:
         """``[B, N]`` 1 where a slot cannot execute whatever the state: not an instruction,
-        an operand mode its op does not accept, or APPLY. Writes keep it true: a val or p0
+        an operand mode its op does not accept. Writes keep it true: a val or p0
         write leaves kind, op and modes alone, and MOV copies the column with the slot."""
         t = _op_table_arrays()
         valid = torch.from_numpy(t["valid"]).to(mem.device)                  # [O, F, M]
         op, modes = mem[..., _OP], mem[..., _MODES]
         ok = valid[op[..., None], torch.arange(_F, device=mem.device), modes].all(-1)
-        bad = (mem[..., _KIND] != Kind.INSTR) | ~ok | (op == Op.APPLY)
+        bad = (mem[..., _KIND] != Kind.INSTR) | ~ok
         return bad.long()
 
     def _kit(self, d: _Discrete, ids: Tensor | None = None, like: _Kit | None = None) -> _Kit:
@@ -1097,7 +1190,8 @@ class Machine(nn.Module):
             check_addr, stack_ops = like.check_addr, like.stack_ops
         return _Kit(self._t_feat, row0, row0[:, None], torch.zeros(B, dtype=torch.bool, device=dev),
                     torch.zeros(B, dtype=torch.long, device=dev), d.size - 1, check_addr,
-                    stack_ops, oeu_hard, seq_hard, row0 if ids is None else ids)
+                    stack_ops, oeu_hard, seq_hard, row0 if ids is None else ids,
+                    d.wbank is not None)
 
     def _oeu_generic(self, op: Tensor, a: Tensor, b: Tensor, c: Tensor,
                      ptr_eq: Tensor) -> tuple[Tensor, Tensor]:
@@ -1151,6 +1245,15 @@ class Machine(nn.Module):
         a, b = ab[:, 0], ab[:, 1]
         ptr_eq = p0s[:, 1] == p0s[:, 2]
         res, cout = kit.oeu_hard(op, a, b, c, ptr_eq)
+        if kit.weights:  # APPLY reads its table; APPLY and WSET keep the carry
+            bank = d.wbank                                                     # [B, Pw, V]
+            Pw, V = bank.shape[1], bank.shape[2]
+            is_apply, is_wset = op == Op.APPLY, op == Op.WSET
+            w_addr = torch.where(is_apply, eff[:, 1], eff[:, 0])               # operand w
+            w_kind = torch.where(is_apply, rows[:, 1, _KIND], rows[:, 0, _KIND])
+            w_row = row0 * Pw + w_addr.clamp(max=Pw - 1)                       # [B] bank row
+            res = torch.where(is_apply, bank.view(-1).take(w_row * V + a.clamp(max=V - 1)), res)
+            cout = torch.where(is_apply | is_wset, c, cout)
         if kit.seq_hard is None:
             taken, write, halt = self._seq_generic(op, vals, modes, c, ptr_eq, d.halted)
         else:
@@ -1173,6 +1276,10 @@ class Machine(nn.Module):
                              moved,                     # 5 INC DEC leave memory
                              over, under], 1)           # 6 CALL, 7 RET
         bad = check.gather(1, t[:, _FT_CHECK])[:, 0] | (ins[:, _STATIC] != 0)
+        if kit.weights:  # w must be a WEIGHTS slot; MOV keeps WEIGHTS in the program region
+            bad |= (is_apply | is_wset) & ((w_kind != Kind.WEIGHTS) | (w_addr >= d.psize))
+            bad |= ((op == Op.MOV) & ~is_imm[:, 1] & (rows[:, 1, _KIND] == Kind.WEIGHTS)
+                    & (eff[:, 0] >= d.psize))
         if kit.check_addr:
             size1 = d.size[:, None]
             out = (args >= size1) | (ind & (ptrs >= size1))
@@ -1188,6 +1295,15 @@ class Machine(nn.Module):
         wrote = ok & write & (wk != 0)
         dst = torch.where(wrote, eff[:, 0], N + 1)                             # else: the sink
         flat.index_copy_(0, dst * B + row0, new)
+        if kit.weights:  # the bank: WSET sets f_w(a) ← b; MOV d, s copies s's table
+            bank2 = bank.view(B * Pw, V)
+            wset = wrote & is_wset
+            cells = (w_row * V + a.clamp(max=V - 1))[wset]
+            bank.view(-1)[cells] = b[wset]
+            movw = wrote & (wk == 3) & (rows[:, 1, _KIND] == Kind.WEIGHTS)
+            if bool(movw.any()):
+                src = row0 * Pw + eff[:, 1].clamp(max=Pw - 1)
+                bank2[(row0 * Pw + eff[:, 0].clamp(max=Pw - 1))[movw]] = bank2[src[movw]]
 
         # next pc, the return stack
         seq = pc + 1
@@ -1204,10 +1320,12 @@ class Machine(nn.Module):
         if rec is not None:
             result = torch.where(wk == 1, res, torch.where(wk == 2, ptr_res, torch.where(
                 wk == 3, rows[:, 1, _VAL], -1)))
-            rec.append(torch.cat([
-                kit.ids[:, None], d.steps[:, None], pc[:, None], op[:, None], eff, is_imm, vals,
-                p0s, c[:, None], cout[:, None], result[:, None], wrote[:, None], eff[:, :1], new,
-                nxt[:, None]], 1)[ok].cpu())
+            cols = [kit.ids[:, None], d.steps[:, None], pc[:, None], op[:, None], eff, is_imm,
+                    vals, p0s, c[:, None], cout[:, None], result[:, None], wrote[:, None],
+                    eff[:, :1], new, nxt[:, None]]
+            if kit.weights:  # the written slot's table (read only for WEIGHTS slots)
+                cols.append(bank.view(B * Pw, V)[row0 * Pw + dst.clamp(max=Pw - 1)])
+            rec.append(torch.cat(cols, 1)[ok].cpu())
         d.pc = torch.where(ok, nxt, pc)
         d.carry = torch.where(ok, cout, c)
         d.halted |= ok & halt
@@ -1299,7 +1417,7 @@ class Machine(nn.Module):
                 results.append(MachineResult("", (), steps[r], False, tr, carries[r], pcs[r],
                                              fault))
                 continue
-            memory = _rows_to_slots(mem[r, :sizes[r]]) if keep_memory else None
+            memory = _rows_to_slots(mem[r, :sizes[r]], _tables(d, r)) if keep_memory else None
             results.append(MachineResult(_decode_text(p.alphabet, outputs[r]), outputs[r], steps[r],
                                          bool(halted[r]), tr, carries[r], pcs[r], None, memory))
         return results
@@ -1309,9 +1427,9 @@ class Machine(nn.Module):
         instruction: ``interp.transition`` on that row's memory names it."""
         sp = int(d.sp[r])
         try:
-            transition(_rows_to_slots(rows), int(d.pc[r]), int(d.carry[r]),
+            transition(_rows_to_slots(rows, _tables(d, r)), int(d.pc[r]), int(d.carry[r]),
                        d.stack[r, :sp].tolist(), self.alphabet, step=int(d.steps[r]),
-                       stack_size=self.config.stack_size)
+                       stack_size=self.config.stack_size, program_size=len(program.slots))
         except StepFault as e:
             return e.reason
         return "fault (the machine stopped here; the reference interpreter sees no fault)"
@@ -1351,9 +1469,12 @@ class Machine(nn.Module):
                     values.append(None)
             written = None
             if wrote:
+                table = None
+                if new[_KIND] == Kind.WEIGHTS and len(row) > k + 6 + _W:
+                    table = Slot.weights(row[k + 6 + _W:]).table
                 written = Slot(kinds[new[_KIND]], ops[new[_OP]],
                                tuple(modes[m] for m in new[_MODES]),  # type: ignore[arg-type]
-                               tuple(new[_ARGS]), new[_VAL])  # type: ignore[arg-type]
+                               tuple(new[_ARGS]), new[_VAL], table)  # type: ignore[arg-type]
             out[b_i].append(TraceStep(step, pc, op, tuple(addrs), tuple(values), c_in, c_out,
                                       None if result < 0 else result,
                                       dst if wrote else None, written, nxt))
@@ -1485,3 +1606,19 @@ def draw_heatmap(maps: AttentionMaps, path: str, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def with_weights(state: MachineState, addr: int, delta: Tensor) -> MachineState:
+    """The state with WEIGHTS slot ``addr``'s delta replaced by ``delta [B, V, V]`` in every row
+    (how a controller's weight head writes a slot; differentiable in ``delta``).
+
+    The slot must be a WEIGHTS slot of every row's program (loaded from the Program).
+    """
+    if state.weights is None or not 0 <= addr < state.weights.shape[1]:
+        raise ValueError(f"slot {addr} is not in the WEIGHTS bank of this state (load a program "
+                         f"with a WEIGHTS slot at {addr})")
+    W = state.weights
+    onehot = torch.zeros(W.shape[1], dtype=W.dtype, device=W.device)
+    onehot[addr] = 1
+    m = onehot[None, :, None, None]
+    return state._replace(weights=W * (1 - m) + m * delta[:, None].to(W.dtype))

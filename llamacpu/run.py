@@ -119,7 +119,7 @@ def _operand(alphabet: Alphabet, role: Role, addr: int | None, value: int | None
         return f"@{addr}→{value}"
     if role == Role.TARGET:
         return f"→{addr}"
-    return f"@{addr}"  # DST, ADDR
+    return f"@{addr}"  # DST, ADDR, WEIGHTS
 
 
 def _write(alphabet: Alphabet, t: TraceStep) -> str:
@@ -129,6 +129,9 @@ def _write(alphabet: Alphabet, t: TraceStep) -> str:
         return f"@{t.write_addr}.p0={t.result}"
     if t.op == Op.MOV and t.addrs[1] is not None and t.written is not None:
         return f"@{t.write_addr}←@{t.addrs[1]} ({t.written.kind.name})"
+    if t.op == Op.WSET:   # f_w(a) ← b
+        a, b = t.values[1], t.values[2]
+        return f"@{t.write_addr}.f({_symbol(alphabet, a)})={_symbol(alphabet, b)}"  # type: ignore[arg-type]
     return f"@{t.write_addr}={_symbol(alphabet, t.result)}"  # type: ignore[arg-type]
 
 

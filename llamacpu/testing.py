@@ -4,8 +4,8 @@ Every layer that takes a program reuses these (differential tests machine == int
 assembler round trips, graph checks):
 
 - :func:`programs` — ``.lasm`` text of a random valid program that halts without fault on
-  every input from :func:`inputs`. It exercises every opcode except APPLY, every operand
-  mode, the I/O ports and most of the source syntax; shrinking drops instructions.
+  every input from :func:`inputs`. It exercises every opcode (APPLY and WSET on WEIGHTS
+  slots ``wt`` in the digit alphabets), every operand mode, the I/O ports and most of the source syntax; shrinking drops instructions.
 - :func:`inputs` — short digit strings, possibly with ``+``.
 - :func:`mutated` / :func:`lasm_texts` — text that is mostly *not* valid ``.lasm``, for
   fuzzing whatever parses it.
@@ -23,6 +23,8 @@ always a bug in the code under test, never in the program:
   digits only, so arithmetic on them never faults; ``av`` slots hold any symbol (input
   symbols, characters, END) and only feed MOV, compares and jumps. Input read through
   ``[IN]`` or ``[ip]`` is never used in arithmetic. The carry only ever holds a digit.
+  WEIGHTS slots map every digit to a digit (other symbols to END), WSET only writes digit
+  entries and MOV copies them only among themselves, so APPLY of a digit is a digit.
   DIV and MOD divide by an immediate ``#b``, b ≠ 0; DIV is preceded by ``SETC #k`` with
   k < b, which keeps its quotient a digit.
 - *Pointers.* Data pointers ``dp`` start inside the array core ``mid`` and are only ever
@@ -150,6 +152,8 @@ class _Gen:
         self.n_dp = draw(st.integers(1, 3))   # data pointers dp, dp+1, ...
         self.width = draw(st.integers(1, 4))  # array core mid .. mid+width-1
         self.code_ptrs: list[str] = []        # `.ptr label` lines for indirect jumps
+        raw = alpha.alphabet.raw_bytes
+        self.n_w = 0 if raw else draw(st.integers(1, 2))  # WEIGHTS slots wt, wt+1
 
     # -- operands
 
@@ -208,7 +212,8 @@ class _Gen:
         ``subs[j]`` is the cost of subroutine ``first_sub + j``, callable from here.
         """
         d = self.draw
-        k = d(st.sampled_from(_KINDS + (("call",) * 3 if subs else ())))
+        k = d(st.sampled_from(_KINDS + (("call",) * 3 if subs else ())
+                              + (("weights",) * 2 if self.n_w else ())))
         if main and k == "nop" and d(st.booleans()):
             k = "halt"  # rare: code after an early HALT never runs
         if k == "mov":
@@ -266,6 +271,17 @@ class _Gen:
             args = self.srcs(n_src, digit=d(st.booleans())) + ["{T}"]
             return [_Ins(f"{op} {', '.join(args)}", d(st.integers(1, 4)),
                          d(st.integers(0, 4)) == 0)], _ONE
+        if k == "weights":  # APPLY, WSET, or a whole-slot copy of a WEIGHTS slot
+            w = self.at("wt", self.n_w) if d(st.booleans()) else "[wp]"
+            which = d(st.sampled_from(["apply", "apply", "wset", "wcopy"]))
+            if which == "apply":
+                digit = d(st.booleans())
+                dst = self.digit_dst() if digit else self.any_dst()
+                return [_Ins(f"apply {dst}, {w}, {self.srcs(1, digit)[0]}")], _ONE
+            if which == "wset":
+                a, b = self.srcs(2, digit=True)
+                return [_Ins(f"wset {w}, {a}, {b}")], _ONE
+            return [_Ins(f"mov {self.at('wt', self.n_w)}, {self.at('wt', self.n_w)}")], _ONE
         if k == "call":
             j = d(st.integers(0, len(subs) - 1))
             return [_Ins(f"call s{first_sub + j}")], _ONE + subs[j]
@@ -385,6 +401,12 @@ def programs(draw: Callable, max_instructions: int = 24) -> str:
     out += ["ip:     .ptr IN", "o:      .ptr OUT"]
     out += [f"{'dp:' if i == 0 else '':<8}.ptr {g.at('mid', g.width)}" for i in range(g.n_dp)]
     out += g.code_ptrs
+    if g.n_w:
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[:g.base]
+        out.append("wp:     .ptr wt")
+        for i in range(g.n_w):
+            vals = "".join(digits[g.digit()] for _ in digits)
+            out.append(f'{"wt:" if i == 0 else "":<8}.weights "{digits}" -> "{vals}"')
     out.append(f"dv:     .data {_digits_item(draw, alpha, [g.digit() for _ in range(g.n_dv)])}")
     out.append(f"av:     .data {', '.join(any_vals)}")
     fill = draw(st.sampled_from(["", ", 0", f", {g.base - 1}"]))

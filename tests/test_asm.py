@@ -365,7 +365,8 @@ def test_disassembly_of_a_program_without_symbols_adds_auto_labels():
 
 
 @pytest.mark.parametrize("slot,what", [
-    (Slot(Kind.WEIGHTS), "WEIGHTS"),
+    (Slot(Kind.WEIGHTS, table=(0,) * 3), "WEIGHTS slot needs a table of 55"),
+    (Slot(Kind.WEIGHTS, val=1, table=(0,) * 55), "WEIGHTS slot needs"),
     (Slot.instr(Op.INC, ((D, 2), (D, 3))), "unused fields"),
     (Slot(Kind.INSTR, Op.HALT, (Mode.NONE,) * 4, (0,) * 4, 5), "no immediate"),
     (Slot.instr(Op.MOV, ((M, 0), (D, 2))), "cannot have mode IMMEDIATE"),
@@ -430,15 +431,40 @@ def test_disassemble_says_exactly_the_slots_or_raises_value_error(p):
         assert q == p
 
 
-def test_apply_assembles_and_round_trips():
-    p = assemble("apply d, w, #3, d\nhalt\nd: .data 0\nw: .data 0\n")
-    assert p.slots[2] == Slot.instr(Op.APPLY, ((D, 4), (D, 5), (M, 0), (D, 4)), imm=3)
+def test_apply_wset_and_weights_assemble_and_round_trip():
+    p = assemble('apply d, w, #3\nwset [q], d, #\'x\'\nhalt\nd: .data 0\n'
+                 'w: .weights "0123" -> "a1?0"\nq: .ptr w\n')
+    assert p.slots[2] == Slot.instr(Op.APPLY, ((D, 5), (D, 6), (M, 0)), imm=3)
+    assert p.slots[3] == Slot.instr(Op.WSET, ((I, 7), (D, 5), (M, 0)),
+                                    imm=DEFAULT_ALPHABET.encode_char("x"))
+    w = p.slots[6]
+    enc = DEFAULT_ALPHABET.encode_char
+    assert w.kind == Kind.WEIGHTS and len(w.table) == DEFAULT_ALPHABET.size
+    assert w.table[:5] == (enc("a"), 1, enc("?"), 0, DEFAULT_ALPHABET.end)
     assert assemble(disassemble(p)) == p
+    empty = assemble('halt\nf: .weights "" -> ""\n').slots[3]
+    assert empty == Slot(Kind.WEIGHTS) == Slot.weights([DEFAULT_ALPHABET.end] * 55)
+
+
+@pytest.mark.parametrize("src,col,msg", [
+    ('f: .weights "012" -> "01"', 22, "maps 3 input(s) to 2 output(s)"),
+    ('f: .weights "010" -> "123"', 13, "input '0' is listed twice"),
+    ('f: .weights "01" "10"', 18, "expected '->'"),
+    ('f: .weights "0\u00e9" -> "12"', 13, "not in the alphabet"),
+    ('f: .weights 0 -> 1', 13, "a \"string\" of inputs"),
+    ('f: .weights "0" -> "1" x', 24, "unexpected 'x'"),
+])
+def test_bad_weights_literals_name_file_line_and_column(src, col, msg):
+    with pytest.raises(AssemblyError) as info:
+        assemble("halt\n" + src, file="w.lasm")
+    e = info.value
+    assert (e.file, e.line, e.col) == ("w.lasm", 2, col), str(e)
+    assert msg in str(e)
 
 
 # ------------------------------------------------------------- the strategy
 
-def test_programs_cover_every_op_but_apply_and_every_mode():
+def test_programs_cover_every_op_and_every_mode():
     ops, modes = set(), set()
 
     @settings(max_examples=150, derandomize=True, deadline=None, database=None)
@@ -450,9 +476,8 @@ def test_programs_cover_every_op_but_apply_and_every_mode():
                 modes.update((r, m) for r, m in zip(SPEC[s.op].roles, s.modes))
 
     collect()
-    assert ops == set(Op) - {Op.APPLY}
-    assert modes == {(r, m) for spec in SPEC.values() if spec.op != Op.APPLY
-                     for r in spec.roles for m in r.modes}
+    assert ops == set(Op)
+    assert modes == {(r, m) for spec in SPEC.values() for r in spec.roles for m in r.modes}
 
 
 @pytest.mark.skipif(not HAS_INTERP, reason="llamacpu.interp is not written yet")

@@ -624,8 +624,8 @@ def test_executing_data_and_running_off_memory():
 def test_invalid_instructions_fault():
     bad_mode = hand(Slot.instr(Op.INC, ((M, 0),)))
     assert fault(bad_mode).reason == "INC operand 1 (ptr) cannot have mode IMMEDIATE"
-    apply = hand(Slot.instr(Op.APPLY, ((D, 3), (D, 3), (M, 0), (D, 3))))
-    assert fault(apply).reason == "APPLY is reserved for the weight-token channel"
+    apply = hand(Slot.instr(Op.APPLY, ((D, 3), (D, 3), (M, 0))))
+    assert fault(apply).reason == "APPLY operand 2 is not a WEIGHTS slot (DATA)"
 
 
 def test_stack_overflow_and_underflow():

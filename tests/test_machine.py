@@ -147,7 +147,10 @@ def test_stack_overflow_underflow_and_other_faults_match_interpreter():
         "underflow": "start: ret\n",
         "dec": "start: dec p\nhalt\np: .ptr IN\n",
         "inc": "start: lea p, [OUT]\nloop: inc p\njmp loop\np: .data 0\n",
-        "apply": "start: apply t, x, #1, x\nhalt\nx: .data 0\nt: .data 0\n",
+        "apply": "start: apply t, x, #1\nhalt\nx: .data 0\nt: .data 0\n",
+        "wset": "start: wset x, [IN], #2\nhalt\nx: .data 0\n",
+        "wcopy": "start: mov [OUT], f\nhalt\nf: .weights \"1\" -> \"2\"\n",
+        "wok": "start: wset f, [IN], #3\napply [OUT], f, [IN]\nhalt\nf: .weights \"7\" -> \"2\"\n",
         "limit": "start: jmp start\n",
         "ok": "start: add t, [IN], #1\nmov [OUT], t\nhalt\nt: .data 0\n",
     }

@@ -464,6 +464,8 @@ LONG_INPUTS = {  # far longer than anything in the golden table
     "max": ["0" * BIG + "7" + "0" * BIG, f"{_words(BIG)}3 {_words(BIG)}8 {_words(BIG)}"],
     "sort": [_num(200), " ".join(_num(1) for _ in range(150))],
     "fib": ["400", f"{_words(BIG)}400"],  # the answer is the long part: 84 digits
+    "apply": ["f: " + " ".join(f"{d}>{(7 * d + 3) % 10}" for d in range(10)) + " ; " + _num(BIG),
+              f"{_words(300)}1>2 3>4 ; {_words(300)}" + "13" * 300],
     "gcd": [f"{_fib(300)},{_fib(299)}", f"{_fib(200) * 7},{_fib(199) * 7}",
             f"{_words(300)}{_fib(150) * 3} and {_fib(149) * 3}"],
 }
