@@ -135,8 +135,14 @@ class LearnedMachine(nn.Module):
         P = max(len(p.slots) for p in teacher)
         plan = ctl.plan_soft(prompts, teacher=teacher, sample_prob=sample_prob, n_slots=P)
         mem = state.memory
-        # The ports (rows 0, 1) keep the loader's pointers; rows 2..P-1 are the soft plan.
-        mem = torch.cat([mem[:, :2], plan[:, 2:P].to(mem.dtype), mem[:, P:]], 1)   # [B, N, D]
+        # The ports (rows 0, 1) keep the loader's pointers; rows 2..len(program)−1 of each
+        # row are its soft plan. A shorter program's input starts right after it (before P),
+        # so the plan must not overwrite the rows past that row's own program.
+        lens = torch.tensor([len(p.slots) for p in teacher], device=mem.device)     # [B]
+        idx = torch.arange(P, device=mem.device)                                    # [P]
+        own = ((idx >= 2) & (idx < lens[:, None]))[..., None]                       # [B, P, 1]
+        head = torch.where(own, plan[:, :P].to(mem.dtype), mem[:, :P])              # [B, P, D]
+        mem = torch.cat([head, mem[:, P:]], 1)                                      # [B, N, D]
         state = state._replace(memory=mem)
         state = machine.run(state, steps, hard=False)
         dist = self._read_answer(machine, state, max(len(a) for a in answers) + 1)  # [B, L, V]

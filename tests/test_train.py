@@ -169,3 +169,30 @@ def test_review_examples_get_their_own_stages_step_budget():
     ex = Example("add", prompt, "19998", "add", ("9999", "9999"), 4)
     sup = _supervise([ex], copy8, 24, [0])
     assert sup.steps[0] > copy8.max_steps
+
+
+def test_answer_loss_keeps_each_rows_input_when_programs_differ_in_length(monkeypatch):
+    """The soft plan fills slots 2..len(program)-1 of each row; a shorter program's input
+    starts right after it, below the batch's longest program, and must reach the machine
+    unchanged (it was once overwritten by the soft plan's padding)."""
+    from llamacpu.learned import LearnedMachine
+    from llamacpu.machine import Machine
+
+    torch.manual_seed(0)
+    model = LearnedMachine()
+    progs = [load_program("max"), load_program("add")]          # 13 and 38 slots
+    prompts = ["max of 3 9 4", "12+34"]
+    seen = {}
+    run = Machine.run
+
+    def spy(self, state, steps, hard=False):
+        seen["memory"] = state.memory.detach().clone()
+        return run(self, state, 1, hard)
+
+    monkeypatch.setattr(Machine, "run", spy)
+    model.answer_loss(prompts, ["9", "46"], progs, steps=1)
+    loaded = model.machine(prompts).load_batch(progs, prompts)
+    for r, p in enumerate(progs):
+        n = len(p.slots)
+        assert torch.equal(seen["memory"][r, n:], loaded.memory[r, n:]), f"row {r}"
+        assert torch.equal(seen["memory"][r, :2], loaded.memory[r, :2])
