@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .curriculum import STAGES, sample_batch
 from .isa import DEFAULT_ALPHABET, LlamacpuError
-from .tasks import TASKS, Example
+from .tasks import Example
 
 __all__ = ["CharVocab", "TransformerBaseline", "LSTMBaseline", "train_baseline", "main"]
 
@@ -246,7 +246,7 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
     from . import checkpoint as ckpt
     from .check import LONG, report_lengths, trained_tasks
     from .learned import LearnedMachine
-    from .testing import _generate, check_learned, task_examples
+    from .testing import check_learned, draw_examples
 
     c = ckpt.load_checkpoint(checkpoint)
     machine = LearnedMachine.from_checkpoint(c).eval()
@@ -274,11 +274,12 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
         plan = {n: (long_examples if n == LONG else per) for n in lengths}
         plan = {n: k for n, k in plan.items() if k > 0}
         t0 = time.time()
-        rep = check_learned(machine, task, lengths=plan, seed=seed, shrink_seconds=0)
+        rep = check_learned(machine, task, lengths=plan, seed=seed, shrink_seconds=0,
+                            plain_from=LONG)
         ours = {b.length: b.passed for b in rep.buckets}
         log(f"llamacpu {task}: {rep.passed}/{rep.n} ({time.time() - t0:.0f} s)")
         for n, k in plan.items():
-            drawn = _generate(task_examples(task, n, n), k, seed)  # the same examples
+            drawn = draw_examples(task, n, k, seed, plain=n >= LONG)  # the same examples
             scores = {"llamacpu": ours.get(n, 0)}
             for name, m in models.items():
                 scores[name] = score_baseline(m, drawn)

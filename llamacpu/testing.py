@@ -552,35 +552,49 @@ def worded_payloads(draw, max_len: int) -> str:
 
 # ------------------------------------------------------------------ task operands
 #
-# Operands in the contract of ``llamacpu.tasks`` (what ``Task.make`` takes), of an exact
-# length in the task's unit, so a property can be stated per length bucket. Each strategy
-# is a ``one_of`` whose first branch is the plain uniform draw, so shrinking lands on
-# plain inputs; the other branches are the edge cases: carry and borrow chains (999…9 + 1,
-# 100…0 − 1), equal operands, leading zeros, near misses for compare; sorted, reversed,
-# constant lists and duplicates; repeated characters and palindromes for text.
+# Operands in the contract of ``llamacpu.tasks`` (what ``Task.make`` takes), with a length
+# in the task's unit drawn from lo..hi (lo = hi: exactly that length, for per-length
+# tables). Lengths come from the size of drawn text or lists, so shrinking deletes digits,
+# items or characters. Each strategy is mostly the plain uniform draw (every digit pair
+# meets in some column, so a single wrong ALU entry gets hit) plus the edge cases: carry
+# and borrow chains (999…9 + 1, 100…0 − 1), equal operands, leading zeros, B = 0 or 1,
+# near misses for compare; sorted, reversed, constant lists; repeated characters and
+# palindromes. ``edge=False`` gives the plain draws only. The first choice of every
+# ``sampled_from`` is the plain one, so shrinking lands on plain inputs.
 
 
-def numeral(length: int) -> st.SearchStrategy[str]:
-    """A numeral of exactly ``length`` digits as written (leading zeros allowed, they count),
-    biased toward 9…9, 10…0, 0…0 and zero padding."""
-    body = st.text(DIGITS, min_size=length, max_size=length)
-    return st.one_of(
-        body,
-        st.just("9" * length),
-        st.just("1" + "0" * (length - 1)),
-        st.integers(1, length).flatmap(
-            lambda k: st.text(DIGITS, min_size=k, max_size=k).map(lambda s: s.rjust(length, "0"))),
-    )
+def _digits(lo: int, hi: int) -> st.SearchStrategy[str]:
+    return st.text(DIGITS, min_size=lo, max_size=hi)
 
 
 @st.composite
-def number_pair(draw: Callable, length: int) -> tuple[str, str]:
-    """(A, B) whose longer operand has exactly ``length`` digits: independent, equal, B = 1
-    or 0, or B one digit off A; the order is drawn too."""
-    a = draw(numeral(length))
-    kind = draw(st.sampled_from(("any", "equal", "one", "zero", "near", "nines")))
+def numeral(draw: Callable, lo: int, hi: int | None = None, edge: bool = True) -> str:
+    """A numeral of lo..hi digits as written (leading zeros allowed, and they count):
+    uniform two times in three, else 9…9, 10…0 or a shorter number zero-padded."""
+    hi = lo if hi is None else hi
+    kinds = ("plain",) * 6 + (("nines", "power", "padded") if edge else ())
+    kind = draw(st.sampled_from(kinds))
+    if kind == "plain":
+        return draw(_digits(lo, hi))
+    n = draw(st.integers(lo, hi))
+    if kind == "nines":
+        return "9" * n
+    if kind == "power":
+        return "1" + "0" * (n - 1)
+    return draw(_digits(1, n)).rjust(n, "0")
+
+
+@st.composite
+def number_pair(draw: Callable, lo: int, hi: int | None = None,
+                edge: bool = True) -> tuple[str, str]:
+    """(A, B), the longer one lo..hi digits as written: independent (half the time as long
+    as each other), equal, B = 1 or 0, B one digit off A, or B = 9…9; either order."""
+    a = draw(numeral(lo, hi, edge))
+    kinds = ("any",) * 8 + (("equal", "one", "zero", "near", "nines") if edge else ())
+    kind = draw(st.sampled_from(kinds))
     if kind == "any":
-        b = draw(numeral(draw(st.integers(1, length))))
+        same = draw(st.booleans())
+        b = draw(numeral(len(a), len(a), edge) if same else _digits(1, len(a)))
     elif kind == "equal":
         b = a
     elif kind == "one":
@@ -588,9 +602,10 @@ def number_pair(draw: Callable, length: int) -> tuple[str, str]:
     elif kind == "zero":
         b = "0"
     elif kind == "near":
-        b = draw(close_to(a))[-length:]
+        i = draw(st.integers(0, len(a) - 1))
+        b = a[:i] + draw(st.sampled_from(DIGITS)) + a[i + 1:]
     else:
-        b = "9" * draw(st.integers(1, length))
+        b = "9" * draw(st.integers(1, len(a)))
     return (b, a) if draw(st.booleans()) else (a, b)
 
 
@@ -600,16 +615,19 @@ def _by_value(pair: tuple[str, str]) -> tuple[str, str]:
 
 
 @st.composite
-def digit_list(draw: Callable, length: int) -> tuple[str, ...]:
-    """``length`` single digits: random (with duplicates), sorted, reversed or constant."""
-    items = draw(st.lists(st.sampled_from(DIGITS), min_size=length, max_size=length))
-    order = draw(st.sampled_from(("as drawn", "sorted", "reversed", "constant")))
+def digit_list(draw: Callable, lo: int, hi: int | None = None,
+               edge: bool = True) -> tuple[str, ...]:
+    """lo..hi single digits: random (with duplicates), sorted, reversed or constant."""
+    hi = lo if hi is None else hi
+    items = draw(st.lists(st.sampled_from(DIGITS), min_size=lo, max_size=hi))
+    kinds = ("as drawn",) * 3 + (("sorted", "reversed", "constant") if edge else ())
+    order = draw(st.sampled_from(kinds))
     if order == "sorted":
         items = sorted(items)
     elif order == "reversed":
         items = sorted(items, reverse=True)
     elif order == "constant":
-        items = [items[0]] * length
+        items = [items[0]] * len(items)
     return tuple(items)
 
 
@@ -618,61 +636,58 @@ PAYLOAD_CHARS = "".join(c for c in TEXT_CHARS if c != ":")
 
 
 @st.composite
-def payload(draw: Callable, length: int) -> tuple[str]:
-    """A copy/reverse payload of exactly ``length`` characters, not starting with a space
-    (the programs skip spaces after ':'): any characters, one repeated, or a palindrome."""
-    kind = draw(st.sampled_from(("any", "repeated", "palindrome")))
-    first = st.sampled_from(PAYLOAD_CHARS.replace(" ", ""))
+def payload(draw: Callable, lo: int, hi: int | None = None, edge: bool = True) -> tuple[str]:
+    """A copy/reverse payload of lo..hi characters, not starting with a space (the programs
+    skip spaces after ':'): any characters, one repeated, or a palindrome."""
+    hi = lo if hi is None else hi
+    first = draw(st.sampled_from(PAYLOAD_CHARS.replace(" ", "")))
+    rest = draw(st.text(PAYLOAD_CHARS, min_size=lo - 1, max_size=hi - 1))
+    text = first + rest
+    kinds = ("any",) * 3 + (("repeated", "palindrome") if edge else ())
+    kind = draw(st.sampled_from(kinds))
     if kind == "repeated":
-        return (draw(first) * length,)
+        return (first * len(text),)
     if kind == "palindrome":
-        half = draw(first) + draw(st.text(PAYLOAD_CHARS, min_size=(length + 1) // 2 - 1,
-                                          max_size=(length + 1) // 2 - 1))
-        return (half + half[: length // 2][::-1],)
-    return (draw(first) + draw(st.text(PAYLOAD_CHARS, min_size=length - 1,
-                                       max_size=length - 1)),)
+        half = text[: (len(text) + 1) // 2]
+        return (half + half[: len(text) // 2][::-1],)
+    return (text,)
 
 
-def _operands_at(task: str, length: int) -> st.SearchStrategy[tuple[str, ...]]:
-    """Operands of ``task`` of exactly ``length`` (digits, items or characters)."""
-    if task in ("add", "mul", "cmp"):
-        return number_pair(length)
-    if task == "sub":  # the contract: A >= B
-        return number_pair(length).map(_by_value)
-    if task in ("sort", "max"):
-        return digit_list(length)
-    if task in ("copy", "reverse"):
-        return payload(length)
-    if task == "fib":
-        return numeral(length).map(lambda x: (x,))
-    if task == "gcd":  # positive operands
-        return number_pair(length).filter(lambda ab: int(ab[0]) > 0 and int(ab[1]) > 0)
-    raise ValueError(f"no operand strategy for task {task!r}")
-
-
-def task_operands(task: str, min_length: int = 1,
-                  max_length: int | None = None) -> st.SearchStrategy[tuple[str, ...]]:
-    """Operands of ``task`` (``Task.make``'s argument) of a length drawn from
+def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
+                  edge: bool = True) -> st.SearchStrategy[tuple[str, ...]]:
+    """Operands of ``task`` (``Task.make``'s argument) of a length in
     ``min_length..max_length`` (default ``min_length``); shrinking shortens them."""
     from llamacpu.tasks import TASKS  # tasks imports golden, which tests import cheaply
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
-    hi = min_length if max_length is None else max_length
-    TASKS[task].check_length(min_length)
+    lo, hi = min_length, min_length if max_length is None else max_length
+    TASKS[task].check_length(lo)
     TASKS[task].check_length(hi)
-    if hi < min_length:
-        raise ValueError(f"max_length {hi} < min_length {min_length}")
-    return st.integers(min_length, hi).flatmap(lambda n: _operands_at(task, n))
+    if hi < lo:
+        raise ValueError(f"max_length {hi} < min_length {lo}")
+    if task in ("add", "mul", "cmp"):
+        return number_pair(lo, hi, edge)
+    if task == "sub":  # the contract: A >= B
+        return number_pair(lo, hi, edge).map(_by_value)
+    if task in ("sort", "max"):
+        return digit_list(lo, hi, edge)
+    if task in ("copy", "reverse"):
+        return payload(lo, hi, edge)
+    if task == "fib":
+        return numeral(lo, hi, edge).map(lambda x: (x,))
+    if task == "gcd":  # positive operands
+        return number_pair(lo, hi, edge).filter(lambda ab: int(ab[0]) > 0 and int(ab[1]) > 0)
+    raise ValueError(f"no operand strategy for task {task!r}")
 
 
 def task_examples(task: str, min_length: int = 1, max_length: int | None = None,
-                  split: str = "train") -> st.SearchStrategy:
+                  split: str = "train", edge: bool = True) -> st.SearchStrategy:
     """``tasks.Example``s: :func:`task_operands` in one of the task's wordings of ``split``
     ("train" or "heldout"); shrinking goes to the first wording."""
     from llamacpu.tasks import TASKS
 
-    operands = task_operands(task, min_length, max_length)
+    operands = task_operands(task, min_length, max_length, edge)
     return st.builds(TASKS[task].make, operands, st.sampled_from(TASKS[task].templates(split)))
 
 
@@ -969,6 +984,14 @@ def _budget(steps: int) -> int:
     return 2 * steps + 100
 
 
+def draw_examples(task: str, length: int, count: int, seed: int = 0, split: str = "train",
+                  plain: bool = False) -> list:
+    """The examples :func:`check_learned` runs at one length of a ``lengths`` plan (with
+    ``plain = length >= plain_from``): for scoring other models on the same inputs."""
+    strategy = task_examples(task, length, length, split, edge=not plain)
+    return _generate(strategy, count + plain, seed)[plain:]
+
+
 def _generate(strategy, n: int, seed: int) -> list:
     """``n`` examples drawn by hypothesis (fewer if the strategy has fewer), seeded."""
     from hypothesis import HealthCheck, Phase, given, settings
@@ -1008,7 +1031,8 @@ def _expert_program(example):
 def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | None = None,
                   lengths: dict[int, int] | None = None, examples: int = 1000, seed: int = 0,
                   batch: int = 64, split: str = "train", shrink_seconds: float = 120.0,
-                  log: Callable[[str], None] | None = None) -> CheckReport:
+                  plain_from: int = 10**9, log: Callable[[str], None] | None = None
+                  ) -> CheckReport:
     """Run ``machine`` free on hypothesis-drawn examples of ``task`` and compare with the
     reference interpreter and Python's answer.
 
@@ -1016,7 +1040,10 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
     runs the emitted program with the neural OEU and the learned sequencer) or an
     :class:`ExpertMachine`. Examples come from :func:`task_examples`: ``examples`` of them
     over lengths ``min_length..max_length`` (default: ``min_length``), or, with
-    ``lengths={length: count}``, ``count`` at each length. On failure the report holds the
+    ``lengths={length: count}``, ``count`` at each length; lengths from ``plain_from`` on
+    (where only a few examples are affordable) draw plain operands only and skip
+    hypothesis's first example, which is always the simplest (all zeros). On failure the
+    report holds the
     smallest failing example hypothesis shrinks to (within ``shrink_seconds`` of machine
     time) and the first step where the machine's trace departs from the expert trace.
     """
@@ -1028,16 +1055,17 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
     start = time.time()
     if lengths is None:
         hi = min_length if max_length is None else max_length
-        plan = [(task_examples(task, min_length, hi, split), examples)]
+        plan = [(task_examples(task, min_length, hi, split), examples, False)]
     else:
-        plan = [(task_examples(task, L, L, split), k) for L, k in sorted(lengths.items())]
+        plan = [(task_examples(task, L, L, split, edge=L < plain_from), k, L >= plain_from)
+                for L, k in sorted(lengths.items())]
 
     verdicts: dict[str, str | None] = {}   # prompt -> None (pass) or why it failed
     seen: dict[str, object] = {}           # prompt -> Example, of phase 1
     counts: dict[int, list[int]] = {}
     first_failing = None  # (strategy, count) of the first plan entry with a failure
-    for strategy, count in plan:
-        drawn = _generate(strategy, count, seed)
+    for strategy, count, plain in plan:
+        drawn = _generate(strategy, count + plain, seed)[plain:]
         todo = {e.prompt: e for e in drawn if e.prompt not in verdicts}
         refs = {p: _expert(e) for p, e in todo.items()}
         order = sorted(todo, key=lambda p: (refs[p].steps, p))
@@ -1058,7 +1086,7 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
                 f"{sum(verdicts[e.prompt] is None for e in drawn)} pass "
                 f"({time.time() - start:.1f} s)")
         if first_failing is None and any(verdicts[e.prompt] for e in drawn):
-            first_failing = (strategy, count)
+            first_failing = (strategy, count + plain)
     buckets = tuple(Bucket(L, n, p) for L, (n, p) in sorted(counts.items()))
 
     counter = None
