@@ -165,15 +165,15 @@ def test_check_learned_runs_the_trained_machine_free(stage0):
 
     out, _, _ = stage0
     model = load_learned(out / "stage_0")
-    report = check_learned(model, "add", max_length=1, examples=200, seed=0)
-    assert report.n >= 150 and report.passed >= 0.97 * report.n, report.describe()
+    report = check_learned(model, "add", max_length=1, examples=120, seed=0)
+    assert report.n >= 100 and report.passed >= 0.97 * report.n, report.describe()
     with torch.no_grad():  # a broken learned OEU: caught, shrunk, traced
         model.oeu.head.weight.mul_(-1)
-    bad = check_learned(model, "add", max_length=1, examples=100, seed=0)
+    bad = check_learned(model, "add", max_length=1, examples=60, seed=0, shrink_seconds=15)
     assert bad.passed < 0.5 * bad.n
     c = bad.counterexample
     assert c is not None and c.example.length == 1 and c.got != c.example.answer
-    assert c.divergence is not None and c.divergence.field in ("result", "operands")
+    assert c.divergence is not None  # where the learned run departs (a carry, a result, ...)
 
 
 def test_check_cli_exit_status_follows_the_counterexample(stage0, tmp_path, capsys):
