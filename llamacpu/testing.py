@@ -1,7 +1,18 @@
-"""Hypothesis strategies for llamacpu: random valid programs, task inputs, fuzz texts.
+"""Hypothesis strategies for llamacpu, and property checks of learned machines.
 
 Every layer that takes a program reuses these (differential tests machine == interpreter,
-assembler round trips, graph checks):
+assembler round trips, graph checks), and ``python -m llamacpu.check`` is built on them:
+
+- Task inputs, two kinds: the expert programs' free-text formats (:func:`numerals`,
+  :func:`operand_pairs`, :func:`comparisons`, :func:`digit_lists`, :func:`texts`,
+  :func:`worded`, ...) and operands in the contract of ``llamacpu.tasks`` at a chosen
+  length (:func:`task_operands`, :func:`task_examples`), biased toward carry and borrow
+  chains, equal operands, leading zeros, sorted/reversed/constant lists, palindromes.
+- :func:`check_learned` — runs a machine free on :func:`task_examples`, compares with
+  Python and the reference interpreter, and returns a :class:`CheckReport` with the
+  shrunk counterexample and the first :class:`Divergence` of its trace from the expert's;
+  :func:`learned_check` is the same as a pytest decorator. :class:`ExpertMachine` and
+  :func:`corrupt_oeu` make a machine with one known bug, for testing the checker.
 
 - :func:`programs` — ``.lasm`` text of a random valid program that halts without fault on
   every input from :func:`inputs`. It exercises every opcode except APPLY, every operand
@@ -52,7 +63,14 @@ from hypothesis import strategies as st
 
 from llamacpu.isa import DEFAULT_ALPHABET, Alphabet
 
-__all__ = ["programs", "inputs", "mutated", "lasm_texts", "Cost", "BUDGET", "INPUT_CHARS"]
+__all__ = [
+    "programs", "inputs", "mutated", "lasm_texts", "Cost", "BUDGET", "INPUT_CHARS",
+    "numerals", "operand_pairs", "ordered_pairs", "comparisons", "digit_lists", "texts",
+    "fib_inputs", "gcd_inputs", "worded", "worded_digit_lists", "worded_payloads", "filler",
+    "numeral", "number_pair", "digit_list", "payload", "task_operands", "task_examples",
+    "draw_examples", "check_learned", "learned_check", "CheckReport", "Bucket",
+    "Counterexample", "Divergence", "first_divergence", "ExpertMachine", "corrupt_oeu",
+]
 
 INPUT_CHARS = "0123456789+"
 """What :func:`inputs` draws from: in every alphabet :func:`programs` declares."""
