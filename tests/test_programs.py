@@ -4,8 +4,7 @@ Every program runs on the reference interpreter and must agree with ``golden.ref
 (Python's own answer) on the golden table and on hypothesis-generated inputs: the compact
 formats ("12+35", "312") and worded prompts around the same operands ("what is 12 plus
 35?", "sort 3, 1 and 2"), since the learned machine puts the user's prompt itself in the
-input region. The task-input strategies at the top are plain functions returning
-strategies, so they can move to ``llamacpu/testing.py`` unchanged.
+input region. The input strategies come from ``llamacpu.testing``.
 """
 
 from __future__ import annotations
@@ -21,151 +20,26 @@ from llamacpu.golden import GOLDEN, PROGRAM_NAMES, PROGRAMS_DIR, load_program, r
 from llamacpu.graph import validate
 from llamacpu.interp import MachineFault, run
 from llamacpu.isa import DEFAULT_ALPHABET, Kind, Slot
-
-# ------------------------------------------------------------------ task-input strategies
-
-DIGITS = "0123456789"
-TEXT_CHARS = DEFAULT_ALPHABET.decode(tuple(range(DEFAULT_ALPHABET.end)))
-"""Every character of the default alphabet: digits, punctuation, lowercase letters."""
-
-
-@st.composite
-def zero_padded(draw, max_digits: int) -> str:
-    """A numeral with leading zeros, at most ``max_digits`` long."""
-    body = draw(st.text(DIGITS, min_size=1, max_size=max_digits))
-    return "0" * draw(st.integers(0, max_digits - len(body))) + body
-
-
-def numerals(max_digits: int) -> st.SearchStrategy[str]:
-    """Decimal numerals of 1..max_digits digits, biased toward the hard cases of digit
-    arithmetic: 99…9 (a carry through every digit), 10…0 (a borrow through every digit)
-    and leading zeros."""
-    lengths = st.integers(1, max_digits)
-    return st.one_of(
-        st.text(DIGITS, min_size=1, max_size=max_digits),
-        lengths.map(lambda n: "9" * n),
-        lengths.map(lambda n: "1" + "0" * (n - 1)),
-        zero_padded(max_digits),
-    )
-
-
-@st.composite
-def close_to(draw, a: str) -> str:
-    """A numeral equal to ``a`` up to zero padding, or ``a`` with one digit replaced:
-    the pairs a comparison has to scan to the end to decide."""
-    if draw(st.booleans()):
-        return "0" * draw(st.integers(0, 3)) + a
-    i = draw(st.integers(0, len(a) - 1))
-    return a[:i] + draw(st.sampled_from(DIGITS)) + a[i + 1:]
-
-
-def numeral_pairs(max_digits: int) -> st.SearchStrategy[tuple[str, str]]:
-    """(A, B): two independent numerals."""
-    return st.tuples(numerals(max_digits), numerals(max_digits))
-
-
-def operand_pairs(sep: str, max_digits: int) -> st.SearchStrategy[str]:
-    """``"A<sep>B"`` for two independent numerals."""
-    return numeral_pairs(max_digits).map(sep.join)
-
-
-def ordered_pairs(sep: str, max_digits: int) -> st.SearchStrategy[str]:
-    """``"A<sep>B"`` with A ≥ B by value."""
-    def order(ab: tuple[str, str]) -> str:
-        a, b = sorted(ab, key=int, reverse=True)
-        return f"{a}{sep}{b}"
-    return numeral_pairs(max_digits).map(order)
-
-
-def comparison_pairs(max_digits: int) -> st.SearchStrategy[tuple[str, str]]:
-    """(A, B): independent numerals, or a numeral and one close to it."""
-    close = numerals(max_digits).flatmap(lambda a: st.tuples(st.just(a), close_to(a)))
-    return st.one_of(numeral_pairs(max_digits), close)
-
-
-def comparisons(max_digits: int) -> st.SearchStrategy[str]:
-    """``"A?B"`` for the pairs of :func:`comparison_pairs`."""
-    return comparison_pairs(max_digits).map("?".join)
-
-
-def digit_lists(max_items: int, min_items: int = 0) -> st.SearchStrategy[str]:
-    """A digit list as the sort and max programs take it: one digit per item."""
-    return st.text(DIGITS, min_size=min_items, max_size=max_items)
-
-
-def texts(max_len: int) -> st.SearchStrategy[str]:
-    """Any text over the default alphabet."""
-    return st.text(TEXT_CHARS, max_size=max_len)
-
-
-def fib_inputs(max_n: int) -> st.SearchStrategy[str]:
-    """n in decimal, sometimes with leading zeros."""
-    n = st.integers(0, max_n)
-    return st.one_of(n.map(str), st.tuples(st.integers(1, 2), n).map(lambda t: "0" * t[0] + str(t[1])))
-
-
-def gcd_inputs(max_value: int) -> st.SearchStrategy[str]:
-    """``"A,B"`` with 1 ≤ A, B ≤ max_value."""
-    v = st.integers(1, max_value)
-    return st.tuples(v, v).map(lambda ab: f"{ab[0]},{ab[1]}")
-
-
-# Worded prompts: the operands inside digit-free filler, as a user would type them.
-
-WORDS = ("what", "is", "the", "of", "and", "plus", "minus", "times", "by", "than", "from",
-         "calculate", "compute", "compare", "please", "sort", "max", "fib", "gcd", "reverse",
-         "copy", "number", "answer", "x")
-"""Filler words: lowercase, without digits."""
-PUNCTUATION = "+-*/%=<>,;:.()?!_"
-"""The default alphabet's punctuation, space aside."""
-
-
-@st.composite
-def filler(draw, min_size: int = 0, colons: bool = True) -> str:
-    """Digit-free text of up to 6 words or punctuation marks, each followed by a space, a
-    comma or nothing; at least ``min_size`` characters (a separator between two numbers
-    needs one). ``colons=False`` leaves out ':' (for the text before a payload)."""
-    marks = PUNCTUATION if colons else PUNCTUATION.replace(":", "")
-    token = st.one_of(st.sampled_from(WORDS), st.sampled_from(marks))
-    parts: list[str] = []
-    while len(parts) < 12 and draw(st.booleans()):
-        parts += [draw(token), draw(st.sampled_from((" ", " ", "", ", ")))]
-    text = "".join(parts)
-    if len(text) < min_size:
-        text += draw(st.sampled_from((" ", "+", ", ", " and ", "?"))) * min_size
-    return text
-
-
-@st.composite
-def worded(draw, operands: st.SearchStrategy[tuple[str, ...]], more: bool = True) -> str:
-    """A prompt holding the operands in order: filler before, between (never empty, so
-    each operand stays one maximal run of digits) and after them; with ``more``, sometimes
-    another number after them, which the program must ignore."""
-    ops = draw(operands)
-    text = draw(filler())
-    for i, op in enumerate(ops):
-        text += (draw(filler(min_size=1)) if i else "") + op
-    if more and draw(st.booleans()):
-        text += draw(filler(min_size=1)) + draw(numerals(5))
-    return text + draw(filler())
-
-
-@st.composite
-def worded_digit_lists(draw, max_runs: int, min_runs: int = 0) -> str:
-    """Digit runs of 1..3 digits in filler (which may be empty: runs then merge, and that is
-    fine, as every digit is an item)."""
-    runs = draw(st.lists(st.text(DIGITS, min_size=1, max_size=3),
-                         min_size=min_runs, max_size=max_runs))
-    return "".join(draw(filler()) + r for r in runs) + draw(filler())
-
-
-@st.composite
-def worded_payloads(draw, max_len: int) -> str:
-    """``"<words>:<spaces><payload>"``: a colon-free instruction, the first ':', 0..3 spaces,
-    and any text (it may hold more ':' and start with spaces of its own)."""
-    spaces = " " * draw(st.integers(0, 3))
-    return draw(filler(colons=False)) + ":" + spaces + draw(texts(max_len))
-
+from llamacpu.testing import (
+    DIGITS,
+    TEXT_CHARS,
+    WORDS,
+    comparison_pairs,
+    comparisons,
+    digit_lists,
+    fib_inputs,
+    filler,
+    gcd_inputs,
+    numeral_pairs,
+    numerals,
+    operand_pairs,
+    ordered_pairs,
+    texts,
+    worded,
+    worded_digit_lists,
+    worded_payloads,
+    zero_padded,
+)
 
 # ------------------------------------------------------------------ helpers
 

@@ -196,3 +196,75 @@ def test_answer_loss_keeps_each_rows_input_when_programs_differ_in_length(monkey
         n = len(p.slots)
         assert torch.equal(seen["memory"][r, n:], loaded.memory[r, n:]), f"row {r}"
         assert torch.equal(seen["memory"][r, :2], loaded.memory[r, :2])
+
+# ------------------------------------------------------------------ property checks (issue 6)
+# check_learned, the check CLI and the pytest plugin on the machine trained above.
+
+pytest_plugins = ["pytester"]
+
+
+def test_check_learned_runs_the_trained_machine_free(stage0):
+    from llamacpu.testing import check_learned
+
+    out, _, _ = stage0
+    model = load_learned(out / "stage_0")
+    report = check_learned(model, "add", max_length=1, examples=120, seed=0)
+    assert report.n >= 100 and report.passed >= 0.97 * report.n, report.describe()
+    with torch.no_grad():  # a broken learned OEU: caught, shrunk, traced
+        model.oeu.head.weight.mul_(-1)
+    bad = check_learned(model, "add", max_length=1, examples=60, seed=0, shrink_seconds=15)
+    assert bad.passed < 0.5 * bad.n
+    c = bad.counterexample
+    assert c is not None and c.example.length == 1 and c.got != c.example.answer
+    assert c.divergence is not None  # where the learned run departs (a carry, a result, ...)
+
+
+def test_check_cli_exit_status_follows_the_counterexample(stage0, tmp_path, capsys):
+    from llamacpu import check
+    from llamacpu.checkpoint import save_checkpoint
+
+    out, _, _ = stage0
+    code = check.main(["--checkpoint", str(out / "stage_0"), "--task", "add",
+                       "--examples", "100"])
+    text = capsys.readouterr().out
+    assert code in (0, 1) and "| 1 |" in text
+    assert ("counterexample" in text) == (code == 1)
+    c = load_checkpoint(out / "stage_0")
+    state = dict(c.model_state)
+    state["model.oeu.head.weight"] = -state["model.oeu.head.weight"]
+    save_checkpoint(tmp_path / "stage_0", model_state=state, config=c.config, stage=0,
+                    step=c.step, metrics=c.metrics, passed=c.passed)
+    code = check.main(["--checkpoint", str(tmp_path / "stage_0"), "--task", "add",
+                       "--examples", "50"])
+    text = capsys.readouterr().out
+    assert code == 1 and "counterexample (add, length 1)" in text and "step" in text
+
+
+def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
+    from importlib.metadata import entry_points
+
+    out, _, _ = stage0
+    pytester.makepyfile("""
+        from llamacpu.testing import check_learned, learned_check
+
+        def test_my_adder(learned_machine):
+            report = check_learned(learned_machine, "add", examples=30)
+            assert report.passed >= 0.9 * report.n, report.describe()
+
+        def test_stage(learned_checkpoint):
+            assert learned_checkpoint.stage == 0
+
+        @learned_check("add", examples=30)
+        def test_decorated(learned_machine):
+            assert learned_machine.cfg.controller.hidden_size == 64
+    """)
+    installed = any(e.value == "llamacpu.pytest_plugin" for e in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "llamacpu.pytest_plugin"]
+    r = pytester.runpytest_inprocess(*plugin, "--llamacpu-checkpoint", str(out / "stage_0"))
+    outcomes = r.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 2 and "error" not in outcomes, outcomes
+    if outcomes.get("failed"):  # only the decorated test may fail, and then with the report
+        r.stdout.fnmatch_lines(["*test_decorated*", "*counterexample (add, length 1)*"])
+    r = pytester.runpytest_inprocess(*plugin, "-rs")
+    r.assert_outcomes(skipped=3)
+    r.stdout.fnmatch_lines(["*no checkpoint: pass --llamacpu-checkpoint DIR*"])
