@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from .asm import assemble
 from .controller import ControllerConfig, build_tiny_llama
-from .isa import DEFAULT_ALPHABET, Kind, Program, Slot
+from .isa import DEFAULT_ALPHABET, Program, Slot
 from .machine import APPLY_SCALE, Machine, MachineConfig, with_weights
 from .oeu import LowRankDelta
 

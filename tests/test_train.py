@@ -157,7 +157,6 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, sig):
 def test_review_examples_get_their_own_stages_step_budget():
     """copy8 allows 150 machine steps; a 4-digit add with filler words, reviewed in its
     batch, needs more. The expert run that supervises it must not hit copy8's limit (it once crashed stage 6)."""
-    import random
 
     from llamacpu.tasks import Example
     from llamacpu.train import _supervise
