@@ -57,9 +57,11 @@ from typing import Any, Literal
 
 import torch
 
+from .isa import LlamacpuError
+
 __all__ = [
     "REGISTRY", "ModelSpec", "ModelError", "FetchError", "ResolvedModel", "Manifest",
-    "cache_root", "resolve", "fetch", "convert", "cached", "load_model",
+    "cache_root", "resolve", "base_model_info", "fetch", "convert", "cached", "load_model",
     "quantization_config", "lora_targets", "format_prompt", "pip_download", "main",
 ]
 
@@ -73,7 +75,7 @@ HUB_ENV = "LLAMACPU_ALLOW_HUB"
 CACHE_ENV = "LLAMACPU_CACHE"
 
 
-class ModelError(ValueError):
+class ModelError(LlamacpuError, ValueError):
     """A model name that cannot be resolved or loaded; the message says what to do."""
 
 
@@ -157,11 +159,7 @@ class ResolvedModel:
     name: str                 # as given
     path: str | None          # directory (local, registry) or hub id; None for tiny
     gguf_file: str | None     # file name inside ``path`` when loading from GGUF
-    sha256: str | None = None  # the registry file's hash, for checkpoints' records
-
-    def record(self) -> dict[str, Any]:
-        """What a checkpoint should store to say which base model it needs."""
-        return {"model": self.name, "kind": self.kind, "sha256": self.sha256}
+    sha256: str | None = None  # the registry file's hash (see :func:`base_model_info`)
 
 
 def resolve(name: str, *, allow_hub: bool | None = None,
@@ -214,6 +212,35 @@ def resolve(name: str, *, allow_hub: bool | None = None,
         return ResolvedModel("hub", name, name, None)
     raise ModelError(f"model {name!r} is not 'tiny', a registry name "
                      f"({', '.join(REGISTRY)}), an existing local directory, or a hub id")
+
+
+def base_model_info(name: str, *, allow_hub: bool | None = None,
+                    cache: str | os.PathLike | None = None) -> dict[str, Any]:
+    """A JSON-able record of WHICH base model ``name`` is, for a checkpoint to store.
+
+    ``{"name", "kind", ...}``: a registry model adds its package, GGUF file, size and
+    sha256 (from the manifest; nothing is re-hashed); a local directory adds its
+    ``model_type``, its files' sizes and a sha256 over ``config.json`` and those sizes
+    (cheap: weights are not read); tiny and hub ids add nothing (tiny's weights live in
+    the checkpoint; a hub id is its own record).
+    """
+    res = resolve(name, allow_hub=allow_hub, cache=cache)
+    info: dict[str, Any] = {"name": name, "kind": res.kind}
+    if res.kind == "registry":
+        m = Manifest.read(cache_root(cache) / name)
+        info.update(package=m.package, file=m.file, size=m.size, sha256=m.sha256)
+    elif res.kind == "local":
+        d = Path(res.path)
+        files = {p.name: p.stat().st_size for p in sorted(d.iterdir())
+                 if p.is_file() and p.suffix in (".json", ".safetensors", ".gguf", ".bin")}
+        h = hashlib.sha256()
+        cfg_text = (d / "config.json").read_bytes() if (d / "config.json").is_file() else b""
+        h.update(cfg_text)
+        h.update(json.dumps(files, sort_keys=True).encode())
+        model_type = json.loads(cfg_text).get("model_type") if cfg_text else None
+        info.update(path=str(d.resolve()), model_type=model_type, gguf_file=res.gguf_file,
+                    files=files, sha256=h.hexdigest())
+    return info
 
 
 # ================================================================ fetch

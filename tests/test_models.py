@@ -35,6 +35,7 @@ from transformers import (  # noqa: E402
 )
 
 from llamacpu import models  # noqa: E402
+from llamacpu.isa import LlamacpuError  # noqa: E402
 from llamacpu.models import (  # noqa: E402
     FetchError,
     ModelError,
@@ -193,6 +194,13 @@ def test_resolve_tiny_local_and_bad_names(tmp_path, tiny_gguf):
     (tmp_path / "hf" / "config.json").write_text("{}")
     assert resolve(str(tmp_path / "hf")) == models.ResolvedModel("local", str(tmp_path / "hf"),
                                                                  str(tmp_path / "hf"), None)
+    info = models.base_model_info(str(tmp_path / "hf"))
+    assert (info["kind"], info["files"], len(info["sha256"])) == ("local", {"config.json": 2}, 64)
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "qwen2"}')
+    info2 = models.base_model_info(str(tmp_path / "hf"))
+    assert info2["model_type"] == "qwen2" and info2["sha256"] != info["sha256"]
+    assert models.base_model_info("tiny") == {"name": "tiny", "kind": "tiny"}
+    assert issubclass(ModelError, LlamacpuError) and issubclass(ModelError, ValueError)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no config.json and no .gguf"):
         resolve(str(tmp_path / "empty"))
@@ -258,7 +266,10 @@ def test_fetch_through_pip_then_load_convert_quantize(monkeypatch, tmp_path, tin
     assert (d / "tiny.gguf").read_bytes() == payload
     assert not list(d.glob(".*")) and not list(d.glob("*.part"))   # no temporaries left
     r = resolve("tiny-gguf")
-    assert (r.kind, r.gguf_file, r.record()["sha256"]) == ("registry", "tiny.gguf", spec.sha256)
+    assert (r.kind, r.gguf_file) == ("registry", "tiny.gguf")
+    assert models.base_model_info("tiny-gguf") == {
+        "name": "tiny-gguf", "kind": "registry", "package": "fake-model==0.1",
+        "file": "tiny.gguf", "size": len(payload), "sha256": spec.sha256}
 
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     with torch.no_grad():
