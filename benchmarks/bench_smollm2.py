@@ -1,6 +1,6 @@
 """SmolLM2-135M alone vs llamacpu with SmolLM2-135M as its controller, on addition.
 
-    python benchmarks/bench_smollm2.py [--checkpoint DIR] [--digits 2,3,5,20] [--n 200]
+    python benchmarks/bench_smollm2.py [--checkpoint DIR ...] [--digits 2,3,5,20] [--n 200]
                                        [--seed 0] [--batch 25] [--threads 1]
                                        [--model smollm2-135m] [--skip-alone]
                                        [--json results.json]
@@ -18,7 +18,8 @@ edge cases included: carry chains, equal operands, adding zero, leading zeros).
 - **llamacpu**: the learned machine of a training checkpoint (``--checkpoint``, trained
   with ``--model smollm2-135m``), loaded with ``LearnedMachine.from_checkpoint``, running
   free (the controller compiles the prompt, the neural OEU computes, the execute phase
-  sequences; nothing symbolic). Its prompt is the task wording it was trained on
+  sequences; nothing symbolic). ``--checkpoint`` may be repeated, e.g. to add a
+  tiny-controller checkpoint as a reference row. Its prompt is the task wording it was trained on
   (``Example.prompt``, same operands); exact match of the machine's output.
 
 Prints a markdown table (exact match and wall time per length) and writes JSON.
@@ -113,7 +114,12 @@ def run_llamacpu(checkpoint: Path, sets: dict[int, list[Example]], batch: int) -
     t0 = time.perf_counter()
     machine = load_learned(checkpoint)
     load_s = time.perf_counter() - t0
-    base = getattr(machine.cfg.controller, "model", "?")
+    ctl = machine.cfg.controller
+    base = ctl.model
+    if getattr(ctl, "lora_r", 0):
+        base += f" + LoRA r={ctl.lora_r}"
+    if getattr(ctl, "quant", None):
+        base += f", {ctl.quant}"
     rows = []
     for length, exs in sets.items():
         budget = _max_steps(exs)
@@ -152,9 +158,10 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", type=Path, default=None,
-                    help="llamacpu checkpoint dir trained with --model smollm2-135m "
-                         "(omit to run only the model alone)")
+    ap.add_argument("--checkpoint", type=Path, action="append", default=[],
+                    help="llamacpu checkpoint dir trained with --model smollm2-135m; repeat "
+                         "to compare several (e.g. a tiny-controller baseline); omit to run "
+                         "only the model alone")
     ap.add_argument("--model", default="smollm2-135m", help="the model run alone")
     ap.add_argument("--digits", default="2,3,5,20", help="comma-separated operand lengths")
     ap.add_argument("--n", type=int, default=200, help="problems per length")
@@ -173,9 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--digits must list lengths of at least 1, got {a.digits!r}")
     if a.n < 1 or a.batch < 1 or a.threads < 1:
         ap.error("--n, --batch and --threads must be at least 1")
-    if a.checkpoint is not None and not a.checkpoint.is_dir():
-        ap.error(f"--checkpoint {a.checkpoint}: no such checkpoint directory")
-    if a.skip_alone and a.checkpoint is None:
+    for c in a.checkpoint:
+        if not c.is_dir():
+            ap.error(f"--checkpoint {c}: no such checkpoint directory")
+    if a.skip_alone and not a.checkpoint:
         ap.error("--skip-alone needs --checkpoint (nothing to run)")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -184,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not a.skip_alone:
             rows += run_alone(a.model, sets, a.batch)
-        if a.checkpoint is not None:
-            rows += run_llamacpu(a.checkpoint, sets, a.batch)
+        for c in a.checkpoint:
+            rows += run_llamacpu(c, sets, a.batch)
     except (ModelError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
