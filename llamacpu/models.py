@@ -406,6 +406,11 @@ def _plain(model):
 def _load_gguf(path: Path, gguf_file: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError:
+        raise ModelError(f"{path / gguf_file}: loading a GGUF file needs the gguf package "
+                         f"(pip install gguf)") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
