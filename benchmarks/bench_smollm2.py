@@ -91,18 +91,23 @@ def run_alone(model_name: str, sets: dict[int, list[Example]], batch: int) -> li
         replies = generate(model, tok, prompts, max_new_tokens(tok, length), batch)
         secs = time.perf_counter() - t
         first = last = 0
-        samples = []
+        samples, every = [], []
         for e, r in zip(exs, replies):
             ints = integers(r)
-            first += bool(ints) and ints[0] == int(e.answer)
-            last += bool(ints) and ints[-1] == int(e.answer)
+            ok_first = bool(ints) and ints[0] == int(e.answer)
+            ok_last = bool(ints) and ints[-1] == int(e.answer)
+            first += ok_first
+            last += ok_last
+            every.append({"operands": list(e.operands), "answer": e.answer, "reply": r,
+                          "first_ok": ok_first, "last_ok": ok_last})
             if len(samples) < 3:
                 samples.append({"question": QUESTION.format(a=e.operands[0], b=e.operands[1]),
                                 "answer": e.answer, "reply": r})
         row = {"system": f"{model_name} alone (greedy)", "digits": length, "n": len(exs),
                "exact_match": first / len(exs), "exact_match_last_int": last / len(exs),
-               "seconds": secs, "load_seconds": load_s, "samples": samples}
-        print(json.dumps({k: v for k, v in row.items() if k != "samples"}), flush=True)
+               "seconds": secs, "load_seconds": load_s, "samples": samples, "replies": every}
+        print(json.dumps({k: v for k, v in row.items() if k not in ("samples", "replies")}),
+              flush=True)
         rows.append(row)
     del model
     return rows
