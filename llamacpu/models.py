@@ -180,7 +180,7 @@ def resolve(name: str, *, allow_hub: bool | None = None,
         if not (d / MANIFEST).is_file():
             raise ModelError(
                 f"model {name!r} is not fetched (no {d / MANIFEST}); fetch it once with:\n"
-                f"    {Path(sys.executable).name} -m llamacpu.models fetch {name}"
+                f"    python -m llamacpu.models fetch {name}"
                 + (f" --cache {cache}" if cache is not None else ""))
         m = Manifest.read(d)
         if m.hf_dir and (d / m.hf_dir / "config.json").is_file():
@@ -237,7 +237,10 @@ def base_model_info(name: str, *, allow_hub: bool | None = None,
         cfg_text = (d / "config.json").read_bytes() if (d / "config.json").is_file() else b""
         h.update(cfg_text)
         h.update(json.dumps(files, sort_keys=True).encode())
-        model_type = json.loads(cfg_text).get("model_type") if cfg_text else None
+        try:
+            model_type = json.loads(cfg_text).get("model_type") if cfg_text else None
+        except (json.JSONDecodeError, AttributeError):
+            raise ModelError(f"{d / 'config.json'}: not a JSON object") from None
         info.update(path=str(d.resolve()), model_type=model_type, gguf_file=res.gguf_file,
                     files=files, sha256=h.hexdigest())
     return info
