@@ -91,13 +91,16 @@ class TrainConfig:
     #                                     soft run through a big LM at every machine step
     #                                     costs more than everything else in a step)
     answer_batch: int = 4               # prompts in each answer-loss term
+    oeu_steps: int = 1                  # optimizer steps of the OEU on its replay per training
+    #                                     step (the extra ones OEU-only: microseconds each,
+    #                                     worth it when the controller's step costs seconds)
     answer_weight: float = 0.2          # its weight in the total loss
     absolute_positions: bool = False    # ablation: execute phase sees the step index
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "eval_every", "ckpt_every",
-                    "answer_batch", "threads", "step_sample")
+                    "answer_batch", "threads", "step_sample", "oeu_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
@@ -463,6 +466,13 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
+        for _ in range(cfg.oeu_steps - 1):  # OEU-only steps: the other grads are None
+            opt.zero_grad(set_to_none=True)
+            extra, alu_m = oeu_loss(model.oeu, replay)
+            extra.backward()
+            torch.nn.utils.clip_grad_norm_(model.oeu.parameters(), 1.0)
+            opt.step()
+            metrics.update(alu_m)
         metrics["loss"] = loss.item()
         metrics["lr"] = opt.param_groups[0]["lr"]
         return metrics, replay
@@ -562,6 +572,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                    help="minutes a stage may train; then a final evaluation and checkpoint")
     p.add_argument("--step-sample", type=int, default=TrainConfig.step_sample,
                    help="machine steps per run the execute loss looks at")
+    p.add_argument("--oeu-steps", type=int, default=TrainConfig.oeu_steps,
+                   help="OEU optimizer steps on its replay per training step (default 1)")
     p.add_argument("--answer-every", type=int, default=None,
                    help="steps between end-to-end answer-loss terms (0: off; default 8 for "
                         "tiny, off for pretrained models)")
@@ -598,6 +610,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
                            optim=a.optim, time_budget=a.time_budget,
                            step_sample=a.step_sample, answer_every=a.answer_every,
+                           oeu_steps=a.oeu_steps,
                            absolute_positions=a.absolute_positions, progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))
