@@ -171,7 +171,8 @@ def test_markers_are_learned_embeddings_not_new_tokens(model_dirs):
 
 
 def _trainer_cfg(path, out, **kw) -> TrainConfig:
-    return TrainConfig(stages=(0,), model=str(path), lora_r=4, steps=2, batch_size=2,
+    kw = {"steps": 2, **kw}
+    return TrainConfig(stages=(0,), model=str(path), lora_r=4, batch_size=2,
                        eval_every=100, eval_size=4, step_sample=6, out=out, progress=False,
                        **kw)
 
@@ -193,6 +194,12 @@ def test_checkpoint_holds_adapter_and_heads_not_the_base(model_dirs, tmp_path):
     with torch.no_grad():
         assert ([p.slots for p in loaded.controller.emit(PROMPTS, 6)]
                 == [p.slots for p in model.controller.emit(PROMPTS, 6)])
+
+    # re-running resumes: the adapter, heads and optimizer state come back, one more step
+    logs: list[str] = []
+    again = Trainer(_trainer_cfg(model_dirs["llama"], out, steps=3), log=logs.append)
+    assert again.run()[0].step == 3
+    assert any("resuming at step 2" in line for line in logs)
 
     # a different base model in the same place: refused by its record
     torch.manual_seed(5)
@@ -229,3 +236,28 @@ def test_4bit_base_loads_linear4bit_and_lora_trains(model_dirs):
     loss.backward()
     torch.optim.AdamW([p for p in ctl.parameters() if p.requires_grad], lr=1e-2).step()
     assert all(not torch.equal(p, before[n]) for n, p in lora.items())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lora-r", "8"], "--lora-r and --quant apply to pretrained models"),
+    (["--quant", "4bit"], "--lora-r and --quant apply to pretrained models"),
+    (["--quant", "2bit"], "--quant"),
+    (["--optim", "sgd"], "--optim"),
+    (["--oeu-steps", "0"], "--oeu-steps"),
+    (["--time-budget", "0"], "--time-budget"),
+    (["--model", "org/some-model"], "hub"),
+])
+def test_bad_pretrained_flags_are_one_line_and_exit_2(argv, message, capsys):
+    from llamacpu.train import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--stage", "0", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_pretrained_answer_loss_is_off_unless_asked(model_dirs):
+    assert TrainConfig(model=str(model_dirs["gpt2"])).answer_period == 0
+    assert TrainConfig(model=str(model_dirs["gpt2"]), answer_every=4).answer_period == 4
+    assert TrainConfig().answer_period == 8
