@@ -14,6 +14,12 @@ Every ``eval_every`` steps the machine runs *free* on a fresh held-out set (no e
 symbolic part) and ``curriculum.decide`` turns the exact-match accuracy into advance /
 stay / give up. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
 resumes from the latest one.
+
+``--model smollm2-135m --lora-r 8 [--quant 4bit]`` (or a local HF directory) trains a
+pretrained controller: its base weights frozen, LoRA adapters, heads and the OEU trained
+(see ``controller.py``). Its step costs seconds on a CPU, so the answer loss is off by
+default for it, and ``--time-budget``, ``--step-sample`` and ``--oeu-steps`` fit a run to
+the time available.
 """
 
 from __future__ import annotations
