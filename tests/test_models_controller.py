@@ -261,3 +261,17 @@ def test_pretrained_answer_loss_is_off_unless_asked(model_dirs):
     assert TrainConfig(model=str(model_dirs["gpt2"])).answer_period == 0
     assert TrainConfig(model=str(model_dirs["gpt2"]), answer_every=4).answer_period == 4
     assert TrainConfig().answer_period == 8
+
+
+def test_adamw8bit_option_trains(tmp_path):
+    bnb = pytest.importorskip("bitsandbytes")
+    trainer = Trainer(TrainConfig(steps=1, optim="adamw8bit", batch_size=4, eval_every=100,
+                                  eval_size=4, step_sample=6, out=tmp_path, progress=False),
+                      log=lambda s: None)
+    model = trainer._new_model()
+    opt = trainer._optimizer(model)
+    assert isinstance(opt, bnb.optim.AdamW8bit)
+    before = model.controller.slot_head.op.weight.detach().clone()
+    trainer.model = model
+    trainer.run()
+    assert not torch.equal(trainer.model.controller.slot_head.op.weight, before)
