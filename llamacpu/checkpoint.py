@@ -5,11 +5,14 @@ A checkpoint is one directory, ``OUT/stage_N/`` (``OUT`` defaults to ``checkpoin
     model.safetensors      every module state tensor (controller, heads, OEU), in saved order
     optimizer.safetensors  the optimizer's (and scheduler's) tensors, keys ``state.<idx>.<name>``
     rng.safetensors        torch CPU (and CUDA) generator states, numpy's MT19937 key array
+    adapter/…              optional attachments: other files saved byte for byte (a PEFT
+                           LoRA adapter: adapter_config.json, adapter_model.safetensors)
     state.json             format version, config, stage, step, metrics, passed, extra, the
                            optimizer's param_groups and non-tensor state, the scheduler's
                            state_dict, python ``random``'s state, sha256 and size of each
                            .safetensors file, created time, library versions, and
-                           ``state_sha256``: the checksum of state.json itself
+                           ``state_sha256``: the checksum of state.json itself, and the
+                           sha256 and size of every attachment
 
 Loading uses ``safetensors.torch.load_file`` and ``json`` only: nothing is unpickled, so a
 checkpoint from anywhere cannot run code. Every file is checked (presence, size, sha256,
@@ -155,6 +158,7 @@ class Checkpoint:
     path: Path
     created: float             # time.time() when it was written
     versions: dict[str, str]   # library versions of the writer
+    attachments: tuple[str, ...] = ()  # relative paths of the attached files (verified)
 
 
 def stage_dir(out_dir: str | os.PathLike, stage: int) -> Path:
@@ -235,14 +239,17 @@ def save_checkpoint(
     passed: bool,
     extra: Mapping[str, Any] | None = None,
     rng: RngState | None = None,
+    attachments: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write a checkpoint to the directory ``path`` (usually ``stage_dir(OUT, stage)``).
 
     Replaces an existing checkpoint there atomically (module docstring). ``optimizer`` or
     its ``optimizer_state`` (not both); ``scheduler`` is an LR scheduler or its state_dict;
     ``rng`` defaults to the generators' state now. Tensors are saved detached, contiguous,
-    on CPU, and unshared. Everything is encoded before the disk is touched, so a value
-    that cannot be stored fails without side effects. Returns ``path``.
+    on CPU, and unshared. ``attachments`` maps relative paths (``adapter/…``; no ``..``,
+    not absolute, not a tensor file's name) to bytes written next to them, checksummed in
+    state.json and verified on load. Everything is encoded before the disk is touched, so a
+    value that cannot be stored fails without side effects. Returns ``path``.
     """
     target = Path(path)
     _check_args(target, stage, step, passed, config, metrics, extra)
@@ -279,6 +286,14 @@ def save_checkpoint(
                   for name, b in blobs.items()},
         "versions": _versions(),
     }
+    attached = dict(attachments or {})
+    for rel, data in attached.items():
+        _check_attachment(rel)
+        if not isinstance(data, bytes):
+            raise CheckpointError(f"attachment {rel!r}: expected bytes, got {type(data).__name__}")
+    if attached:
+        body["attachments"] = {rel: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}
+                               for rel, b in attached.items()}
     state_text = _state_text(body)
 
     parent = target.parent
@@ -289,6 +304,10 @@ def save_checkpoint(
             tmp, uid = _make_tmp(parent, target.name)
             for name, blob in blobs.items():
                 _write_file(tmp / name, blob)
+            for rel, blob in attached.items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                _write_file(tmp / rel, blob)
+                _fsync_dir((tmp / rel).parent)
             _write_file(tmp / STATE_FILE, state_text.encode("ascii"))
             _fsync_dir(tmp)
             _swap_in(tmp, target, uid)
@@ -300,6 +319,15 @@ def save_checkpoint(
                                       f"{_one_line(exc)}") from exc
             raise
     return target
+
+
+def _check_attachment(rel: str) -> None:
+    """An attachment's path must stay inside the checkpoint and not shadow its own files."""
+    parts = Path(rel).parts
+    if (not rel or Path(rel).is_absolute() or ".." in parts or rel != Path(rel).as_posix()
+            or parts[0] in (*TENSOR_FILES, STATE_FILE)):
+        raise CheckpointError(f"attachment path {rel!r} must be a relative path inside the "
+                              f"checkpoint, without '..', other than its own files")
 
 
 def _check_args(target: Path, stage, step, passed, config, metrics, extra) -> None:
@@ -637,13 +665,18 @@ def _read_state(directory: Path) -> dict:
 
 
 def _verify(directory: Path) -> dict:
-    """Check state.json and every tensor file's size and sha256; return the parsed state."""
+    """Check state.json, every tensor file's and attachment's size and sha256; return the
+    parsed state."""
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory")
     state = _read_state(directory)
-    for name in TENSOR_FILES:
+    attached = state.get("attachments", {})
+    if not isinstance(attached, dict):
+        raise CheckpointError(f"{directory / STATE_FILE}: 'attachments' must be an object")
+    for rel in attached:
+        _check_attachment(rel)
+    for name, meta in [*((n, state["files"][n]) for n in TENSOR_FILES), *attached.items()]:
         file = directory / name
-        meta = state["files"][name]
         try:
             size = file.stat().st_size
             if size != meta["bytes"]:
@@ -700,7 +733,8 @@ def _read(directory: Path) -> Checkpoint:
         optimizer_state=opt, scheduler_state=sched, config=config,
         stage=state["stage"], step=state["step"], metrics=metrics, passed=state["passed"],
         extra=extra, rng=_rng_from_parts(rng_tensors, state["rng"], rng_file),
-        path=directory, created=state["created"], versions=state["versions"])
+        path=directory, created=state["created"], versions=state["versions"],
+        attachments=tuple(state.get("attachments", {})))
 
 
 # --------------------------------------------------------------------------- tagged JSON

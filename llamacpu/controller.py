@@ -29,8 +29,16 @@ The tiny default is fastest on one CPU thread (``torch.set_num_threads(1)``).
 
 Any ``AutoModelForCausalLM`` works: the controller only uses ``get_input_embeddings()``,
 ``inputs_embeds``, ``output_hidden_states=True`` and ``past_key_values`` (a
-``DynamicCache``). The default is a tiny Llama built in code (:func:`build_tiny_llama`),
-trained from scratch on the CPU. Nothing is ever downloaded.
+``DynamicCache``), and its heads attach by hidden size
+(``config.get_text_config().hidden_size``). The default is a tiny Llama built in code
+(:func:`build_tiny_llama`), trained from scratch on the CPU over the character-level
+:class:`SymbolTokenizer`, its markers ``<plan>``/``<exec>`` ordinary token ids
+(:class:`SymbolPrompts`). A pretrained model (``smollm2-135m``, a local HF directory, a hub
+id: :mod:`llamacpu.models`) keeps its own tokenizer and vocabulary: the prompt goes through
+its chat template and the markers are learned continuous embeddings appended after it
+(:class:`ChatPrompts`); its base weights are frozen, optionally quantized (bitsandbytes
+4/8-bit), and trained only through PEFT LoRA adapters (``lora_r``). Nothing is ever
+downloaded by the controller.
 
 Shape letters::
 
@@ -83,7 +91,7 @@ from .memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_thr
 
 __all__ = [
     "SPECIAL_TOKENS", "SymbolTokenizer", "TokenBatch", "ControllerConfig", "build_tiny_llama",
-    "build_lm", "SlotEncoder", "SlotLogits", "SlotHead", "StepView", "StateEncoder",
+    "build_lm", "QUANT_MODES", "MARKERS", "SymbolPrompts", "ChatPrompts", "SlotEncoder", "SlotLogits", "SlotHead", "StepView", "StateEncoder",
     "StepLogits", "PromptCache", "ControllerSequencer", "PlanMetrics", "StepMetrics", "Controller",
     "StepTrace", "trace_to_steps", "batch_steps",
 ]
@@ -199,6 +207,10 @@ class SymbolTokenizer:
 
 # ================================================================ config and the language model
 
+QUANT_MODES: tuple[str | None, ...] = (None, "4bit", "8bit")
+"""Quantizations of a pretrained base model (bitsandbytes)."""
+
+
 @dataclass(frozen=True)
 class ControllerConfig:
     """The controller: which LM, its size (for the built-in tiny Llama), and what it emits."""
@@ -220,6 +232,12 @@ class ControllerConfig:
     #                                 saw in a comparison cannot mislead it
     absolute_positions: bool = False  # ablation: the state token's position is prompt length +
     #                                   step index instead of the fixed prompt length
+    lora_r: int = 0                 # pretrained models: LoRA rank on the attention/MLP
+    #                                 projections (llamacpu.models.lora_targets); 0: no LoRA.
+    #                                 The base weights are frozen either way
+    lora_alpha: float | None = None  # LoRA scaling numerator (default 2 · lora_r)
+    quant: str | None = None        # pretrained models: None, "4bit" (bitsandbytes NF4) or
+    #                                 "8bit" (LLM.int8) base weights
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -241,7 +259,23 @@ class ControllerConfig:
             raise ValueError(f"{self.address_bits}-bit addresses reach {codec.capacity} slots, "
                              f"fewer than max_slots = {self.max_slots}")
         if not self.model:
-            raise ValueError("model must be 'tiny' or a local Hugging Face directory")
+            raise ValueError("model must be 'tiny', 'smollm2-135m', a local Hugging Face "
+                             "directory or a hub id")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}")
+        if self.quant not in QUANT_MODES:
+            raise ValueError(f"quant must be one of {', '.join(map(str, QUANT_MODES))}, "
+                             f"got {self.quant!r}")
+        if self.model == "tiny" and (self.lora_r or self.quant):
+            raise ValueError("lora_r and quant apply to pretrained models; the tiny model "
+                             "trains all of its weights in full precision")
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the LM is a pretrained model (frozen base, its own tokenizer)."""
+        return self.model != "tiny"
 
     @property
     def layout(self) -> SlotLayout:
@@ -266,23 +300,99 @@ def build_tiny_llama(cfg: ControllerConfig, vocab_size: int) -> LlamaForCausalLM
     return LlamaForCausalLM(llama)
 
 
-def build_lm(cfg: ControllerConfig, vocab_size: int) -> PreTrainedModel:
-    """The LM ``cfg.model`` names: the tiny Llama, or a model from a local HF directory.
+def build_lm(cfg: ControllerConfig, vocab_size: int) -> tuple[PreTrainedModel, object | None]:
+    """The LM ``cfg.model`` names and its own tokenizer (None for the tiny Llama).
 
-    A pretrained model keeps its weights; its embedding table is resized to at least
-    ``vocab_size`` so the character tokenizer's ids are valid (mapping them onto the
-    model's own vocabulary is future work). Never downloads (``local_files_only``).
+    ``tiny``: a from-scratch Llama over the :class:`SymbolTokenizer`'s ``vocab_size`` ids.
+    Anything else goes through :func:`llamacpu.models.load_model` (``smollm2-135m``, a local
+    HF directory, or a hub id when the hub is reachable; never a silent download): its
+    vocabulary is kept as it is, every base weight is frozen (``requires_grad`` False), and
+    with ``cfg.lora_r > 0`` PEFT LoRA adapters wrap the projections
+    :func:`llamacpu.models.lora_targets` names for the architecture. Only the adapters (and
+    the controller's own heads) train.
     """
     if cfg.model == "tiny":
-        return build_tiny_llama(cfg, vocab_size)
-    path = Path(cfg.model)
-    if not path.is_dir():
-        raise ValueError(f"model {cfg.model!r} is neither 'tiny' nor a local directory "
-                         f"(nothing is downloaded)")
-    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    if lm.get_input_embeddings().num_embeddings < vocab_size:
-        lm.resize_token_embeddings(vocab_size)
-    return lm
+        return build_tiny_llama(cfg, vocab_size), None
+    from . import models  # transformers GGUF, bitsandbytes and peft only when needed
+
+    lm, tokenizer = models.load_model(cfg.model, quant=cfg.quant)
+    lm.requires_grad_(False)
+    if cfg.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+                          lora_dropout=0.0, bias="none", target_modules=models.lora_targets(lm))
+        lm = get_peft_model(lm, lora)
+    return lm, tokenizer
+
+
+# ================================================================ prompt encoders
+
+MARKERS: tuple[str, ...] = ("plan", "exec", "weights", "/weights")
+"""What may follow a prompt: ``<plan>``, ``<exec>`` (and the weight-token channel's
+``<weights> </weights>``, layer 9)."""
+
+
+class SymbolPrompts(nn.Module):
+    """``<bos> prompt <marker>`` through the :class:`SymbolTokenizer` (the tiny model's):
+    every token, the marker included, is a row of the LM's own embedding table."""
+
+    def __init__(self, tokenizer: SymbolTokenizer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
+                device: torch.device) -> tuple[Tensor, Tensor]:
+        """Embeddings ``[B, S, H]`` and mask ``[B, S]`` of the left-padded prompts."""
+        tok = self.tokenizer
+        batch = tok.batch(prompts, prefix=(tok.bos_id,), suffix=(tok.token_id(f"<{marker}>"),),
+                          device=device)
+        return lm.get_input_embeddings()(batch.ids), batch.mask             # [B, S, H], [B, S]
+
+
+class ChatPrompts(nn.Module):
+    """A pretrained model's prompts: the task prompt as the user message of its chat template
+    (plain text when it has none, :func:`llamacpu.models.format_prompt`), tokenized by the
+    model's own tokenizer, then the marker as a LEARNED continuous embedding (a row of
+    ``markers [len(MARKERS), H]``), so the vocabulary is never resized and the base
+    embedding table stays frozen."""
+
+    def __init__(self, tokenizer, hidden: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.markers = nn.Parameter(torch.randn(len(MARKERS), hidden) * init_std)  # [4, H]
+        self._ids: dict[str, list[int]] = {}
+
+    def ids(self, prompt: str) -> list[int]:
+        """Token ids of the formatted prompt (memoised: a curriculum repeats prompts)."""
+        got = self._ids.get(prompt)
+        if got is None:
+            from .models import format_prompt
+
+            text = format_prompt(self.tokenizer, prompt)
+            templated = getattr(self.tokenizer, "chat_template", None) is not None
+            got = list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
+            if not got:
+                raise InputError(f"prompt {prompt!r} tokenizes to nothing")
+            if len(self._ids) < 100_000:
+                self._ids[prompt] = got
+        return got
+
+    def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
+                device: torch.device) -> tuple[Tensor, Tensor]:
+        """Embeddings ``[B, S, H]`` (prompt tokens, then the marker) and mask ``[B, S]``."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of texts, not one string")
+        rows = [self.ids(p) for p in prompts]
+        B, S = len(rows), max(len(r) for r in rows)
+        ids = torch.zeros(B, S, dtype=torch.long)
+        mask = torch.zeros(B, S + 1, dtype=torch.long)
+        for b, r in enumerate(rows):                                         # left padding
+            ids[b, S - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[b, S - len(r):] = 1
+        emb = lm.get_input_embeddings()(ids.to(device))                      # [B, S, H]
+        mark = self.markers[MARKERS.index(marker)].to(emb.dtype)             # [H]
+        return torch.cat([emb, mark.expand(B, 1, -1)], 1), mask.to(device)   # [B, S+1, H]
 
 
 # ================================================================ heads and encoders
@@ -515,16 +625,28 @@ class Controller(nn.Module):
 
     def __init__(self, cfg: ControllerConfig = ControllerConfig(),
                  lm: PreTrainedModel | None = None,
-                 tokenizer: SymbolTokenizer | None = None) -> None:
+                 tokenizer=None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tokenizer = tokenizer if tokenizer is not None else SymbolTokenizer(cfg.alphabet)
         self.layout = cfg.layout
-        self.lm = lm if lm is not None else build_lm(cfg, self.tokenizer.vocab_size)
-        n_emb = self.lm.get_input_embeddings().num_embeddings
-        if n_emb < self.tokenizer.vocab_size:
-            raise ValueError(f"the LM has {n_emb} token embeddings, fewer than the tokenizer's "
-                             f"{self.tokenizer.vocab_size} ids")
+        if not cfg.pretrained:
+            self.tokenizer = tokenizer if tokenizer is not None else SymbolTokenizer(cfg.alphabet)
+            self.lm = lm if lm is not None else build_lm(cfg, self.tokenizer.vocab_size)[0]
+            n_emb = self.lm.get_input_embeddings().num_embeddings
+            if n_emb < self.tokenizer.vocab_size:
+                raise ValueError(f"the LM has {n_emb} token embeddings, fewer than the "
+                                 f"tokenizer's {self.tokenizer.vocab_size} ids")
+            self.prompts: nn.Module = SymbolPrompts(self.tokenizer)
+        else:
+            if (lm is None) != (tokenizer is None):
+                raise ValueError("a pretrained controller takes both lm and tokenizer, or "
+                                 "neither (then cfg.model is loaded)")
+            if lm is None:
+                lm, tokenizer = build_lm(cfg, 0)
+            self.lm, self.tokenizer = lm, tokenizer
+            table = self.lm.get_input_embeddings().weight
+            self.prompts = ChatPrompts(tokenizer, self.lm.config.get_text_config().hidden_size,
+                                       init_std=float(table.detach().float().std()))
         H = self.lm.config.get_text_config().hidden_size
         self.slot_encoder = SlotEncoder(self.layout, H)
         self.slot_head = SlotHead(H, self.layout, cfg.max_slots)
@@ -554,12 +676,21 @@ class Controller(nn.Module):
                       output_hidden_states=True, logits_to_keep=1)
         return out.hidden_states[-1], out.past_key_values
 
-    def _prompt(self, prompts: Sequence[str], marker: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``<bos> prompt <marker>``, left-padded: embeddings [B, S, H], mask, positions."""
-        tok = self.tokenizer.batch(prompts, prefix=(self.tokenizer.bos_id,), suffix=(marker,),
-                                   device=self.device)
-        embeds = self.lm.get_input_embeddings()(tok.ids)                    # [B, S, H]
-        return embeds, tok.mask, _positions(tok.mask)
+    def _prompt(self, prompts: Sequence[str], marker: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The prompts then ``<marker>`` (one of :data:`MARKERS`), left-padded, through the
+        prompt encoder (:class:`SymbolPrompts` or :class:`ChatPrompts`): embeddings
+        ``[B, S, H]``, mask ``[B, S]``, positions ``[B, S]``."""
+        embeds, mask = self.prompts(self.lm, prompts, marker, self.device)  # [B, S, H]
+        return embeds, mask, _positions(mask)
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """What a checkpoint must hold of this controller: everything for the tiny model;
+        for a pretrained one the heads, encoders and markers but not the base LM's weights
+        (nor the LoRA adapter, which :meth:`adapter_files` writes in PEFT format)."""
+        sd = self.state_dict()
+        if not self.cfg.pretrained:
+            return sd
+        return {k: v for k, v in sd.items() if not k.startswith("lm.")}
 
     def _compose(self, kind: Tensor, op: Tensor, modes: Tensor, args: Tensor,
                  val: Tensor) -> Tensor:
@@ -623,7 +754,7 @@ class Controller(nn.Module):
     def plan_logits(self, prompts: Sequence[str], slots: Tensor) -> SlotLogits:
         """Teacher-forced plan: the LM reads ``<bos> prompt <plan>`` then ``slots [B, Q, D]``
         (slots 2..Q+1); returns the predictions of slots 2..Q+2 (``Q + 1`` positions)."""
-        embeds, mask, _ = self._prompt(prompts, self.tokenizer.plan_id)     # [B, S, H]
+        embeds, mask, _ = self._prompt(prompts, "plan")     # [B, S, H]
         B, S, _ = embeds.shape
         Q = slots.shape[1]
         if slots.shape[0] != B:
@@ -767,7 +898,7 @@ class Controller(nn.Module):
                          exp_n: Tensor | None, sample_prob: float, hard: bool,
                          generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Autoregressive soft plan with the KV cache: ``[B, Q, D]`` slots, ``[B, Q]`` stops."""
-        embeds, mask, pos = self._prompt(prompts, self.tokenizer.plan_id)
+        embeds, mask, pos = self._prompt(prompts, "plan")
         B = embeds.shape[0]
         h, cache = self._run_lm(embeds, mask, pos, DynamicCache())
         last, next_pos = h[:, -1], pos[:, -1] + 1                            # [B, H], [B]
@@ -810,7 +941,7 @@ class Controller(nn.Module):
         if not N_PORTS < limit <= self.cfg.max_slots:
             raise ValueError(f"max_slots must be in {N_PORTS + 1}..{self.cfg.max_slots}, "
                              f"got {limit}")
-        embeds, mask, pos = self._prompt(prompts, self.tokenizer.plan_id)
+        embeds, mask, pos = self._prompt(prompts, "plan")
         B = embeds.shape[0]
         cache = DynamicCache() if use_cache else None
         h, cache = self._run_lm(embeds, mask, pos, cache)
@@ -857,7 +988,7 @@ class Controller(nn.Module):
 
     def encode_prompt(self, prompts: Sequence[str]) -> PromptCache:
         """Run ``<bos> prompt <exec>`` once; every step of the run reads this cache."""
-        embeds, mask, pos = self._prompt(prompts, self.tokenizer.exec_id)
+        embeds, mask, pos = self._prompt(prompts, "exec")
         _, cache = self._run_lm(embeds, mask, pos, DynamicCache())
         kv = tuple((layer.keys, layer.values) for layer in cache.layers)
         return PromptCache(kv, mask, mask.sum(1))

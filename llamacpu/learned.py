@@ -9,6 +9,13 @@ region, and the machine runs with the neural OEU computing every value and the
 controller's execute phase deciding every jump, write and halt. No expert program, trace
 or symbolic table takes part.
 
+Checkpoints hold what trained: every tensor of the tiny model; for a pretrained controller
+the heads, encoders, markers and the OEU (:meth:`LearnedMachine.trainable_state`), the LoRA
+adapter in PEFT format as checkpoint attachments (:meth:`LearnedMachine.adapter_files`), and
+a record of the base model they need (:func:`llamacpu.models.base_model_info`), checked
+before the base is loaded: a missing or different base model is a one-line
+:class:`~llamacpu.checkpoint.CheckpointError`.
+
 ``answer_loss`` is the end-to-end signal: the controller's soft plan is loaded into memory,
 the soft machine runs with the soft OEU and soft decisions, and the answer is read from
 the output region through the OUT pointer, so the loss on the answer's symbols reaches the
@@ -17,8 +24,10 @@ OEU, the execute phase and the plan.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -31,7 +40,26 @@ from .isa import PORT_OUT, Program
 from .machine import Machine, MachineConfig, MachineState
 from .oeu import NeuralOEU, OEUConfig
 
-__all__ = ["LearnedConfig", "LearnedMachine", "Solution"]
+__all__ = ["LearnedConfig", "LearnedMachine", "Solution", "ADAPTER_DIR", "base_model_info"]
+
+ADAPTER_DIR = "adapter"
+"""The checkpoint subdirectory holding a LoRA adapter (PEFT ``save_pretrained`` format)."""
+
+
+def base_model_info(name: str) -> dict:
+    """The JSON record of which base model ``name`` is (:func:`llamacpu.models.base_model_info`:
+    name, kind, file, size and a sha256 of the registry file or of a local directory's
+    config and weight-file sizes)."""
+    from .models import base_model_info as info
+
+    return dict(info(name))
+
+
+def _same_base(a: dict, b: dict) -> bool:
+    """Two base-model records name the same weights (by content hash when both have one)."""
+    if a.get("sha256") and b.get("sha256"):
+        return a["sha256"] == b["sha256"]
+    return a.get("name") == b.get("name")
 
 
 @dataclass(frozen=True)
@@ -81,23 +109,53 @@ class LearnedMachine(nn.Module):
         self.oeu = NeuralOEU(cfg.oeu)
         self.machine_config = MachineConfig(alphabet=cfg.controller.alphabet,
                                             address_bits=cfg.controller.address_bits)
+        self.base_model: dict | None = (base_model_info(cfg.controller.model)
+                                        if cfg.controller.pretrained else None)
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """The tensors a checkpoint holds (``state_dict`` keys): all of them for the tiny
+        model; without the base LM's weights (and the adapter) for a pretrained one."""
+        ctl = {f"controller.{k}": v for k, v in self.controller.trainable_state().items()}
+        return {**ctl, **{f"oeu.{k}": v for k, v in self.oeu.state_dict().items()}}
+
+    def adapter_files(self) -> dict[str, bytes]:
+        """The LoRA adapter as PEFT writes it (``adapter/adapter_config.json``,
+        ``adapter/adapter_model.safetensors``), for checkpoint attachments; {} without one."""
+        lm = self.controller.lm
+        if not hasattr(lm, "peft_config"):
+            return {}
+        with tempfile.TemporaryDirectory() as tmp:
+            lm.save_pretrained(tmp)
+            return {f"{ADAPTER_DIR}/{f.name}": f.read_bytes()
+                    for f in sorted(Path(tmp).rglob("*"))
+                    if f.name in ("adapter_config.json", "adapter_model.safetensors")}
 
     @classmethod
     def from_checkpoint(cls, c: Checkpoint) -> LearnedMachine:
-        """The machine a training checkpoint holds (its ``model.*`` tensors and config)."""
+        """The machine a training checkpoint holds (its ``model.*`` tensors and config; for
+        a pretrained controller also its base model, checked first, and its adapter)."""
         try:
             cfg = LearnedConfig.from_json(c.config["model"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{c.path}: state.json has no usable model config ({e})"
                                   ) from None
+        if cfg.controller.pretrained:
+            _check_base(c, cfg.controller.model)
         model = cls(cfg)
         weights = {k[len("model."):]: v for k, v in c.model_state.items()
                    if k.startswith("model.")}
         try:
-            model.load_state_dict(weights)
+            missing, unexpected = model.load_state_dict(weights, strict=False)
         except RuntimeError as e:
             raise CheckpointError(f"{c.path}: weights do not fit the model: "
                                   f"{str(e).splitlines()[0]}") from None
+        need = set(model.trainable_state())
+        missing = sorted(need - set(weights))
+        if missing or unexpected:
+            what = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}")
+            raise CheckpointError(f"{c.path}: weights do not fit the model ({what})")
+        if cfg.controller.lora_r:
+            _load_adapter(c, model.controller.lm)
         return model
 
     def machine(self, prompts: Sequence[str]) -> Machine:
@@ -170,3 +228,52 @@ class LearnedMachine(nn.Module):
         q = torch.stack(keys, 1)                                                   # [B, L, A]
         rows = swm.read(mem, q, need_weights=False).values                          # [B, L, D]
         return layout.get(rows, "val")                                             # [B, L, V]
+
+
+def _check_base(c: Checkpoint, name: str) -> None:
+    """A pretrained checkpoint names its base model; it must be here and the same one."""
+    need = c.config.get("base_model")
+    if not isinstance(need, dict):
+        raise CheckpointError(f"{c.path}: state.json does not record its base model "
+                              f"({name!r})")
+    try:
+        have = base_model_info(name)
+    except Exception as e:  # noqa: BLE001 (not fetched, not found: say which model is needed)
+        raise CheckpointError(f"{c.path} needs the base model {_describe(need)}, which is not "
+                              f"available here: {str(e).splitlines()[0] if str(e) else e!r}"
+                              ) from None
+    if not _same_base(need, have):
+        raise CheckpointError(f"{c.path} was trained on the base model {_describe(need)}, but "
+                              f"{name!r} is now {_describe(have)}")
+
+
+def _describe(info: dict) -> str:
+    bits = [repr(info.get("name"))]
+    if info.get("file"):
+        bits.append(f"file {info['file']}")
+    if info.get("size"):
+        bits.append(f"{info['size']:,} bytes")
+    if info.get("sha256"):
+        bits.append(f"sha256 {str(info['sha256'])[:12]}…")
+    return ", ".join(bits)
+
+
+def _load_adapter(c: Checkpoint, lm: nn.Module) -> None:
+    """Load the checkpoint's PEFT adapter weights into the freshly wrapped LM."""
+    import safetensors.torch
+    from peft import set_peft_model_state_dict
+
+    file = Path(c.path) / ADAPTER_DIR / "adapter_model.safetensors"
+    if f"{ADAPTER_DIR}/adapter_model.safetensors" not in c.attachments:
+        raise CheckpointError(f"{c.path}: the config has lora_r = "
+                              f"{c.config['model']['controller'].get('lora_r')} but the "
+                              f"checkpoint holds no {ADAPTER_DIR}/adapter_model.safetensors")
+    try:
+        weights = safetensors.torch.load_file(file, device="cpu")
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{file}: not a valid safetensors file ({e})") from None
+    result = set_peft_model_state_dict(lm, weights)
+    lora_missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or lora_missing:
+        bad = result.unexpected_keys[:1] or lora_missing[:1]
+        raise CheckpointError(f"{file}: the adapter does not fit the model ({bad[0]!r})")

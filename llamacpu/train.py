@@ -19,11 +19,18 @@ Under ``torchrun --nproc-per-node K`` the same loop runs data-parallel: every ra
 global batch, owns a stride of its rows, and the gradients are summed so that the update is
 the one-process update on the whole batch (``llamacpu/distributed.py`` explains how).
 ``--batch-size`` and ``answer_batch`` stay global.
+
+``--model smollm2-135m --lora-r 8 [--quant 4bit]`` (or a local HF directory) trains a
+pretrained controller: its base weights frozen, LoRA adapters, heads and the OEU trained
+(see ``controller.py``). Its step costs seconds on a CPU, so the answer loss is off by
+default for it, and ``--time-budget``, ``--step-sample`` and ``--oeu-steps`` fit a run to
+the time available.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -47,10 +54,13 @@ from .golden import load_program
 from .interp import run as interp_run
 from .isa import DEFAULT_ALPHABET, N_PORTS, LlamacpuError, Op, Program
 from .learned import LearnedConfig, LearnedMachine
+from .models import ModelError, resolve
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 from .tasks import Example, default_out_size
 
-__all__ = ["TrainConfig", "Trainer", "main", "parse_args", "evaluate", "lr_at"]
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+__all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "main", "parse_args", "evaluate", "lr_at"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,14 @@ class TrainConfig:
     """One training run. The CLI parses into this; ``main(cfg)`` runs it."""
 
     stages: tuple[int, ...] = (0,)      # stage indices to train, in order
-    model: str = "tiny"                 # controller LM: "tiny" (built in code)
+    model: str = "tiny"                 # controller LM: "tiny" (built in code), "smollm2-135m",
+    #                                     a local HF directory or a hub id (llamacpu.models)
+    lora_r: int = 0                     # pretrained models: LoRA rank (0: heads only)
+    lora_alpha: float | None = None     # LoRA alpha (default 2 · lora_r)
+    quant: str | None = None            # pretrained models: None, "4bit" (NF4) or "8bit"
+    optim: str = "adamw"                # "adamw" (torch) or "adamw8bit" (bitsandbytes)
+    time_budget: float | None = None    # minutes a stage may train before it stops (then a
+    #                                     final evaluation and checkpoint); None: no limit
     steps: int = 1500                   # training steps a stage may take before giving up
     batch_size: int = 32                # prompts per step
     lr: float = 3e-3                    # peak AdamW learning rate (warmup, then cosine)
@@ -81,24 +98,42 @@ class TrainConfig:
     prompt_mix: float = 0.5             # chance the execute loss pairs a step with another
     #                                     row's prompt: a jump/write/halt decision is a
     #                                     function of the machine state, not of the wording
-    answer_every: int = 8               # steps between answer-loss terms
+    answer_every: int | None = None     # steps between answer-loss terms; 0: never; None:
+    #                                     8 for the tiny model, never for a pretrained one (a
+    #                                     soft run through a big LM at every machine step
+    #                                     costs more than everything else in a step)
     answer_batch: int = 4               # prompts in each answer-loss term
+    oeu_steps: int = 1                  # optimizer steps of the OEU on its replay per training
+    #                                     step (the extra ones OEU-only: microseconds each,
+    #                                     worth it when the controller's step costs seconds)
     answer_weight: float = 0.2          # its weight in the total loss
     absolute_positions: bool = False    # ablation: execute phase sees the step index
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "eval_every", "ckpt_every", "answer_every",
-                    "answer_batch", "threads", "step_sample")
+        positive = ("steps", "batch_size", "eval_every", "ckpt_every",
+                    "answer_batch", "threads", "step_sample", "oeu_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
                                  f"got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.model != "tiny":
-            raise ValueError(f"--model must be 'tiny' (pretrained controllers land with the "
-                             f"issue on real LLM controllers), got {self.model!r}")
+        if self.answer_every is not None and self.answer_every < 0:
+            raise ValueError(f"--answer-every must be >= 0 (0: off), got {self.answer_every}")
+        if self.optim not in OPTIMIZERS:
+            raise ValueError(f"--optim must be one of {', '.join(OPTIMIZERS)}, got {self.optim!r}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"--time-budget must be positive (minutes), got {self.time_budget}")
+        try:
+            resolve(self.model)  # offline: registry model fetched, directory exists, hub opt-in
+        except ModelError as e:
+            raise ValueError(f"--model {self.model!r}: "
+                             + " ".join(line.strip() for line in str(e).splitlines())) from None
+        if self.model == "tiny" and (self.lora_r or self.quant):
+            raise ValueError("--lora-r and --quant apply to pretrained models (--model "
+                             "smollm2-135m, a local HF directory, a hub id); the tiny model "
+                             "trains all its weights")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}")
         if self.device != "cpu" and not torch.cuda.is_available():
@@ -108,8 +143,19 @@ class TrainConfig:
         if not self.stages:
             raise ValueError("no stages to train")
 
+    @property
+    def answer_period(self) -> int:
+        """Steps between answer-loss terms (0: never)."""
+        if not self.answer_loss:
+            return 0
+        if self.answer_every is None:
+            return 8 if self.model == "tiny" else 0
+        return self.answer_every
+
     def model_config(self) -> LearnedConfig:
-        return LearnedConfig(ControllerConfig(absolute_positions=self.absolute_positions))
+        return LearnedConfig(ControllerConfig(
+            model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
+            absolute_positions=self.absolute_positions))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -284,16 +330,25 @@ class Trainer:
         return LearnedMachine(self.cfg.model_config()).to(self.cfg.device)
 
     def _optimizer(self, model: LearnedMachine) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(model.parameters(), lr=self.cfg.lr, weight_decay=0.0)
+        """AdamW over the trainable parameters only (a pretrained base is frozen)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.cfg.optim == "adamw8bit":
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(params, lr=self.cfg.lr, weight_decay=0.0)
+        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
 
     def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
               replay: OEUExamples) -> Path:
-        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state = {f"model.{k}": v for k, v in model.trainable_state().items()}
         state.update({f"replay.{k}": v for k, v in replay._asdict().items()})
+        config = {"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)}
+        if model.base_model is not None:
+            config["base_model"] = model.base_model
         return ckpt.save_checkpoint(
             ckpt.stage_dir(self.cfg.out, stage.index), model_state=state, optimizer=opt,
-            config={"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)},
-            stage=stage.index, step=st.step, metrics=st.metrics, passed=st.passed)
+            config=config, stage=stage.index, step=st.step, metrics=st.metrics,
+            passed=st.passed, attachments=model.adapter_files())
 
     def _checkpoint(self, *args) -> Path:
         """:meth:`_save` on rank 0; every rank waits until the checkpoint is complete."""
@@ -384,9 +439,13 @@ class Trainer:
         prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             while st.step < cfg.steps and not self.stopped:
-                metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay)
+                with self._autocast():
+                    metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay)
                 st.step += 1
-                if st.step % cfg.eval_every == 0 or st.step == cfg.steps:
+                out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
+                    cfg.time_budget is not None
+                    and time.time() - started >= 60 * cfg.time_budget)
+                if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
                     acc = evaluate(model, heldout, stage.max_steps, dist=self.dist)
                     metrics.update(accuracy=acc, eval_size=len(heldout))
                     decision = decide(stage, acc, st.step, cfg.steps)
@@ -406,6 +465,11 @@ class Trainer:
                     self._checkpoint(stage, model, opt, st, replay)
                 if st.passed:
                     break
+                if out_of_time:
+                    self._checkpoint(stage, model, opt, st, replay)
+                    self.log(f"stage {stage.index} ({stage.name}): time budget of "
+                             f"{cfg.time_budget:g} min used up at step {st.step}")
+                    break
             if self.stopped:
                 path = self._checkpoint(stage, model, opt, st, replay)
                 self.log(f"interrupted: saved {path} at step {st.step}; re-run to resume")
@@ -422,6 +486,12 @@ class Trainer:
         if main:
             _plot_curve(cfg.out, stage, st.metrics)
         return st
+
+    def _autocast(self):
+        """bf16 autocast on CUDA (``--device cuda``); a no-op on the CPU."""
+        if self.cfg.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
         if self.interrupted:  # a second Ctrl-C: stop now (the last checkpoint stays valid)
@@ -469,16 +539,25 @@ class Trainer:
         means = {k: (v, rows) for k, v in {**_scalars(plan_m), **_scalars(exe_m)}.items()
                  if k != "loss"}
         means.update({k: (v, 1.0) for k, v in alu_m.items()})
-        if cfg.answer_loss and step % cfg.answer_every == 0:
+        if cfg.answer_period and step % cfg.answer_period == 0:
             loss = loss + cfg.answer_weight * self._answer_share(
                 model, batch, programs, sup, mine, step, sums, means)
+        trainable = [p for p in model.parameters() if p.requires_grad]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        dist.sum_grads(model.parameters())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        dist.sum_grads(trainable)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         sums["loss"] = loss.item()
         metrics = dist.reduce_metrics(sums, means)
+        for _ in range(cfg.oeu_steps - 1):  # OEU-only steps: the other grads are None
+            opt.zero_grad(set_to_none=True)
+            extra, extra_m = oeu_loss(model.oeu, replay)  # the same replay on every rank
+            (extra / dist.world).backward()
+            dist.sum_grads(model.oeu.parameters())
+            torch.nn.utils.clip_grad_norm_(model.oeu.parameters(), 1.0)
+            opt.step()
+            metrics.update(extra_m)
         metrics["lr"] = opt.param_groups[0]["lr"]
         return metrics, replay
 
@@ -591,7 +670,26 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--stage", help="train this stage (index or name, e.g. 0 or add1)")
     g.add_argument("--stages", help="train these stages in order, e.g. 0-3")
-    p.add_argument("--model", default="tiny", help="controller language model (default: tiny)")
+    p.add_argument("--model", default="tiny",
+                   help="controller language model: tiny (default), smollm2-135m (after "
+                        "python -m llamacpu.models fetch smollm2-135m), a local Hugging Face "
+                        "directory, or a hub id (with LLAMACPU_ALLOW_HUB=1)")
+    p.add_argument("--lora-r", type=int, default=0,
+                   help="LoRA rank on a pretrained model's projections (0: train heads only)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2·r)")
+    p.add_argument("--quant", choices=("4bit", "8bit"), default=None,
+                   help="bitsandbytes quantization of a pretrained base model (NF4 / int8)")
+    p.add_argument("--optim", choices=OPTIMIZERS, default="adamw",
+                   help="optimizer: adamw (torch) or adamw8bit (bitsandbytes)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="minutes a stage may train; then a final evaluation and checkpoint")
+    p.add_argument("--step-sample", type=int, default=TrainConfig.step_sample,
+                   help="machine steps per run the execute loss looks at")
+    p.add_argument("--oeu-steps", type=int, default=TrainConfig.oeu_steps,
+                   help="OEU optimizer steps on its replay per training step (default 1)")
+    p.add_argument("--answer-every", type=int, default=None,
+                   help="steps between end-to-end answer-loss terms (0: off; default 8 for "
+                        "tiny, off for pretrained models)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps,
                    help="training steps a stage may take")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -622,6 +720,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
                            eval_size=a.eval_size, competence=a.competence,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
+                           lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
+                           optim=a.optim, time_budget=a.time_budget,
+                           step_sample=a.step_sample, answer_every=a.answer_every,
+                           oeu_steps=a.oeu_steps,
                            absolute_positions=a.absolute_positions, progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))
@@ -650,7 +752,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:
         return main(cfg)
-    except (LlamacpuError, OSError) as e:
+    except (LlamacpuError, OSError, ModelError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
     except KeyboardInterrupt:
