@@ -38,7 +38,7 @@ from llamacpu.controller import (
 from llamacpu.golden import load_program
 from llamacpu.learned import ADAPTER_DIR, LearnedMachine
 from llamacpu.models import format_prompt
-from llamacpu.train import Trainer, TrainConfig
+from llamacpu.train import TrainConfig, Trainer
 
 H = 32
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
