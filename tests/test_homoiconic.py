@@ -88,6 +88,13 @@ def random_deltas(layers: DeltaLayers, B: int, r: int = 2, scale: float = 0.2,
             for n, (o, i) in layers.shapes.items()}
 
 
+def zero_like(ds: dict[str, LowRankDelta]) -> dict[str, LowRankDelta]:
+    """Deltas of ``ds``'s shapes with U = 0 that still need gradients (so the delta term
+    is really computed, not skipped)."""
+    return {n: LowRankDelta(torch.zeros_like(d.u, requires_grad=True), d.v)
+            for n, d in ds.items()}
+
+
 def merged_copy(model: nn.Module, layers: DeltaLayers, ds: dict[str, LowRankDelta],
                 row: int) -> nn.Module:
     """A copy of ``model`` (hooks removed) with row ``row``'s deltas merged into the weights."""
@@ -334,8 +341,7 @@ def test_peft_lora_layers(saved):
     assert len(layers) == 6 and not any("lora_" in n or "base_layer" in n for n in layers)
     assert layers["base_model.model.model.layers.0.self_attn.q_proj"].kind == "peft:linear"
     ds = random_deltas(layers, 1, seed=4)
-    zero = {n: LowRankDelta(torch.zeros_like(d.u, requires_grad=True), d.v)
-            for n, d in ds.items()}
+    zero = zero_like(ds)
     with torch.no_grad():
         with deltas(model, zero):                                      # deltas() finds the
             assert torch.equal(model(ids).logits, base)                # hooks via PeftModel
@@ -436,8 +442,7 @@ def test_bitsandbytes_4bit_layers(tmp_path):
     assert layers.shapes["model.layers.0.self_attn.v_proj"] == (64, 64)
     ids = tokens(2, 5)
     ds = random_deltas(layers, 2, seed=1)
-    zero = {n: LowRankDelta(torch.zeros_like(d.u, requires_grad=True), d.v)
-            for n, d in ds.items()}
+    zero = zero_like(ds)
     with torch.no_grad():
         base = model(ids).logits
         with deltas(model, zero):
@@ -474,8 +479,7 @@ def test_bfloat16_model_float32_deltas(saved):
     layers = wrap_linear_layers(model, ["o_proj", "up_proj"])
     ids = tokens(2, 5)
     ds = random_deltas(layers, 2, seed=3)
-    zero = {n: LowRankDelta(torch.zeros_like(d.u, requires_grad=True), d.v)
-            for n, d in ds.items()}
+    zero = zero_like(ds)
     with torch.no_grad():
         base = model(ids).logits
         with deltas(model, zero):
