@@ -87,6 +87,8 @@ class TrainConfig:
     threads: int = 1                    # torch CPU threads (1 is fastest for the tiny model)
     eval_every: int = 25                # steps between free-running competence checks
     eval_size: int | None = None        # held-out prompts per check (None: the stage's own)
+    retention_size: int = 50            # after a stage passes: held-out prompts per EARLIER
+    #                                     task, to measure forgetting (0: skip)
     competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
     ckpt_every: int = 100               # steps between checkpoints (also at stage end)
     answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
@@ -119,6 +121,9 @@ class TrainConfig:
                                  f"got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.retention_size < 0:
+            raise ValueError(f"--retention-size must be >= 0 (0: off), got "
+                             f"{self.retention_size}")
         if self.answer_every is not None and self.answer_every < 0:
             raise ValueError(f"--answer-every must be >= 0 (0: off), got {self.answer_every}")
         if self.optim not in OPTIMIZERS:
@@ -164,6 +169,16 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
         return peak * (step + 1) / warmup
     frac = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:
+    """For each task trained before ``stage`` (other than its own), the last stage that
+    trained it: the widest lengths that task has seen."""
+    last: dict[str, Stage] = {}
+    for s in stages[: stage.index]:
+        if s.task != stage.task:
+            last[s.task] = s
+    return list(last.values())
 
 
 def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
@@ -483,9 +498,27 @@ class Trainer:
         verdict = "passed" if st.passed else ("interrupted" if self.stopped else "not passed")
         self.log(f"stage {stage.index} ({stage.name}): {verdict} at step {st.step}, free-running "
                  f"exact match {last if last is not None else float('nan'):.3f}, {elapsed:.1f} s")
+        if st.passed and cfg.retention_size:
+            self._report_retention(stage, model, st)
         if main:
             _plot_curve(cfg.out, stage, st.metrics)
         return st
+
+    def _report_retention(self, stage: Stage, model: LearnedMachine, st: _StageState) -> None:
+        """Forgetting, measured: free-running exact match on fresh held-out prompts of every
+        earlier task (at the widest stage it was trained at), logged and appended to
+        ``metrics.jsonl`` as ``{"retained": {task: accuracy}}``. The stage rule does not
+        use it (yet); it makes visible what later stages do to earlier tasks."""
+        earlier = retention_stages(stage)
+        if not earlier:
+            return
+        seed = self.cfg.seed + 2
+        got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size),
+                                s.max_steps, dist=self.dist) for s in earlier}
+        self.log(f"stage {stage.index} ({stage.name}): retained "
+                 + ", ".join(f"{t} {a:.2f}" for t, a in got.items()))
+        if self.dist.main:
+            _log_jsonl(self.cfg.out, {"stage": stage.index, "step": st.step, "retained": got})
 
     def _autocast(self):
         """bf16 autocast on CUDA (``--device cuda``); a no-op on the CPU."""
@@ -701,6 +734,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--eval-size", type=int, default=None)
+    p.add_argument("--retention-size", type=int, default=TrainConfig.retention_size,
+                   help="after a stage passes, held-out prompts per earlier task to measure "
+                        "forgetting (0: off)")
     p.add_argument("--competence", type=float, default=None,
                    help="exact match needed to pass a stage (default: the stage's, 0.99)")
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
@@ -719,6 +755,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            lr=a.lr, seed=a.seed, out=a.out, resume=not a.no_resume,
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
                            eval_size=a.eval_size, competence=a.competence,
+                           retention_size=a.retention_size,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
                            optim=a.optim, time_budget=a.time_budget,

@@ -267,3 +267,36 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
     r = pytester.runpytest_inprocess(*plugin, "-rs")
     r.assert_outcomes(skipped=3)
     r.stdout.fnmatch_lines(["*no checkpoint: pass --llamacpu-checkpoint DIR*"])
+
+
+def test_retention_covers_every_earlier_task_at_its_widest_stage():
+    from llamacpu.train import retention_stages
+
+    by = {s.name: s for s in STAGES}
+    assert [s.name for s in retention_stages(by["mul3"])] == [
+        "add4", "sub4", "cmp4", "copy8", "reverse8", "max8", "sort6"]
+    assert [s.name for s in retention_stages(by["sub4"])] == ["add4"]
+    assert retention_stages(by["add3"]) == []  # its own task is the stage's own check
+
+
+def test_a_passed_stage_logs_what_it_retained_of_earlier_tasks(stage0, tmp_path):
+    """After stage 4 (sub) passes, the trainer measures every earlier task (here: addition)
+    on fresh held-out prompts, logs it and appends it to metrics.jsonl. Measured on the
+    trained stage-0 adder, it must agree with evaluating those prompts directly."""
+    from llamacpu import distributed
+    from llamacpu.train import _StageState, evaluate
+
+    out, trainer0, _ = stage0
+    model = trainer0.model
+    lines: list[str] = []
+    cfg = TrainConfig(stages=(4,), retention_size=8, seed=0, out=tmp_path, progress=False)
+    trainer = Trainer(cfg, log=lines.append, dist=distributed.from_env("cpu"))
+    trainer._report_retention(STAGES[4], model, _StageState(step=7, passed=True))
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [{"stage": 4, "step": 7, "retained": logged[0]["retained"]}]
+    got = logged[0]["retained"]
+    assert set(got) == {"add"}
+    add4 = STAGES[3]
+    direct = evaluate(model, eval_set(add4, seed=cfg.seed + 2, size=8), add4.max_steps)
+    assert got["add"] == direct
+    assert lines == [f"stage 4 (sub4): retained add {direct:.2f}"]
