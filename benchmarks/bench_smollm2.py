@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from llamacpu.models import ModelError, format_prompt, load_model
-from llamacpu.tasks import TASKS, Example, default_out_size
+from llamacpu.tasks import TASKS, Example
 
 QUESTION = "What is {a}+{b}? Answer with the number only."
 _INT = re.compile(r"\d+")
@@ -114,7 +114,7 @@ def run_alone(model_name: str, sets: dict[int, list[Example]], batch: int) -> li
 
 
 def run_llamacpu(checkpoint: Path, sets: dict[int, list[Example]], batch: int) -> list[dict]:
-    from llamacpu.eval import _max_steps, load_learned
+    from llamacpu.eval import load_learned, solve_examples
 
     t0 = time.perf_counter()
     machine = load_learned(checkpoint)
@@ -127,19 +127,14 @@ def run_llamacpu(checkpoint: Path, sets: dict[int, list[Example]], batch: int) -
         base += f", {ctl.quant}"
     rows = []
     for length, exs in sets.items():
-        budget = _max_steps(exs)
         t = time.perf_counter()
         correct, samples = 0, []
-        for i in range(0, len(exs), batch):
-            chunk = exs[i:i + batch]
-            sols = machine.solve([e.prompt for e in chunk], max_steps=budget,
-                                 out_sizes=[default_out_size(e) for e in chunk])
-            for s, e in zip(sols, chunk):
-                ok = s.output == e.answer and s.fault is None
-                correct += ok
-                if not ok and len(samples) < 3:
-                    samples.append({"prompt": e.prompt, "answer": e.answer,
-                                    "output": s.output, "fault": s.fault})
+        for e, s in solve_examples(machine, exs, batch):
+            ok = s.output == e.answer and s.fault is None
+            correct += ok
+            if not ok and len(samples) < 3:
+                samples.append({"prompt": e.prompt, "answer": e.answer,
+                                "output": s.output, "fault": s.fault})
         secs = time.perf_counter() - t
         row = {"system": f"llamacpu, controller {base}", "digits": length, "n": len(exs),
                "exact_match": correct / len(exs), "exact_match_last_int": None,

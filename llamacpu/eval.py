@@ -33,6 +33,17 @@ def load_learned(path: Path) -> LearnedMachine:
     return LearnedMachine.from_checkpoint(ckpt.load_checkpoint(path)).eval()
 
 
+def solve_examples(model, examples: Sequence[Example], batch: int):
+    """The machine running free on ``examples`` in batches of ``batch``, with a step budget
+    from the longest one (:func:`_max_steps`): yields ``(example, Solution)`` in order."""
+    budget = _max_steps(examples)
+    for i in range(0, len(examples), batch):
+        chunk = examples[i:i + batch]
+        sols = model.solve([e.prompt for e in chunk], max_steps=budget,
+                           out_sizes=[default_out_size(e) for e in chunk])
+        yield from zip(chunk, sols)
+
+
 def _max_steps(examples: Sequence[Example]) -> int:
     """A generous step budget: the expert's cost grows linearly (quadratically for mul and
     sort) with the length; measure it on the longest example and double it."""
@@ -53,20 +64,15 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
     for length in lengths:
         rng = random.Random(f"eval/{task}/{length}/{seed}")
         examples = [TASKS[task].sample(rng, length, split=split) for _ in range(n)]
-        budget = _max_steps(examples)
         start = time.time()
         correct, steps = 0, 0
         failures = []
-        for i in range(0, n, batch):
-            chunk = examples[i:i + batch]
-            sols = model.solve([e.prompt for e in chunk], max_steps=budget,
-                               out_sizes=[default_out_size(e) for e in chunk])
-            for s, e in zip(sols, chunk):
-                ok = s.output == e.answer and s.fault is None
-                correct += ok
-                steps = max(steps, s.steps)
-                if not ok and len(failures) < 3:
-                    failures.append(e.prompt if len(e.prompt) < 60 else e.prompt[:57] + "...")
+        for e, s in solve_examples(model, examples, batch):
+            ok = s.output == e.answer and s.fault is None
+            correct += ok
+            steps = max(steps, s.steps)
+            if not ok and len(failures) < 3:
+                failures.append(e.prompt if len(e.prompt) < 60 else e.prompt[:57] + "...")
         row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
                "seconds": time.time() - start, "max_machine_steps": steps,
                "failures": failures}

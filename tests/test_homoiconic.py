@@ -95,6 +95,19 @@ def zero_like(ds: dict[str, LowRankDelta]) -> dict[str, LowRankDelta]:
             for n, d in ds.items()}
 
 
+def zero_identical_then_delta(model: nn.Module, ds: dict[str, LowRankDelta]
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asserts a zero delta of ``ds``'s shapes leaves the logits of a fixed 2×5 batch
+    bit-identical; returns (unwrapped logits, logits under ``ds``)."""
+    ids = tokens(2, 5)
+    with torch.no_grad():
+        base = model(ids).logits
+        with deltas(model, zero_like(ds)):
+            assert torch.equal(model(ids).logits, base)
+        with deltas(model, ds):
+            return base, model(ids).logits
+
+
 def merged_copy(model: nn.Module, layers: DeltaLayers, ds: dict[str, LowRankDelta],
                 row: int) -> nn.Module:
     """A copy of ``model`` (hooks removed) with row ``row``'s deltas merged into the weights."""
@@ -440,15 +453,8 @@ def test_bitsandbytes_4bit_layers(tmp_path):
                                                  device_map="cpu", local_files_only=True).eval()
     layers = wrap_linear_layers(model, ["q_proj", "v_proj"])
     assert layers.shapes["model.layers.0.self_attn.v_proj"] == (64, 64)
-    ids = tokens(2, 5)
-    ds = random_deltas(layers, 2, seed=1)
-    zero = zero_like(ds)
-    with torch.no_grad():
-        base = model(ids).logits
-        with deltas(model, zero):
-            assert torch.equal(model(ids).logits, base)
-        with deltas(model, ds):
-            assert (model(ids).logits - base).abs().max() > 1e-3
+    base, out = zero_identical_then_delta(model, random_deltas(layers, 2, seed=1))
+    assert (out - base).abs().max() > 1e-3
 
 
 def test_channel_on_token_ids_matches_the_id_path():
@@ -477,15 +483,7 @@ def test_bfloat16_model_float32_deltas(saved):
     """A float32 head's deltas on a bfloat16 LM: outputs stay bf16, zero stays identical."""
     model = load(saved, "llama").to(torch.bfloat16)
     layers = wrap_linear_layers(model, ["o_proj", "up_proj"])
-    ids = tokens(2, 5)
-    ds = random_deltas(layers, 2, seed=3)
-    zero = zero_like(ds)
-    with torch.no_grad():
-        base = model(ids).logits
-        with deltas(model, zero):
-            assert torch.equal(model(ids).logits, base)
-        with deltas(model, ds):
-            out = model(ids).logits
+    base, out = zero_identical_then_delta(model, random_deltas(layers, 2, seed=3))
     assert out.dtype == torch.bfloat16 and (out - base).abs().max() > 1e-2
 
 
