@@ -4,7 +4,17 @@ A stage is one task at a range of lengths. The trainer works through :data:`STAG
 order; a stage is passed when the whole machine, run free (no expert), answers at least
 ``competence`` of the stage's eval set exactly (:func:`decide`, a pure function of the
 measured numbers). Each training batch mixes in a ``review`` fraction of examples from
-earlier stages so old skills are rehearsed, not forgotten.
+earlier stages so old skills are rehearsed.
+
+Rehearsal alone does not stop forgetting (a 25% review let the compare stage wipe out
+subtraction), so the rule also looks back. Once a stage passes its own check, the trainer
+measures what the machine *retained* of every earlier task (free-running exact match on
+held-out prompts at the widest lengths that task was trained at). Any task below the
+``retention`` floor keeps the stage open: :data:`Decision.CONSOLIDATE`, training goes on
+with a larger review share weighted towards the tasks that dropped
+(:func:`review_weights`), until both the stage's own check and every earlier task clear
+their bars again, or the stage's step budget is spent (then it advances, with the shortfall
+logged: the stage itself was learned).
 
 Held-out evaluation, disjoint by construction. Every prompt falls in one of
 ``HOLDOUT_BUCKETS`` buckets by a stable hash of its text (:func:`is_heldout`: bucket 0 is
@@ -27,13 +37,14 @@ import enum
 import hashlib
 import random
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from llamacpu.tasks import SPLITS, TASKS, Example
 
 __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
+    "review_weights", "CONSOLIDATE_REVIEW",
     "parse_stage", "parse_stages", "check_stages", "HOLDOUT_BUCKETS", "stages_table",
 ]
 
@@ -149,16 +160,48 @@ def _training_example(stage: Stage, rng: random.Random) -> Example:
                        f"partition in {_MAX_TRIES} draws")
 
 
+CONSOLIDATE_REVIEW = 0.5
+"""Review share of a batch while a stage consolidates (see :data:`Decision.CONSOLIDATE`)."""
+
+
+def review_weights(retained: Mapping[str, float]) -> dict[str, float]:
+    """Per-task weights for choosing review examples, from retained accuracies: ``1 + 9 ·
+    (1 − accuracy)``, so a task kept perfectly keeps its plain share and a forgotten one
+    gets ten times it (every task keeps some: weighting only the dropped ones would let the
+    others go next)."""
+    out = {}
+    for task, acc in retained.items():
+        if not 0.0 <= acc <= 1.0:
+            raise ValueError(f"retained accuracy of {task} must be in [0, 1], got {acc}")
+        out[task] = 1.0 + 9.0 * (1.0 - acc)
+    return out
+
+
 def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
-                 stages: Sequence[Stage] = STAGES) -> list[Example]:
-    """A training batch: ``round(review · batch_size)`` examples from earlier stages (each
-    from a uniformly chosen one), the rest from this stage, shuffled. Never a held-out
-    prompt (see the module docstring)."""
+                 stages: Sequence[Stage] = STAGES, *, review: float | None = None,
+                 weights: Mapping[str, float] | None = None) -> list[Example]:
+    """A training batch: ``round(review · batch_size)`` examples from earlier stages, the
+    rest from this stage, shuffled. Never a held-out prompt (see the module docstring).
+
+    ``review`` overrides the stage's own share. Each review example comes from an earlier
+    stage chosen with probability proportional to ``weights[its task]`` (default 1 for every
+    task, i.e. uniformly over stages; tasks missing from ``weights`` count 1).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    earlier = stages[: stage.index]
-    n_review = round(stage.review * batch_size) if earlier else 0
-    batch = [_training_example(rng.choice(earlier), rng) for _ in range(n_review)]
+    share = stage.review if review is None else review
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"review must be in [0, 1), got {share}")
+    earlier = list(stages[: stage.index])
+    n_review = round(share * batch_size) if earlier else 0
+    if weights is None:
+        pick = lambda: rng.choice(earlier)  # noqa: E731
+    else:
+        w = [weights.get(s.task, 1.0) for s in earlier]
+        if any(x < 0 for x in w) or not sum(w) > 0:
+            raise ValueError(f"review weights must be >= 0 with a positive sum, got {weights}")
+        pick = lambda: rng.choices(earlier, weights=w)[0]  # noqa: E731
+    batch = [_training_example(pick(), rng) for _ in range(n_review)]
     batch += [_training_example(stage, rng) for _ in range(batch_size - n_review)]
     rng.shuffle(batch)
     return batch
@@ -205,23 +248,39 @@ class Decision(enum.Enum):
     ADVANCE = "advance"   # competence reached: go to the next stage
     STAY = "stay"         # keep training this stage
     GIVE_UP = "give_up"   # the stage's training budget is spent without competence
+    CONSOLIDATE = "consolidate"  # competence reached, but an earlier task fell below the
+    #                              retention floor: keep training, review weighted to it
 
 
 def decide(stage: Stage, accuracy: float, steps_in_stage: int,
-           max_steps_in_stage: int) -> Decision:
+           max_steps_in_stage: int, retained: Mapping[str, float] | None = None,
+           retention: float = 0.0) -> Decision:
     """The curriculum rule, a pure function of measured numbers (no hidden state).
 
     ``accuracy`` is exact-match accuracy of free runs on the stage's eval set;
     ``steps_in_stage`` and ``max_steps_in_stage`` count *training* steps (optimizer
     updates), not machine steps (that is ``Stage.max_steps``). Competence wins over the
     budget: a stage passed on its last step advances.
+
+    ``retained`` maps each earlier task to its measured accuracy (None: not measured);
+    with a ``retention`` floor above 0, a competent stage whose earlier tasks are not all
+    at or above it CONSOLIDATEs until its budget is spent, then ADVANCEs (its own task is
+    learned; the caller reports the shortfall).
     """
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
     if steps_in_stage < 0 or max_steps_in_stage < 1:
         raise ValueError(f"need steps_in_stage >= 0 and max_steps_in_stage >= 1, got "
                          f"{steps_in_stage} and {max_steps_in_stage}")
+    if not 0.0 <= retention <= 1.0:
+        raise ValueError(f"retention must be in [0, 1], got {retention}")
+    for task, acc in (retained or {}).items():
+        if not 0.0 <= acc <= 1.0:
+            raise ValueError(f"retained accuracy of {task} must be in [0, 1], got {acc}")
     if accuracy >= stage.competence:
+        forgot = retention > 0 and any(a < retention for a in (retained or {}).values())
+        if forgot and steps_in_stage < max_steps_in_stage:
+            return Decision.CONSOLIDATE
         return Decision.ADVANCE
     if steps_in_stage >= max_steps_in_stage:
         return Decision.GIVE_UP

@@ -12,7 +12,10 @@ expert programs on the reference interpreter for supervision, and sums four loss
 
 Every ``eval_every`` steps the machine runs *free* on a fresh held-out set (no expert, no
 symbolic part) and ``curriculum.decide`` turns the exact-match accuracy into advance /
-stay / give up. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
+stay / give up. A competent stage first looks back: every earlier task is run free on its
+own held-out prompts, and any task below ``--retention`` (default 0.9) keeps the stage
+open, consolidating — half of each batch reviews earlier stages, weighted towards the
+tasks that dropped — until everything clears its bar again. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
 resumes from the latest one.
 
 Under ``torchrun --nproc-per-node K`` the same loop runs data-parallel: every rank draws the
@@ -49,7 +52,8 @@ from . import checkpoint as ckpt
 from . import distributed
 from .checkpoint import CheckpointError
 from .controller import ControllerConfig, StepTrace, StepView, batch_steps, result_to_steps
-from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
+from .curriculum import (CONSOLIDATE_REVIEW, STAGES, Decision, Stage, decide, eval_set,
+                         parse_stages, review_weights, sample_batch)
 from .golden import load_program
 from .interp import run as interp_run
 from .isa import DEFAULT_ALPHABET, N_PORTS, LlamacpuError, Op, Program
@@ -87,8 +91,11 @@ class TrainConfig:
     threads: int = 1                    # torch CPU threads (1 is fastest for the tiny model)
     eval_every: int = 25                # steps between free-running competence checks
     eval_size: int | None = None        # held-out prompts per check (None: the stage's own)
-    retention_size: int = 50            # after a stage passes: held-out prompts per EARLIER
-    #                                     task, to measure forgetting (0: skip)
+    retention_size: int = 50            # held-out prompts per EARLIER task when measuring
+    #                                     what a competent stage retained (0: never measure)
+    retention: float = 0.9              # floor for every earlier task: a competent stage
+    #                                     keeps training (review weighted to what dropped)
+    #                                     until all are back above it (0: measure, don't act)
     competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
     ckpt_every: int = 100               # steps between checkpoints (also at stage end)
     answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
@@ -124,6 +131,8 @@ class TrainConfig:
         if self.retention_size < 0:
             raise ValueError(f"--retention-size must be >= 0 (0: off), got "
                              f"{self.retention_size}")
+        if not 0.0 <= self.retention <= 1.0:
+            raise ValueError(f"--retention must be in [0, 1] (0: off), got {self.retention}")
         if self.answer_every is not None and self.answer_every < 0:
             raise ValueError(f"--answer-every must be >= 0 (0: off), got {self.answer_every}")
         if self.optim not in OPTIMIZERS:
@@ -325,6 +334,16 @@ class _StageState:
     metrics: list[dict] = field(default_factory=list)
     passed: bool = False
 
+    @property
+    def retained(self) -> dict[str, float] | None:
+        """The latest retention measurement (``retained/<task>`` keys of the metrics), if any:
+        while it is below the floor the stage consolidates (and a resumed run does too)."""
+        for m in reversed(self.metrics):
+            got = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("retained/")}
+            if got:
+                return got
+        return None
+
 
 class Trainer:
     """Runs the stages of a :class:`TrainConfig`, one readable loop each."""
@@ -447,6 +466,10 @@ class Trainer:
             return st
         rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
         heldout = eval_set(stage, seed=cfg.seed + 1, size=stage.eval_size)
+        looking_back = cfg.retention_size > 0 and cfg.retention > 0
+        # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
+        retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size))
+                          for s in retention_stages(stage)} if looking_back else {}
         started = time.time()
         main = self.dist.main
         bar = _progress(cfg, stage, st.step, enabled=main)
@@ -455,7 +478,8 @@ class Trainer:
         try:
             while st.step < cfg.steps and not self.stopped:
                 with self._autocast():
-                    metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay)
+                    metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay,
+                                                       st.retained)
                 st.step += 1
                 out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
                     cfg.time_budget is not None
@@ -463,8 +487,19 @@ class Trainer:
                 if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
                     acc = evaluate(model, heldout, stage.max_steps, dist=self.dist)
                     metrics.update(accuracy=acc, eval_size=len(heldout))
-                    decision = decide(stage, acc, st.step, cfg.steps)
+                    retained = None
+                    if retention_sets and acc >= stage.competence:  # look back when competent
+                        retained = {t: evaluate(model, ex, s.max_steps, dist=self.dist)
+                                    for t, (s, ex) in retention_sets.items()}
+                        metrics.update({f"retained/{t}": a for t, a in retained.items()})
+                    decision = decide(stage, acc, st.step, cfg.steps, retained, cfg.retention)
                     st.passed = self.dist.agree(decision == Decision.ADVANCE)
+                    if decision == Decision.CONSOLIDATE:
+                        self._log_consolidation(stage, st.step, retained)
+                    elif st.passed and retained and min(retained.values()) < cfg.retention:
+                        self.log(f"stage {stage.index} ({stage.name}): step budget spent; "
+                                 f"advancing with earlier tasks below the retention floor "
+                                 f"{cfg.retention:g}: " + _fmt(retained))
                 metrics.update(step=st.step, stage=stage.index, time=time.time() - started)
                 st.metrics.append(metrics)
                 self.stopped = self.dist.any(self.interrupted)
@@ -504,19 +539,24 @@ class Trainer:
             _plot_curve(cfg.out, stage, st.metrics)
         return st
 
+    def _log_consolidation(self, stage: Stage, step: int, retained: dict[str, float]) -> None:
+        low = {t: a for t, a in retained.items() if a < self.cfg.retention}
+        self.log(f"stage {stage.index} ({stage.name}): competent at step {step}, but "
+                 + _fmt(low) + f" below the retention floor {self.cfg.retention:g}: "
+                 f"consolidating (review {CONSOLIDATE_REVIEW:.0%}, weighted to what dropped)")
+
     def _report_retention(self, stage: Stage, model: LearnedMachine, st: _StageState) -> None:
-        """Forgetting, measured: free-running exact match on fresh held-out prompts of every
-        earlier task (at the widest stage it was trained at), logged and appended to
-        ``metrics.jsonl`` as ``{"retained": {task: accuracy}}``. The stage rule does not
-        use it (yet); it makes visible what later stages do to earlier tasks."""
+        """Forgetting, measured after the stage: free-running exact match on FRESH held-out
+        prompts of every earlier task (at the widest stage it was trained at; not the sets
+        the stage rule looked at), logged and appended to ``metrics.jsonl`` as
+        ``{"retained": {task: accuracy}}``."""
         earlier = retention_stages(stage)
         if not earlier:
             return
-        seed = self.cfg.seed + 2
+        seed = self.cfg.seed + 3
         got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size),
                                 s.max_steps, dist=self.dist) for s in earlier}
-        self.log(f"stage {stage.index} ({stage.name}): retained "
-                 + ", ".join(f"{t} {a:.2f}" for t, a in got.items()))
+        self.log(f"stage {stage.index} ({stage.name}): retained " + _fmt(got))
         if self.dist.main:
             _log_jsonl(self.cfg.out, {"stage": stage.index, "step": st.step, "retained": got})
 
@@ -532,8 +572,13 @@ class Trainer:
         self.interrupted = True
 
     def _train_step(self, stage: Stage, model: LearnedMachine, opt, rng: random.Random,
-                    step: int, replay: OEUExamples) -> tuple[dict, OEUExamples]:
+                    step: int, replay: OEUExamples,
+                    retained: dict[str, float] | None = None) -> tuple[dict, OEUExamples]:
         """One optimizer step on a global batch; this rank computes its rows' share.
+
+        ``retained`` (the last retention measurement) below the floor: the stage is
+        consolidating, and the batch's review share is :data:`CONSOLIDATE_REVIEW`, drawn by
+        :func:`curriculum.review_weights`.
 
         Every loss is a sum over rows divided by a count of the WHOLE batch, so the ranks'
         losses add up to the one-process loss and their gradients are summed
@@ -544,8 +589,13 @@ class Trainer:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
         # the global batch and every random choice about it: the same on every rank
+        review = weights = None
+        if retained and cfg.retention > 0 and min(retained.values()) < cfg.retention:
+            review = max(stage.review, CONSOLIDATE_REVIEW)
+            weights = review_weights(retained)
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
-                 for e in sample_batch(stage, rng, cfg.batch_size)]
+                 for e in sample_batch(stage, rng, cfg.batch_size, review=review,
+                                       weights=weights)]
         seeds = [rng.getrandbits(63) for _ in batch]             # each row's step subsample
         prompts = [e.prompt for e in batch]
         exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
@@ -624,6 +674,10 @@ def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
     return merge_examples(OEUExamples(*rows.T))
 
 
+def _fmt(accuracies: dict[str, float]) -> str:
+    return ", ".join(f"{t} {a:.2f}" for t, a in accuracies.items())
+
+
 def _scalars(m) -> dict[str, float]:
     d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
     return {k: float(v) for k, v in d.items()}
@@ -679,6 +733,9 @@ def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
     acc = [(m["step"], m["accuracy"]) for m in metrics if "accuracy" in m]
     if acc:
         ax2.plot(*zip(*acc), "k.-", label="free-running exact match")
+    for key in sorted({k for m in metrics for k in m if k.startswith("retained/")}):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        ax2.plot(*zip(*pts), "x--", lw=0.8, ms=4, label=key)
     ax2.set_ylim(0, 1.02)
     ax2.axhline(stage.competence, color="k", ls=":", lw=0.8)
     ax2.set_ylabel("exact match")
@@ -735,8 +792,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     p.add_argument("--eval-size", type=int, default=None)
     p.add_argument("--retention-size", type=int, default=TrainConfig.retention_size,
-                   help="after a stage passes, held-out prompts per earlier task to measure "
-                        "forgetting (0: off)")
+                   help="held-out prompts per earlier task when measuring what a competent "
+                        "stage retained (0: never measure)")
+    p.add_argument("--retention", type=float, default=TrainConfig.retention,
+                   help="retention floor: a competent stage keeps training, review weighted to "
+                        "earlier tasks below it, until all clear it or the budget is spent "
+                        "(default 0.9; 0: measure only)")
     p.add_argument("--competence", type=float, default=None,
                    help="exact match needed to pass a stage (default: the stage's, 0.99)")
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
@@ -755,7 +816,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            lr=a.lr, seed=a.seed, out=a.out, resume=not a.no_resume,
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
                            eval_size=a.eval_size, competence=a.competence,
-                           retention_size=a.retention_size,
+                           retention_size=a.retention_size, retention=a.retention,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
                            optim=a.optim, time_budget=a.time_budget,

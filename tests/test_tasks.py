@@ -28,6 +28,7 @@ from llamacpu.curriculum import (
     is_heldout,
     parse_stage,
     parse_stages,
+    review_weights,
     sample_batch,
     stages_table,
 )
@@ -405,6 +406,42 @@ def test_decide_is_a_pure_rule() -> None:
     for bad in [(-0.1, 0, 10), (1.5, 0, 10), (0.5, -1, 10), (0.5, 0, 0)]:
         with pytest.raises(ValueError):
             decide(s, *bad)
+
+
+def test_decide_looks_back_at_earlier_tasks() -> None:
+    s = STAGES[5]
+    forgot, kept = {"add": 0.96, "sub": 0.0}, {"add": 0.96, "sub": 0.92}
+    assert decide(s, 1.0, 10, 100, forgot, 0.9) is Decision.CONSOLIDATE
+    assert decide(s, 1.0, 10, 100, kept, 0.9) is Decision.ADVANCE
+    assert decide(s, 1.0, 100, 100, forgot, 0.9) is Decision.ADVANCE  # budget spent
+    assert decide(s, 1.0, 10, 100, forgot, 0.0) is Decision.ADVANCE   # floor 0: off
+    assert decide(s, 1.0, 10, 100, None, 0.9) is Decision.ADVANCE     # nothing measured
+    assert decide(s, 0.5, 10, 100, forgot, 0.9) is Decision.STAY      # own check first
+    assert decide(s, 0.5, 100, 100, forgot, 0.9) is Decision.GIVE_UP
+    with pytest.raises(ValueError, match="retained accuracy of sub"):
+        decide(s, 1.0, 10, 100, {"sub": 1.5}, 0.9)
+    with pytest.raises(ValueError, match="retention"):
+        decide(s, 1.0, 10, 100, kept, -0.1)
+
+
+def test_review_weights_steer_the_review_share() -> None:
+    assert review_weights({"add": 1.0, "sub": 0.0}) == {"add": 1.0, "sub": 10.0}
+    cmp4 = STAGES[5]  # earlier: add1..add4 and sub4
+    rng = random.Random(0)
+    only_sub = sample_batch(cmp4, rng, 40, review=0.5, weights={"add": 0.0, "sub": 1.0})
+    assert sorted(e.task for e in only_sub) == ["cmp"] * 20 + ["sub"] * 20
+    counts = {"add": 0, "sub": 0}
+    for _ in range(50):
+        for e in sample_batch(cmp4, rng, 20, review=0.5, weights={"add": 1.0, "sub": 8.0}):
+            counts[e.task] = counts.get(e.task, 0) + 1
+    # P(sub) = 8 / (4·1 + 8) = 2/3 of the 500 review examples (add has 4 stages, sub 1)
+    assert 290 < counts["sub"] < 380 and counts["add"] + counts["sub"] == 500
+    plain = [e.task for e in sample_batch(cmp4, random.Random(1), 200)]
+    assert plain.count("cmp") == 150  # the stage's own 25% review, as before
+    with pytest.raises(ValueError, match="review"):
+        sample_batch(cmp4, rng, 8, review=1.0)
+    with pytest.raises(ValueError, match="weights"):
+        sample_batch(cmp4, rng, 8, weights={"add": 0.0, "sub": 0.0})
 
 
 @pytest.mark.parametrize("text, want", [
