@@ -47,11 +47,11 @@ def solve_examples(model, examples: Sequence[Example], batch: int):
 def _max_steps(examples: Sequence[Example]) -> int:
     """A generous step budget: the expert's cost grows linearly (quadratically for mul and
     sort) with the length; measure it on the longest example and double it."""
-    from .golden import load_program
     from .interp import run
+    from .tasks import expert_program
 
     longest = max(examples, key=lambda e: len(e.prompt))
-    res = run(load_program(longest.program), longest.prompt, 50_000_000,
+    res = run(expert_program(longest), longest.prompt, 50_000_000,
               out_size=default_out_size(longest))
     return 2 * res.steps + 100
 

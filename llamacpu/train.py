@@ -50,13 +50,12 @@ from . import distributed
 from .checkpoint import CheckpointError
 from .controller import ControllerConfig, StepTrace, StepView, batch_steps, result_to_steps
 from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
-from .golden import load_program
 from .interp import run as interp_run
 from .isa import DEFAULT_ALPHABET, N_PORTS, LlamacpuError, Op, Program
 from .learned import LearnedConfig, LearnedMachine
 from .models import ModelError, resolve
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
-from .tasks import Example, default_out_size
+from .tasks import TASKS, Example, default_out_size, expert_program
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
@@ -212,13 +211,13 @@ class _Supervision:
 
 
 @functools.lru_cache(maxsize=50_000)
-def _expert(program: str, prompt: str, max_steps: int, out_size: int):
+def _expert(example: Example, max_steps: int, out_size: int):
     """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
     early stages draw the same prompts again and again), and which steps are *rare*: at a
     pc the run visits several times, a decision other than the one it makes most often
     there — a loop's exit."""
-    prog = load_program(program)
-    res = interp_run(prog, prompt, max_steps, trace=True, out_size=out_size)
+    prog = expert_program(example)
+    res = interp_run(prog, example.prompt, max_steps, trace=True, out_size=out_size)
     steps = result_to_steps(prog, res)
     keys = [(t.pc, tuple(steps.targets[i].tolist())) for i, t in enumerate(res.trace)]
     counts: dict = {}
@@ -254,8 +253,11 @@ _FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
 def _with_filler(ex: Example, rng: random.Random) -> Example:
     """``ex`` with one or two random words in front of its prompt. They hold no digit and no
     ':', which every expert program skips (numbers are digit runs; copy/reverse read after
-    the first ':'), so the answer is unchanged."""
-    words = [''.join(rng.choice(_FILLER) for _ in range(rng.randint(1, 6)))
+    the first ':'), nor the symbols the task reserves (fmap's ';'), so the answer is
+    unchanged."""
+    reserved = TASKS[ex.task].reserved
+    chars = "".join(c for c in _FILLER if c not in reserved) if reserved else _FILLER
+    words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
              for _ in range(rng.randint(1, 2))]
     return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
 
@@ -302,9 +304,9 @@ def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
     budget = max(s.max_steps for s in STAGES[: stage.index + 1])
     for ex, seed in zip(batch, seeds):
         size = default_out_size(ex)
-        steps, alu, T, rare = _expert(ex.program, ex.prompt, budget, size)
+        steps, alu, T, rare = _expert(ex, budget, size)
         sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
-        programs.append(load_program(ex.program))
+        programs.append(expert_program(ex))
         runs.append(sub)
         idxs.append(idx)
         oeu.append(alu)
@@ -550,7 +552,7 @@ class Trainer:
         prompts = [e.prompt for e in batch]
         exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
                        else p for p in prompts]
-        programs = [load_program(e.program) for e in batch]
+        programs = [expert_program(e) for e in batch]
         mine = dist.rows(len(batch))
         # this rank's rows: expert runs, then their share of each loss
         sup = _supervise([batch[i] for i in mine], stage, cfg.step_sample,
