@@ -52,7 +52,7 @@ from .controller import ControllerConfig, StepTrace, StepView, batch_steps, resu
 from .curriculum import STAGES, Decision, Stage, decide, eval_set, parse_stages, sample_batch
 from .interp import run as interp_run
 from .isa import DEFAULT_ALPHABET, N_PORTS, LlamacpuError, Op, Program
-from .learned import LearnedConfig, LearnedMachine
+from .learned import WEIGHT_CHANNEL_KEYS, LearnedConfig, LearnedMachine
 from .models import ModelError, resolve
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 from .tasks import TASKS, Example, default_out_size, expert_program
@@ -89,6 +89,11 @@ class TrainConfig:
     retention_size: int = 50            # after a stage passes: held-out prompts per EARLIER
     #                                     task, to measure forgetting (0: skip)
     competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
+    channel_lr: float = 1.0             # learning-rate multiplier of the weight-token channel's
+    #                                     modules (metatokens, lookup, weight head); 5× stalls
+    #                                     its attention (measured), so 1× by default
+    review: float | None = None         # fraction of each batch from earlier stages (None:
+    #                                     the stage's own; 0 for a stage trained from scratch)
     ckpt_every: int = 100               # steps between checkpoints (also at stage end)
     answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
     step_sample: int = 24               # machine steps per run the execute loss looks at
@@ -144,6 +149,10 @@ class TrainConfig:
             raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if self.competence is not None and not 0 < self.competence <= 1:
             raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
+        if not self.channel_lr > 0:
+            raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
+        if self.review is not None and not 0 <= self.review < 1:
+            raise ValueError(f"--review must be in [0, 1), got {self.review}")
         if not self.stages:
             raise ValueError("no stages to train")
 
@@ -347,13 +356,19 @@ class Trainer:
         return LearnedMachine(self.cfg.model_config()).to(self.cfg.device)
 
     def _optimizer(self, model: LearnedMachine) -> torch.optim.Optimizer:
-        """AdamW over the trainable parameters only (a pretrained base is frozen)."""
-        params = [p for p in model.parameters() if p.requires_grad]
+        """AdamW over the trainable parameters only (a pretrained base is frozen), in two
+        groups: the weight-token channel's modules at ``channel_lr`` × the learning rate
+        (their ``lr_scale``), everything else at 1×."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        channel = [p for n, p in named if n.startswith(WEIGHT_CHANNEL_KEYS)]
+        rest = [p for n, p in named if not n.startswith(WEIGHT_CHANNEL_KEYS)]
+        groups = [{"params": rest, "lr_scale": 1.0},
+                  {"params": channel, "lr_scale": self.cfg.channel_lr}]
         if self.cfg.optim == "adamw8bit":
             import bitsandbytes as bnb
 
-            return bnb.optim.AdamW8bit(params, lr=self.cfg.lr, weight_decay=0.0)
-        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
+            return bnb.optim.AdamW8bit(groups, lr=self.cfg.lr, weight_decay=0.0)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.0)
 
     def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
               replay: OEUExamples) -> Path:
@@ -407,6 +422,8 @@ class Trainer:
             if cfg.competence is not None or cfg.eval_size is not None:
                 stage = replace(stage, competence=cfg.competence or stage.competence,
                                 eval_size=cfg.eval_size or stage.eval_size)
+            if cfg.review is not None and index > 0:
+                stage = replace(stage, review=cfg.review)
             st = self._train_stage(stage)
             done[index] = st
             if self.stopped or not st.passed:
@@ -429,7 +446,11 @@ class Trainer:
             return model, opt, _StageState(c.step, list(c.metrics), True), replay
         if c.stage == stage.index:
             if c.optimizer_state is not None:
-                opt.load_state_dict(c.optimizer_state)
+                try:
+                    opt.load_state_dict(c.optimizer_state)
+                except ValueError as e:  # written before the channel's parameter group
+                    self.log(f"stage {stage.index} ({stage.name}): the checkpoint's optimizer "
+                             f"state does not fit ({e}); starting a fresh optimizer")
             ckpt.restore_rng(c)
             self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
                      f"from {found}")
@@ -544,7 +565,7 @@ class Trainer:
         """
         cfg, dist = self.cfg, self.dist
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup) * g.get("lr_scale", 1.0)
         # the global batch and every random choice about it: the same on every rank
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
                  for e in sample_batch(stage, rng, cfg.batch_size)]
@@ -560,8 +581,9 @@ class Trainer:
         replay = merge_examples(replay, _gather_examples(dist, sup.oeu))  # all ALU steps seen
         ctl = model.controller
         n_slot = sum(len(p.slots) - N_PORTS for p in programs)
+        n_weights = sum(len(ctl.weights_targets([p])[0]) for p in programs)
         plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs,
-                                     counts=(n_slot + len(programs), n_slot))
+                                     counts=(n_slot + len(programs), n_slot, n_weights))
         step_mask = sup.step_args[2]                                          # [B_r, T]
         n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
         exe, exe_m = ctl.step_loss([exe_prompts[i] for i in mine], *sup.step_args,
@@ -741,6 +763,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         "forgetting (0: off)")
     p.add_argument("--competence", type=float, default=None,
                    help="exact match needed to pass a stage (default: the stage's, 0.99)")
+    p.add_argument("--review", type=float, default=None,
+                   help="fraction of each batch drawn from earlier stages (default: the "
+                        "stage's own, 0.2-0.25; 0 when training one stage from scratch)")
+    p.add_argument("--channel-lr", type=float, default=TrainConfig.channel_lr,
+                   help="learning-rate multiplier of the weight-token channel's modules")
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     p.add_argument("--no-answer-loss", action="store_true",
                    help="ablation: train without the end-to-end answer loss")
@@ -757,6 +784,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            lr=a.lr, seed=a.seed, out=a.out, resume=not a.no_resume,
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
                            eval_size=a.eval_size, competence=a.competence,
+                           review=a.review, channel_lr=a.channel_lr,
                            retention_size=a.retention_size,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
