@@ -261,7 +261,7 @@ def test_the_weight_head_learns_unseen_functions():
         programs = [expert_program(e) for e in exs]
         _, tables = ctl.weights_targets(programs)
         _, delta = ctl.plan_weights([e.prompt for e in exs], programs)
-        loss, _ = ctl.weights_loss(delta, tables)
+        loss = ctl.weights_loss(delta, tables)[0] / 10  # (a mean over digits)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -272,3 +272,24 @@ def test_the_weight_head_learns_unseen_functions():
         _, delta = ctl.plan_weights([e.prompt for e in evals], programs)
     _, ok = ctl.weights_loss(delta, tables)
     assert ok.float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("flag, value", [("--channel-lr", "0"), ("--review", "1.5")])
+def test_trainer_rejects_bad_channel_flags(flag, value, capsys):
+    from llamacpu.train import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--stage", "fmap5", flag, value])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_trainer_puts_the_channel_in_its_own_parameter_group():
+    from llamacpu.train import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = LearnedMachine(SMALL)
+    opt = Trainer(TrainConfig(channel_lr=2.0))._optimizer(model)
+    scales = [g["lr_scale"] for g in opt.param_groups]
+    channel = {id(p) for n, p in model.named_parameters()
+               if n.startswith(("controller.weight_", "controller.metatokens"))}
+    assert scales == [1.0, 2.0] and {id(p) for p in opt.param_groups[1]["params"]} == channel
