@@ -68,6 +68,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .homoiconic import MetaTokens, PromptLookup, WeightHead
 from .interp import Result
 from .isa import (
     DEFAULT_ALPHABET,
@@ -83,7 +84,7 @@ from .isa import (
     Program,
     Slot,
 )
-from .machine import Decisions
+from .machine import APPLY_SCALE, Decisions
 from .machine import StepView as MachineView
 from .memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_through
 
@@ -236,6 +237,10 @@ class ControllerConfig:
     lora_alpha: float | None = None  # LoRA scaling numerator (default 2 · lora_r)
     quant: str | None = None        # pretrained models: None, "4bit" (bitsandbytes NF4) or
     #                                 "8bit" (LLM.int8) base weights
+    n_meta: int = 10                # M: metatokens the LM reads where the plan emits a
+    #                                 WEIGHTS slot (the weight-token channel, docs/weights.md)
+    weight_rank: int = 10           # r of the WEIGHTS slot's delta Δ = U Vfᵀ the weight head
+    #                                 decodes from their hidden states
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -261,6 +266,9 @@ class ControllerConfig:
                              "directory or a hub id")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.n_meta < 1 or self.weight_rank < 1:
+            raise ValueError(f"n_meta and weight_rank must be at least 1, got {self.n_meta} "
+                             f"and {self.weight_rank}")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}")
         if self.quant not in QUANT_MODES:
@@ -584,7 +592,8 @@ class PlanMetrics:
     arg_acc: float      # over the four address fields
     val_acc: float
     slot_acc: float     # every field of the slot (and the stop decision) right
-    program_acc: float  # every slot of the program and its stop right
+    program_acc: float  # every slot of the program and its stop right (and its functions)
+    weights_acc: float = 1.0  # WEIGHTS slots whose function (every digit) is right; 1 if none
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -654,6 +663,15 @@ class Controller(nn.Module):
         self.register_buffer("empty_slot", empty, persistent=False)         # [D]
         port = self.layout.encode([Slot.data()])[0]
         self.register_buffer("port_slot", port, persistent=False)           # [D]
+        # The weight-token channel: a WEIGHTS slot's delta [V, V] is decoded from M
+        # metatokens that read the prompt (_decode_weights). Built last, from a fork of the
+        # RNG, so every other parameter's init is what it was without it.
+        with torch.random.fork_rng(devices=[]):
+            V = cfg.alphabet.size
+            self.metatokens = MetaTokens(H, cfg.n_meta, markers=False, init_std=1.0)
+            self.weight_head = WeightHead(H, {"apply": (V, V)}, cfg.weight_rank, cfg.n_meta,
+                                          identity_mix=cfg.weight_rank == cfg.n_meta)
+            self.weight_lookup = PromptLookup(H)
 
     # ------------------------------------------------------------ plumbing
 
@@ -752,6 +770,12 @@ class Controller(nn.Module):
     def plan_logits(self, prompts: Sequence[str], slots: Tensor) -> SlotLogits:
         """Teacher-forced plan: the LM reads ``<bos> prompt <plan>`` then ``slots [B, Q, D]``
         (slots 2..Q+1); returns the predictions of slots 2..Q+2 (``Q + 1`` positions)."""
+        return self._plan_forward(prompts, slots)[0]
+
+    def _plan_forward(self, prompts: Sequence[str], slots: Tensor
+                      ) -> tuple[SlotLogits, Tensor, Tensor, Tensor]:
+        """:meth:`plan_logits`, also returning the prompt embeddings ``[B, S, H]``, their
+        mask ``[B, S]`` and the slot embeddings ``[B, Q, H]`` (for :meth:`_decode_weights`)."""
         embeds, mask, _ = self._prompt(prompts, "plan")     # [B, S, H]
         B, S, _ = embeds.shape
         Q = slots.shape[1]
@@ -760,24 +784,84 @@ class Controller(nn.Module):
         if N_PORTS + Q > self.cfg.max_slots:
             raise ValueError(f"{Q} slots after the ports exceed max_slots = {self.cfg.max_slots}")
         x = self.slot_encoder(slots, self._own_keys(N_PORTS, Q))              # [B, Q, H]
-        mask = torch.cat([mask, mask.new_ones(B, Q)], 1)                       # [B, S+Q]
-        h, _ = self._run_lm(torch.cat([embeds, x], 1), mask, _positions(mask))
-        return self.slot_head(h[:, S - 1:])                                    # [B, Q+1, ...]
+        full = torch.cat([mask, mask.new_ones(B, Q)], 1)                       # [B, S+Q]
+        h, _ = self._run_lm(torch.cat([embeds, x], 1), full, _positions(full))
+        return self.slot_head(h[:, S - 1:]), embeds, mask, x                   # [B, Q+1, ...]
+
+    # ------------------------------------------------------------ the weight-token channel
+
+    def _decode_weights(self, embeds: Tensor, mask: Tensor, rows: Sequence[int]) -> Tensor:
+        """The deltas ``[n, V, V]`` of WEIGHTS slots in batch rows ``rows`` (one per slot).
+
+        The M metatokens (learned embeddings) read row b's prompt (token embeddings
+        ``embeds [B, S, H]``, ``mask [B, S]``) through :class:`~llamacpu.homoiconic.
+        PromptLookup`, and the :class:`~llamacpu.homoiconic.WeightHead` decodes the M
+        results into ``U, Vf [V, r]``: Δ = U Vfᵀ (``r = M``: metatoken m writes column m).
+        """
+        idx = torch.as_tensor(list(rows), dtype=torch.long, device=embeds.device)
+        q = self.metatokens.embeddings.to(embeds.dtype)                      # [M, H]
+        hm = self.weight_lookup(q.expand(len(idx), -1, -1), embeds[idx], mask[idx])
+        d = self.weight_head(hm)["apply"]                                      # u, v [n, V, r]
+        return torch.einsum("bor,bir->boi", d.u, d.v)                          # Δ = U Vfᵀ
+
+    @staticmethod
+    def weights_targets(programs: Sequence[Program]) -> tuple[list[tuple[int, int]], Tensor]:
+        """The WEIGHTS slots of programs as ``[(row, address)]`` and their tables ``[n, V]``
+        (a slot without a table is the empty function: every symbol ↦ END)."""
+        where, tables = [], []
+        for b, p in enumerate(programs):
+            for a, sl in enumerate(p.slots):
+                if a >= N_PORTS and sl.kind == Kind.WEIGHTS:
+                    V = p.alphabet.size
+                    where.append((b, a))
+                    tables.append(sl.table if sl.table is not None else (p.alphabet.end,) * V)
+        if not tables:
+            return where, torch.zeros(0, programs[0].alphabet.size if programs else 0,
+                                      dtype=torch.long)
+        return where, torch.tensor(tables, dtype=torch.long)
+
+    def apply_logits(self, delta: Tensor) -> Tensor:
+        """``[n, C, V]``: APPLY's logits ``s · Δ e_x`` for every digit x < C (the alphabet's
+        base), the domain a WEIGHTS slot is trained on (s = machine.APPLY_SCALE)."""
+        C = self.cfg.alphabet.base
+        return APPLY_SCALE * delta[..., :C].transpose(-1, -2)
+
+    def weights_loss(self, delta: Tensor, tables: Tensor) -> tuple[Tensor, Tensor]:
+        """Σ over slots of the sum over digits x of CE(APPLY's logits at x, table[x]) (each
+        digit a field of the slot), and per slot whether all its digits are right (``[n]``
+        bool)."""
+        logits = self.apply_logits(delta)                                      # [n, C, V]
+        target = tables[:, : logits.shape[1]].to(logits.device)                # [n, C]
+        ce = F_nn.cross_entropy(logits.movedim(-1, 1), target, reduction="none")  # [n, C]
+        return ce.sum(), (logits.argmax(-1) == target).all(-1)
+
+    def plan_weights(self, prompts: Sequence[str], programs: Sequence[Program]
+                     ) -> tuple[list[tuple[int, int]], Tensor | None]:
+        """Teacher-forced deltas of the programs' WEIGHTS slots: ``[(row, address)]`` and
+        ``[n, V, V]`` (None when there are none), differentiable into the LM and the head."""
+        where, _ = self.weights_targets(programs)
+        if not where:
+            return where, None
+        embeds, mask, _ = self._prompt(prompts, "plan")
+        return where, self._decode_weights(embeds, mask, [b for b, _ in where])
 
     def plan_loss(self, prompts: Sequence[str], programs: Sequence[Program], *,
-                  counts: tuple[float, float] | None = None) -> tuple[Tensor, PlanMetrics]:
+                  counts: tuple[float, ...] | None = None) -> tuple[Tensor, PlanMetrics]:
         """Teacher-forced cross-entropy of the expert programs' slots 2..P−1 and their stop.
 
         Per position: the stop BCE; per slot: CE of kind, op, each mode, each address (over
         the candidate addresses) and the value, summed. Averaged over positions: the sums
         are divided by the number of stop positions (Σ slots + 1) and of slots (Σ slots),
         or by ``counts`` = (positions, slots) when given (a data-parallel shard passes the
-        whole batch's, see ``llamacpu.distributed``).
+        whole batch's, see ``llamacpu.distributed``). WEIGHTS slots add the function they
+        hold, :meth:`weights_loss` (one CE per digit), averaged over the batch's WEIGHTS
+        slots (``counts[2]`` when given): a term of its own, not diluted by the other
+        slots, whose gradients alone would be a few thousandths of the loss.
         """
         if len(prompts) != len(programs):
             raise ValueError(f"{len(prompts)} prompts and {len(programs)} programs")
         tg = self._targets(programs)
-        lg = self.plan_logits(prompts, self._target_slots(tg))               # [B, Q+1, ...]
+        lg, embeds, mask, _ = self._plan_forward(prompts, self._target_slots(tg))  # [B, Q+1]
         B, Q1 = lg.stop.shape
         k = torch.arange(Q1, device=self.device)[None, :]                    # [1, Q+1]
         is_slot = k < tg.n[:, None]                                          # [B, Q+1]
@@ -800,6 +884,18 @@ class Controller(nn.Module):
         n_slot = is_slot.sum().clamp(min=1) if counts is None else max(1.0, counts[1])
         loss = ((stop_loss * valid).sum() / n_valid
                 + (field_loss * is_slot).sum() / n_slot)
+        # WEIGHTS slots: one more field, the function APPLY will run (weights_loss)
+        where, tables = self.weights_targets(programs)
+        w_ok = torch.ones(B, dtype=torch.bool, device=self.device)
+        weights_acc = 1.0
+        if where:
+            delta = self._decode_weights(embeds, mask, [b for b, _ in where])  # [n, V, V]
+            w_loss, ok = self.weights_loss(delta, tables)
+            n_w = len(where) if counts is None or len(counts) < 3 else max(1.0, counts[2])
+            loss = loss + w_loss / n_w
+            weights_acc = float(ok.float().mean())
+            for (b, _), good in zip(where, ok.tolist()):
+                w_ok[b] &= good
 
         with torch.no_grad():
             ok_stop = (lg.stop > 0) == stop_t.bool()
@@ -810,7 +906,7 @@ class Controller(nn.Module):
             ok_val = lg.val.argmax(-1) == t_val
             ok_slot = ok_stop & ok_kind & ok_op & ok_modes.all(-1) & ok_args.all(-1) & ok_val
             ok_pos = torch.where(is_slot, ok_slot, ok_stop)                    # stop position
-            ok_prog = (ok_pos | ~valid).all(-1)
+            ok_prog = (ok_pos | ~valid).all(-1) & w_ok
 
             def acc(ok: Tensor, where: Tensor) -> float:
                 if ok.dim() > where.dim():
@@ -822,7 +918,8 @@ class Controller(nn.Module):
                 kind_acc=acc(ok_kind, is_slot),
                 op_acc=acc(ok_op, is_slot), mode_acc=acc(ok_modes, is_slot),
                 arg_acc=acc(ok_args, is_slot), val_acc=acc(ok_val, is_slot),
-                slot_acc=acc(ok_pos, valid), program_acc=float(ok_prog.float().mean()))
+                slot_acc=acc(ok_pos, valid), program_acc=float(ok_prog.float().mean()),
+                weights_acc=weights_acc)
         return loss, metrics
 
     def _soft_slot(self, lg: SlotLogits, hard: bool) -> tuple[Tensor, Tensor]:
@@ -940,6 +1037,7 @@ class Controller(nn.Module):
             raise ValueError(f"max_slots must be in {N_PORTS + 1}..{self.cfg.max_slots}, "
                              f"got {limit}")
         embeds, mask, pos = self._prompt(prompts, "plan")
+        prompt_embeds, prompt_mask = embeds, mask
         B = embeds.shape[0]
         cache = DynamicCache() if use_cache else None
         h, cache = self._run_lm(embeds, mask, pos, cache)
@@ -976,9 +1074,17 @@ class Controller(nn.Module):
             last = h[:, -1]
         programs = []
         ports = (Slot.data(), Slot.data())
+        bodies = [[_slot_of(*(f[b] for f in step)) for step in fields[: int(length[b])]]
+                  for b in range(B)]
+        # WEIGHTS slots get their function from the weight head: table[x] = argmax_v Δ[v, x]
+        where = [(b, N_PORTS + k) for b, body in enumerate(bodies)
+                 for k, sl in enumerate(body) if sl.kind == Kind.WEIGHTS]
+        if where:
+            delta = self._decode_weights(prompt_embeds, prompt_mask, [b for b, _ in where])
+            for (b, a), table in zip(where, delta.argmax(-2).tolist()):
+                bodies[b][a - N_PORTS] = Slot.weights(table)
         for b in range(B):
-            body = [_slot_of(*(f[b] for f in step)) for step in fields[: int(length[b])]]
-            programs.append(Program(ports + tuple(body), N_PORTS, self.cfg.alphabet,
+            programs.append(Program(ports + tuple(bodies[b]), N_PORTS, self.cfg.alphabet,
                                     name="<emitted>"))
         return programs, history
 

@@ -18,7 +18,9 @@ logged: the stage itself was learned).
 
 Held-out evaluation, disjoint by construction. Every prompt falls in one of
 ``HOLDOUT_BUCKETS`` buckets by a stable hash of its text (:func:`is_heldout`: bucket 0 is
-held out). :func:`sample_batch` never returns a held-out prompt and :func:`eval_set` returns
+held out); a task may hash something else instead (``Task.heldout_key``: fmap hashes the
+FUNCTION its prompt defines, so evaluation uses functions training never sees, in any
+order, wording or payload). :func:`sample_batch` never returns a held-out prompt and :func:`eval_set` returns
 only held-out ones, drawn from its own RNG stream (seeded by the stage and the eval seed,
 never by the trainer's RNG), so no training batch can contain an eval prompt whatever seeds
 either side uses. ``eval_set(..., seen=...)`` also rejects any prompt in a given set (for
@@ -40,7 +42,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from llamacpu.tasks import SPLITS, TASKS, Example
+from llamacpu.tasks import SPLITS, TASKS, Example, heldout_key
 
 __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
@@ -105,6 +107,13 @@ STAGES: tuple[Stage, ...] = (
     Stage(9, "sort6",    "sort",    1, 6,  0.25,  550,  "sort up to 6 digits"),
     Stage(10, "mul2",    "mul",     1, 2,  0.25,  350,  "multiplication up to 2 digits"),
     Stage(11, "mul3",    "mul",     1, 3,  0.25,  450,  "multiplication up to 3 digits"),
+    # The weight-token channel (docs/weights.md): f is written into a WEIGHTS slot by the
+    # controller's weight head; held out by function. Stage 13 is the same problem with f
+    # in ten DATA slots (the channel-off baseline, its own wordings).
+    Stage(12, "fmap5",   "fmap",    1, 5,  0.2,   600,  "apply an in-context digit function "
+                                                          "to up to 5 digits (WEIGHTS slot)"),
+    Stage(13, "fmap5_data", "fmap_data", 1, 5, 0.2, 800, "the same with the function in "
+                                                          "DATA slots (channel off)"),
 )
 
 
@@ -141,10 +150,11 @@ def stages_table(stages: Sequence[Stage] = STAGES) -> str:
 # ---------------------------------------------------------------------------- drawing
 
 
-def is_heldout(prompt: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
-    """Whether a prompt is reserved for evaluation: a stable hash of its text (not ``hash``,
-    which changes per process) puts it in bucket 0 of ``buckets``."""
-    digest = hashlib.blake2b(prompt.encode("utf-8"), digest_size=8).digest()
+def is_heldout(key: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
+    """Whether a prompt (or a task's held-out key, ``tasks.heldout_key``) is reserved for
+    evaluation: a stable hash of the text (not ``hash``, which changes per process) puts it
+    in bucket 0 of ``buckets``."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % buckets == 0
 
 
@@ -154,7 +164,7 @@ _MAX_TRIES = 1000  # rejection-sampling attempts per training example before giv
 def _training_example(stage: Stage, rng: random.Random) -> Example:
     for _ in range(_MAX_TRIES):
         ex = stage.sample(rng)
-        if not is_heldout(ex.prompt):
+        if not is_heldout(heldout_key(ex)):
             return ex
     raise RuntimeError(f"stage {stage.name}: no training prompt outside the held-out "
                        f"partition in {_MAX_TRIES} draws")
@@ -230,8 +240,11 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
         ex = stage.sample(rng, split)
         if ex.prompt in taken or ex.prompt in seen:
             continue
-        if split == "train" and not is_heldout(ex.prompt):  # held-out wordings need no
-            continue                                         # partition: never trained on
+        # held-out wordings need no partition (never trained on), unless the task holds
+        # out something else too (fmap: its functions)
+        keyed = TASKS[stage.task].heldout_key is not None
+        if (split == "train" or keyed) and not is_heldout(heldout_key(ex)):
+            continue
         taken.add(ex.prompt)
         out.append(ex)
         if len(out) == size:

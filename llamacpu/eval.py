@@ -23,9 +23,9 @@ import torch
 from . import checkpoint as ckpt
 from .isa import LlamacpuError
 from .learned import LearnedMachine
-from .tasks import SPLITS, TASKS, Example, default_out_size
+from .tasks import SPLITS, TASKS, Example, default_out_size, heldout_key
 
-__all__ = ["load_learned", "evaluate_lengths", "main"]
+__all__ = ["load_learned", "draw_examples", "evaluate_lengths", "main"]
 
 
 def load_learned(path: Path) -> LearnedMachine:
@@ -47,13 +47,29 @@ def solve_examples(model, examples: Sequence[Example], batch: int):
 def _max_steps(examples: Sequence[Example]) -> int:
     """A generous step budget: the expert's cost grows linearly (quadratically for mul and
     sort) with the length; measure it on the longest example and double it."""
-    from .golden import load_program
     from .interp import run
+    from .tasks import expert_program
 
     longest = max(examples, key=lambda e: len(e.prompt))
-    res = run(load_program(longest.program), longest.prompt, 50_000_000,
+    res = run(expert_program(longest), longest.prompt, 50_000_000,
               out_size=default_out_size(longest))
     return 2 * res.steps + 100
+
+
+def draw_examples(task: str, length: int, n: int, seed: int = 0,
+                  split: str = "train") -> list[Example]:
+    """``n`` problems of ``length`` from their own seed; for a task that holds something
+    out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones."""
+    from .curriculum import is_heldout
+
+    rng = random.Random(f"eval/{task}/{length}/{seed}")
+    keyed = TASKS[task].heldout_key is not None
+    out: list[Example] = []
+    while len(out) < n:
+        ex = TASKS[task].sample(rng, length, split=split)
+        if not keyed or is_heldout(heldout_key(ex)):
+            out.append(ex)
+    return out
 
 
 def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n: int,
@@ -62,8 +78,7 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
     """Exact match of the free-running machine per length, with wall time."""
     rows = []
     for length in lengths:
-        rng = random.Random(f"eval/{task}/{length}/{seed}")
-        examples = [TASKS[task].sample(rng, length, split=split) for _ in range(n)]
+        examples = draw_examples(task, length, n, seed, split)
         start = time.time()
         correct, steps = 0, 0
         failures = []

@@ -19,6 +19,10 @@ operands the way a parser would, and the compact forms ("12+35") are just one wo
   ``"sort 3 1 2"`` and ``"312"`` are the same list.
 - *Definitions* (apply): every ``x>y`` before the first ``';'`` defines f(x) = y, and f is
   applied to every digit after it: ``"f: 0>3 1>7 ; apply f to 101"`` → ``"737"``.
+- *Mapped payloads* (fmap, fmap_data): the text up to the first ``';'`` is skipped and the
+  program's own function (a WEIGHTS slot, or ten DATA slots; the identity in the files,
+  written per example by the curriculum's experts and by the controller) is applied to every
+  digit after it: ``"f: 0>3 ; apply f to 40"`` → ``"40"``.
 - *Payloads* (copy, reverse) are the text after its first ``':'`` without the spaces right
   after it, or the whole text if it has no ``':'``: ``"reverse: abc"`` → ``"cba"``.
 
@@ -57,6 +61,7 @@ PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
 
 PROGRAM_NAMES: tuple[str, ...] = (
     "copy", "reverse", "max", "sort", "cmp", "add", "sub", "mul", "fib", "gcd", "apply",
+    "fmap", "fmap_data",
 )
 """The expert programs, roughly from easiest to hardest."""
 
@@ -186,7 +191,21 @@ GOLDEN: tuple[GoldenCase, ...] = (
             ("later_wins", "0>1 0>2 ; 00", "22"),
             ("undefined_ends", "1>5 ; 121", "5"),
             ("no_payload", "1>2", ""),
-            ("to_symbols", "1>a 2>? ; 2 1", "?a"))
+            ("to_symbols", "1>a 2>? ; 2 1", "?a")),
+    *_cases("fmap",
+            ("issue_example", "f: 0>3 1>7 2>2 3>9 4>0 5>1 6>8 7>5 8>6 9>4 ; apply f to 40917",
+             "40917"),
+            ("compact", ";123", "123"),
+            ("first_semicolon_only", "a;b;1;2", "12"),
+            ("no_payload", "1>2", ""),
+            ("symbols_skipped", "x ; 9 a 0!", "90")),
+    *_cases("fmap_data",
+            ("issue_example", "g: 0>3 1>7 2>2 3>9 4>0 5>1 6>8 7>5 8>6 9>4 ; look up g for 40917",
+             "40917"),
+            ("compact", ";9876543210", "9876543210"),
+            ("first_semicolon_only", "a;b;1;2", "12"),
+            ("no_payload", "1>2", ""),
+            ("symbols_skipped", "x ; 9 a 0!", "90")),
 )
 
 
@@ -289,6 +308,12 @@ def _apply(text: str) -> str:
     return "".join(out)
 
 
+def _fmap(text: str) -> str:
+    """The identity function (the files' own f) of every digit after the first ';'."""
+    _, semi, payload = _text(text).partition(";")
+    return "".join(ch for ch in payload if "0" <= ch <= "9") if semi else ""
+
+
 def _gcd(text: str) -> str:
     a, b = _numbers(text, 2)
     if a == 0 or b == 0:
@@ -308,5 +333,7 @@ _REFERENCES: Mapping[str, Callable[[str], str]] = {
     "fib": _fib,
     "gcd": _gcd,
     "apply": _apply,
+    "fmap": _fmap,
+    "fmap_data": _fmap,
 }
 assert set(_REFERENCES) == set(PROGRAM_NAMES)

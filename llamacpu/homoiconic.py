@@ -76,7 +76,7 @@ from .oeu import LowRankDelta
 
 __all__ = [
     "LowRankDelta", "DeltaLayer", "DeltaLayers", "wrap_linear_layers", "deltas", "MetaTokens",
-    "WeightHead", "ChannelConfig", "ChannelOutput", "WeightChannel",
+    "WeightHead", "PromptLookup", "ChannelConfig", "ChannelOutput", "WeightChannel",
 ]
 
 Pattern = str | re.Pattern[str]
@@ -382,11 +382,15 @@ class WeightHead(nn.Module):
     ``P_u`` starts small so a fresh head's ``ΔW`` entries have std about ``init_std`` for
     unit-scale hidden states (the LM's own weights are ~0.02); ``zero_init=True`` starts it
     at exactly zero (ΔW = 0, yet gradients reach ``P_u``, as LoRA's zero ``B``).
-    Outputs are in the head's dtype.
+    ``identity_mix=True`` (r = M) starts ``mix`` at the identity: code k is metatoken k's
+    own state, so factor column k is written by metatoken k (a WEIGHTS slot's column x
+    by "its" metatoken; a random mix couples every column to every metatoken at first and
+    trains far slower). Outputs are in the head's dtype.
     """
 
     def __init__(self, hidden: int, targets: Mapping[str, tuple[int, int]], rank: int,
-                 n_meta: int, *, zero_init: bool = False, init_std: float = 1e-3) -> None:
+                 n_meta: int, *, zero_init: bool = False, init_std: float = 1e-3,
+                 identity_mix: bool = False) -> None:
         super().__init__()
         if hidden < 1 or rank < 1 or n_meta < 1:
             raise ValueError(f"WeightHead needs hidden, rank and n_meta >= 1, got {hidden}, "
@@ -401,8 +405,11 @@ class WeightHead(nn.Module):
         self.names: tuple[str, ...] = tuple(targets)
         self.shapes: tuple[tuple[int, int], ...] = tuple(tuple(targets[n]) for n in self.names)
         self.norm = nn.LayerNorm(hidden)
-        self.mix = nn.Parameter(torch.randn(len(self.names), 2, rank, n_meta)
-                                / math.sqrt(n_meta))                          # [Tg, 2, r, M]
+        if identity_mix and rank != n_meta:
+            raise ValueError(f"identity_mix needs rank == n_meta, got {rank} and {n_meta}")
+        mix = (torch.eye(rank).expand(len(targets), 2, rank, rank).clone() if identity_mix
+               else torch.randn(len(targets), 2, rank, n_meta) / math.sqrt(n_meta))
+        self.mix = nn.Parameter(mix)                                          # [Tg, 2, r, M]
         self.proj_u = nn.ModuleList(nn.Linear(hidden, o, bias=False) for o, _ in self.shapes)
         self.proj_v = nn.ModuleList(nn.Linear(hidden, i, bias=False) for _, i in self.shapes)
         for pu, pv in zip(self.proj_u, self.proj_v):
@@ -425,6 +432,47 @@ class WeightHead(nn.Module):
             v = self.proj_v[k](codes[k, :, 1]).transpose(1, 2)               # [B, I, r]
             out[name] = LowRankDelta(u, v)
         return out
+
+
+class PromptLookup(nn.Module):
+    """M query states ``[B, M, H]`` read a prompt ``[B, S, H]`` by one attention hop:
+    ``h_m = e_m + W_o Σ_t α_mt v(w_t)`` with ``α_m = softmax_t(q(e_m) · k(w_t) / √d)`` over
+    the real positions (``mask``). Keys and values come from a causal window of ``window``
+    positions, ``w_t = [LN(x_t); LN(x_{t−1}); …]``, so a definition written ``x>y`` is ONE
+    key ("the symbol two back is x") holding its value y. ``W_o`` starts at zero.
+
+    The weight-token channel's reader (``Controller``): the queries ``e_m`` are the
+    metatokens' learned embeddings and the prompt is its token embeddings, so metatoken m
+    learns to fetch what the prompt says about symbol m and a :class:`WeightHead` turns the
+    M results into factor columns. (A tiny LM left to find "x>" among shuffled
+    definitions itself must grow an induction-style two-hop circuit; docs/weights.md has
+    the measurements that led here.)
+    """
+
+    def __init__(self, hidden: int, window: int = 3, dim: int = 64) -> None:
+        super().__init__()
+        if hidden < 1 or window < 1 or dim < 1:
+            raise ValueError(f"PromptLookup needs hidden, window and dim >= 1, got {hidden}, "
+                             f"{window}, {dim}")
+        self.window, self.dim = window, dim
+        self.norm = nn.LayerNorm(hidden)
+        self.q = nn.Linear(hidden, dim)
+        self.k = nn.Linear(window * hidden, dim)
+        self.v = nn.Linear(window * hidden, hidden)
+        self.o = nn.Linear(hidden, hidden)
+        nn.init.zeros_(self.o.weight)
+        nn.init.zeros_(self.o.bias)
+
+    def forward(self, queries: Tensor, prompt: Tensor, mask: Tensor) -> Tensor:
+        """queries [B, M, H], prompt [B, S, H], mask [B, S] (1 on real positions) →
+        [B, M, H]."""
+        hp = self.norm(prompt) * mask[..., None].to(prompt.dtype)             # [B, S, H]
+        shifted = [nn.functional.pad(hp, (0, 0, j, 0))[:, : hp.shape[1]]      # x_{t−j}
+                   for j in range(self.window)]
+        w = torch.cat(shifted, -1)                                            # [B, S, wH]
+        att = self.q(queries) @ self.k(w).transpose(1, 2) / math.sqrt(self.dim)  # [B, M, S]
+        att = att.masked_fill(mask[:, None, :] == 0, float("-inf")).softmax(-1)
+        return queries + self.o(att @ self.v(w))                              # [B, M, H]
 
 
 # ================================================================ the channel

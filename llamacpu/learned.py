@@ -19,11 +19,16 @@ before the base is loaded: a missing or different base model is a one-line
 ``answer_loss`` is the end-to-end signal: the controller's soft plan is loaded into memory,
 the soft machine runs with the soft OEU and soft decisions, and the answer is read from
 the output region through the OUT pointer, so the loss on the answer's symbols reaches the
-OEU, the execute phase and the plan.
+OEU, the execute phase and the plan. WEIGHTS slots take the deltas the controller's weight
+head decodes (``Controller.plan_weights``) into the machine's weights bank, so the answer
+loss reaches the head through APPLY; ``solve`` writes the head's function table
+(``argmax_v Δ[v, x]``) into the emitted program's WEIGHTS slot, which the hard machine's
+bank runs exactly.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,7 +45,13 @@ from .isa import PORT_OUT, Program
 from .machine import Machine, MachineConfig, MachineState
 from .oeu import NeuralOEU, OEUConfig
 
-__all__ = ["LearnedConfig", "LearnedMachine", "Solution", "ADAPTER_DIR", "base_model_info"]
+__all__ = ["LearnedConfig", "LearnedMachine", "Solution", "ADAPTER_DIR", "WEIGHT_CHANNEL_KEYS",
+           "base_model_info"]
+
+WEIGHT_CHANNEL_KEYS = ("controller.metatokens.", "controller.weight_head.",
+                       "controller.weight_lookup.")
+"""Parameters of the weight-token channel: a checkpoint written before it existed lacks
+them, and loads with them freshly initialised (anything else missing is an error)."""
 
 ADAPTER_DIR = "adapter"
 """The checkpoint subdirectory holding a LoRA adapter (PEFT ``save_pretrained`` format)."""
@@ -151,6 +162,12 @@ class LearnedMachine(nn.Module):
                                   f"{str(e).splitlines()[0]}") from None
         need = set(model.trainable_state())
         missing = sorted(need - set(weights))
+        fresh = [k for k in missing if k.startswith(WEIGHT_CHANNEL_KEYS)]
+        if fresh:  # a checkpoint from before the weight-token channel: the rest is intact
+            sys.stderr.write(f"note: {c.path} has no weight-token channel ({len(fresh)} "
+                             f"tensors: controller.metatokens, weight_lookup, weight_head); "
+                             f"they start freshly initialised\n")
+            missing = [k for k in missing if k not in fresh]
         if missing or unexpected:
             what = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}")
             raise CheckpointError(f"{c.path}: weights do not fit the model ({what})")
@@ -202,6 +219,13 @@ class LearnedMachine(nn.Module):
         head = torch.where(own, plan[:, :P].to(mem.dtype), mem[:, :P])              # [B, P, D]
         mem = torch.cat([head, mem[:, P:]], 1)                                      # [B, N, D]
         state = state._replace(memory=mem)
+        # WEIGHTS slots hold the controller's decoded deltas, not the expert's functions
+        where, delta = ctl.plan_weights(prompts, teacher)
+        if delta is not None:
+            rows = torch.tensor([b for b, _ in where], device=mem.device)
+            addrs = torch.tensor([a for _, a in where], device=mem.device)
+            W = state.weights.index_put((rows, addrs), delta.to(state.weights.dtype))
+            state = state._replace(weights=W)                                       # [B, Pw, V, V]
         state = machine.run(state, steps, hard=False)
         dist = self._read_answer(machine, state, max(len(a) for a in answers) + 1)  # [B, L, V]
         alpha = self.cfg.controller.alphabet

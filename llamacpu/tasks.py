@@ -38,6 +38,7 @@ reversed lists, palindromes. ``edge_rate=0`` gives the uniform distribution.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import random
@@ -48,11 +49,12 @@ from dataclasses import dataclass
 
 from llamacpu import golden
 from llamacpu.interp import DEFAULT_MAX_STEPS, Result, run
-from llamacpu.isa import DEFAULT_ALPHABET, LlamacpuError, Program
+from llamacpu.isa import DEFAULT_ALPHABET, LlamacpuError, Program, Slot
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
-    "default_out_size", "render", "with_template", "SPLITS",
+    "default_out_size", "render", "with_template", "SPLITS", "expert_program", "heldout_key",
+    "function_table",
 ]
 
 SPLITS = ("train", "heldout")
@@ -69,6 +71,8 @@ class Operands(enum.Enum):
     NUMBERS = "digits"      # decimal numbers; placeholders {a} (and {b})
     DIGITS = "items"        # a list of single digits; one of {items} {items_comma} {digits}
     TEXT = "characters"     # one payload string; the placeholder {text}, after a ':'
+    FUNCTION = "payload digits"  # a digit function by its ten examples, then a payload of
+    #                              digits; the placeholders {defs} ';' {digits} (fmap)
 
     @property
     def unit(self) -> str:
@@ -93,6 +97,8 @@ class Example:
 
 def render(template: str, kind: Operands, operands: tuple[str, ...]) -> str:
     """Fill a template's placeholders with operands as written."""
+    if kind is Operands.FUNCTION:
+        return template.format(defs=operands[0], digits=operands[1])
     if kind is Operands.NUMBERS:
         return template.format(**dict(zip("ab", operands)))
     if kind is Operands.DIGITS:
@@ -106,6 +112,8 @@ def _length(kind: Operands, operands: tuple[str, ...]) -> int:
         return max(len(x) for x in operands)
     if kind is Operands.DIGITS:
         return len(operands)
+    if kind is Operands.FUNCTION:
+        return len(operands[1])
     return len(operands[0])
 
 
@@ -133,6 +141,13 @@ class Task:
     edge_rate: float = 0.25             # fraction of edge-case draws; 0 = uniform
     max_length: int | None = None       # longest length the expert runs in reasonable time
     description: str = ""
+    program_for: Callable[[Example], Program] | None = None  # the expert program of an
+    #                                     example when it depends on the example (fmap writes
+    #                                     the prompt's function into it); None: the file's
+    heldout_key: Callable[[Example], str] | None = None  # what the held-out partition
+    #                                     hashes (curriculum.is_heldout); None: the prompt
+    reserved: str = ""                  # symbols the expert reads as structure (fmap's ';'):
+    #                                     the trainer's filler words never contain them
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.edge_rate <= 1.0:
@@ -161,6 +176,12 @@ class Task:
                                  "once each, in the order the program reads them")
             if self.arity == 2 and not re.search(r"\{a\}\D+\{b\}", t):
                 raise ValueError(f"{where}: {{a}} and {{b}} need a non-digit between them")
+        elif self.operands is Operands.FUNCTION:
+            between = t.partition("{defs}")[2].partition("{digits}")[0]
+            if fields != ["{defs}", "{digits}"] or literal.count(";") != 1 \
+                    or ";" not in between or ">" in literal:
+                raise ValueError(f"{where}: needs {{defs}}, then the text's only ';', then "
+                                 "{digits}, and no '>' of its own")
         elif self.operands is Operands.DIGITS:
             if len(fields) != 1 or fields[0] not in _LIST_FIELDS:
                 raise ValueError(f"{where}: needs exactly one of {', '.join(_LIST_FIELDS)}")
@@ -177,9 +198,13 @@ class Task:
               and all(x.isdigit() and x.isascii() for x in ops)) \
             or (kind is Operands.DIGITS and len(ops) >= 1
                 and all(len(x) == 1 and x in string.digits for x in ops)) \
-            or (kind is Operands.TEXT and len(ops) == 1 and ops[0][:1] not in ("", " "))
+            or (kind is Operands.TEXT and len(ops) == 1 and ops[0][:1] not in ("", " ")) \
+            or (kind is Operands.FUNCTION and len(ops) == 2 and _is_defs(ops[0])
+                and ops[1].isdigit() and ops[1].isascii())
         if not ok:
             want = {Operands.NUMBERS: f"{self.arity} decimal numerals",
+                    Operands.FUNCTION: "ten definitions 'x>y' (each digit x once, "
+                                       "space-separated) and a payload of digits",
                     Operands.DIGITS: "one or more single digits",
                     Operands.TEXT: "one non-empty text not starting with a space"}[kind]
             raise TaskError(f"task {self.name}: operands must be {want}, got {ops!r}")
@@ -395,6 +420,63 @@ def _draw_text(rng: random.Random, length: int, edge_rate: float) -> tuple[str, 
     return (_words(rng, length) if rng.random() < 0.6 else _mixed(rng, length),)
 
 
+def _draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
+    """A uniform digit function (edge cases: identity, constant, a permutation), its ten
+    definitions in a random order, and a payload of ``length`` digits."""
+    cases = [
+        lambda: tuple(range(10)),                                       # identity
+        lambda: (rng.randrange(10),) * 10,                              # constant
+        lambda: tuple(rng.sample(range(10), 10)),                       # a permutation
+    ]
+    f = _edge(rng, edge_rate, cases) or tuple(rng.randrange(10) for _ in range(10))
+    order = rng.sample(range(10), 10)
+    defs = " ".join(f"{x}>{f[x]}" for x in order)
+    return defs, "".join(str(rng.randrange(10)) for _ in range(length))
+
+
+def _is_defs(defs: str) -> bool:
+    pairs = defs.split(" ")
+    return (len(pairs) == 10 and all(len(p) == 3 and p[1] == ">" and p[0].isdigit()
+                                     and p[2].isdigit() for p in pairs)
+            and sorted(p[0] for p in pairs) == list("0123456789"))
+
+
+def function_table(defs: str) -> tuple[int, ...]:
+    """f(0..9) from definitions as written ("3>9 0>3 ..."; every digit defined once)."""
+    f = {int(p[0]): int(p[2]) for p in defs.split(" ")}
+    return tuple(f[x] for x in range(10))
+
+
+def _fmap(ops: tuple[str, ...]) -> str:
+    f = function_table(ops[0])
+    return "".join(str(f[int(d)]) for d in ops[1])
+
+
+def _function_key(ex: Example) -> str:
+    """fmap's held-out key: the function itself, whatever its order, wording or payload."""
+    return "function " + "".join(map(str, function_table(ex.operands[0])))
+
+
+def _fmap_program(ex: Example) -> Program:
+    """fmap.lasm with the example's function in WEIGHTS slot f (other symbols map to END)."""
+    p = golden.load_program("fmap")
+    end = p.alphabet.end
+    table = list(function_table(ex.operands[0])) + [end] * (p.alphabet.size - 10)
+    slots = list(p.slots)
+    slots[p.symbols["f"]] = Slot.weights(table)
+    return dataclasses.replace(p, slots=tuple(slots))
+
+
+def _fmap_data_program(ex: Example) -> Program:
+    """fmap_data.lasm with the example's f(0..9) in its ten DATA slots tab+0..9."""
+    p = golden.load_program("fmap_data")
+    slots = list(p.slots)
+    tab = p.symbols["tab"]
+    for x, y in enumerate(function_table(ex.operands[0])):
+        slots[tab + x] = Slot.data(y)
+    return dataclasses.replace(p, slots=tuple(slots))
+
+
 # ---------------------------------------------------------------------------- answers
 
 
@@ -518,7 +600,49 @@ TASKS: Mapping[str, Task] = {t.name: t for t in (
         max_length=2,
         description="greatest common divisor of two positive numbers (Euclid by "
                     "subtraction: gcd(A, 1) takes A − 1 rounds, hence short operands)"),
+    Task(
+        # The weight-token channel's task: the controller must write f into the program's
+        # WEIGHTS slot (docs/weights.md). Held out by FUNCTION: eval functions are never
+        # trained on, whatever their wording, order or payload.
+        "fmap", "fmap", Operands.FUNCTION,
+        train_templates=("f: {defs} ; apply f to {digits}", "{defs} ; {digits}",
+                         "let f be {defs} ; map f over {digits}",
+                         "define f by {defs}; what is f of each digit of {digits}?"),
+        heldout_templates=("f is {defs} ; now apply it to {digits}",
+                           "given {defs} ; translate {digits}"),
+        draw=_draw_function, solve=_fmap, out_size=lambda ops: len(ops[1]) + 1,
+        edge_rate=0.1, program_for=_fmap_program, heldout_key=_function_key, reserved=";",
+        description="a digit function defined by its ten examples (shuffled), applied to "
+                    "every payload digit; f travels in a WEIGHTS slot"),
+    Task(
+        # The same problem with the channel off: f travels in ten DATA slots. Its own
+        # wordings ("g", "look up"), so a controller trained on both knows which program
+        # a prompt wants; the same held-out functions as fmap.
+        "fmap_data", "fmap_data", Operands.FUNCTION,
+        train_templates=("g: {defs} ; look up g for {digits}", "{defs} ; look up {digits}",
+                         "let g be {defs} ; look g up for {digits}",
+                         "table g is {defs}; read g at each digit of {digits}"),
+        heldout_templates=("g is {defs} ; look it up at {digits}",
+                           "lookup table {defs} ; keys {digits}"),
+        draw=_draw_function, solve=_fmap, out_size=lambda ops: len(ops[1]) + 1,
+        edge_rate=0.1, program_for=_fmap_data_program, heldout_key=_function_key,
+        reserved=";",
+        description="fmap with the function in ten DATA slots (the channel-off baseline)"),
 )}
+
+
+def expert_program(example: Example) -> Program:
+    """The expert program of an example: its task's ``program_for`` (the function written
+    in, for fmap), else ``programs/<example.program>.lasm``."""
+    hook = TASKS[example.task].program_for
+    return hook(example) if hook is not None else golden.load_program(example.program)
+
+
+def heldout_key(example: Example) -> str:
+    """What the held-out partition hashes for an example: its task's ``heldout_key`` (fmap:
+    the function), else the prompt."""
+    hook = TASKS[example.task].heldout_key
+    return hook(example) if hook is not None else example.prompt
 
 
 # ---------------------------------------------------------------------------- the expert
@@ -552,7 +676,7 @@ def expert(example: Example, out_size: int | None = None,
     the run faults.
     """
     size = default_out_size(example) if out_size is None else out_size
-    program = golden.load_program(example.program)
+    program = expert_program(example)
     result = run(program, example.prompt, max_steps, trace=True, out_size=size)
     if result.output != example.answer:
         raise TaskError(f"expert {example.program}.lasm answers {result.output!r} to "

@@ -69,7 +69,8 @@ __all__ = [
     "programs", "inputs", "mutated", "lasm_texts", "Cost", "BUDGET", "INPUT_CHARS",
     "numerals", "operand_pairs", "ordered_pairs", "comparisons", "digit_lists", "texts",
     "fib_inputs", "gcd_inputs", "worded", "worded_digit_lists", "worded_payloads", "filler",
-    "numeral", "number_pair", "digit_list", "payload", "task_operands", "task_examples",
+    "numeral", "number_pair", "digit_list", "payload", "digit_function", "function_payload",
+    "task_operands", "task_examples",
     "draw_examples", "check_learned", "learned_check", "CheckReport", "Bucket",
     "Counterexample", "Divergence", "first_divergence", "ExpertMachine", "corrupt_oeu",
 ]
@@ -693,6 +694,31 @@ def payload(draw: Callable, lo: int, hi: int | None = None, edge: bool = True) -
     return (text,)
 
 
+@st.composite
+def digit_function(draw: Callable, edge: bool = True) -> tuple[int, ...]:
+    """A digit function f(0..9): any map, or the identity, a constant, a permutation."""
+    kinds = ("any",) * 3 + (("identity", "constant", "permutation") if edge else ())
+    kind = draw(st.sampled_from(kinds))
+    if kind == "identity":
+        return tuple(range(10))
+    if kind == "constant":
+        return (draw(st.integers(0, 9)),) * 10
+    if kind == "permutation":
+        return tuple(draw(st.permutations(range(10))))
+    return tuple(draw(st.lists(st.integers(0, 9), min_size=10, max_size=10)))
+
+
+@st.composite
+def function_payload(draw: Callable, lo: int, hi: int | None = None,
+                     edge: bool = True) -> tuple[str, str]:
+    """fmap's operands: a :func:`digit_function`'s ten definitions ``x>y`` in a drawn order
+    (shrinking goes to 0..9 in order), and a payload of lo..hi digits."""
+    hi = lo if hi is None else hi
+    f = draw(digit_function(edge))
+    order = draw(st.permutations(range(10)))
+    return " ".join(f"{x}>{f[x]}" for x in order), draw(_digits(max(1, lo), hi))
+
+
 def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
                   edge: bool = True) -> st.SearchStrategy[tuple[str, ...]]:
     """Operands of ``task`` (``Task.make``'s argument) of a length in
@@ -718,6 +744,8 @@ def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
         return numeral(lo, hi, edge).map(lambda x: (x,))
     if task == "gcd":  # positive operands
         return number_pair(lo, hi, edge).filter(lambda ab: int(ab[0]) > 0 and int(ab[1]) > 0)
+    if task in ("fmap", "fmap_data"):
+        return function_payload(lo, hi, edge)
     raise ValueError(f"no operand strategy for task {task!r}")
 
 
@@ -810,9 +838,9 @@ class ExpertMachine:
         self._machine = None
 
     def emit(self, examples: list) -> list:
-        from llamacpu.golden import load_program
+        from llamacpu.tasks import expert_program
 
-        return [load_program(e.program) for e in examples]
+        return [expert_program(e) for e in examples]
 
     def machine(self, prompts: list[str]):
         from llamacpu.machine import Machine
@@ -998,11 +1026,10 @@ def _run_machine(machine, examples: list, max_steps: int, trace: bool = False) -
 
 def _expert(example, trace: bool = False):
     """The reference interpreter running the expert program (answer, steps, trace)."""
-    from llamacpu.golden import load_program
     from llamacpu.interp import run
-    from llamacpu.tasks import default_out_size
+    from llamacpu.tasks import default_out_size, expert_program
 
-    return run(load_program(example.program), example.prompt, 100_000_000, trace=trace,
+    return run(expert_program(example), example.prompt, 100_000_000, trace=trace,
                out_size=default_out_size(example))
 
 
@@ -1063,9 +1090,9 @@ def _diagnose(machine, example, why: str) -> Counterexample:
 
 
 def _expert_program(example):
-    from llamacpu.golden import load_program
+    from llamacpu.tasks import expert_program
 
-    return load_program(example.program)
+    return expert_program(example)
 
 
 def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | None = None,

@@ -52,15 +52,23 @@ from . import checkpoint as ckpt
 from . import distributed
 from .checkpoint import CheckpointError
 from .controller import ControllerConfig, StepTrace, StepView, batch_steps, result_to_steps
-from .curriculum import (CONSOLIDATE_REVIEW, STAGES, Decision, Stage, decide, eval_set,
-                         parse_stages, review_weights, sample_batch)
-from .golden import load_program
+from .curriculum import (
+    CONSOLIDATE_REVIEW,
+    STAGES,
+    Decision,
+    Stage,
+    decide,
+    eval_set,
+    parse_stages,
+    review_weights,
+    sample_batch,
+)
 from .interp import run as interp_run
 from .isa import DEFAULT_ALPHABET, N_PORTS, LlamacpuError, Op, Program
-from .learned import LearnedConfig, LearnedMachine
+from .learned import WEIGHT_CHANNEL_KEYS, LearnedConfig, LearnedMachine
 from .models import ModelError, resolve
 from .oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
-from .tasks import Example, default_out_size
+from .tasks import TASKS, Example, default_out_size, expert_program
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
@@ -97,6 +105,11 @@ class TrainConfig:
     #                                     keeps training (review weighted to what dropped)
     #                                     until all are back above it (0: measure, don't act)
     competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
+    channel_lr: float = 1.0             # learning-rate multiplier of the weight-token channel's
+    #                                     modules (metatokens, lookup, weight head); 5× stalls
+    #                                     its attention (measured), so 1× by default
+    review: float | None = None         # fraction of each batch from earlier stages (None:
+    #                                     the stage's own; 0 for a stage trained from scratch)
     ckpt_every: int = 100               # steps between checkpoints (also at stage end)
     answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
     step_sample: int = 24               # machine steps per run the execute loss looks at
@@ -154,6 +167,10 @@ class TrainConfig:
             raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if self.competence is not None and not 0 < self.competence <= 1:
             raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
+        if not self.channel_lr > 0:
+            raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
+        if self.review is not None and not 0 <= self.review < 1:
+            raise ValueError(f"--review must be in [0, 1), got {self.review}")
         if not self.stages:
             raise ValueError("no stages to train")
 
@@ -221,13 +238,13 @@ class _Supervision:
 
 
 @functools.lru_cache(maxsize=50_000)
-def _expert(program: str, prompt: str, max_steps: int, out_size: int):
+def _expert(example: Example, max_steps: int, out_size: int):
     """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
     early stages draw the same prompts again and again), and which steps are *rare*: at a
     pc the run visits several times, a decision other than the one it makes most often
     there — a loop's exit."""
-    prog = load_program(program)
-    res = interp_run(prog, prompt, max_steps, trace=True, out_size=out_size)
+    prog = expert_program(example)
+    res = interp_run(prog, example.prompt, max_steps, trace=True, out_size=out_size)
     steps = result_to_steps(prog, res)
     keys = [(t.pc, tuple(steps.targets[i].tolist())) for i, t in enumerate(res.trace)]
     counts: dict = {}
@@ -263,8 +280,11 @@ _FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
 def _with_filler(ex: Example, rng: random.Random) -> Example:
     """``ex`` with one or two random words in front of its prompt. They hold no digit and no
     ':', which every expert program skips (numbers are digit runs; copy/reverse read after
-    the first ':'), so the answer is unchanged."""
-    words = [''.join(rng.choice(_FILLER) for _ in range(rng.randint(1, 6)))
+    the first ':'), nor the symbols the task reserves (fmap's ';'), so the answer is
+    unchanged."""
+    reserved = TASKS[ex.task].reserved
+    chars = "".join(c for c in _FILLER if c not in reserved) if reserved else _FILLER
+    words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
              for _ in range(rng.randint(1, 2))]
     return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
 
@@ -311,9 +331,9 @@ def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
     budget = max(s.max_steps for s in STAGES[: stage.index + 1])
     for ex, seed in zip(batch, seeds):
         size = default_out_size(ex)
-        steps, alu, T, rare = _expert(ex.program, ex.prompt, budget, size)
+        steps, alu, T, rare = _expert(ex, budget, size)
         sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
-        programs.append(load_program(ex.program))
+        programs.append(expert_program(ex))
         runs.append(sub)
         idxs.append(idx)
         oeu.append(alu)
@@ -364,13 +384,19 @@ class Trainer:
         return LearnedMachine(self.cfg.model_config()).to(self.cfg.device)
 
     def _optimizer(self, model: LearnedMachine) -> torch.optim.Optimizer:
-        """AdamW over the trainable parameters only (a pretrained base is frozen)."""
-        params = [p for p in model.parameters() if p.requires_grad]
+        """AdamW over the trainable parameters only (a pretrained base is frozen), in two
+        groups: the weight-token channel's modules at ``channel_lr`` × the learning rate
+        (their ``lr_scale``), everything else at 1×."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        channel = [p for n, p in named if n.startswith(WEIGHT_CHANNEL_KEYS)]
+        rest = [p for n, p in named if not n.startswith(WEIGHT_CHANNEL_KEYS)]
+        groups = [{"params": rest, "lr_scale": 1.0},
+                  {"params": channel, "lr_scale": self.cfg.channel_lr}]
         if self.cfg.optim == "adamw8bit":
             import bitsandbytes as bnb
 
-            return bnb.optim.AdamW8bit(params, lr=self.cfg.lr, weight_decay=0.0)
-        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
+            return bnb.optim.AdamW8bit(groups, lr=self.cfg.lr, weight_decay=0.0)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.0)
 
     def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
               replay: OEUExamples) -> Path:
@@ -424,6 +450,8 @@ class Trainer:
             if cfg.competence is not None or cfg.eval_size is not None:
                 stage = replace(stage, competence=cfg.competence or stage.competence,
                                 eval_size=cfg.eval_size or stage.eval_size)
+            if cfg.review is not None and index > 0:
+                stage = replace(stage, review=cfg.review)
             st = self._train_stage(stage)
             done[index] = st
             if self.stopped or not st.passed:
@@ -446,7 +474,11 @@ class Trainer:
             return model, opt, _StageState(c.step, list(c.metrics), True), replay
         if c.stage == stage.index:
             if c.optimizer_state is not None:
-                opt.load_state_dict(c.optimizer_state)
+                try:
+                    opt.load_state_dict(c.optimizer_state)
+                except ValueError as e:  # written before the channel's parameter group
+                    self.log(f"stage {stage.index} ({stage.name}): the checkpoint's optimizer "
+                             f"state does not fit ({e}); starting a fresh optimizer")
             ckpt.restore_rng(c)
             self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
                      f"from {found}")
@@ -587,7 +619,7 @@ class Trainer:
         """
         cfg, dist = self.cfg, self.dist
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup) * g.get("lr_scale", 1.0)
         # the global batch and every random choice about it: the same on every rank
         review = weights = None
         if retained and cfg.retention > 0 and min(retained.values()) < cfg.retention:
@@ -600,7 +632,7 @@ class Trainer:
         prompts = [e.prompt for e in batch]
         exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
                        else p for p in prompts]
-        programs = [load_program(e.program) for e in batch]
+        programs = [expert_program(e) for e in batch]
         mine = dist.rows(len(batch))
         # this rank's rows: expert runs, then their share of each loss
         sup = _supervise([batch[i] for i in mine], stage, cfg.step_sample,
@@ -608,8 +640,9 @@ class Trainer:
         replay = merge_examples(replay, _gather_examples(dist, sup.oeu))  # all ALU steps seen
         ctl = model.controller
         n_slot = sum(len(p.slots) - N_PORTS for p in programs)
+        n_weights = sum(len(ctl.weights_targets([p])[0]) for p in programs)
         plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs,
-                                     counts=(n_slot + len(programs), n_slot))
+                                     counts=(n_slot + len(programs), n_slot, n_weights))
         step_mask = sup.step_args[2]                                          # [B_r, T]
         n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
         exe, exe_m = ctl.step_loss([exe_prompts[i] for i in mine], *sup.step_args,
@@ -800,6 +833,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         "(default 0.9; 0: measure only)")
     p.add_argument("--competence", type=float, default=None,
                    help="exact match needed to pass a stage (default: the stage's, 0.99)")
+    p.add_argument("--review", type=float, default=None,
+                   help="fraction of each batch drawn from earlier stages (default: the "
+                        "stage's own, 0.2-0.25; 0 when training one stage from scratch)")
+    p.add_argument("--channel-lr", type=float, default=TrainConfig.channel_lr,
+                   help="learning-rate multiplier of the weight-token channel's modules")
     p.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every)
     p.add_argument("--no-answer-loss", action="store_true",
                    help="ablation: train without the end-to-end answer loss")
@@ -816,6 +854,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            lr=a.lr, seed=a.seed, out=a.out, resume=not a.no_resume,
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
                            eval_size=a.eval_size, competence=a.competence,
+                           review=a.review, channel_lr=a.channel_lr,
                            retention_size=a.retention_size, retention=a.retention,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,

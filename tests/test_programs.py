@@ -340,6 +340,9 @@ LONG_INPUTS = {  # far longer than anything in the golden table
     "fib": ["400", f"{_words(BIG)}400"],  # the answer is the long part: 84 digits
     "apply": ["f: " + " ".join(f"{d}>{(7 * d + 3) % 10}" for d in range(10)) + " ; " + _num(BIG),
               f"{_words(300)}1>2 3>4 ; {_words(300)}" + "13" * 300],
+    "fmap": ["f: " + " ".join(f"{d}>{(7 * d + 3) % 10}" for d in range(10)) + " ; " + _num(BIG),
+             f"{_words(300)} ; {_words(300)}" + "13" * 300],
+    "fmap_data": ["g: 9>1 ; " + _num(BIG), f"{_words(300)} ; {_words(300)}" + "90" * 300],
     "gcd": [f"{_fib(300)},{_fib(299)}", f"{_fib(200) * 7},{_fib(199) * 7}",
             f"{_words(300)}{_fib(150) * 3} and {_fib(149) * 3}"],
 }

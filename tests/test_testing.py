@@ -17,7 +17,7 @@ from llamacpu.curriculum import STAGES
 from llamacpu.golden import load_program
 from llamacpu.interp import run
 from llamacpu.isa import Op
-from llamacpu.tasks import TASKS, default_out_size
+from llamacpu.tasks import TASKS, default_out_size, expert_program
 from llamacpu.testing import (
     ExpertMachine,
     check_learned,
@@ -75,7 +75,7 @@ def test_task_examples_have_the_drawn_length_and_the_reference_answer(task, leng
     ex = data.draw(task_examples(task, length, length))
     assert ex.task == task and ex.length == length
     assert ex.prompt == TASKS[task].make(ex.operands, ex.template).prompt
-    result = run(load_program(ex.program), ex.prompt, 10_000_000,
+    result = run(expert_program(ex), ex.prompt, 10_000_000,
                  out_size=default_out_size(ex))
     assert result.output == ex.answer
 
