@@ -1054,7 +1054,7 @@ class Controller(nn.Module):
         so a training step can run the prompts through the LM once for both. Keeps the
         autograd graph (LoRA weights act on it).
 
-        The tokens every prompt starts with (a chat template's system message: 25 of
+        The tokens every prompt starts with (a chat template's system message: 24 of
         SmolLM2's ~36 tokens) are run once at batch 1 and broadcast; the rest of each
         row follows, left-padded after them. Position ids count real tokens only, so every
         row's keys and values are those of its own unpadded prompt.
