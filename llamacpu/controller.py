@@ -355,6 +355,18 @@ class SymbolPrompts(nn.Module):
                           device=device)
         return lm.get_input_embeddings()(batch.ids), batch.mask             # [B, S, H], [B, S]
 
+    def rows(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of ``<bos> prompt`` per prompt (no marker)."""
+        tok = self.tokenizer
+        return [[tok.bos_id, *tok.encode(p)] for p in prompts]
+
+    def marker(self, lm: PreTrainedModel, marker: str, batch: int,
+               device: torch.device) -> Tensor:
+        """``[B, 1, H]``: the marker token's embedding for every row."""
+        ids = torch.full((batch, 1), self.tokenizer.token_id(f"<{marker}>"), dtype=torch.long,
+                         device=device)
+        return lm.get_input_embeddings()(ids)
+
 
 class ChatPrompts(nn.Module):
     """A pretrained model's prompts: the task prompt as the user message of its chat template
@@ -399,6 +411,20 @@ class ChatPrompts(nn.Module):
         emb = lm.get_input_embeddings()(ids.to(device))                      # [B, S, H]
         mark = self.markers[MARKERS.index(marker)].to(emb.dtype)             # [H]
         return torch.cat([emb, mark.expand(B, 1, -1)], 1), mask.to(device)   # [B, S+1, H]
+
+    def rows(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of the formatted prompt per prompt (no marker)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of texts, not one string")
+        return [self.ids(p) for p in prompts]
+
+    def marker(self, lm: PreTrainedModel, marker: str, batch: int,
+               device: torch.device) -> Tensor:
+        """``[B, 1, H]``: the learned marker embedding for every row."""
+        dtype = lm.get_input_embeddings().weight.dtype
+        if not dtype.is_floating_point:
+            dtype = self.markers.dtype
+        return self.markers[MARKERS.index(marker)].to(device, dtype).expand(batch, 1, -1)
 
 
 # ================================================================ heads and encoders
@@ -767,26 +793,38 @@ class Controller(nn.Module):
                              oh(tg.modes, _MODES).to(dt), oh(tg.args, N).to(dt),
                              oh(tg.val, V).to(dt))
 
-    def plan_logits(self, prompts: Sequence[str], slots: Tensor) -> SlotLogits:
+    def plan_logits(self, prompts: Sequence[str], slots: Tensor,
+                    prefix: PromptCache | None = None) -> SlotLogits:
         """Teacher-forced plan: the LM reads ``<bos> prompt <plan>`` then ``slots [B, Q, D]``
-        (slots 2..Q+1); returns the predictions of slots 2..Q+2 (``Q + 1`` positions)."""
-        return self._plan_forward(prompts, slots)[0]
+        (slots 2..Q+1); returns the predictions of slots 2..Q+2 (``Q + 1`` positions).
 
-    def _plan_forward(self, prompts: Sequence[str], slots: Tensor
-                      ) -> tuple[SlotLogits, Tensor, Tensor, Tensor]:
-        """:meth:`plan_logits`, also returning the prompt embeddings ``[B, S, H]``, their
-        mask ``[B, S]`` and the slot embeddings ``[B, Q, H]`` (for :meth:`_decode_weights`)."""
-        embeds, mask, _ = self._prompt(prompts, "plan")     # [B, S, H]
-        B, S, _ = embeds.shape
+        ``prefix``: the prompts' :meth:`encode_prefix` (row b for prompt b), computed once
+        and shared with the execute phase; the LM then reads only ``<plan>`` and the slots
+        after it. The same function of the weights (causal attention: a prefix's keys and
+        values do not depend on what follows)."""
         Q = slots.shape[1]
-        if slots.shape[0] != B:
-            raise ValueError(f"{slots.shape[0]} slot rows for {B} prompts")
         if N_PORTS + Q > self.cfg.max_slots:
             raise ValueError(f"{Q} slots after the ports exceed max_slots = {self.cfg.max_slots}")
+        if prefix is not None:
+            B = prefix.batch_size
+            if slots.shape[0] != B or len(prompts) != B:
+                raise ValueError(f"{slots.shape[0]} slot rows and {len(prompts)} prompts for "
+                                 f"a prefix of {B} rows")
+            x = self.slot_encoder(slots, self._own_keys(N_PORTS, Q))          # [B, Q, H]
+            mark = self.prompts.marker(self.lm, "plan", B, self.device)       # [B, 1, H]
+            x = torch.cat([mark, x.to(mark.dtype)], 1)                        # [B, 1+Q, H]
+            mask = torch.cat([prefix.mask, prefix.mask.new_ones(B, 1 + Q)], 1)
+            pos = prefix.lengths[:, None] + torch.arange(1 + Q, device=self.device)
+            h, _ = self._run_lm(x, mask, pos, prefix.past())
+            return self.slot_head(h)                                           # [B, Q+1, ...]
+        embeds, mask, _ = self._prompt(prompts, "plan")     # [B, S, H]
+        B, S, _ = embeds.shape
+        if slots.shape[0] != B:
+            raise ValueError(f"{slots.shape[0]} slot rows for {B} prompts")
         x = self.slot_encoder(slots, self._own_keys(N_PORTS, Q))              # [B, Q, H]
         full = torch.cat([mask, mask.new_ones(B, Q)], 1)                       # [B, S+Q]
         h, _ = self._run_lm(torch.cat([embeds, x], 1), full, _positions(full))
-        return self.slot_head(h[:, S - 1:]), embeds, mask, x                   # [B, Q+1, ...]
+        return self.slot_head(h[:, S - 1:])                                    # [B, Q+1, ...]
 
     # ------------------------------------------------------------ the weight-token channel
 
@@ -846,22 +884,24 @@ class Controller(nn.Module):
         return where, self._decode_weights(embeds, mask, [b for b, _ in where])
 
     def plan_loss(self, prompts: Sequence[str], programs: Sequence[Program], *,
-                  counts: tuple[float, ...] | None = None) -> tuple[Tensor, PlanMetrics]:
+                  counts: tuple[float, ...] | None = None,
+                  prefix: PromptCache | None = None) -> tuple[Tensor, PlanMetrics]:
         """Teacher-forced cross-entropy of the expert programs' slots 2..P−1 and their stop.
 
         Per position: the stop BCE; per slot: CE of kind, op, each mode, each address (over
         the candidate addresses) and the value, summed. Averaged over positions: the sums
         are divided by the number of stop positions (Σ slots + 1) and of slots (Σ slots),
         or by ``counts`` = (positions, slots) when given (a data-parallel shard passes the
-        whole batch's, see ``llamacpu.distributed``). WEIGHTS slots add the function they
-        hold, :meth:`weights_loss` (one CE per digit), averaged over the batch's WEIGHTS
-        slots (``counts[2]`` when given): a term of its own, not diluted by the other
-        slots, whose gradients alone would be a few thousandths of the loss.
+        whole batch's, see ``llamacpu.distributed``). ``prefix``: see :meth:`plan_logits`.
+        WEIGHTS slots add the function they hold, :meth:`weights_loss` (one CE per digit),
+        averaged over the batch's WEIGHTS slots (``counts[2]`` when given): a term of its
+        own, not diluted by the other slots, whose gradients alone would be a few
+        thousandths of the loss.
         """
         if len(prompts) != len(programs):
             raise ValueError(f"{len(prompts)} prompts and {len(programs)} programs")
         tg = self._targets(programs)
-        lg, embeds, mask, _ = self._plan_forward(prompts, self._target_slots(tg))  # [B, Q+1]
+        lg = self.plan_logits(prompts, self._target_slots(tg), prefix)       # [B, Q+1, ...]
         B, Q1 = lg.stop.shape
         k = torch.arange(Q1, device=self.device)[None, :]                    # [1, Q+1]
         is_slot = k < tg.n[:, None]                                          # [B, Q+1]
@@ -889,6 +929,7 @@ class Controller(nn.Module):
         w_ok = torch.ones(B, dtype=torch.bool, device=self.device)
         weights_acc = 1.0
         if where:
+            embeds, mask, _ = self._prompt(prompts, "plan")  # token embeddings, no LM pass
             delta = self._decode_weights(embeds, mask, [b for b, _ in where])  # [n, V, V]
             w_loss, ok = self.weights_loss(delta, tables)
             n_w = len(where) if counts is None or len(counts) < 3 else max(1.0, counts[2])
@@ -1090,10 +1131,64 @@ class Controller(nn.Module):
 
     # ------------------------------------------------------------ execute phase
 
-    def encode_prompt(self, prompts: Sequence[str]) -> PromptCache:
-        """Run ``<bos> prompt <exec>`` once; every step of the run reads this cache."""
-        embeds, mask, pos = self._prompt(prompts, "exec")
-        _, cache = self._run_lm(embeds, mask, pos, DynamicCache())
+    def encode_prompt(self, prompts: Sequence[str] | None = None,
+                      prefix: PromptCache | None = None) -> PromptCache:
+        """Run ``<bos> prompt <exec>`` once; every step of the run reads this cache.
+
+        With ``prefix`` (the prompts' :meth:`encode_prefix`) only ``<exec>`` is run, after it.
+        """
+        if prefix is not None:
+            B = prefix.batch_size
+            mark = self.prompts.marker(self.lm, "exec", B, self.device)       # [B, 1, H]
+            mask = torch.cat([prefix.mask, prefix.mask.new_ones(B, 1)], 1)   # [B, S+1]
+            _, cache = self._run_lm(mark, mask, prefix.lengths[:, None], prefix.past())
+        else:
+            if prompts is None:
+                raise ValueError("encode_prompt needs prompts or a prefix")
+            embeds, mask, pos = self._prompt(prompts, "exec")
+            _, cache = self._run_lm(embeds, mask, pos, DynamicCache())
+        kv = tuple((layer.keys, layer.values) for layer in cache.layers)
+        return PromptCache(kv, mask, mask.sum(1))
+
+    def encode_prefix(self, prompts: Sequence[str]) -> PromptCache:
+        """The LM's keys and values for ``<bos> prompt`` without a marker: what the plan
+        (:meth:`plan_logits`) and execute (:meth:`encode_prompt`) phases have in common,
+        so a training step can run the prompts through the LM once for both. Keeps the
+        autograd graph (LoRA weights act on it).
+
+        The tokens every prompt starts with (a chat template's system message: 24 of
+        SmolLM2's ~36 tokens) are run once at batch 1 and broadcast; the rest of each
+        row follows, left-padded after them. Position ids count real tokens only, so every
+        row's keys and values are those of its own unpadded prompt.
+        """
+        rows = self.prompts.rows(prompts)
+        B = len(rows)
+        emb = self.lm.get_input_embeddings()
+        L = 0  # tokens shared by every row, leaving each row at least one of its own
+        shortest = min(len(r) for r in rows)
+        while L < shortest - 1 and all(r[L] == rows[0][L] for r in rows):
+            L += 1
+        if B == 1 or L < 2:
+            L = 0
+        tails = [r[L:] for r in rows]
+        S = max(len(r) for r in tails)
+        ids = torch.zeros(B, S, dtype=torch.long)
+        tail_mask = torch.zeros(B, S, dtype=torch.long)
+        for b, r in enumerate(tails):                                        # left padding
+            ids[b, S - len(r):] = torch.tensor(r, dtype=torch.long)
+            tail_mask[b, S - len(r):] = 1
+        ids, tail_mask = ids.to(self.device), tail_mask.to(self.device)
+        past = DynamicCache()
+        if L:
+            head = torch.tensor([rows[0][:L]], dtype=torch.long, device=self.device)  # [1, L]
+            pos = torch.arange(L, device=self.device)[None]
+            _, shared = self._run_lm(emb(head), torch.ones_like(head), pos, DynamicCache())
+            # the shared keys/values [1, heads, L, dh] → every row's (a view; its grads sum)
+            past = DynamicCache(ddp_cache_data=[(layer.keys.expand(B, -1, -1, -1),
+                                                 layer.values.expand(B, -1, -1, -1))
+                                                for layer in shared.layers])
+        mask = torch.cat([tail_mask.new_ones(B, L), tail_mask], 1)           # [B, L+S]
+        _, cache = self._run_lm(emb(ids), mask, _positions(mask)[:, L:], past)
         kv = tuple((layer.keys, layer.values) for layer in cache.layers)
         return PromptCache(kv, mask, mask.sum(1))
 
@@ -1119,7 +1214,8 @@ class Controller(nn.Module):
 
     def step_loss(self, prompts: Sequence[str], views: StepView, targets: Tensor,
                   mask: Tensor, steps: Tensor | None = None, *,
-                  denominator: float | None = None) -> tuple[Tensor, StepMetrics]:
+                  denominator: float | None = None,
+                  cache: PromptCache | None = None) -> tuple[Tensor, StepMetrics]:
         """BCE of the step decisions against expert targets, all T steps in one forward.
 
         ``views`` has leading dims ``[B, T]``; ``targets [B, T, 3]`` are (taken, write,
@@ -1128,7 +1224,9 @@ class Controller(nn.Module):
         the ``absolute_positions`` ablation reads it), so a subsample of a run's steps may
         be passed. The prompt cache is repeated along the batch: ``B·T`` length-1 sequences.
         The loss is ``Σ bce · mask / Σ mask`` (over the 3 decisions), or ``/ denominator``
-        when given (a data-parallel shard passes the whole batch's ``Σ mask``).
+        when given (a data-parallel shard passes the whole batch's ``Σ mask``). ``cache``:
+        the prompts' :meth:`encode_prompt`, when the caller has it already (row b for
+        prompt b).
         """
         B, T = views.op.shape[:2]
         if len(prompts) != B:
@@ -1141,7 +1239,11 @@ class Controller(nn.Module):
             m = m[..., None].expand(B, T, 3)
         if tuple(m.shape) != (B, T, 3):
             raise ValueError(f"mask must be [B, T] or [B, T, 3], got {list(mask.shape)}")
-        cache = self.encode_prompt(prompts).repeat(T)                        # [B·T, ...]
+        if cache is None:
+            cache = self.encode_prompt(prompts)
+        elif cache.batch_size != B:
+            raise ValueError(f"a prompt cache of {cache.batch_size} rows for views of batch {B}")
+        cache = cache.repeat(T)                                              # [B·T, ...]
         flat = StepView(*(None if x is None else x.flatten(0, 1) for x in views))
         if steps is None:
             t = torch.arange(T, device=self.device).repeat(B)                # [B·T]

@@ -44,6 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -72,7 +73,8 @@ from .tasks import TASKS, Example, default_out_size, expert_program
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "main", "parse_args", "evaluate", "lr_at"]
+__all__ = ["OPTIMIZERS", "Check", "TrainConfig", "Trainer", "main", "parse_args", "evaluate",
+           "screened_evaluate", "lr_at"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class TrainConfig:
     time_budget: float | None = None    # minutes a stage may train before it stops (then a
     #                                     final evaluation and checkpoint); None: no limit
     steps: int = 1500                   # training steps a stage may take before giving up
-    batch_size: int = 32                # prompts per step
+    batch_size: int | None = None       # prompts per step (None: 32 for the tiny model, 8
+    #                                     for a pretrained one, whose step costs seconds)
     lr: float = 3e-3                    # peak AdamW learning rate (warmup, then cosine)
     warmup: int = 20                    # linear warmup steps at the start of each stage
     seed: int = 0                       # seeds the model init, data and evaluation sets
@@ -97,8 +100,15 @@ class TrainConfig:
     resume: bool = True                 # continue from the latest checkpoint in ``out``
     device: str = "cpu"                 # torch device of the model ("cpu" or "cuda")
     threads: int = 1                    # torch CPU threads (1 is fastest for the tiny model)
-    eval_every: int = 25                # steps between free-running competence checks
+    eval_every: int | None = None       # steps between free-running competence checks
+    #                                     (None: 25 for the tiny model, 20 for a pretrained one)
     eval_size: int | None = None        # held-out prompts per check (None: the stage's own)
+    eval_screen: int | None = None      # a check first solves this many of the held-out
+    #                                     prompts and stops when the whole set can no longer
+    #                                     reach competence (the pass decision is the full
+    #                                     set's either way); 0: always the full set. None:
+    #                                     0 for the tiny model (1 s), 16 for a pretrained one
+    #                                     (every emitted slot and machine step is an LM pass)
     retention_size: int = 50            # held-out prompts per EARLIER task when measuring
     #                                     what a competent stage retained (0: never measure)
     retention: float = 0.9              # floor for every earlier task: a competent stage
@@ -112,7 +122,13 @@ class TrainConfig:
     #                                     the stage's own; 0 for a stage trained from scratch)
     ckpt_every: int = 100               # steps between checkpoints (also at stage end)
     answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
-    step_sample: int = 24               # machine steps per run the execute loss looks at
+    step_sample: int | None = None      # machine steps per run the execute loss looks at
+    #                                     (None: 24 for the tiny model, 12 for a pretrained one)
+    shared_prompt: bool | None = None   # run each step's prompts through the LM once for
+    #                                     the plan and execute losses (Controller.encode_prefix;
+    #                                     the same losses, fewer LM tokens). None: on for a
+    #                                     pretrained model, off for the tiny one (bit-identical
+    #                                     to its earlier runs)
     filler: float = 0.5                 # chance a training prompt gets random filler words in
     #                                     front (every non-digit symbol but ':'), so the ALU
     #                                     sees every symbol in the parser's comparisons, not
@@ -125,14 +141,21 @@ class TrainConfig:
     #                                     soft run through a big LM at every machine step
     #                                     costs more than everything else in a step)
     answer_batch: int = 4               # prompts in each answer-loss term
-    oeu_steps: int = 1                  # optimizer steps of the OEU on its replay per training
-    #                                     step (the extra ones OEU-only: microseconds each,
-    #                                     worth it when the controller's step costs seconds)
+    oeu_steps: int | None = None        # optimizer steps of the OEU on its replay per training
+    #                                     step (the extra ones OEU-only: milliseconds each,
+    #                                     worth it when the controller's step costs seconds).
+    #                                     None: 1 for the tiny model, 8 for a pretrained one
     answer_weight: float = 0.2          # its weight in the total loss
     absolute_positions: bool = False    # ablation: execute phase sees the step index
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
+        tiny = self.model == "tiny"
+        defaults = {"batch_size": (32, 8), "eval_every": (25, 20), "step_sample": (24, 12),
+                    "oeu_steps": (1, 8), "eval_screen": (0, 16), "shared_prompt": (False, True)}
+        for name, (for_tiny, for_pretrained) in defaults.items():
+            if getattr(self, name) is None:  # frozen: resolve the model-dependent defaults
+                object.__setattr__(self, name, for_tiny if tiny else for_pretrained)
         positive = ("steps", "batch_size", "eval_every", "ckpt_every",
                     "answer_batch", "threads", "step_sample", "oeu_steps")
         for name in positive:
@@ -141,6 +164,8 @@ class TrainConfig:
                                  f"got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.eval_screen < 0:
+            raise ValueError(f"--eval-screen must be >= 0 (0: off), got {self.eval_screen}")
         if self.retention_size < 0:
             raise ValueError(f"--retention-size must be >= 0 (0: off), got "
                              f"{self.retention_size}")
@@ -205,6 +230,46 @@ def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Sta
         if s.task != stage.task:
             last[s.task] = s
     return list(last.values())
+
+
+class Check(NamedTuple):
+    """A competence check: exact matches among the first ``solved`` held-out prompts."""
+
+    correct: int
+    solved: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        """Exact match over the prompts solved."""
+        return self.correct / max(1, self.solved)
+
+    @property
+    def best(self) -> float:
+        """The most the whole set can score: the unsolved prompts counted as right."""
+        return (self.correct + self.total - self.solved) / max(1, self.total)
+
+
+def screened_evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+                      screen: int, competence: float,
+                      dist: distributed.Dist | None = None) -> Check:
+    """:func:`evaluate` that solves the first ``screen`` prompts and stops there when the
+    whole set can no longer reach ``competence`` (:attr:`Check.best` below it); otherwise it
+    solves the rest too. A stop cannot change a pass decision: only a check that could
+    still pass goes on to the full set. ``screen`` 0: the full set at once."""
+    n = len(examples)
+    head = examples[:screen] if 0 < screen < n else examples
+    correct = _count_correct(model, head, max_steps, dist=dist)
+    check = Check(correct, len(head), n)
+    if check.solved == n or check.best < competence:
+        return check
+    rest = _count_correct(model, examples[len(head):], max_steps, dist=dist)
+    return Check(correct + rest, n, n)
+
+
+def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+                   batch: int = 256, dist: distributed.Dist | None = None) -> int:
+    return round(evaluate(model, examples, max_steps, batch, dist) * len(examples))
 
 
 def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
@@ -517,14 +582,19 @@ class Trainer:
                     cfg.time_budget is not None
                     and time.time() - started >= 60 * cfg.time_budget)
                 if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
-                    acc = evaluate(model, heldout, stage.max_steps, dist=self.dist)
-                    metrics.update(accuracy=acc, eval_size=len(heldout))
+                    check = screened_evaluate(model, heldout, stage.max_steps,
+                                              cfg.eval_screen, stage.competence, self.dist)
+                    acc = check.accuracy
+                    metrics.update(accuracy=acc, eval_size=check.solved)
+                    if check.solved < check.total:  # stopped at the screen: cannot pass
+                        metrics.update(eval_screened=check.total)
                     retained = None
-                    if retention_sets and acc >= stage.competence:  # look back when competent
-                        retained = {t: evaluate(model, ex, s.max_steps, dist=self.dist)
+                    if retention_sets and check.best >= stage.competence:  # competent: look
+                        retained = {t: evaluate(model, ex, s.max_steps, dist=self.dist)  # back
                                     for t, (s, ex) in retention_sets.items()}
                         metrics.update({f"retained/{t}": a for t, a in retained.items()})
-                    decision = decide(stage, acc, st.step, cfg.steps, retained, cfg.retention)
+                    decision = decide(stage, check.best, st.step, cfg.steps, retained,
+                                      cfg.retention)
                     st.passed = self.dist.agree(decision == Decision.ADVANCE)
                     if decision == Decision.CONSOLIDATE:
                         self._log_consolidation(stage, st.step, retained)
@@ -639,14 +709,23 @@ class Trainer:
                          [seeds[i] for i in mine], dist)
         replay = merge_examples(replay, _gather_examples(dist, sup.oeu))  # all ALU steps seen
         ctl = model.controller
+        my_exe = [exe_prompts[i] for i in mine]
+        plan_prefix = exe_cache = None
+        if cfg.shared_prompt:  # each distinct prompt through the LM once, for both losses
+            distinct = list(dict.fromkeys(sup.prompts + my_exe))
+            row = {p: i for i, p in enumerate(distinct)}
+            prefix = ctl.encode_prefix(distinct)                    # <bos> prompt, [U, ...]
+            plan_prefix = prefix.select(_rows(row, sup.prompts, ctl.device))
+            exe_cache = ctl.encode_prompt(prefix=prefix).select(_rows(row, my_exe, ctl.device))
         n_slot = sum(len(p.slots) - N_PORTS for p in programs)
         n_weights = sum(len(ctl.weights_targets([p])[0]) for p in programs)
         plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs,
-                                     counts=(n_slot + len(programs), n_slot, n_weights))
+                                     counts=(n_slot + len(programs), n_slot, n_weights),
+                                     prefix=plan_prefix)
         step_mask = sup.step_args[2]                                          # [B_r, T]
         n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
-        exe, exe_m = ctl.step_loss([exe_prompts[i] for i in mine], *sup.step_args,
-                                   denominator=n_steps)
+        exe, exe_m = ctl.step_loss(my_exe, *sup.step_args, denominator=n_steps,
+                                   cache=exe_cache)
         alu, alu_m = oeu_loss(model.oeu, replay)
         alu = alu / dist.world
         loss = plan + exe + alu
@@ -697,6 +776,11 @@ class Trainer:
         sums["answer_loss"] = ans_m["answer_loss"] / dist.world
         means["answer_acc_soft"] = (ans_m["answer_acc_soft"], 1.0)
         return ans / dist.world
+
+
+def _rows(row: dict[str, int], prompts: Sequence[str], device) -> Tensor:
+    """Indices of ``prompts`` in a batch of distinct prompts (``row``: prompt → index)."""
+    return torch.tensor([row[p] for p in prompts], dtype=torch.long, device=device)
 
 
 def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
@@ -806,24 +890,36 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                    help="optimizer: adamw (torch) or adamw8bit (bitsandbytes)")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes a stage may train; then a final evaluation and checkpoint")
-    p.add_argument("--step-sample", type=int, default=TrainConfig.step_sample,
-                   help="machine steps per run the execute loss looks at")
-    p.add_argument("--oeu-steps", type=int, default=TrainConfig.oeu_steps,
-                   help="OEU optimizer steps on its replay per training step (default 1)")
+    p.add_argument("--step-sample", type=int, default=None,
+                   help="machine steps per run the execute loss looks at (default 24 for "
+                        "tiny, 12 for pretrained models)")
+    p.add_argument("--oeu-steps", type=int, default=None,
+                   help="OEU optimizer steps on its replay per training step (default 1 for "
+                        "tiny, 8 for pretrained models)")
     p.add_argument("--answer-every", type=int, default=None,
                    help="steps between end-to-end answer-loss terms (0: off; default 8 for "
                         "tiny, off for pretrained models)")
     p.add_argument("--steps", type=int, default=TrainConfig.steps,
                    help="training steps a stage may take")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts per step (default 32 for tiny, 8 for pretrained models)")
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--out", type=Path, default=TrainConfig.out, help="checkpoint directory")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=TrainConfig.threads)
-    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between competence checks (default 25 for tiny, 20 for "
+                        "pretrained models)")
     p.add_argument("--eval-size", type=int, default=None)
+    p.add_argument("--eval-screen", type=int, default=None,
+                   help="a check solves this many held-out prompts first and stops when the "
+                        "set can no longer pass (0: off; default 0 for tiny, 16 for "
+                        "pretrained models)")
+    p.add_argument("--no-shared-prompt", action="store_true",
+                   help="encode each step's prompts separately for the plan and execute "
+                        "losses (the default for tiny; slower for pretrained models)")
     p.add_argument("--retention-size", type=int, default=TrainConfig.retention_size,
                    help="held-out prompts per earlier task when measuring what a competent "
                         "stage retained (0: never measure)")
@@ -855,6 +951,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
                            eval_size=a.eval_size, competence=a.competence,
                            review=a.review, channel_lr=a.channel_lr,
+                           eval_screen=a.eval_screen,
+                           shared_prompt=False if a.no_shared_prompt else None,
                            retention_size=a.retention_size, retention=a.retention,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,

@@ -10,6 +10,7 @@ Nothing here downloads anything: every model is built from a config in code.
 from __future__ import annotations
 
 import dataclasses
+import os
 import string
 
 import pytest
@@ -171,8 +172,8 @@ def test_markers_are_learned_embeddings_not_new_tokens(model_dirs):
 
 
 def _trainer_cfg(path, out, **kw) -> TrainConfig:
-    kw = {"steps": 2, **kw}
-    return TrainConfig(stages=(0,), model=str(path), lora_r=4, batch_size=2,
+    kw = {"steps": 2, "batch_size": 2, **kw}
+    return TrainConfig(stages=(0,), model=str(path), lora_r=4,
                        eval_every=100, eval_size=4, step_sample=6, out=out, progress=False,
                        **kw)
 
@@ -275,3 +276,93 @@ def test_adamw8bit_option_trains(tmp_path):
     trainer.model = model
     trainer.run()
     assert not torch.equal(trainer.model.controller.slot_head.op.weight, before)
+
+
+SHARED = ["what is 3 plus 4?", "what is 12 plus 5?", "what is 7 plus 0?"]  # common prefix
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("prompts", [SHARED, PROMPTS], ids=["common-prefix", "no-prefix"])
+def test_shared_prompt_pass_gives_the_same_losses_and_gradients(arch, prompts, model_dirs):
+    """``encode_prefix`` once for both phases (the common prefix at batch 1, the rows
+    left-padded after it) is the same function as encoding ``prompt <plan>`` and
+    ``prompt <exec>`` separately: equal plan and step losses and equal gradients."""
+    torch.manual_seed(3)
+    ctl = Controller(_cfg(model_dirs[arch]))
+    for n, p in ctl.named_parameters():
+        if "lora_B" in n:  # nonzero adapters, so the prompt pass depends on them
+            torch.nn.init.normal_(p, std=0.1)
+    add = load_program("add")
+    B = len(prompts)
+    exe = [prompts[-1], *prompts[:-1]]  # the execute loss pairs steps with other prompts
+    traces = [trace_to_steps(add, f"{i + 2}+{i}") for i in range(B)]
+    views, targets, mask = batch_steps(traces)
+    views = StepView(*(None if x is None else x[:, :8] for x in views))
+    targets, mask = targets[:, :8], mask[:, :8]
+
+    def losses(shared: bool):
+        ctl.zero_grad(set_to_none=True)
+        if shared:
+            prefix = ctl.encode_prefix(prompts)
+            plan, _ = ctl.plan_loss(prompts, [add] * B, prefix=prefix)
+            rows = torch.tensor([prompts.index(p) for p in exe])
+            cache = ctl.encode_prompt(prefix=prefix).select(rows)
+            step, _ = ctl.step_loss(exe, views, targets, mask, cache=cache)
+        else:
+            plan, _ = ctl.plan_loss(prompts, [add] * B)
+            step, _ = ctl.step_loss(exe, views, targets, mask)
+        (plan + step).backward()
+        grads = {n: p.grad.clone() for n, p in ctl.named_parameters() if p.grad is not None}
+        return plan.detach(), step.detach(), grads
+
+    plan0, step0, g0 = losses(False)
+    plan1, step1, g1 = losses(True)
+    torch.testing.assert_close(plan1, plan0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step1, step0, atol=1e-5, rtol=1e-5)
+    assert set(g1) == set(g0) and any("lora_A" in n for n in g0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=n)
+    rows = ctl.prompts.rows(prompts)  # the test covers both paths of encode_prefix
+    common = len(os.path.commonprefix(rows))
+    assert (common >= 2) == (prompts is SHARED), common
+
+
+def test_training_step_with_shared_prompt_matches_the_separate_passes(model_dirs, tmp_path):
+    """The trainer's step (distinct prompts once, then rows selected for the plan and the
+    prompt-mixed execute loss) updates the weights as the separate passes do."""
+    import copy
+    import random
+
+    from llamacpu.curriculum import STAGES
+    from llamacpu.oeu import examples_from_traces
+
+    results = []
+    torch.manual_seed(4)
+    base = Trainer(_trainer_cfg(model_dirs["llama"], tmp_path), log=lambda s: None)._new_model()
+    for shared in (False, True):
+        trainer = Trainer(_trainer_cfg(model_dirs["llama"], tmp_path, batch_size=6,
+                                       shared_prompt=shared, oeu_steps=1),
+                          log=lambda s: None)
+        from llamacpu import distributed
+
+        trainer.dist = distributed.from_env("cpu")
+        model = copy.deepcopy(base)
+        opt = trainer._optimizer(model)
+        m, _ = trainer._train_step(STAGES[0], model, opt, random.Random(7), 0,
+                                   examples_from_traces(()))
+        results.append((m, {n: p.detach().clone() for n, p in model.named_parameters()
+                            if p.requires_grad}))
+    (m0, w0), (m1, w1) = results
+    for k in ("plan_loss", "step_loss", "oeu_loss"):
+        assert m1[k] == pytest.approx(m0[k], rel=1e-5, abs=1e-6), k
+    for n in w0:
+        torch.testing.assert_close(w1[n], w0[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_pretrained_defaults_fit_a_cpu_and_tiny_keeps_its_own(model_dirs):
+    tiny, pre = TrainConfig(), TrainConfig(model=str(model_dirs["gpt2"]))
+    assert (tiny.batch_size, tiny.eval_every, tiny.step_sample, tiny.oeu_steps,
+            tiny.eval_screen, tiny.shared_prompt) == (32, 25, 24, 1, 0, False)
+    assert (pre.batch_size, pre.eval_every, pre.step_sample, pre.oeu_steps,
+            pre.eval_screen, pre.shared_prompt) == (8, 20, 12, 8, 16, True)
+    assert TrainConfig(model=str(model_dirs["gpt2"]), batch_size=4).batch_size == 4

@@ -367,3 +367,44 @@ def test_retention_floor_zero_only_measures(tmp_path, monkeypatch):
     assert not any("consolidating" in x for x in lines)
     with pytest.raises(SystemExit):
         parse_args(["--stage", "4", "--retention", "1.5"])
+
+
+class _Solver:
+    """A stand-in machine that answers right except on the prompts in ``wrong``, and counts
+    how many prompts it was asked."""
+
+    def __init__(self, wrong: set[str]) -> None:
+        self.wrong, self.asked = wrong, 0
+
+    def solve(self, prompts, max_steps, out_sizes=None):  # noqa: ARG002
+        from llamacpu.learned import Solution
+
+        self.asked += len(prompts)
+        return [Solution("x" if p in self.wrong else self.answers[p], 1, True, None, None)
+                for p in prompts]
+
+
+def test_screened_check_stops_only_when_the_full_set_cannot_pass():
+    from llamacpu.curriculum import STAGES, eval_set
+    from llamacpu.train import evaluate, screened_evaluate
+
+    held = eval_set(STAGES[0], seed=1, size=STAGES[0].eval_size)
+    n, competence = len(held), STAGES[0].competence
+    cases = {"all right": set(), "miss in screen": {held[3].prompt},
+             "miss after screen": {held[40].prompt}}
+    for name, wrong in cases.items():
+        solver = _Solver(wrong)
+        solver.answers = {e.prompt: e.answer for e in held}
+        full = evaluate(solver, held, 10)
+        solver.asked = 0
+        check = screened_evaluate(solver, held, 10, 16, competence)
+        stopped = name == "miss in screen"
+        assert solver.asked == (16 if stopped else n), name
+        assert (check.solved, check.total) == ((16 if stopped else n), n)
+        # the pass decision is the full set's: stopping happens only when it fails anyway
+        assert (check.best >= competence) == (full >= competence), name
+        if not stopped:
+            assert check.accuracy == full
+    solver = _Solver(set())
+    solver.answers = {e.prompt: e.answer for e in held}
+    assert screened_evaluate(solver, held, 10, 0, competence).solved == n  # 0: no screen
