@@ -95,7 +95,8 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     #     idx name       task      lengths review max_steps  description
-    Stage(0, "add1",     "add",     1, 1,  0.0,   200,  "1-digit addition"),
+    Stage(0, "add1",     "add",     1, 1,  0.0,   200,  "1-digit addition",
+          competence=1.0),  # 100 digit pairs: a table the machine must have exactly
     Stage(1, "add2",     "add",     1, 2,  0.2,   250,  "addition up to 2 digits"),
     Stage(2, "add3",     "add",     1, 3,  0.2,   300,  "addition up to 3 digits"),
     Stage(3, "add4",     "add",     1, 4,  0.2,   350,  "addition up to 4 digits"),
@@ -250,6 +251,20 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
         if len(out) == size:
             break
     return out
+
+
+
+def competence_set(stage: Stage, seed: int) -> list[Example]:
+    """What the trainer's competence check solves: ``stage.eval_size`` held-out prompts of
+    the training wordings, then as many prompts of the held-out wordings (none of them in
+    the first part). A stage passes only when it is exact on phrasing it never trained on
+    too, and small stages get a check that covers their table: stage 0's 67 train-split
+    prompts hold 52 of the 100 ordered digit pairs, with the 200 held-out-wording prompts
+    98. (With the 67 alone a machine passed whose OEU still had 3 + 0 = 4.)
+    """
+    first = eval_set(stage, seed=seed, size=stage.eval_size)
+    return first + eval_set(stage, seed=seed, size=stage.eval_size, split="heldout",
+                            seen={e.prompt for e in first})
 
 
 # ---------------------------------------------------------------------------- the rule

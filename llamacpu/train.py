@@ -58,6 +58,7 @@ from .curriculum import (
     STAGES,
     Decision,
     Stage,
+    competence_set,
     decide,
     eval_set,
     parse_stages,
@@ -562,7 +563,7 @@ class Trainer:
                      f"(accuracy {st.metrics[-1].get('accuracy', float('nan')):.3f}); moving on")
             return st
         rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
-        heldout = eval_set(stage, seed=cfg.seed + 1, size=stage.eval_size)
+        heldout = competence_set(stage, seed=cfg.seed + 1)
         looking_back = cfg.retention_size > 0 and cfg.retention > 0
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size))

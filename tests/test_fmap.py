@@ -250,12 +250,16 @@ def test_a_checkpoint_without_the_weight_head_loads_with_a_fresh_one(tmp_path, c
 
 def test_the_weight_head_learns_unseen_functions():
     """Weights loss alone, fresh training functions every step (definitions in random
-    order): after 300 steps the functions decoded for 100 HELD-OUT functions are exact."""
+    order): after 500 steps the functions decoded for 100 HELD-OUT functions are exact.
+
+    From a fresh controller the lookup learns after a plateau whose length depends on the
+    seed: at lr 3e-3, 6 of 8 seeds were >= 94% exact after 400 steps (seed 0: 20% at 300,
+    100% at 400); at lr 1e-2 only 2 of 8 left the plateau within 400 steps."""
     torch.manual_seed(0)
     ctl = LearnedMachine(SMALL).controller
     rng = random.Random(0)
-    opt = torch.optim.AdamW(ctl.parameters(), lr=1e-2)
-    for _ in range(300):
+    opt = torch.optim.AdamW(ctl.parameters(), lr=3e-3)
+    for _ in range(500):
         exs = [TASKS["fmap"].sample(rng, 2) for _ in range(16)]
         exs = [e for e in exs if not is_heldout(heldout_key(e))]
         programs = [expert_program(e) for e in exs]

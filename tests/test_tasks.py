@@ -23,6 +23,7 @@ from llamacpu.curriculum import (
     Decision,
     Stage,
     check_stages,
+    competence_set,
     decide,
     eval_set,
     is_heldout,
@@ -406,6 +407,24 @@ def test_eval_set_on_a_small_stage_and_on_heldout_wordings() -> None:
     with pytest.raises(ValueError, match="split"):
         eval_set(STAGES[0], seed=0, split="dev")
 
+
+
+def test_competence_set_adds_unseen_wordings_and_covers_the_digit_table() -> None:
+    """The trainer's check: the training wordings' held-out prompts, then as many prompts
+    of held-out wordings, no prompt twice; on stage 0 it sees almost every digit pair."""
+    stage = STAGES[0]
+    checked = competence_set(stage, seed=1)
+    assert checked == competence_set(stage, seed=1)  # deterministic
+    trained_wordings = eval_set(stage, seed=1)
+    n = len(trained_wordings)
+    assert checked[:n] == trained_wordings
+    assert len(checked) == n + stage.eval_size
+    assert all(e.template in TASKS["add"].heldout_templates for e in checked[n:])
+    assert len({e.prompt for e in checked}) == len(checked)
+    pairs = {tuple(re.findall(r"\d", e.prompt)) for e in checked}
+    assert len(pairs) >= 95 and len({tuple(re.findall(r"\d", e.prompt))
+                                     for e in trained_wordings}) < 70
+    assert STAGES[0].competence == 1.0  # a 100-entry table: exact, not 99%
 
 def test_decide_is_a_pure_rule() -> None:
     s = STAGES[2]

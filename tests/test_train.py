@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from llamacpu.checkpoint import load_checkpoint
-from llamacpu.curriculum import STAGES, eval_set
+from llamacpu.curriculum import STAGES, competence_set, eval_set
 from llamacpu.eval import load_learned
 from llamacpu.golden import load_program
 from llamacpu.tasks import default_out_size
@@ -39,16 +39,13 @@ def stage0(tmp_path_factory):
 
 
 def _fresh_problems(n: int) -> list:
-    """200 one-digit additions training never showed: the hash-held-out prompts of the
-    training wordings, then every prompt of the held-out wordings."""
+    """200 one-digit additions neither training nor the trainer's competence check ever
+    showed: prompts of the held-out wordings outside the competence set (the train-split
+    held-out prompts are all in it: stage 0 has only 67)."""
     stage = STAGES[0]
-    seen = set()
-    out = []
-    for e in eval_set(stage, seed=123, size=None) + eval_set(stage, seed=7, size=None,
-                                                             split="heldout"):
-        if e.prompt not in seen:
-            seen.add(e.prompt)
-            out.append(e)
+    checked = {e.prompt for e in competence_set(stage, seed=0 + 1)}  # TrainConfig seed 0
+    out = [e for e in eval_set(stage, seed=7, size=1000, split="heldout")
+           if e.prompt not in checked]
     return out[:n]
 
 
