@@ -54,6 +54,7 @@ Shape letters::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -241,6 +242,9 @@ class ControllerConfig:
     #                                 WEIGHTS slot (the weight-token channel, docs/weights.md)
     weight_rank: int = 10           # r of the WEIGHTS slot's delta Δ = U Vfᵀ the weight head
     #                                 decodes from their hidden states
+    digit_window: int = 3           # the LM reads at most this many leading digits of each
+    #                                 digit run in a prompt (controller_view); 0: all. The
+    #                                 machine's input region always holds the whole prompt
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -269,6 +273,9 @@ class ControllerConfig:
         if self.n_meta < 1 or self.weight_rank < 1:
             raise ValueError(f"n_meta and weight_rank must be at least 1, got {self.n_meta} "
                              f"and {self.weight_rank}")
+        if self.digit_window < 0:
+            raise ValueError(f"digit_window must be >= 0 (0: the LM reads every digit), got "
+                             f"{self.digit_window}")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}")
         if self.quant not in QUANT_MODES:
@@ -339,18 +346,37 @@ MARKERS: tuple[str, ...] = ("plan", "exec", "weights", "/weights")
 ``<weights> </weights>``, layer 9)."""
 
 
+def controller_view(prompt: str, digit_window: int) -> str:
+    """The prompt as the controller's LM reads it: every run of digits cut to its first
+    ``digit_window`` digits (0: unchanged). ``"add 1234567 and 89"`` → ``"add 123 and 89"``
+    at 3.
+
+    Numbers are data: the expert programs parse them out of the machine's input region,
+    which always holds the whole prompt, so what the plan and execute phases need from the
+    prompt is its shape, not its payload. Cut this way, a prompt with 1000-digit operands
+    looks to the LM exactly like one with ``digit_window``-digit operands, which training
+    covers; the LM never attends over positions or runs longer than it trained on.
+    """
+    if digit_window == 0:
+        return prompt
+    return re.sub(rf"\d{{{digit_window + 1},}}", lambda m: m.group()[:digit_window], prompt)
+
+
 class SymbolPrompts(nn.Module):
     """``<bos> prompt <marker>`` through the :class:`SymbolTokenizer` (the tiny model's):
     every token, the marker included, is a row of the LM's own embedding table."""
 
-    def __init__(self, tokenizer: SymbolTokenizer) -> None:
+    def __init__(self, tokenizer: SymbolTokenizer, digit_window: int = 0) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.digit_window = digit_window
 
     def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
                 device: torch.device) -> tuple[Tensor, Tensor]:
-        """Embeddings ``[B, S, H]`` and mask ``[B, S]`` of the left-padded prompts."""
+        """Embeddings ``[B, S, H]`` and mask ``[B, S]`` of the left-padded prompts (as
+        :func:`controller_view` cuts them)."""
         tok = self.tokenizer
+        prompts = [controller_view(p, self.digit_window) for p in prompts]
         batch = tok.batch(prompts, prefix=(tok.bos_id,), suffix=(tok.token_id(f"<{marker}>"),),
                           device=device)
         return lm.get_input_embeddings()(batch.ids), batch.mask             # [B, S, H], [B, S]
@@ -358,7 +384,8 @@ class SymbolPrompts(nn.Module):
     def rows(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of ``<bos> prompt`` per prompt (no marker)."""
         tok = self.tokenizer
-        return [[tok.bos_id, *tok.encode(p)] for p in prompts]
+        return [[tok.bos_id, *tok.encode(controller_view(p, self.digit_window))]
+                for p in prompts]
 
     def marker(self, lm: PreTrainedModel, marker: str, batch: int,
                device: torch.device) -> Tensor:
@@ -375,9 +402,11 @@ class ChatPrompts(nn.Module):
     ``markers [len(MARKERS), H]``), so the vocabulary is never resized and the base
     embedding table stays frozen."""
 
-    def __init__(self, tokenizer, hidden: int, init_std: float = 0.02) -> None:
+    def __init__(self, tokenizer, hidden: int, init_std: float = 0.02,
+                 digit_window: int = 0) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.digit_window = digit_window
         self.markers = nn.Parameter(torch.randn(len(MARKERS), hidden) * init_std)  # [4, H]
         self._ids: dict[str, list[int]] = {}
 
@@ -387,7 +416,7 @@ class ChatPrompts(nn.Module):
         if got is None:
             from .models import format_prompt
 
-            text = format_prompt(self.tokenizer, prompt)
+            text = format_prompt(self.tokenizer, controller_view(prompt, self.digit_window))
             templated = getattr(self.tokenizer, "chat_template", None) is not None
             got = list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
             if not got:
@@ -669,7 +698,7 @@ class Controller(nn.Module):
             if n_emb < self.tokenizer.vocab_size:
                 raise ValueError(f"the LM has {n_emb} token embeddings, fewer than the "
                                  f"tokenizer's {self.tokenizer.vocab_size} ids")
-            self.prompts: nn.Module = SymbolPrompts(self.tokenizer)
+            self.prompts: nn.Module = SymbolPrompts(self.tokenizer, cfg.digit_window)
         else:
             if (lm is None) != (tokenizer is None):
                 raise ValueError("a pretrained controller takes both lm and tokenizer, or "
@@ -679,7 +708,8 @@ class Controller(nn.Module):
             self.lm, self.tokenizer = lm, tokenizer
             table = self.lm.get_input_embeddings().weight
             self.prompts = ChatPrompts(tokenizer, self.lm.config.get_text_config().hidden_size,
-                                       init_std=float(table.detach().float().std()))
+                                       init_std=float(table.detach().float().std()),
+                                       digit_window=cfg.digit_window)
         H = self.lm.config.get_text_config().hidden_size
         self.slot_encoder = SlotEncoder(self.layout, H)
         self.slot_head = SlotHead(H, self.layout, cfg.max_slots)

@@ -93,6 +93,7 @@ class LearnedConfig:
 
         c = dict(d["controller"])
         c["alphabet"] = Alphabet(**c["alphabet"])
+        c.setdefault("digit_window", 0)  # written before the cut: the LM read every digit
         o = dict(d["oeu"])
         o["alphabet"] = Alphabet(**o["alphabet"])
         return cls(ControllerConfig(**c), OEUConfig(**o))

@@ -16,11 +16,14 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import dataclasses  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
 
 from llamacpu.controller import (  # noqa: E402
     SPECIAL_TOKENS,
@@ -32,6 +35,7 @@ from llamacpu.controller import (  # noqa: E402
     SymbolTokenizer,
     batch_steps,
     build_tiny_llama,
+    controller_view,
     trace_to_steps,
 )
 from llamacpu.golden import load_program, reference  # noqa: E402
@@ -303,6 +307,52 @@ def _view(B: int, seed: int = 0, cond: bool = False) -> StepView:
                     onehot(B, NUM_FIELDS, V), onehot(B, Vc),
                     torch.rand(B, generator=g) if cond else None)
 
+
+
+# ------------------------------------------------------------------------ digit window
+
+
+@given(hs.text(alphabet="0123456789 +ab?", max_size=40), hs.integers(0, 5))
+def test_controller_view_cuts_digit_runs_and_keeps_the_rest(prompt, k):
+    view = controller_view(prompt, k)
+    runs = re.findall(r"\d+", prompt)
+    if k == 0:
+        assert view == prompt
+        return
+    assert re.findall(r"\d+", view) == [r[:k] for r in runs]
+    assert re.sub(r"\d+", "#", view) == re.sub(r"\d+", "#", prompt)  # the shape is kept
+    assert controller_view(view, k) == view
+
+
+def test_a_digit_window_compiles_operands_far_longer_than_training():
+    """Trained on 1-digit operands only, with ``digit_window=1``: 300-digit prompts give
+    the LM exactly the input of a 1-digit prompt, so the controller emits the expert
+    program for them and it answers them."""
+    ctl = _controller(0, digit_window=1)
+    programs = {t: load_program(t) for t in TEMPLATES}
+    train = _prompts(TRAIN_PAIRS)
+    rng = random.Random(0)
+    opt = torch.optim.AdamW(ctl.parameters(), lr=3e-3)
+    for _ in range(200):
+        batch = [rng.choice(train) for _ in range(16)]
+        loss, _ = ctl.plan_loss([p for p, _ in batch], [programs[t] for _, t in batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ctl.eval()
+    digits = random.Random(1)
+    long = [(t.format(a="".join(digits.choice("0123456789") for _ in range(300)),
+                      b="".join(digits.choice("0123456789") for _ in range(250))), task)
+            for task, ts in TEMPLATES.items() for t in ts]
+    short = [(controller_view(p, 1), task) for p, task in long]
+    with torch.no_grad():
+        a = ctl._prompt([p for p, _ in long], "plan")
+        b = ctl._prompt([p for p, _ in short], "plan")
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    for prog, (prompt, task) in zip(ctl.emit([p for p, _ in long]), long):
+        assert prog.slots == programs[task].slots, prompt[:40]
+        assert run(prog, prompt).output == reference(task, prompt)
 
 def test_step_is_position_free_and_the_cache_does_not_grow():
     ctl = _controller(5).eval()
