@@ -148,6 +148,8 @@ class TrainConfig:
     #                                     None: 1 for the tiny model, 8 for a pretrained one
     answer_weight: float = 0.2          # its weight in the total loss
     absolute_positions: bool = False    # ablation: execute phase sees the step index
+    digit_window: int = ControllerConfig.digit_window  # digits of each run the LM reads
+    #                                     (controller_view); 0: every digit (ablation)
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -195,6 +197,9 @@ class TrainConfig:
             raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
         if not self.channel_lr > 0:
             raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
+        if self.digit_window < 0:
+            raise ValueError(f"--digit-window must be >= 0 (0: the LM reads every digit), "
+                             f"got {self.digit_window}")
         if self.review is not None and not 0 <= self.review < 1:
             raise ValueError(f"--review must be in [0, 1), got {self.review}")
         if not self.stages:
@@ -212,7 +217,7 @@ class TrainConfig:
     def model_config(self) -> LearnedConfig:
         return LearnedConfig(ControllerConfig(
             model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
-            absolute_positions=self.absolute_positions))
+            absolute_positions=self.absolute_positions, digit_window=self.digit_window))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -940,6 +945,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                    help="ablation: train without the end-to-end answer loss")
     p.add_argument("--absolute-positions", action="store_true",
                    help="ablation: the execute phase sees the step index as its position")
+    p.add_argument("--digit-window", type=int, default=TrainConfig.digit_window, metavar="N",
+                   help="the controller's LM reads the first N digits of each digit run (the "
+                        "machine's input keeps all of them); 0: every digit (default "
+                        f"{TrainConfig.digit_window})")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     a = p.parse_args(argv)
     try:
@@ -960,7 +969,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            optim=a.optim, time_budget=a.time_budget,
                            step_sample=a.step_sample, answer_every=a.answer_every,
                            oeu_steps=a.oeu_steps,
-                           absolute_positions=a.absolute_positions, progress=not a.no_progress)
+                           absolute_positions=a.absolute_positions,
+                           digit_window=a.digit_window, progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))
     raise AssertionError("unreachable")

@@ -602,3 +602,15 @@ def test_reentering_from_a_signal_handler_is_refused(tmp_path):
         with pytest.raises(CheckpointError, match="re-entered"):
             _simple_save(tmp_path / "stage_1", 2)
     _check_simple(load_checkpoint(tmp_path / "stage_1"), 1)
+
+
+def test_a_config_from_before_the_digit_window_reads_every_digit():
+    """Checkpoints written before ``digit_window`` existed were trained on whole prompts:
+    they load with 0 (every digit), new configs round-trip their own value."""
+    from llamacpu.learned import LearnedConfig
+
+    d = LearnedConfig().to_json()
+    assert d["controller"]["digit_window"] == 3
+    assert LearnedConfig.from_json(d).controller.digit_window == 3
+    del d["controller"]["digit_window"]
+    assert LearnedConfig.from_json(d).controller.digit_window == 0

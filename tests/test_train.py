@@ -98,6 +98,7 @@ def test_rerun_resumes_instead_of_starting_over(stage0):
     (["--stage", "0", "--batch-size", "0"], "--batch-size"),
     (["--stage", "0", "--device", "tpu"], "--device"),
     (["--stage", "0", "--model", "gpt9"], "--model"),
+    (["--stage", "0", "--digit-window", "-1"], "--digit-window"),
 ])
 def test_bad_cli_input_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -105,6 +106,12 @@ def test_bad_cli_input_is_one_line_and_exit_2(argv, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_digit_window_flag_reaches_the_controller():
+    assert parse_args(["--stage", "0"]).model_config().controller.digit_window == 3
+    cfg = parse_args(["--stage", "0", "--digit-window", "0"]).model_config()
+    assert cfg.controller.digit_window == 0
 
 
 def _cli(args, **kw):
