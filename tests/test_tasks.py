@@ -325,6 +325,13 @@ def test_stage_table_is_well_formed() -> None:
     assert table.count("\n") == len(STAGES) + 2 and "| 0 | add1 | add | 1 digits |" in table
 
 
+
+def test_readme_carries_the_generated_stage_table() -> None:
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert stages_table() in readme.read_text()
+
 def test_stage_step_budgets_leave_slack_over_the_expert() -> None:
     """max_steps ≥ 1.25 × the expert's steps at the stage's longest length, all wordings."""
     for stage in STAGES:
