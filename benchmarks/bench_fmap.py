@@ -41,7 +41,8 @@ def _train(stage: int, out: Path, args) -> tuple[float, int]:
     cfg = TrainConfig(stages=(stage,), out=out, steps=args.steps, seed=args.seed,
                       eval_every=args.eval_every, eval_size=args.eval_size,
                       answer_every=args.answer_every, threads=1, progress=False,
-                      retention_size=0, review=args.review if args.review is not None
+                      retention_size=0, competence=args.competence,
+                      review=args.review if args.review is not None
                       else (None if args.source else 0.0))
     t0 = time.time()
     code = train_main(cfg)
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--review", type=float, default=None,
                     help="batch fraction from earlier stages (default: the stage's with "
                          "--from, 0 from scratch)")
+    ap.add_argument("--competence", type=float, default=None,
+                    help="exact match that passes the stage's check (default: the stage's, "
+                         "0.99); 1.0 trains on until the whole check is right or the budget")
     ap.add_argument("--n", type=int, default=200, help="held-out functions per length")
     ap.add_argument("--digits", default="5,100", help="payload lengths to evaluate")
     ap.add_argument("--variants", default="on,off", help="which variants: on, off or on,off")
