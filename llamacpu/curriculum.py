@@ -253,7 +253,6 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     return out
 
 
-
 def competence_set(stage: Stage, seed: int) -> list[Example]:
     """What the trainer's competence check solves: ``stage.eval_size`` held-out prompts of
     the training wordings, topped up with prompts of the held-out wordings when the

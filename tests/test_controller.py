@@ -89,23 +89,30 @@ def _controller(seed: int = 0, **kw) -> Controller:
     return Controller(dataclasses.replace(SMALL, **kw))
 
 
-@pytest.fixture(scope="module")
-def trained() -> tuple[Controller, dict[str, float]]:
-    """A controller that has memorised add and sub from 18 prompts (200 steps of 16)."""
-    ctl = _controller(0)
+def _train_plan(ctl: Controller, steps: int = 200):
+    """Plan loss on the add/sub prompts of TRAIN_PAIRS, batches of 16 (seeded): the first
+    and the last step's metrics."""
     programs = {t: load_program(t) for t in TEMPLATES}
     train = _prompts(TRAIN_PAIRS)
     rng = random.Random(0)
     opt = torch.optim.AdamW(ctl.parameters(), lr=3e-3)
-    first = None
-    t0 = time.perf_counter()
-    for _ in range(200):
+    first = m = None
+    for _ in range(steps):
         batch = [rng.choice(train) for _ in range(16)]
         loss, m = ctl.plan_loss([p for p, _ in batch], [programs[t] for _, t in batch])
         opt.zero_grad()
         loss.backward()
         opt.step()
         first = m if first is None else first
+    return first, m
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Controller, dict[str, float]]:
+    """A controller that has memorised add and sub from 18 prompts (200 steps of 16)."""
+    ctl = _controller(0)
+    t0 = time.perf_counter()
+    first, m = _train_plan(ctl)
     stats = {"seconds": time.perf_counter() - t0, "first_loss": first.loss, "last_loss": m.loss,
              "last_program_acc": m.program_acc}
     print(f"\nplan training: {stats}")
@@ -308,7 +315,6 @@ def _view(B: int, seed: int = 0, cond: bool = False) -> StepView:
                     torch.rand(B, generator=g) if cond else None)
 
 
-
 # ------------------------------------------------------------------------ digit window
 
 
@@ -329,17 +335,9 @@ def test_a_digit_window_compiles_operands_far_longer_than_training():
     the LM exactly the input of a 1-digit prompt, so the controller emits the expert
     program for them and it answers them."""
     ctl = _controller(0, digit_window=1)
-    programs = {t: load_program(t) for t in TEMPLATES}
-    train = _prompts(TRAIN_PAIRS)
-    rng = random.Random(0)
-    opt = torch.optim.AdamW(ctl.parameters(), lr=3e-3)
-    for _ in range(200):
-        batch = [rng.choice(train) for _ in range(16)]
-        loss, _ = ctl.plan_loss([p for p, _ in batch], [programs[t] for _, t in batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train_plan(ctl)
     ctl.eval()
+    programs = {t: load_program(t) for t in TEMPLATES}
     digits = random.Random(1)
     long = [(t.format(a="".join(digits.choice("0123456789") for _ in range(300)),
                       b="".join(digits.choice("0123456789") for _ in range(250))), task)
@@ -353,6 +351,7 @@ def test_a_digit_window_compiles_operands_far_longer_than_training():
     for prog, (prompt, task) in zip(ctl.emit([p for p, _ in long]), long):
         assert prog.slots == programs[task].slots, prompt[:40]
         assert run(prog, prompt).output == reference(task, prompt)
+
 
 def test_step_is_position_free_and_the_cache_does_not_grow():
     ctl = _controller(5).eval()

@@ -325,12 +325,12 @@ def test_stage_table_is_well_formed() -> None:
     assert table.count("\n") == len(STAGES) + 2 and "| 0 | add1 | add | 1 digits |" in table
 
 
-
 def test_readme_carries_the_generated_stage_table() -> None:
     from pathlib import Path
 
     readme = Path(__file__).resolve().parents[1] / "README.md"
     assert stages_table() in readme.read_text()
+
 
 def test_stage_step_budgets_leave_slack_over_the_expert() -> None:
     """max_steps ≥ 1.25 × the expert's steps at the stage's longest length, all wordings."""
@@ -413,7 +413,6 @@ def test_eval_set_on_a_small_stage_and_on_heldout_wordings() -> None:
     assert len(eval_set(STAGES[0], seed=0, split="heldout")) > 0.75 * min(n_worded, 200)
     with pytest.raises(ValueError, match="split"):
         eval_set(STAGES[0], seed=0, split="dev")
-
 
 
 def test_competence_set_tops_up_small_stages_with_unseen_wordings() -> None:
