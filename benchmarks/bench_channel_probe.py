@@ -31,6 +31,7 @@ from torch import nn
 
 from llamacpu.controller import ControllerConfig, SymbolTokenizer, build_tiny_llama
 from llamacpu.homoiconic import ChannelConfig, WeightChannel
+from llamacpu.models import call_lm
 
 
 def strings(n: int, seed: int) -> tuple[list[str], list[str] | None]:
@@ -76,8 +77,8 @@ def run(mode: str, args: argparse.Namespace,
             T = x.shape[1]
             full = torch.cat([torch.zeros_like(m), m.new_ones(B, T)], 1)
             pos = torch.arange(m.shape[1], m.shape[1] + T).expand(B, T)
-            return lm(inputs_embeds=x, attention_mask=full, position_ids=pos,
-                      past_key_values=past).logits[:, -n:]
+            return call_lm(lm, past, inputs_embeds=x, attention_mask=full,
+                           position_ids=pos)[0].logits[:, -n:]
         return ch(lm, emb(prefix), mask, cont, isolate=True).logits[:, -n:]
 
     opt = torch.optim.Adam([*lm.parameters(), *ch.parameters()], lr=args.lr)

@@ -28,8 +28,9 @@ sampling) and :meth:`Controller.step_loss` (all steps of a batch of runs in one 
 The tiny default is fastest on one CPU thread (``torch.set_num_threads(1)``).
 
 Any ``AutoModelForCausalLM`` works: the controller only uses ``get_input_embeddings()``,
-``inputs_embeds``, ``output_hidden_states=True`` and ``past_key_values`` (a
-``DynamicCache``), and its heads attach by hidden size
+``inputs_embeds``, ``output_hidden_states=True`` and a ``DynamicCache`` (passed as
+``cache`` or ``past_key_values``, whichever the installed transformers names it:
+:func:`llamacpu.models.call_lm`), and its heads attach by hidden size
 (``config.get_text_config().hidden_size``). The default is a tiny Llama built in code
 (:func:`build_tiny_llama`), trained from scratch on the CPU over the character-level
 :class:`SymbolTokenizer`, its markers ``<plan>``/``<exec>`` ordinary token ids
@@ -88,6 +89,7 @@ from .isa import (
 from .machine import APPLY_SCALE, Decisions
 from .machine import StepView as MachineView
 from .memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_through
+from .models import call_lm
 
 __all__ = [
     "SPECIAL_TOKENS", "SymbolTokenizer", "TokenBatch", "ControllerConfig", "build_tiny_llama",
@@ -743,10 +745,10 @@ class Controller(nn.Module):
     def _run_lm(self, embeds: Tensor, mask: Tensor, positions: Tensor,
                 past: DynamicCache | None = None) -> tuple[Tensor, DynamicCache | None]:
         """Final hidden states ``[B, S, H]`` of ``embeds [B, S, H]`` after ``past``."""
-        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                      past_key_values=past, use_cache=past is not None,
-                      output_hidden_states=True, logits_to_keep=1)
-        return out.hidden_states[-1], out.past_key_values
+        out, cache = call_lm(self.lm, past, inputs_embeds=embeds, attention_mask=mask,
+                             position_ids=positions, use_cache=past is not None,
+                             output_hidden_states=True, logits_to_keep=1)
+        return out.hidden_states[-1], cache
 
     def _prompt(self, prompts: Sequence[str], marker: str) -> tuple[Tensor, Tensor, Tensor]:
         """The prompts then ``<marker>`` (one of :data:`MARKERS`), left-padded, through the

@@ -38,7 +38,7 @@ use the ids the tokenizer already reserves.
 
 **KV cache.** A delta acts on whatever the hooked layers compute while it is set. The
 channel computes the prefix and the metatokens without a delta and keeps their cache; the
-continuation is fed with ``past_key_values`` while the delta is set, so its queries, keys
+continuation is fed with that cache while the delta is set, so its queries, keys
 and values see ``W + U Vᵀ`` and the cached positions are neither recomputed nor changed.
 Deltas therefore apply from ``</weights>`` (the first position after ``m_M``) on.
 
@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 from transformers.pytorch_utils import Conv1D
 
+from .models import call_lm
 from .oeu import LowRankDelta
 
 __all__ = [
@@ -560,11 +561,11 @@ class WeightChannel(nn.Module):
         x = torch.cat([prefix, block], 1)                                     # [B, S + 1 + M, H]
         mask = torch.cat([mask, mask.new_ones(B, 1 + M)], 1)
         with deltas(self.layers, dict.fromkeys(self.layers)):   # the prefix sees no delta
-            out = lm(inputs_embeds=x, attention_mask=mask, position_ids=_positions(mask),
-                     past_key_values=DynamicCache(), use_cache=True, output_hidden_states=True,
-                     logits_to_keep=1)
+            out, past = call_lm(lm, DynamicCache(), inputs_embeds=x, attention_mask=mask,
+                                position_ids=_positions(mask), use_cache=True,
+                                output_hidden_states=True, logits_to_keep=1)
         h = out.hidden_states[-1][:, -M:]                                     # [B, M, H]
-        return self.head(h), h, out.past_key_values, mask
+        return self.head(h), h, past, mask
 
     def forward(self, lm: nn.Module, prefix: Tensor, mask: Tensor,
                 continuation: Tensor | None = None, *, isolate: bool = False) -> ChannelOutput:
@@ -585,6 +586,6 @@ class WeightChannel(nn.Module):
         if isolate:
             full = torch.cat([torch.zeros_like(mask), mask.new_ones(B, T)], 1)
         with deltas(self.layers, d):
-            out = lm(inputs_embeds=x, attention_mask=full, position_ids=pos,
-                     past_key_values=past, use_cache=True)
-        return ChannelOutput(d, h, out.logits, out.past_key_values)
+            out, past = call_lm(lm, past, inputs_embeds=x, attention_mask=full,
+                                position_ids=pos, use_cache=True)
+        return ChannelOutput(d, h, out.logits, past)

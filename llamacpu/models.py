@@ -38,7 +38,9 @@ left-padded prompts) and a pad token (the EOS token when the model has none).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -62,7 +64,8 @@ from .isa import LlamacpuError
 __all__ = [
     "REGISTRY", "ModelSpec", "ModelError", "FetchError", "ResolvedModel", "Manifest",
     "cache_root", "resolve", "base_model_info", "fetch", "convert", "cached", "load_model",
-    "quantization_config", "lora_targets", "format_prompt", "pip_download", "main",
+    "quantization_config", "lora_targets", "format_prompt", "pip_download", "call_lm",
+    "main",
 ]
 
 log = logging.getLogger(__name__)
@@ -549,6 +552,27 @@ def format_prompt(tokenizer, text: str) -> str:
         return tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                              tokenize=False, add_generation_prompt=True)
     return text
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str:
+    """The keyword a causal LM's ``forward`` takes its KV cache by: ``cache`` in newer
+    transformers 5.x, ``past_key_values`` before (now deprecated, removed in 5.40)."""
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def call_lm(lm: torch.nn.Module, cache=None, **kwargs):
+    """``lm(**kwargs)`` with the KV cache ``cache`` passed under the name this transformers
+    version expects; returns ``(outputs, cache after the call)``.
+
+    A PEFT wrapper forwards keywords to the model it wraps, so the name is looked up on the
+    underlying transformers model; the returned cache is None when ``use_cache`` is off.
+    """
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    name = _cache_argument(type(base))
+    out = lm(**kwargs, **{name: cache})
+    return out, out.get(name)
 
 
 # ================================================================ helpers and CLI

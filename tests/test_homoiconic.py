@@ -43,6 +43,7 @@ from llamacpu.homoiconic import (  # noqa: E402
     deltas,
     wrap_linear_layers,
 )
+from llamacpu.models import call_lm  # noqa: E402
 
 torch.set_num_threads(1)
 VOCAB = 61
@@ -206,17 +207,17 @@ def test_kv_cache_prefix_without_delta_continuation_with(saved, arch):
     prefix, cont = ids[:, :S], ids[:, S:]
     ds = random_deltas(layers, 2, seed=7)
     with torch.no_grad():
-        first = model(prefix, use_cache=True)                          # no delta: cached
-        cached = _keys(first.past_key_values)
+        first, past = call_lm(model, None, input_ids=prefix, use_cache=True)  # no delta: cached
+        cached = _keys(past)
         with deltas(model, ds):
-            out = model(cont, past_key_values=first.past_key_values, use_cache=True).logits
-        after = _keys(first.past_key_values)
+            out = call_lm(model, past, input_ids=cont, use_cache=True)[0].logits
+        after = _keys(past)
         for k0, k1 in zip(cached, after):                              # cache kept, not redone
             assert torch.equal(k1[:, :, :S], k0)
         for row in range(2):
-            p = model(prefix[row:row + 1], use_cache=True).past_key_values   # unwrapped prefix
-            ref = merged_copy(model, layers, ds, row)(cont[row:row + 1], past_key_values=p,
-                                                      use_cache=True).logits
+            p = call_lm(model, None, input_ids=prefix[row:row + 1], use_cache=True)[1]  # unwrapped
+            ref = call_lm(merged_copy(model, layers, ds, row), p, input_ids=cont[row:row + 1],
+                          use_cache=True)[0].logits
             torch.testing.assert_close(out[row], ref[0], atol=1e-5, rtol=1e-5)
             # and NOT the same as the delta on the prefix too
             full = merged_copy(model, layers, ds, row)(ids[row:row + 1]).logits[0, S:]
@@ -242,12 +243,13 @@ def test_channel_matches_hand_built_reference(saved, arch):
         for row in range(2):
             keep = mask[row].bool()
             x = torch.cat([emb(ids[row:row + 1, keep]), ch.meta.block(1)], 1)
-            p = model(inputs_embeds=x, use_cache=True, output_hidden_states=True)
+            p, past = call_lm(model, None, inputs_embeds=x, use_cache=True,
+                              output_hidden_states=True)
             torch.testing.assert_close(p.hidden_states[-1][0, -2:], out.meta_hidden[row],
                                        atol=1e-5, rtol=1e-5)
             ref = merged_copy(model, ch.layers, out.deltas, row)
             y = torch.cat([ch.meta.close_block(1), cont[row:row + 1]], 1)
-            r = ref(inputs_embeds=y, past_key_values=p.past_key_values, use_cache=True).logits
+            r = call_lm(ref, past, inputs_embeds=y, use_cache=True)[0].logits
             torch.testing.assert_close(out.logits[row], r[0], atol=1e-5, rtol=1e-5)
 
 

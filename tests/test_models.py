@@ -388,3 +388,33 @@ def test_lora_targets_fall_back_to_attention_and_mlp_linears():
     assert "embed_out" not in names
     with pytest.raises(ModelError, match="pass the model itself"):
         lora_targets(cfg)
+
+
+@pytest.mark.parametrize("config", [
+    LlamaConfig(**_TINY), Qwen2Config(**_TINY), MistralConfig(**_TINY),
+    GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2),
+], ids=["llama", "qwen2", "mistral", "gpt2"])
+@pytest.mark.parametrize("lora", [False, True], ids=["plain", "lora"])
+def test_call_lm_continues_from_its_cache_without_deprecated_names(config, lora):
+    """``call_lm`` passes the KV cache under the name this transformers takes (no
+    deprecation warning), also through a PEFT wrapper, and prefix + cached continuation
+    equals one pass over the whole sequence."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=lora_targets(config),
+                                                 init_lora_weights=False))
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        whole, none = models.call_lm(model, None, input_ids=ids, use_cache=False)
+        _, past = models.call_lm(model, DynamicCache(), input_ids=ids[:, :5], use_cache=True)
+        assert none is None and isinstance(past, DynamicCache) and past.get_seq_length() == 5
+        rest, past = models.call_lm(model, past, input_ids=ids[:, 5:], use_cache=True)
+    assert past.get_seq_length() == 9
+    torch.testing.assert_close(rest.logits, whole.logits[:, 5:], atol=1e-5, rtol=1e-5)
