@@ -56,8 +56,17 @@ __all__ = [
     "GoldenCase", "GOLDEN", "PROGRAMS_DIR", "PROGRAM_NAMES", "load_program", "reference",
 ]
 
-PROGRAMS_DIR = Path(__file__).resolve().parent.parent / "programs"
-"""The repository's ``programs/`` folder (this assumes the source checkout layout)."""
+
+
+def _programs_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    installed = here / "programs"          # a wheel install ships them as package data
+    return installed if installed.is_dir() else here.parent / "programs"   # a source checkout
+
+
+PROGRAMS_DIR = _programs_dir()
+"""The expert programs: ``llamacpu/programs/`` in a wheel, the repository's ``programs/``
+in a source checkout (editable install)."""
 
 PROGRAM_NAMES: tuple[str, ...] = (
     "copy", "reverse", "max", "sort", "cmp", "add", "sub", "mul", "fib", "gcd", "apply",
