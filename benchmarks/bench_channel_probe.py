@@ -29,9 +29,9 @@ import time
 import torch
 from torch import nn
 
-from llamacpu.controller import ControllerConfig, SymbolTokenizer, build_tiny_llama
-from llamacpu.homoiconic import ChannelConfig, WeightChannel
-from llamacpu.models import call_lm
+from llamacpu.llm.channel import ChannelConfig, WeightChannel
+from llamacpu.llm.controller import ControllerConfig, SymbolTokenizer, build_tiny_llama
+from llamacpu.llm.models import call_lm
 
 
 def strings(n: int, seed: int) -> tuple[list[str], list[str] | None]:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from llamacpu import checkpoint as ckpt
-from llamacpu.curriculum import parse_stage
 from llamacpu.eval import draw_examples, solve_examples
-from llamacpu.learned import LearnedMachine
-from llamacpu.train import TrainConfig
+from llamacpu.learn import checkpoint as ckpt
+from llamacpu.learn.curriculum import parse_stage
+from llamacpu.learn.learned import LearnedMachine
+from llamacpu.learn.trainer import TrainConfig
 from llamacpu.train import main as train_main
 
 VARIANTS = (("channel on (WEIGHTS slot, APPLY)", "fmap5", "fmap"),

@@ -18,14 +18,14 @@ import time
 
 import torch
 
-from llamacpu.controller import ControllerConfig, build_tiny_llama
-from llamacpu.homoiconic import (
+from llamacpu.llm.channel import (
     ChannelConfig,
     LowRankDelta,
     WeightChannel,
     deltas,
     wrap_linear_layers,
 )
+from llamacpu.llm.controller import ControllerConfig, build_tiny_llama
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

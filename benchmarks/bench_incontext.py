@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from llamacpu.incontext import IncontextConfig, evaluate, train
+from llamacpu.learn.incontext import IncontextConfig, evaluate, train
 
 
 def main(argv: list[str] | None = None) -> int:

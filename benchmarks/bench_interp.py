@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from llamacpu.asm import assemble
-from llamacpu.interp import run
-from llamacpu.isa import Program
+from llamacpu.core.asm import assemble
+from llamacpu.core.interp import run
+from llamacpu.core.isa import Program
 
 ADD_LASM = Path(__file__).resolve().parent.parent / "programs" / "add.lasm"
 

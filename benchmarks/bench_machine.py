@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from llamacpu.golden import GOLDEN, PROGRAM_NAMES, load_program
-from llamacpu.interp import run
-from llamacpu.machine import Machine, MachineConfig
+from llamacpu.core.golden import GOLDEN, PROGRAM_NAMES, load_program
+from llamacpu.core.interp import run
+from llamacpu.machine.machine import Machine, MachineConfig
 
 
 def cpu_time(fn, repeats: int) -> tuple[float, object]:

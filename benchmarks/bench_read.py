@@ -4,7 +4,7 @@ For each memory size N it times one read, out = softmax(scale · q kᵀ) v, thre
 
 - ``naive``  materialise softmax(q kᵀ), then bmm (``pointer_read_reference``)
 - ``sdpa``   ``torch.nn.functional.scaled_dot_product_attention``
-- ``ours``   ``pointer_read(..., backend="auto")``, what llamacpu.memory calls
+- ``ours``   ``pointer_read(..., backend="auto")``, what llamacpu.machine.memory calls
 
 and reports time per call, the speed-up over ``naive``, and the achieved bandwidth
 (bytes of k and v, each read once, per second) next to the machine's copy bandwidth

@@ -6,7 +6,7 @@
                                        [--json results.json]
 
 Both systems get the SAME seeded problems (``--n`` per length, drawn by
-``llamacpu.tasks.TASKS["add"]`` from ``random.Random(f"bench_smollm2/add/{digits}/{seed}")``,
+``llamacpu.learn.tasks.TASKS["add"]`` from ``random.Random(f"bench_smollm2/add/{digits}/{seed}")``,
 edge cases included: carry chains, equal operands, adding zero, leading zeros).
 
 - **alone**: the pretrained model by itself, greedy decoding (``do_sample=False``), batched
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from llamacpu.models import ModelError, format_prompt, load_model
-from llamacpu.tasks import TASKS, Example
+from llamacpu.learn.tasks import TASKS, Example
+from llamacpu.llm.models import ModelError, format_prompt, load_model
 
 QUESTION = "What is {a}+{b}? Answer with the number only."
 _INT = re.compile(r"\d+")

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from llamacpu import distributed
-from llamacpu.curriculum import STAGES, eval_set
-from llamacpu.oeu import examples_from_traces
-from llamacpu.train import TrainConfig, Trainer, evaluate, screened_evaluate
+from llamacpu.learn import distributed
+from llamacpu.learn.curriculum import STAGES, eval_set
+from llamacpu.learn.trainer import TrainConfig, Trainer, evaluate, screened_evaluate
+from llamacpu.machine.oeu import examples_from_traces
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from llamacpu.memory import AddressCodec, read, read_topk
+from llamacpu.machine.memory import AddressCodec, read, read_topk
 
 
 def best(fn, repeats: int) -> float:

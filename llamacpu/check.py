@@ -4,7 +4,7 @@
     python -m llamacpu.check --report --checkpoint checkpoints/stage_5
 
 The first form draws ``--examples`` inputs of ``--min-digits..--max-digits`` with
-``llamacpu.testing.task_examples`` (carry and borrow chains, equal operands, leading zeros,
+``llamacpu.evaluate.testing.task_examples`` (carry and borrow chains, equal operands, leading zeros,
 sorted/reversed/constant lists, repeated or palindromic text), runs the machine free on all
 of them, and prints the pass rate per length, the smallest failing input hypothesis
 shrinks to and the first step where the machine's trace departs from the expert program's.
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from .curriculum import STAGES
-from .isa import LlamacpuError
-from .tasks import TASKS
+from llamacpu.core.isa import LlamacpuError
+from llamacpu.learn.curriculum import STAGES
+from llamacpu.learn.tasks import TASKS
 
 __all__ = ["trained_tasks", "report_lengths", "run_report", "main"]
 
@@ -76,7 +76,7 @@ class TaskReport:
 def run_report(machine, stage: int, examples: int = 1000, seed: int = 0,
                log=print) -> list[TaskReport]:
     """The length table of every trained task (see the module docstring)."""
-    from .testing import check_learned
+    from llamacpu.evaluate.testing import check_learned
 
     out = []
     for task, trained in trained_tasks(stage).items():
@@ -162,7 +162,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _default_checkpoint() -> Path | None:
-    from .checkpoint import find_latest
+    from llamacpu.learn.checkpoint import find_latest
 
     return find_latest(Path("checkpoints"))
 
@@ -207,9 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--checkpoint {a.checkpoint}: no such checkpoint directory")
 
     torch.set_num_threads(a.threads)
-    from . import checkpoint as ckpt
-    from .learned import LearnedMachine
-    from .testing import check_learned
+    from llamacpu.evaluate.testing import check_learned
+    from llamacpu.learn import checkpoint as ckpt
+    from llamacpu.learn.learned import LearnedMachine
 
     try:
         path = a.checkpoint or _default_checkpoint()

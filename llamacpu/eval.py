@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from .isa import LlamacpuError
-from .learned import LearnedMachine
-from .tasks import SPLITS, TASKS, Example, default_out_size, heldout_key
+from llamacpu.core.isa import LlamacpuError
+from llamacpu.learn import checkpoint as ckpt
+from llamacpu.learn.learned import LearnedMachine
+from llamacpu.learn.tasks import SPLITS, TASKS, Example, default_out_size, heldout_key
 
 __all__ = ["load_learned", "draw_examples", "evaluate_lengths", "main"]
 
@@ -47,8 +47,8 @@ def solve_examples(model, examples: Sequence[Example], batch: int):
 def _max_steps(examples: Sequence[Example]) -> int:
     """A generous step budget: the expert's cost grows linearly (quadratically for mul and
     sort) with the length; measure it on the longest example and double it."""
-    from .interp import run
-    from .tasks import expert_program
+    from llamacpu.core.interp import run
+    from llamacpu.learn.tasks import expert_program
 
     longest = max(examples, key=lambda e: len(e.prompt))
     res = run(expert_program(longest), longest.prompt, 50_000_000,
@@ -60,7 +60,7 @@ def draw_examples(task: str, length: int, n: int, seed: int = 0,
                   split: str = "train") -> list[Example]:
     """``n`` problems of ``length`` from their own seed; for a task that holds something
     out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones."""
-    from .curriculum import is_heldout
+    from llamacpu.learn.curriculum import is_heldout
 
     rng = random.Random(f"eval/{task}/{length}/{seed}")
     keyed = TASKS[task].heldout_key is not None

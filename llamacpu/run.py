@@ -7,7 +7,7 @@ error adds its source line and caret) and exit code 2, never a traceback.
 
 A backend is a function ``(program, input_text, config) -> Result``; :data:`BACKENDS` maps
 the names ``--backend`` accepts to them: ``reference`` (the interpreter) and ``machine`` (the
-differentiable machine, llamacpu.machine: exact hard mode by default, ``--soft`` for attention
+differentiable machine, llamacpu.machine.machine: exact hard mode by default, ``--soft`` for attention
 reads; ``--heatmap out.png`` draws where its reads looked at every step).
 """
 
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llamacpu.asm import AssemblyError, assemble
-from llamacpu.interp import (
+from llamacpu.core.asm import AssemblyError, assemble
+from llamacpu.core.interp import (
     DEFAULT_MAX_STEPS,
     DEFAULT_STACK_SIZE,
     MachineFault,
@@ -27,7 +27,7 @@ from llamacpu.interp import (
     TraceStep,
     run,
 )
-from llamacpu.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role
+from llamacpu.core.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role
 
 __all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "machine_backend",
            "format_trace", "main"]
@@ -68,14 +68,14 @@ Backend = Callable[[Program, str, RunConfig], Result]
 
 
 def reference_backend(program: Program, input_text: str, cfg: RunConfig) -> Result:
-    """The reference interpreter (llamacpu.interp)."""
+    """The reference interpreter (llamacpu.core.interp)."""
     return run(program, input_text, cfg.max_steps, trace=cfg.trace, out_size=cfg.out_size,
                stack_size=cfg.stack_size)
 
 
 def machine_backend(program: Program, input_text: str, cfg: RunConfig) -> Result:
-    """The differentiable machine (llamacpu.machine), hard (exact) or soft; same Result."""
-    from llamacpu.machine import default_machine, draw_heatmap, run_program
+    """The differentiable machine (llamacpu.machine.machine), hard (exact) or soft; same Result."""
+    from llamacpu.machine.machine import default_machine, draw_heatmap, run_program
 
     result = run_program(program, input_text, cfg.max_steps, hard=not cfg.soft,
                          trace=cfg.trace, out_size=cfg.out_size, stack_size=cfg.stack_size)
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.graph is not None:
         try:
-            from llamacpu.graph import draw  # networkx and matplotlib load only for --graph
+            from llamacpu.core.graph import draw  # networkx and matplotlib load only for --graph
 
             draw(program, cfg.graph)
         except (LlamacpuError, ValueError, OSError) as e:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llamacpu.asm import AssemblyError, assemble, disassemble
 from llamacpu.asm import main as asm_main
-from llamacpu.isa import (
+from llamacpu.core.asm import AssemblyError, assemble, disassemble
+from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     SPEC,
     Alphabet,
@@ -24,7 +24,7 @@ from llamacpu.isa import (
     Slot,
     SourceLoc,
 )
-from llamacpu.testing import BUDGET, inputs, lasm_texts, mutated, programs
+from llamacpu.evaluate.testing import BUDGET, inputs, lasm_texts, mutated, programs
 
 D, I, M = Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,8 @@ PROGRAM_FILES = sorted((ROOT / "programs").glob("*.lasm"))
 PORTS = (Slot.data(0, 0), Slot.data(0, 0))
 FUZZ = settings(max_examples=500, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-HAS_GRAPH = importlib.util.find_spec("llamacpu.graph") is not None
-HAS_INTERP = importlib.util.find_spec("llamacpu.interp") is not None
+HAS_GRAPH = importlib.util.find_spec("llamacpu.core.graph") is not None
+HAS_INTERP = importlib.util.find_spec("llamacpu.core.interp") is not None
 
 ECHO = """\
 ; copy the input to the output
@@ -480,22 +480,22 @@ def test_programs_cover_every_op_and_every_mode():
     assert modes == {(r, m) for spec in SPEC.values() for r in spec.roles for m in r.modes}
 
 
-@pytest.mark.skipif(not HAS_INTERP, reason="llamacpu.interp is not written yet")
+@pytest.mark.skipif(not HAS_INTERP, reason="llamacpu.core.interp is not written yet")
 @settings(max_examples=300, derandomize=True, deadline=None, database=None)
 @given(programs(), inputs())
 def test_random_programs_halt_without_fault(text, input_text):
-    from llamacpu.interp import run
+    from llamacpu.core.interp import run
 
     p = assemble(text)
     r = run(p, input_text, max_steps=BUDGET.steps)  # raises MachineFault on any fault
     assert r.halted and 1 <= r.steps <= BUDGET.steps
 
 
-@pytest.mark.skipif(not HAS_GRAPH, reason="llamacpu.graph is not written yet")
+@pytest.mark.skipif(not HAS_GRAPH, reason="llamacpu.core.graph is not written yet")
 @settings(max_examples=100, derandomize=True, deadline=None, database=None)
 @given(programs())
 def test_random_programs_pass_validation(text):
-    from llamacpu.graph import validate
+    from llamacpu.core.graph import validate
 
     errors = [d for d in validate(assemble(text)) if d.severity == "error"]
     assert not errors, "\n".join(map(str, errors))
@@ -551,13 +551,13 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, args, fragment):
 
 
 def test_cli_skips_validation_when_graph_is_absent(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "llamacpu.graph", None)  # import raises ModuleNotFound
+    monkeypatch.setitem(sys.modules, "llamacpu.core.graph", None)  # import raises ModuleNotFound
     (tmp_path / "falls.lasm").write_text("start: nop\nx: .data 1\n")  # graph would reject
     assert asm_main([str(tmp_path / "falls.lasm")]) == 0
     assert assemble(capsys.readouterr().out) == assemble("start: nop\nx: .data 1\n")
 
 
-@pytest.mark.skipif(not HAS_GRAPH, reason="llamacpu.graph is not written yet")
+@pytest.mark.skipif(not HAS_GRAPH, reason="llamacpu.core.graph is not written yet")
 def test_cli_validation_errors_exit_2_and_warnings_do_not(tmp_path):
     (tmp_path / "falls.lasm").write_text("start: nop\nx: .data 1\n")
     r = _cli("falls.lasm", cwd=tmp_path)

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import llamacpu.checkpoint as ckpt_mod
-from llamacpu.checkpoint import (
+import llamacpu.learn.checkpoint as ckpt_mod
+from llamacpu.core.isa import LlamacpuError
+from llamacpu.learn.checkpoint import (
     MODEL_FILE,
     OPTIMIZER_FILE,
     RNG_FILE,
@@ -40,7 +41,6 @@ from llamacpu.checkpoint import (
     save_checkpoint,
     stage_dir,
 )
-from llamacpu.isa import LlamacpuError
 
 ALL_FILES = (MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE)
 
@@ -368,7 +368,7 @@ _KILL_CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
     import torch
-    from llamacpu.checkpoint import save_checkpoint
+    from llamacpu.learn.checkpoint import save_checkpoint
     out = Path(sys.argv[1])
     for i in range(1, 1_000_000):
         save_checkpoint(out / "stage_1", model_state={"w": torch.full((1 << 16,), float(i))},
@@ -462,7 +462,7 @@ def test_edited_state_json_is_refused(tmp_path, edit, fix, pattern):
 
 def test_invalid_json_is_reported_with_its_position(tmp_path):
     path = _simple_save(tmp_path / "stage_1", 4)
-    (path / STATE_FILE).write_text('{"format": "llamacpu.checkpoint",\n  oops}')
+    (path / STATE_FILE).write_text('{"format": "llamacpu.learn.checkpoint",\n  oops}')
     with pytest.raises(CheckpointError, match=r"state\.json: not valid JSON \(line 2 column 3"):
         load_checkpoint(path)
 
@@ -607,7 +607,7 @@ def test_reentering_from_a_signal_handler_is_refused(tmp_path):
 def test_a_config_from_before_the_digit_window_reads_every_digit():
     """Checkpoints written before ``digit_window`` existed were trained on whole prompts:
     they load with 0 (every digit), new configs round-trip their own value."""
-    from llamacpu.learned import LearnedConfig
+    from llamacpu.learn.learned import LearnedConfig
 
     d = LearnedConfig().to_json()
     assert d["controller"]["digit_window"] == 3

@@ -25,7 +25,20 @@ import torch  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as hs  # noqa: E402
 
-from llamacpu.controller import (  # noqa: E402
+from llamacpu.core.golden import load_program, reference  # noqa: E402
+from llamacpu.core.interp import run  # noqa: E402
+from llamacpu.core.isa import (  # noqa: E402
+    DEFAULT_ALPHABET,
+    NUM_FIELDS,
+    Alphabet,
+    InputError,
+    Kind,
+    Mode,
+    Op,
+    Program,
+    Slot,
+)
+from llamacpu.llm.controller import (  # noqa: E402
     SPECIAL_TOKENS,
     Controller,
     ControllerConfig,
@@ -38,20 +51,7 @@ from llamacpu.controller import (  # noqa: E402
     controller_view,
     trace_to_steps,
 )
-from llamacpu.golden import load_program, reference  # noqa: E402
-from llamacpu.interp import run  # noqa: E402
-from llamacpu.isa import (  # noqa: E402
-    DEFAULT_ALPHABET,
-    NUM_FIELDS,
-    Alphabet,
-    InputError,
-    Kind,
-    Mode,
-    Op,
-    Program,
-    Slot,
-)
-from llamacpu.machine import Machine, MachineConfig, Sequencer  # noqa: E402
+from llamacpu.machine.machine import Machine, MachineConfig, Sequencer  # noqa: E402
 
 SMALL = ControllerConfig(max_slots=64)
 TEMPLATES = {

@@ -25,9 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from llamacpu.checkpoint import load_checkpoint
-from llamacpu.distributed import Dist, DistributedError, from_env
-from llamacpu.train import TrainConfig, Trainer
+from llamacpu.learn.checkpoint import load_checkpoint
+from llamacpu.learn.distributed import Dist, DistributedError, from_env
+from llamacpu.learn.trainer import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,9 +182,9 @@ def test_without_torchrun_one_process_and_clear_launch_errors(monkeypatch, tmp_p
 def test_shard_losses_with_global_counts_add_up_to_the_batch_loss():
     """plan_loss and step_loss with the whole batch's counts: two shards' losses (and so
     their gradients) sum to the one-batch loss, for programs and runs of unequal size."""
-    from llamacpu.controller import Controller, batch_steps, trace_to_steps
-    from llamacpu.golden import load_program
-    from llamacpu.isa import N_PORTS
+    from llamacpu.core.golden import load_program
+    from llamacpu.core.isa import N_PORTS
+    from llamacpu.llm.controller import Controller, batch_steps, trace_to_steps
 
     torch.manual_seed(0)
     ctl = Controller()

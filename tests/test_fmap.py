@@ -17,16 +17,22 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from llamacpu import checkpoint as ckpt
-from llamacpu.controller import ControllerConfig, SlotLogits
-from llamacpu.curriculum import STAGES, eval_set, is_heldout, parse_stage, sample_batch
-from llamacpu.golden import reference
-from llamacpu.interp import run
-from llamacpu.isa import N_PORTS, Kind, Mode, Op
-from llamacpu.learned import LearnedConfig, LearnedMachine
-from llamacpu.machine import Machine, MachineConfig, run_batch
-from llamacpu.tasks import TASKS, default_out_size, expert_program, function_table, heldout_key
-from llamacpu.testing import task_examples
+from llamacpu.core.golden import reference
+from llamacpu.core.interp import run
+from llamacpu.core.isa import N_PORTS, Kind, Mode, Op
+from llamacpu.evaluate.testing import task_examples
+from llamacpu.learn import checkpoint as ckpt
+from llamacpu.learn.curriculum import STAGES, eval_set, is_heldout, parse_stage, sample_batch
+from llamacpu.learn.learned import LearnedConfig, LearnedMachine
+from llamacpu.learn.tasks import (
+    TASKS,
+    default_out_size,
+    expert_program,
+    function_table,
+    heldout_key,
+)
+from llamacpu.llm.controller import ControllerConfig, SlotLogits
+from llamacpu.machine.machine import Machine, MachineConfig, run_batch
 
 SMALL = LearnedConfig(ControllerConfig(hidden_size=32, num_layers=1, num_heads=2,
                                        intermediate_size=64))
@@ -288,7 +294,7 @@ def test_trainer_rejects_bad_channel_flags(flag, value, capsys):
 
 
 def test_trainer_puts_the_channel_in_its_own_parameter_group():
-    from llamacpu.train import TrainConfig, Trainer
+    from llamacpu.learn.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = LearnedMachine(SMALL)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llamacpu import graph
-from llamacpu.graph import Diagnostic, ProgramError, build_cfg, check, validate
-from llamacpu.isa import Alphabet, LlamacpuError, Mode, Op, Program, Slot, SourceLoc
+from llamacpu.core import graph
+from llamacpu.core.graph import Diagnostic, ProgramError, build_cfg, check, validate
+from llamacpu.core.isa import Alphabet, LlamacpuError, Mode, Op, Program, Slot, SourceLoc
 
 D, I, M = Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE
 PROGRAMS_DIR = Path(__file__).resolve().parents[1] / "programs"
@@ -475,7 +475,7 @@ _PROBE_INPUTS = ("", "7", "12+34", "987-45", "12*34", "0123?99", "31415", "12,18
 def _executed_transitions_are_edges(p: Program, inputs: tuple[str, ...]) -> int:
     """Run ``p`` (reference interpreter, traced) on each input it accepts; check every
     executed transition against the CFG and its reachable set. Returns how many ran."""
-    interp = pytest.importorskip("llamacpu.interp")
+    interp = pytest.importorskip("llamacpu.core.interp")
     g = build_cfg(p)
     live, _ = graph.reachable(p, g)
     runs = 0

@@ -32,8 +32,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from llamacpu.controller import ControllerConfig, SymbolTokenizer, build_tiny_llama  # noqa: E402
-from llamacpu.homoiconic import (  # noqa: E402
+from llamacpu.llm.channel import (  # noqa: E402
     ChannelConfig,
     DeltaLayers,
     LowRankDelta,
@@ -43,7 +42,12 @@ from llamacpu.homoiconic import (  # noqa: E402
     deltas,
     wrap_linear_layers,
 )
-from llamacpu.models import call_lm  # noqa: E402
+from llamacpu.llm.controller import (  # noqa: E402
+    ControllerConfig,
+    SymbolTokenizer,
+    build_tiny_llama,
+)
+from llamacpu.llm.models import call_lm  # noqa: E402
 
 torch.set_num_threads(1)
 VOCAB = 61

@@ -1,4 +1,4 @@
-"""The reference interpreter (llamacpu.interp) and the run CLI (llamacpu.run).
+"""The reference interpreter (llamacpu.core.interp) and the run CLI (llamacpu.run).
 
 Every behavioural test runs both implementations in interp: the translated fast path
 (``trace=False``) and the readable ``transition`` path (``trace=True``), and checks they
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llamacpu.asm import assemble
-from llamacpu.interp import (
+from llamacpu.core.asm import assemble
+from llamacpu.core.interp import (
     MachineFault,
     Result,
     State,
@@ -30,7 +30,7 @@ from llamacpu.interp import (
     step,
     transition,
 )
-from llamacpu.isa import (
+from llamacpu.core.isa import (
     N_PORTS,
     OPS,
     SPEC,
@@ -810,7 +810,7 @@ def test_fast_path_matches_readable_path_and_step(case):
 
 def test_golden_programs_agree_on_both_paths():
     """The expert programs: both paths give the golden answer with equal memory and steps."""
-    from llamacpu.golden import GOLDEN, load_program
+    from llamacpu.core.golden import GOLDEN, load_program
 
     for case in GOLDEN:
         r = both(load_program(case.program), case.input)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llamacpu.isa import (
+from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     MNEMONICS,
     OPS,

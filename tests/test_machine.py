@@ -1,7 +1,7 @@
-"""The differentiable machine (llamacpu.machine) against the reference interpreter.
+"""The differentiable machine (llamacpu.machine.machine) against the reference interpreter.
 
 - hard mode == interpreter (output, steps, full trace, final memory, carry) on the golden
-  table and on 500+ random programs from ``llamacpu.testing.programs``, run in batches of
+  table and on 500+ random programs from ``llamacpu.evaluate.testing.programs``, run in batches of
   16+ different programs;
 - the straight-through dense hard step == the discrete hard step, state for state;
 - faults: the interpreter's reason, pc and step, per row, without disturbing other rows;
@@ -24,20 +24,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import llamacpu.testing as testing
-from llamacpu.asm import assemble
-from llamacpu.golden import GOLDEN, PROGRAMS_DIR, load_program
-from llamacpu.interp import MachineFault, run
-from llamacpu.isa import (
-    DEFAULT_ALPHABET,
-    Alphabet,
-    Kind,
-    Mode,
-    Op,
-    Slot,
-    memory_image,
-)
-from llamacpu.machine import (
+import llamacpu.evaluate.testing as testing
+from llamacpu.core.asm import assemble
+from llamacpu.core.golden import GOLDEN, PROGRAMS_DIR, load_program
+from llamacpu.core.interp import MachineFault, run
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, Kind, Mode, Op, Slot, memory_image
+from llamacpu.machine.machine import (
     Decisions,
     Machine,
     MachineConfig,

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from llamacpu.isa import (
+from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     EMPTY_SLOT,
     NUM_FIELDS,
@@ -23,7 +23,7 @@ from llamacpu.isa import (
     Slot,
     memory_image,
 )
-from llamacpu.memory import (
+from llamacpu.machine.memory import (
     DEFAULT_SHARPNESS,
     FIELD_NAMES,
     AddressCodec,
@@ -520,8 +520,8 @@ def test_replaying_reference_runs_through_hard_mode_memory():
     """Each golden program's run, replayed with memory operations only (fetch at pc, operand
     addresses through pointers incl. [p], INC/DEC on keys, masked writes; the ALU's results
     come from the trace), ends in exactly the interpreter's memory."""
-    from llamacpu.golden import GOLDEN, load_program
-    from llamacpu.interp import run
+    from llamacpu.core.golden import GOLDEN, load_program
+    from llamacpu.core.interp import run
 
     swm = HybridSWM()
     layout, V = swm.layout, swm.layout.alphabet.size

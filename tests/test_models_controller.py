@@ -27,8 +27,11 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from llamacpu.checkpoint import CheckpointError, load_checkpoint
-from llamacpu.controller import (
+from llamacpu.core.golden import load_program
+from llamacpu.learn.checkpoint import CheckpointError, load_checkpoint
+from llamacpu.learn.learned import ADAPTER_DIR, LearnedMachine
+from llamacpu.learn.trainer import TrainConfig, Trainer
+from llamacpu.llm.controller import (
     ChatPrompts,
     Controller,
     ControllerConfig,
@@ -36,10 +39,7 @@ from llamacpu.controller import (
     batch_steps,
     trace_to_steps,
 )
-from llamacpu.golden import load_program
-from llamacpu.learned import ADAPTER_DIR, LearnedMachine
-from llamacpu.models import format_prompt
-from llamacpu.train import TrainConfig, Trainer
+from llamacpu.llm.models import format_prompt
 
 H = 32
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
@@ -333,8 +333,8 @@ def test_training_step_with_shared_prompt_matches_the_separate_passes(model_dirs
     import copy
     import random
 
-    from llamacpu.curriculum import STAGES
-    from llamacpu.oeu import examples_from_traces
+    from llamacpu.learn.curriculum import STAGES
+    from llamacpu.machine.oeu import examples_from_traces
 
     results = []
     torch.manual_seed(4)
@@ -343,7 +343,7 @@ def test_training_step_with_shared_prompt_matches_the_separate_passes(model_dirs
         trainer = Trainer(_trainer_cfg(model_dirs["llama"], tmp_path, batch_size=6,
                                        shared_prompt=shared, oeu_steps=1),
                           log=lambda s: None)
-        from llamacpu import distributed
+        from llamacpu.learn import distributed
 
         trainer.dist = distributed.from_env("cpu")
         model = copy.deepcopy(base)

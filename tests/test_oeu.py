@@ -5,8 +5,9 @@ import random
 import torch
 import torch.nn.functional as F
 
-from llamacpu.isa import DEFAULT_ALPHABET, Op
-from llamacpu.oeu import (
+from llamacpu.core.isa import DEFAULT_ALPHABET, Op
+from llamacpu.learn.tasks import TASKS, expert
+from llamacpu.machine.oeu import (
     LowRankDelta,
     LowRankLinear,
     NeuralOEU,
@@ -14,7 +15,6 @@ from llamacpu.oeu import (
     examples_from_traces,
     oeu_loss,
 )
-from llamacpu.tasks import TASKS, expert
 
 
 def _inputs(B, cfg, gen):
@@ -112,8 +112,8 @@ def test_inputs_an_op_does_not_read_cannot_change_its_output():
 
 def test_neural_oeu_runs_inside_the_machine():
     """The OEU plugs into the machine's OEU protocol (soft and discrete paths)."""
-    from llamacpu.golden import load_program
-    from llamacpu.machine import Machine
+    from llamacpu.core.golden import load_program
+    from llamacpu.machine.machine import Machine
 
     torch.manual_seed(4)
     oeu = NeuralOEU(OEUConfig(hidden=16))

@@ -109,7 +109,7 @@ def wheel_install(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_ships_kernels_and_programs(wheel_install, tmp_path):
     out = _python(["-c", "import json, llamacpu, llamacpu.kernels.pointer_read as k, "
-                   "llamacpu.golden as g; print(json.dumps([llamacpu.__file__, k.__file__, "
+                   "llamacpu.core.golden as g; print(json.dumps([llamacpu.__file__, k.__file__, "
                    "str(g.PROGRAMS_DIR), sorted(p.stem for p in g.PROGRAMS_DIR.glob('*.lasm'))]))"],
                   cwd=tmp_path, pythonpath=wheel_install, timeout=120)
     assert out.returncode == 0, out.stderr

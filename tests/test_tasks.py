@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llamacpu import golden
-from llamacpu.curriculum import (
+from llamacpu.core import golden
+from llamacpu.core.interp import MachineFault, run
+from llamacpu.core.isa import DEFAULT_ALPHABET, InputError, Op
+from llamacpu.learn.curriculum import (
     HOLDOUT_BUCKETS,
     STAGES,
     Decision,
@@ -33,9 +35,7 @@ from llamacpu.curriculum import (
     sample_batch,
     stages_table,
 )
-from llamacpu.interp import MachineFault, run
-from llamacpu.isa import DEFAULT_ALPHABET, InputError, Op
-from llamacpu.tasks import (
+from llamacpu.learn.tasks import (
     TASKS,
     Example,
     ExpertRun,

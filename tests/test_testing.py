@@ -1,4 +1,4 @@
-"""llamacpu.testing's task strategies and check_learned, and the check CLI's input errors.
+"""llamacpu.evaluate.testing's task strategies and check_learned, and the check CLI's input errors.
 
 The acceptance test of the checker: a machine with ONE wrong OEU entry (ADD of 7 and 8,
 carry 0) must be caught, and hypothesis must shrink the counterexample to operands of at
@@ -13,12 +13,10 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from llamacpu import check
-from llamacpu.curriculum import STAGES
-from llamacpu.golden import load_program
-from llamacpu.interp import run
-from llamacpu.isa import Op
-from llamacpu.tasks import TASKS, default_out_size, expert_program
-from llamacpu.testing import (
+from llamacpu.core.golden import load_program
+from llamacpu.core.interp import run
+from llamacpu.core.isa import Op
+from llamacpu.evaluate.testing import (
     ExpertMachine,
     check_learned,
     corrupt_oeu,
@@ -28,6 +26,8 @@ from llamacpu.testing import (
     task_examples,
     task_operands,
 )
+from llamacpu.learn.curriculum import STAGES
+from llamacpu.learn.tasks import TASKS, default_out_size, expert_program
 
 CURRICULUM_TASKS = sorted({s.task for s in STAGES})
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from llamacpu.checkpoint import load_checkpoint
-from llamacpu.curriculum import STAGES, competence_set, eval_set
+from llamacpu.core.golden import load_program
 from llamacpu.eval import load_learned
-from llamacpu.golden import load_program
-from llamacpu.tasks import default_out_size
-from llamacpu.train import TrainConfig, Trainer, parse_args
+from llamacpu.learn.checkpoint import load_checkpoint
+from llamacpu.learn.curriculum import STAGES, competence_set, eval_set
+from llamacpu.learn.tasks import default_out_size
+from llamacpu.learn.trainer import TrainConfig, Trainer
+from llamacpu.train import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,8 +163,8 @@ def test_review_examples_get_their_own_stages_step_budget():
     """copy8 allows 150 machine steps; a 4-digit add with filler words, reviewed in its
     batch, needs more. The expert run that supervises it must not hit copy8's limit (it once crashed stage 6)."""
 
-    from llamacpu.tasks import Example
-    from llamacpu.train import _supervise
+    from llamacpu.learn.tasks import Example
+    from llamacpu.learn.trainer import _supervise
 
     copy8 = next(s for s in STAGES if s.name == "copy8")
     add4 = next(s for s in STAGES if s.name == "add4")
@@ -178,8 +179,8 @@ def test_answer_loss_keeps_each_rows_input_when_programs_differ_in_length(monkey
     """The soft plan fills slots 2..len(program)-1 of each row; a shorter program's input
     starts right after it, below the batch's longest program, and must reach the machine
     unchanged (it was once overwritten by the soft plan's padding)."""
-    from llamacpu.learned import LearnedMachine
-    from llamacpu.machine import Machine
+    from llamacpu.learn.learned import LearnedMachine
+    from llamacpu.machine.machine import Machine
 
     torch.manual_seed(0)
     model = LearnedMachine()
@@ -207,7 +208,7 @@ pytest_plugins = ["pytester"]
 
 
 def test_check_learned_runs_the_trained_machine_free(stage0):
-    from llamacpu.testing import check_learned
+    from llamacpu.evaluate.testing import check_learned
 
     out, _, _ = stage0
     model = load_learned(out / "stage_0")
@@ -224,7 +225,7 @@ def test_check_learned_runs_the_trained_machine_free(stage0):
 
 def test_check_cli_exit_status_follows_the_counterexample(stage0, tmp_path, capsys):
     from llamacpu import check
-    from llamacpu.checkpoint import save_checkpoint
+    from llamacpu.learn.checkpoint import save_checkpoint
 
     out, _, _ = stage0
     code = check.main(["--checkpoint", str(out / "stage_0"), "--task", "add",
@@ -248,7 +249,7 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
 
     out, _, _ = stage0
     pytester.makepyfile("""
-        from llamacpu.testing import check_learned, learned_check
+        from llamacpu.evaluate.testing import check_learned, learned_check
 
         def test_my_adder(learned_machine):
             report = check_learned(learned_machine, "add", examples=30)
@@ -261,8 +262,8 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
         def test_decorated(learned_machine):
             assert learned_machine.cfg.controller.hidden_size == 64
     """)
-    installed = any(e.value == "llamacpu.pytest_plugin" for e in entry_points(group="pytest11"))
-    plugin = [] if installed else ["-p", "llamacpu.pytest_plugin"]
+    installed = any(e.value == "llamacpu.evaluate.pytest_plugin" for e in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "llamacpu.evaluate.pytest_plugin"]
     r = pytester.runpytest_inprocess(*plugin, "--llamacpu-checkpoint", str(out / "stage_0"))
     outcomes = r.parseoutcomes()
     assert outcomes.get("passed", 0) >= 2 and "error" not in outcomes, outcomes
@@ -274,7 +275,7 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
 
 
 def test_retention_covers_every_earlier_task_at_its_widest_stage():
-    from llamacpu.train import retention_stages
+    from llamacpu.learn.trainer import retention_stages
 
     by = {s.name: s for s in STAGES}
     assert [s.name for s in retention_stages(by["mul3"])] == [
@@ -287,8 +288,8 @@ def test_a_passed_stage_logs_what_it_retained_of_earlier_tasks(stage0, tmp_path)
     """After stage 4 (sub) passes, the trainer measures every earlier task (here: addition)
     on fresh held-out prompts, logs it and appends it to metrics.jsonl. Measured on the
     trained stage-0 adder, it must agree with evaluating those prompts directly."""
-    from llamacpu import distributed
-    from llamacpu.train import _StageState, evaluate
+    from llamacpu.learn import distributed
+    from llamacpu.learn.trainer import _StageState, evaluate
 
     out, trainer0, _ = stage0
     model = trainer0.model
@@ -312,8 +313,8 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
     batches review earlier stages at 50%, weighted towards addition; once addition is back
     above the floor, it advances. The measurements are scripted (``evaluate`` stubbed) so
     the test is about the rule and the batches it makes, not about learning."""
-    from llamacpu import train as train_mod
-    from llamacpu.curriculum import sample_batch as real_sample_batch
+    from llamacpu.learn import trainer as train_mod
+    from llamacpu.learn.curriculum import sample_batch as real_sample_batch
 
     add4 = STAGES[3]
     add_prompts = {e.prompt for e in eval_set(add4, seed=0 + 2, size=6)}  # cfg.seed + 2
@@ -357,7 +358,7 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
 
 def test_retention_floor_zero_only_measures(tmp_path, monkeypatch):
     """--retention 0: the stage advances on its own check, however much it forgot."""
-    from llamacpu import train as train_mod
+    from llamacpu.learn import trainer as train_mod
 
     monkeypatch.setattr(train_mod, "evaluate", lambda m, ex, *a, **k: 1.0 if len(ex) > 6
                         else 0.0)
@@ -381,7 +382,7 @@ class _Solver:
         self.wrong, self.asked = wrong, 0
 
     def solve(self, prompts, max_steps, out_sizes=None):  # noqa: ARG002
-        from llamacpu.learned import Solution
+        from llamacpu.learn.learned import Solution
 
         self.asked += len(prompts)
         return [Solution("x" if p in self.wrong else self.answers[p], 1, True, None, None)
@@ -389,8 +390,8 @@ class _Solver:
 
 
 def test_screened_check_stops_only_when_the_full_set_cannot_pass():
-    from llamacpu.curriculum import STAGES, eval_set
-    from llamacpu.train import evaluate, screened_evaluate
+    from llamacpu.learn.curriculum import STAGES, eval_set
+    from llamacpu.learn.trainer import evaluate, screened_evaluate
 
     held = eval_set(STAGES[0], seed=1, size=STAGES[0].eval_size)
     n, competence = len(held), STAGES[0].competence

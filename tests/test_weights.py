@@ -17,10 +17,11 @@ import random
 import pytest
 import torch
 
-from llamacpu import interp
-from llamacpu.asm import assemble
-from llamacpu.golden import PROGRAMS_DIR, load_program, reference
-from llamacpu.incontext import (
+from llamacpu.core import interp
+from llamacpu.core.asm import assemble
+from llamacpu.core.golden import PROGRAMS_DIR, load_program, reference
+from llamacpu.core.isa import DEFAULT_ALPHABET, Kind, Slot
+from llamacpu.learn.incontext import (
     CHANNEL_PROGRAM,
     TABLE_PROGRAM,
     FunctionReader,
@@ -31,9 +32,8 @@ from llamacpu.incontext import (
     make_problem,
     programs_for,
 )
-from llamacpu.isa import DEFAULT_ALPHABET, Kind, Slot
-from llamacpu.machine import Machine, MachineConfig, apply_result, run_batch, with_weights
-from llamacpu.oeu import LowRankDelta, LowRankLinear
+from llamacpu.machine.machine import Machine, MachineConfig, apply_result, run_batch, with_weights
+from llamacpu.machine.oeu import LowRankDelta, LowRankLinear
 from llamacpu.run import main as run_main
 
 V = DEFAULT_ALPHABET.size

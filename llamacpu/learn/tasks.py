@@ -47,9 +47,9 @@ import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from llamacpu import golden
-from llamacpu.interp import DEFAULT_MAX_STEPS, Result, run
-from llamacpu.isa import DEFAULT_ALPHABET, LlamacpuError, Program, Slot
+from llamacpu.core import golden
+from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
+from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program, Slot
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",

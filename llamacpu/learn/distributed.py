@@ -63,7 +63,7 @@ import torch
 import torch.distributed as td
 from torch import Tensor, nn
 
-from .isa import LlamacpuError
+from llamacpu.core.isa import LlamacpuError
 
 __all__ = ["Dist", "DistributedError", "from_env", "shutdown"]
 

@@ -5,7 +5,7 @@ Installed with llamacpu (a ``pytest11`` entry point), so in any project::
     pytest --llamacpu-checkpoint checkpoints/stage_5 tests/test_my_model.py
 
     # tests/test_my_model.py
-    from llamacpu.testing import check_learned, learned_check
+    from llamacpu.evaluate.testing import check_learned, learned_check
 
     @learned_check("add", max_length=8, examples=500)
     def test_my_adder(learned_machine):
@@ -20,7 +20,7 @@ Fixtures:
 - ``learned_machine``: the ``LearnedMachine`` of ``--llamacpu-checkpoint`` (or the
   ``LLAMACPU_CHECKPOINT`` environment variable), loaded once per session; the test is
   skipped, with the reason, when neither is given.
-- ``learned_checkpoint``: that checkpoint (``llamacpu.checkpoint.Checkpoint``): its stage,
+- ``learned_checkpoint``: that checkpoint (``llamacpu.learn.checkpoint.Checkpoint``): its stage,
   config and metrics.
 """
 
@@ -48,7 +48,7 @@ def _path(config: pytest.Config) -> Path | None:
 
 @pytest.fixture(scope="session")
 def learned_checkpoint(request: pytest.FixtureRequest):
-    from llamacpu.checkpoint import load_checkpoint
+    from llamacpu.learn.checkpoint import load_checkpoint
 
     path = _path(request.config)
     if path is None:
@@ -60,6 +60,6 @@ def learned_checkpoint(request: pytest.FixtureRequest):
 
 @pytest.fixture(scope="session")
 def learned_machine(learned_checkpoint):
-    from llamacpu.learned import LearnedMachine
+    from llamacpu.learn.learned import LearnedMachine
 
     return LearnedMachine.from_checkpoint(learned_checkpoint).eval()

@@ -1,5 +1,5 @@
 """The differentiable machine (layer 6 of ARCHITECTURE.md): fetch, decode, read, OEU, write,
-next PC, halt — every step a tensor operation over the slot memory of ``llamacpu.memory``.
+next PC, halt — every step a tensor operation over the slot memory of ``llamacpu.machine.memory``.
 
 One step::
 
@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F_nn
 from torch import Tensor, nn
 
-from llamacpu.interp import (
+from llamacpu.core.interp import (
     DEFAULT_MAX_STEPS,
     DEFAULT_STACK_SIZE,
     MachineFault,
@@ -77,7 +77,7 @@ from llamacpu.interp import (
     _uses_weights,
     transition,
 )
-from llamacpu.isa import (
+from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     N_PORTS,
     NUM_FIELDS,
@@ -96,7 +96,7 @@ from llamacpu.isa import (
     default_out_size,
     memory_image,
 )
-from llamacpu.memory import (
+from llamacpu.machine.memory import (
     DEFAULT_SHARPNESS,
     AddressCodec,
     HybridSWM,
@@ -767,7 +767,7 @@ def _rows_to_slots(rows: np.ndarray, tables: np.ndarray | None = None) -> tuple[
 class Machine(nn.Module):
     """The differentiable computer: a slot memory stepped by a pluggable OEU and sequencer.
 
-    >>> from llamacpu.golden import load_program
+    >>> from llamacpu.core.golden import load_program
     >>> m = Machine(MachineConfig())
     >>> [r.output for r in m.run_batch([load_program("add")] * 2, ["2+3", "99+1"])]
     ['5', '100']

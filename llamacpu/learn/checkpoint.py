@@ -80,7 +80,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from llamacpu.isa import LlamacpuError
+from llamacpu.core.isa import LlamacpuError
 
 try:  # POSIX advisory locks; without them (non-POSIX) saves and loads run unlocked
     import fcntl
@@ -94,7 +94,7 @@ __all__ = [
     "capture_rng", "restore_rng",
 ]
 
-FORMAT = "llamacpu.checkpoint"
+FORMAT = "llamacpu.learn.checkpoint"
 FORMAT_VERSION = 1
 """Bumped whenever the layout changes; a loader refuses versions it does not know."""
 DEFAULT_OUT_DIR = Path("checkpoints")

@@ -49,8 +49,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamacpu.asm import assemble
-from llamacpu.isa import DEFAULT_ALPHABET, Program
+from llamacpu.core.asm import assemble
+from llamacpu.core.isa import DEFAULT_ALPHABET, Program
 
 __all__ = [
     "GoldenCase", "GOLDEN", "PROGRAMS_DIR", "PROGRAM_NAMES", "load_program", "reference",
@@ -59,9 +59,9 @@ __all__ = [
 
 
 def _programs_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    installed = here / "programs"          # a wheel install ships them as package data
-    return installed if installed.is_dir() else here.parent / "programs"   # a source checkout
+    package = Path(__file__).resolve().parent.parent    # llamacpu/
+    installed = package / "programs"       # a wheel install ships them as package data
+    return installed if installed.is_dir() else package.parent / "programs"   # a source checkout
 
 
 PROGRAMS_DIR = _programs_dir()

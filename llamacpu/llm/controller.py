@@ -19,7 +19,7 @@ The controller is the machine's CPU in two phases, both on one language model:
   a program may run far longer than anything seen in training. ``absolute_positions=True``
   (an ablation) gives the state token the position ``prompt length + step index`` instead.
   The step head decides the step: is the jump taken, does the write happen, halt?
-  :class:`ControllerSequencer` plugs this into ``llamacpu.machine.Machine`` as its
+  :class:`ControllerSequencer` plugs this into ``llamacpu.machine.machine.Machine`` as its
   ``Sequencer``; :func:`trace_to_steps` turns reference runs into supervision.
 
 Training: :meth:`Controller.plan_loss` (teacher-forced slots), :meth:`Controller.plan_soft`
@@ -70,9 +70,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .homoiconic import MetaTokens, PromptLookup, WeightHead
-from .interp import Result
-from .isa import (
+from llamacpu.core.interp import Result
+from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     EMPTY_SLOT,
     N_PORTS,
@@ -86,10 +85,11 @@ from .isa import (
     Program,
     Slot,
 )
-from .machine import APPLY_SCALE, Decisions
-from .machine import StepView as MachineView
-from .memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_through
-from .models import call_lm
+from llamacpu.llm.channel import MetaTokens, PromptLookup, WeightHead
+from llamacpu.llm.models import call_lm
+from llamacpu.machine.machine import APPLY_SCALE, Decisions
+from llamacpu.machine.machine import StepView as MachineView
+from llamacpu.machine.memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_through
 
 __all__ = [
     "SPECIAL_TOKENS", "SymbolTokenizer", "TokenBatch", "ControllerConfig", "build_tiny_llama",
@@ -328,7 +328,7 @@ def build_lm(cfg: ControllerConfig, vocab_size: int) -> tuple[PreTrainedModel, o
     """
     if cfg.model == "tiny":
         return build_tiny_llama(cfg, vocab_size), None
-    from . import models  # transformers GGUF, bitsandbytes and peft only when needed
+    from llamacpu.llm import models  # transformers GGUF, bitsandbytes and peft only when needed
 
     lm, tokenizer = models.load_model(cfg.model, quant=cfg.quant)
     lm.requires_grad_(False)
@@ -416,7 +416,7 @@ class ChatPrompts(nn.Module):
         """Token ids of the formatted prompt (memoised: a curriculum repeats prompts)."""
         got = self._ids.get(prompt)
         if got is None:
-            from .models import format_prompt
+            from llamacpu.llm.models import format_prompt
 
             text = format_prompt(self.tokenizer, controller_view(prompt, self.digit_window))
             templated = getattr(self.tokenizer, "chat_template", None) is not None
@@ -526,7 +526,7 @@ class SlotHead(nn.Module):
 class StepView(NamedTuple):
     """What the execute phase sees of the machine at one step (leading dims ``[...]`` = [B] or
     [B, T]). Distributions, hard or soft: the machine's decoded fetch and operand reads.
-    :class:`ControllerSequencer` builds it from ``llamacpu.machine.StepView``."""
+    :class:`ControllerSequencer` builds it from ``llamacpu.machine.machine.StepView``."""
 
     op: Tensor                 # [..., O]     the fetched instruction's opcode
     modes: Tensor              # [..., F, M]  its operand modes
@@ -594,7 +594,7 @@ class StepLogits(NamedTuple):
     halt: Tensor   # [...]
 
     def decisions(self) -> Decisions:
-        """The probabilities, as ``llamacpu.machine.Decisions``."""
+        """The probabilities, as ``llamacpu.machine.machine.Decisions``."""
         return Decisions(self.taken.sigmoid(), self.write.sigmoid(), self.halt.sigmoid())
 
 
@@ -864,8 +864,8 @@ class Controller(nn.Module):
         """The deltas ``[n, V, V]`` of WEIGHTS slots in batch rows ``rows`` (one per slot).
 
         The M metatokens (learned embeddings) read row b's prompt (token embeddings
-        ``embeds [B, S, H]``, ``mask [B, S]``) through :class:`~llamacpu.homoiconic.
-        PromptLookup`, and the :class:`~llamacpu.homoiconic.WeightHead` decodes the M
+        ``embeds [B, S, H]``, ``mask [B, S]``) through :class:`~llamacpu.llm.channel.
+        PromptLookup`, and the :class:`~llamacpu.llm.channel.WeightHead` decodes the M
         results into ``U, Vf [V, r]``: Δ = U Vfᵀ (``r = M``: metatoken m writes column m).
         """
         idx = torch.as_tensor(list(rows), dtype=torch.long, device=embeds.device)
@@ -924,7 +924,7 @@ class Controller(nn.Module):
         the candidate addresses) and the value, summed. Averaged over positions: the sums
         are divided by the number of stop positions (Σ slots + 1) and of slots (Σ slots),
         or by ``counts`` = (positions, slots) when given (a data-parallel shard passes the
-        whole batch's, see ``llamacpu.distributed``). ``prefix``: see :meth:`plan_logits`.
+        whole batch's, see ``llamacpu.learn.distributed``). ``prefix``: see :meth:`plan_logits`.
         WEIGHTS slots add the function they hold, :meth:`weights_loss` (one CE per digit),
         averaged over the batch's WEIGHTS slots (``counts[2]`` when given): a term of its
         own, not diluted by the other slots, whose gradients alone would be a few
@@ -1091,7 +1091,7 @@ class Controller(nn.Module):
     @torch.no_grad()
     def emit(self, prompts: Sequence[str], max_slots: int | None = None, *,
              use_cache: bool = True) -> list[Program]:
-        """Greedy plan: one :class:`~llamacpu.isa.Program` per prompt (ports + emitted slots,
+        """Greedy plan: one :class:`~llamacpu.core.isa.Program` per prompt (ports + emitted slots,
         entry 2, the controller's alphabet).
 
         Batched, one LM forward per slot with the KV cache (``use_cache=False`` recomputes
@@ -1386,7 +1386,7 @@ def trace_to_steps(program: Program, input_text: str, max_steps: int = 100_000,
     (jumps, CALL and RET that move the pc to their target; 0 for other ops), write (the
     step writes a memory slot), halt (the op is HALT).
     """
-    from .interp import run  # interp does not import torch; keep it that way
+    from llamacpu.core.interp import run  # interp does not import torch; keep it that way
 
     return result_to_steps(program, run(program, input_text, max_steps, trace=True,
                                         out_size=out_size))

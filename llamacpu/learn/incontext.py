@@ -46,11 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .asm import assemble
-from .controller import ControllerConfig, build_tiny_llama
-from .isa import DEFAULT_ALPHABET, Program, Slot
-from .machine import APPLY_SCALE, Machine, MachineConfig, with_weights
-from .oeu import LowRankDelta
+from llamacpu.core.asm import assemble
+from llamacpu.core.isa import DEFAULT_ALPHABET, Program, Slot
+from llamacpu.llm.controller import ControllerConfig, build_tiny_llama
+from llamacpu.machine.machine import APPLY_SCALE, Machine, MachineConfig, with_weights
+from llamacpu.machine.oeu import LowRankDelta
 
 __all__ = [
     "K", "CHANNEL_PROGRAM", "TABLE_PROGRAM", "IncontextConfig", "Problem", "held_out",
@@ -314,7 +314,7 @@ def evaluate(reader: FunctionReader, digits: int, n: int, seed: int = 1234,
              batch: int = 50) -> tuple[float, float]:
     """Exact match of the free-running hard machine on ``n`` held-out functions with
     ``digits``-digit payloads; and the fraction whose ten entries were all decoded right."""
-    from .machine import run_batch
+    from llamacpu.machine.machine import run_batch
 
     rng = random.Random(seed)
     probs = problems(rng, n, digits, evaluation=True)

@@ -16,7 +16,7 @@ Pieces, bottom-up:
   tree, parameter names and ``state_dict`` stay exactly as they were (an adapter that keeps
   the base layer and adds to its output, as PEFT's LoRA does).
 - :func:`deltas` (a context manager) or :meth:`DeltaLayers.set` / :meth:`DeltaLayers.clear`
-  set a per-batch-row :class:`~llamacpu.oeu.LowRankDelta` on each hooked layer.
+  set a per-batch-row :class:`~llamacpu.machine.oeu.LowRankDelta` on each hooked layer.
 - :class:`MetaTokens` holds the M learned metatoken embeddings (and the ``<weights>``/
   ``</weights>`` markers for models without ids for them).
 - :class:`WeightHead` decodes ``[B, M, H]`` metatoken hidden states into one
@@ -72,8 +72,8 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 from transformers.pytorch_utils import Conv1D
 
-from .models import call_lm
-from .oeu import LowRankDelta
+from llamacpu.llm.models import call_lm
+from llamacpu.machine.oeu import LowRankDelta
 
 __all__ = [
     "LowRankDelta", "DeltaLayer", "DeltaLayers", "wrap_linear_layers", "deltas", "MetaTokens",

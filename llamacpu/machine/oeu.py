@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .interp import TraceStep
-from .isa import DEFAULT_ALPHABET, SPEC, Alphabet, Op, Role
-from .machine import OEUOutput
+from llamacpu.core.interp import TraceStep
+from llamacpu.core.isa import DEFAULT_ALPHABET, SPEC, Alphabet, Op, Role
+from llamacpu.machine.machine import OEUOutput
 
 __all__ = [
     "OEUConfig", "ALUOut", "LowRankDelta", "LowRankLinear", "NeuralOEU", "WRITES_VAL",

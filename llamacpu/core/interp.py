@@ -35,7 +35,7 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from llamacpu.isa import (
+from llamacpu.core.isa import (
     PORT_OUT,
     SPEC,
     Alphabet,

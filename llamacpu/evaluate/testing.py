@@ -5,7 +5,7 @@ assembler round trips, graph checks), and ``python -m llamacpu.check`` is built 
 
 - Task inputs, two kinds: the expert programs' free-text formats (:func:`numerals`,
   :func:`operand_pairs`, :func:`comparisons`, :func:`digit_lists`, :func:`texts`,
-  :func:`worded`, ...) and operands in the contract of ``llamacpu.tasks`` at a chosen
+  :func:`worded`, ...) and operands in the contract of ``llamacpu.learn.tasks`` at a chosen
   length (:func:`task_operands`, :func:`task_examples`), biased toward carry and borrow
   chains, equal operands, leading zeros, sorted/reversed/constant lists, palindromes.
 - :func:`check_learned` — runs a machine free on :func:`task_examples`, compares with
@@ -63,7 +63,7 @@ from typing import NamedTuple
 
 from hypothesis import strategies as st
 
-from llamacpu.isa import DEFAULT_ALPHABET, Alphabet
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 
 __all__ = [
     "programs", "inputs", "mutated", "lasm_texts", "Cost", "BUDGET", "INPUT_CHARS",
@@ -403,7 +403,7 @@ def programs(draw: Callable, max_instructions: int = 24) -> str:
     if alpha.directive is not None:
         out.append(alpha.directive)
     elif draw(st.booleans()):
-        out.append("; a random program from llamacpu.testing.programs")
+        out.append("; a random program from llamacpu.evaluate.testing.programs")
     out += main_lines
     for lines in sub_lines:
         out += lines
@@ -593,7 +593,7 @@ def worded_payloads(draw, max_len: int) -> str:
 
 # ------------------------------------------------------------------ task operands
 #
-# Operands in the contract of ``llamacpu.tasks`` (what ``Task.make`` takes), with a length
+# Operands in the contract of ``llamacpu.learn.tasks`` (what ``Task.make`` takes), with a length
 # in the task's unit drawn from lo..hi (lo = hi: exactly that length, for per-length
 # tables). Lengths come from the size of drawn text or lists, so shrinking deletes digits,
 # items or characters. Each strategy is mostly the plain uniform draw (every digit pair
@@ -723,7 +723,7 @@ def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
                   edge: bool = True) -> st.SearchStrategy[tuple[str, ...]]:
     """Operands of ``task`` (``Task.make``'s argument) of a length in
     ``min_length..max_length`` (default ``min_length``); shrinking shortens them."""
-    from llamacpu.tasks import TASKS  # tasks imports golden, which tests import cheaply
+    from llamacpu.learn.tasks import TASKS  # tasks imports golden, which tests import cheaply
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
@@ -753,7 +753,7 @@ def task_examples(task: str, min_length: int = 1, max_length: int | None = None,
                   split: str = "train", edge: bool = True) -> st.SearchStrategy:
     """``tasks.Example``s: :func:`task_operands` in one of the task's wordings of ``split``
     ("train" or "heldout"); shrinking goes to the first wording."""
-    from llamacpu.tasks import TASKS
+    from llamacpu.learn.tasks import TASKS
 
     operands = task_operands(task, min_length, max_length, edge)
     return st.builds(TASKS[task].make, operands, st.sampled_from(TASKS[task].templates(split)))
@@ -822,7 +822,7 @@ def lasm_texts(extra: list[str] | tuple[str, ...] = ()) -> st.SearchStrategy[str
 
 
 class ExpertMachine:
-    """The expert programs on the differentiable :class:`~llamacpu.machine.Machine`.
+    """The expert programs on the differentiable :class:`~llamacpu.machine.machine.Machine`.
 
     A stand-in for a learned machine whose controller emits the expert program exactly;
     with an exact OEU it is always right, with :func:`corrupt_oeu` it is a deliberately
@@ -831,19 +831,19 @@ class ExpertMachine:
     """
 
     def __init__(self, oeu=None) -> None:
-        from llamacpu.machine import MachineConfig, SymbolicOEU
+        from llamacpu.machine.machine import MachineConfig, SymbolicOEU
 
         self.config = MachineConfig()
         self.oeu = oeu if oeu is not None else SymbolicOEU(self.config.alphabet)
         self._machine = None
 
     def emit(self, examples: list) -> list:
-        from llamacpu.tasks import expert_program
+        from llamacpu.learn.tasks import expert_program
 
         return [expert_program(e) for e in examples]
 
     def machine(self, prompts: list[str]):
-        from llamacpu.machine import Machine
+        from llamacpu.machine.machine import Machine
 
         if self._machine is None:  # the symbolic sequencer needs no prompts: one machine
             self._machine = Machine(self.config, oeu=self.oeu)
@@ -857,8 +857,8 @@ def corrupt_oeu(op: str = "ADD", a: int = 7, b: int = 8, carry: int = 0, result:
     lookup table and the soft arithmetic table; the carry out stays right."""
     import torch
 
-    from llamacpu.isa import Op
-    from llamacpu.machine import _ARITH_CARRY, SymbolicOEU, exact_op
+    from llamacpu.core.isa import Op
+    from llamacpu.machine.machine import _ARITH_CARRY, SymbolicOEU, exact_op
 
     oeu = SymbolicOEU(alphabet)
     code = Op[op]
@@ -971,7 +971,7 @@ class CheckReport:
         return self.passed == self.n
 
     def table(self) -> str:
-        from llamacpu.tasks import TASKS
+        from llamacpu.learn.tasks import TASKS
 
         unit = TASKS[self.task].unit
         rows = [f"| {self.task}: {unit} | examples | exact match |", "|---:|---:|---:|"]
@@ -1014,7 +1014,7 @@ def _run_machine(machine, examples: list, max_steps: int, trace: bool = False) -
     """Run the examples free on the machine, one batch; MachineResults in order."""
     import torch
 
-    from llamacpu.tasks import default_out_size
+    from llamacpu.learn.tasks import default_out_size
 
     prompts = [e.prompt for e in examples]
     programs = _emit(machine, examples)
@@ -1026,8 +1026,8 @@ def _run_machine(machine, examples: list, max_steps: int, trace: bool = False) -
 
 def _expert(example, trace: bool = False):
     """The reference interpreter running the expert program (answer, steps, trace)."""
-    from llamacpu.interp import run
-    from llamacpu.tasks import default_out_size, expert_program
+    from llamacpu.core.interp import run
+    from llamacpu.learn.tasks import default_out_size, expert_program
 
     return run(expert_program(example), example.prompt, 100_000_000, trace=trace,
                out_size=default_out_size(example))
@@ -1090,7 +1090,7 @@ def _diagnose(machine, example, why: str) -> Counterexample:
 
 
 def _expert_program(example):
-    from llamacpu.tasks import expert_program
+    from llamacpu.learn.tasks import expert_program
 
     return expert_program(example)
 

@@ -1,6 +1,6 @@
 """HybridSWM: the differentiable slot memory (layer 4 of ARCHITECTURE.md).
 
-Memory is a tensor of slots ``[B, N, D]``; a slot vector holds one :class:`~llamacpu.isa.Slot`
+Memory is a tensor of slots ``[B, N, D]``; a slot vector holds one :class:`~llamacpu.core.isa.Slot`
 as one-hots (kind, op, a mode per address field, value) and address keys (the four address
 fields). A pointer is an address key; a read is attention of the pointer over the keys of
 all slots; a write is the NTM/DNC gated erase + add. Soft mode is differentiable; hard mode
@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F_nn
 from torch import Tensor
 
-from .isa import (
+from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     EMPTY_SLOT,
     NUM_FIELDS,

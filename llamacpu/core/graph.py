@@ -37,7 +37,7 @@ from typing import Literal
 
 import networkx as nx
 
-from .isa import RESERVED_LABELS, SPEC, Kind, LlamacpuError, Mode, Op, Program, Role
+from llamacpu.core.isa import RESERVED_LABELS, SPEC, Kind, LlamacpuError, Mode, Op, Program, Role
 
 __all__ = [
     "EDGE_KINDS", "EdgeStyle", "EDGE_STYLES", "Diagnostic", "ProgramError", "build_cfg",

@@ -14,7 +14,7 @@ the heads, encoders, markers and the OEU (:meth:`LearnedMachine.trainable_state`
 adapter in PEFT format as checkpoint attachments (:meth:`LearnedMachine.adapter_files`), and
 a record of the base model they need (:func:`llamacpu.models.base_model_info`), checked
 before the base is loaded: a missing or different base model is a one-line
-:class:`~llamacpu.checkpoint.CheckpointError`.
+:class:`~llamacpu.learn.checkpoint.CheckpointError`.
 
 ``answer_loss`` is the end-to-end signal: the controller's soft plan is loaded into memory,
 the soft machine runs with the soft OEU and soft decisions, and the answer is read from
@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import Checkpoint, CheckpointError
-from .controller import Controller, ControllerConfig, ControllerSequencer
-from .isa import PORT_OUT, Program
-from .machine import Machine, MachineConfig, MachineState
-from .oeu import NeuralOEU, OEUConfig
+from llamacpu.core.isa import PORT_OUT, Program
+from llamacpu.learn.checkpoint import Checkpoint, CheckpointError
+from llamacpu.llm.controller import Controller, ControllerConfig, ControllerSequencer
+from llamacpu.machine.machine import Machine, MachineConfig, MachineState
+from llamacpu.machine.oeu import NeuralOEU, OEUConfig
 
 __all__ = ["LearnedConfig", "LearnedMachine", "Solution", "ADAPTER_DIR", "WEIGHT_CHANNEL_KEYS",
            "base_model_info"]
@@ -61,7 +61,7 @@ def base_model_info(name: str) -> dict:
     """The JSON record of which base model ``name`` is (:func:`llamacpu.models.base_model_info`:
     name, kind, file, size and a sha256 of the registry file or of a local directory's
     config and weight-file sizes)."""
-    from .models import base_model_info as info
+    from llamacpu.llm.models import base_model_info as info
 
     return dict(info(name))
 
@@ -89,7 +89,7 @@ class LearnedConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> LearnedConfig:
-        from .isa import Alphabet
+        from llamacpu.core.isa import Alphabet
 
         c = dict(d["controller"])
         c["alphabet"] = Alphabet(**c["alphabet"])

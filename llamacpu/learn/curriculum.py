@@ -42,7 +42,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from llamacpu.tasks import SPLITS, TASKS, Example, heldout_key
+from llamacpu.learn.tasks import SPLITS, TASKS, Example, heldout_key
 
 __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",

@@ -1,0 +1,3 @@
+"""Evaluation: hypothesis strategies, property checks of learned machines, baselines and
+the pytest plugin.
+"""

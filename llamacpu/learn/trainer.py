@@ -1,0 +1,876 @@
+"""The curriculum trainer: ``python -m llamacpu.train --stage 0``.
+
+One loop per stage (see ``curriculum.STAGES``). Each step draws a batch of prompts, runs the
+expert programs on the reference interpreter for supervision, and sums four losses:
+
+- plan     teacher-forced cross-entropy of the program's slot fields (controller plan phase)
+- execute  cross-entropy of the step decisions taken / write / halt (controller execute phase)
+- oeu      cross-entropy of the ALU's result and carry on every step seen so far (replay)
+- answer   end-to-end: the soft machine runs the controller's soft plan with the neural OEU
+           and soft decisions; cross-entropy of the answer read from the output region.
+           Scheduled sampling moves its plan from teacher-forced to free-running.
+
+Every ``eval_every`` steps the machine runs *free* on a fresh held-out set (no expert, no
+symbolic part) and ``curriculum.decide`` turns the exact-match accuracy into advance /
+stay / give up. A competent stage first looks back: every earlier task is run free on its
+own held-out prompts, and any task below ``--retention`` (default 0.9) keeps the stage
+open, consolidating — half of each batch reviews earlier stages, weighted towards the
+tasks that dropped — until everything clears its bar again. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
+resumes from the latest one.
+
+Under ``torchrun --nproc-per-node K`` the same loop runs data-parallel: every rank draws the
+global batch, owns a stride of its rows, and the gradients are summed so that the update is
+the one-process update on the whole batch (``llamacpu/distributed.py`` explains how).
+``--batch-size`` and ``answer_batch`` stay global.
+
+``--model smollm2-135m --lora-r 8 [--quant 4bit]`` (or a local HF directory) trains a
+pretrained controller: its base weights frozen, LoRA adapters, heads and the OEU trained
+(see ``controller.py``). Its step costs seconds on a CPU, so the answer loss is off by
+default for it, and ``--time-budget``, ``--step-sample`` and ``--oeu-steps`` fit a run to
+the time available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import random
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from llamacpu.core.interp import run as interp_run
+from llamacpu.core.isa import DEFAULT_ALPHABET, N_PORTS, Op, Program
+from llamacpu.learn import checkpoint as ckpt
+from llamacpu.learn import distributed
+from llamacpu.learn.checkpoint import CheckpointError
+from llamacpu.learn.curriculum import (
+    CONSOLIDATE_REVIEW,
+    STAGES,
+    Decision,
+    Stage,
+    competence_set,
+    decide,
+    eval_set,
+    review_weights,
+    sample_batch,
+)
+from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedConfig, LearnedMachine
+from llamacpu.learn.tasks import TASKS, Example, default_out_size, expert_program
+from llamacpu.llm.controller import (
+    ControllerConfig,
+    StepTrace,
+    StepView,
+    batch_steps,
+    result_to_steps,
+)
+from llamacpu.llm.models import ModelError, resolve
+from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
+
+OPTIMIZERS = ("adamw", "adamw8bit")
+
+__all__ = ["OPTIMIZERS", "Check", "TrainConfig", "Trainer", "evaluate",
+           "screened_evaluate", "lr_at"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. The CLI parses into this; ``main(cfg)`` runs it."""
+
+    stages: tuple[int, ...] = (0,)      # stage indices to train, in order
+    model: str = "tiny"                 # controller LM: "tiny" (built in code), "smollm2-135m",
+    #                                     a local HF directory or a hub id (llamacpu.models)
+    lora_r: int = 0                     # pretrained models: LoRA rank (0: heads only)
+    lora_alpha: float | None = None     # LoRA alpha (default 2 · lora_r)
+    quant: str | None = None            # pretrained models: None, "4bit" (NF4) or "8bit"
+    optim: str = "adamw"                # "adamw" (torch) or "adamw8bit" (bitsandbytes)
+    time_budget: float | None = None    # minutes a stage may train before it stops (then a
+    #                                     final evaluation and checkpoint); None: no limit
+    steps: int = 1500                   # training steps a stage may take before giving up
+    batch_size: int | None = None       # prompts per step (None: 32 for the tiny model, 8
+    #                                     for a pretrained one, whose step costs seconds)
+    lr: float | None = None             # peak AdamW learning rate (warmup, then cosine).
+    #                                     None: 3e-3 for the tiny model, 1e-3 for LoRA on a
+    #                                     pretrained one (3e-3 oscillated there: measured)
+    warmup: int = 20                    # linear warmup steps at the start of each stage
+    seed: int = 0                       # seeds the model init, data and evaluation sets
+    out: Path = Path("checkpoints")     # where stage_N/ checkpoints and logs go
+    resume: bool = True                 # continue from the latest checkpoint in ``out``
+    device: str = "cpu"                 # torch device of the model ("cpu" or "cuda")
+    threads: int = 1                    # torch CPU threads (1 is fastest for the tiny model)
+    eval_every: int | None = None       # steps between free-running competence checks
+    #                                     (None: 25 for the tiny model, 20 for a pretrained one)
+    eval_size: int | None = None        # held-out prompts per check (None: the stage's own)
+    eval_screen: int | None = None      # a check first solves this many of the held-out
+    #                                     prompts and stops when the whole set can no longer
+    #                                     reach competence (the pass decision is the full
+    #                                     set's either way); 0: always the full set. None:
+    #                                     0 for the tiny model (1 s), 16 for a pretrained one
+    #                                     (every emitted slot and machine step is an LM pass)
+    retention_size: int = 50            # held-out prompts per EARLIER task when measuring
+    #                                     what a competent stage retained (0: never measure)
+    retention: float = 0.9              # floor for every earlier task: a competent stage
+    #                                     keeps training (review weighted to what dropped)
+    #                                     until all are back above it (0: measure, don't act)
+    competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
+    channel_lr: float = 1.0             # learning-rate multiplier of the weight-token channel's
+    #                                     modules (metatokens, lookup, weight head); 5× stalls
+    #                                     its attention (measured), so 1× by default
+    review: float | None = None         # fraction of each batch from earlier stages (None:
+    #                                     the stage's own; 0 for a stage trained from scratch)
+    ckpt_every: int = 100               # steps between checkpoints (also at stage end)
+    answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
+    step_sample: int | None = None      # machine steps per run the execute loss looks at
+    #                                     (None: 24 for the tiny model, 12 for a pretrained one)
+    shared_prompt: bool | None = None   # run each step's prompts through the LM once for
+    #                                     the plan and execute losses (Controller.encode_prefix;
+    #                                     the same losses, fewer LM tokens). None: on for a
+    #                                     pretrained model, off for the tiny one (bit-identical
+    #                                     to its earlier runs)
+    filler: float = 0.5                 # chance a training prompt gets random filler words in
+    #                                     front (every non-digit symbol but ':'), so the ALU
+    #                                     sees every symbol in the parser's comparisons, not
+    #                                     only the letters of the training wordings
+    prompt_mix: float = 0.5             # chance the execute loss pairs a step with another
+    #                                     row's prompt: a jump/write/halt decision is a
+    #                                     function of the machine state, not of the wording
+    answer_every: int | None = None     # steps between answer-loss terms; 0: never; None:
+    #                                     8 for the tiny model, never for a pretrained one (a
+    #                                     soft run through a big LM at every machine step
+    #                                     costs more than everything else in a step)
+    answer_batch: int = 4               # prompts in each answer-loss term
+    oeu_steps: int | None = None        # optimizer steps of the OEU on its replay per training
+    #                                     step (the extra ones OEU-only: milliseconds each,
+    #                                     worth it when the controller's step costs seconds).
+    #                                     None: 1 for the tiny model, 8 for a pretrained one
+    answer_weight: float = 0.2          # its weight in the total loss
+    absolute_positions: bool = False    # ablation: execute phase sees the step index
+    digit_window: int = ControllerConfig.digit_window  # digits of each run the LM reads
+    #                                     (controller_view); 0: every digit (ablation)
+    progress: bool = True               # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        tiny = self.model == "tiny"
+        defaults = {"lr": (3e-3, 1e-3), "batch_size": (32, 8), "eval_every": (25, 20),
+                    "step_sample": (24, 12),
+                    "oeu_steps": (1, 8), "eval_screen": (0, 16), "shared_prompt": (False, True)}
+        for name, (for_tiny, for_pretrained) in defaults.items():
+            if getattr(self, name) is None:  # frozen: resolve the model-dependent defaults
+                object.__setattr__(self, name, for_tiny if tiny else for_pretrained)
+        positive = ("steps", "batch_size", "eval_every", "ckpt_every",
+                    "answer_batch", "threads", "step_sample", "oeu_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
+                                 f"got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.eval_screen < 0:
+            raise ValueError(f"--eval-screen must be >= 0 (0: off), got {self.eval_screen}")
+        if self.retention_size < 0:
+            raise ValueError(f"--retention-size must be >= 0 (0: off), got "
+                             f"{self.retention_size}")
+        if not 0.0 <= self.retention <= 1.0:
+            raise ValueError(f"--retention must be in [0, 1] (0: off), got {self.retention}")
+        if self.answer_every is not None and self.answer_every < 0:
+            raise ValueError(f"--answer-every must be >= 0 (0: off), got {self.answer_every}")
+        if self.optim not in OPTIMIZERS:
+            raise ValueError(f"--optim must be one of {', '.join(OPTIMIZERS)}, got {self.optim!r}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"--time-budget must be positive (minutes), got {self.time_budget}")
+        try:
+            resolve(self.model)  # offline: registry model fetched, directory exists, hub opt-in
+        except ModelError as e:
+            raise ValueError(f"--model {self.model!r}: "
+                             + " ".join(line.strip() for line in str(e).splitlines())) from None
+        if self.model == "tiny" and (self.lora_r or self.quant):
+            raise ValueError("--lora-r and --quant apply to pretrained models (--model "
+                             "smollm2-135m, a local HF directory, a hub id); the tiny model "
+                             "trains all its weights")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}")
+        if self.device != "cpu" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
+        if self.competence is not None and not 0 < self.competence <= 1:
+            raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
+        if not self.channel_lr > 0:
+            raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
+        if self.digit_window < 0:
+            raise ValueError(f"--digit-window must be >= 0 (0: the LM reads every digit), "
+                             f"got {self.digit_window}")
+        if self.review is not None and not 0 <= self.review < 1:
+            raise ValueError(f"--review must be in [0, 1), got {self.review}")
+        if not self.stages:
+            raise ValueError("no stages to train")
+
+    @property
+    def answer_period(self) -> int:
+        """Steps between answer-loss terms (0: never)."""
+        if not self.answer_loss:
+            return 0
+        if self.answer_every is None:
+            return 8 if self.model == "tiny" else 0
+        return self.answer_every
+
+    def model_config(self) -> LearnedConfig:
+        return LearnedConfig(ControllerConfig(
+            model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
+            absolute_positions=self.absolute_positions, digit_window=self.digit_window))
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup to ``peak``, then cosine decay to a tenth of it at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:
+    """For each task trained before ``stage`` (other than its own), the last stage that
+    trained it: the widest lengths that task has seen."""
+    last: dict[str, Stage] = {}
+    for s in stages[: stage.index]:
+        if s.task != stage.task:
+            last[s.task] = s
+    return list(last.values())
+
+
+class Check(NamedTuple):
+    """A competence check: exact matches among the first ``solved`` held-out prompts."""
+
+    correct: int
+    solved: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        """Exact match over the prompts solved."""
+        return self.correct / max(1, self.solved)
+
+    @property
+    def best(self) -> float:
+        """The most the whole set can score: the unsolved prompts counted as right."""
+        return (self.correct + self.total - self.solved) / max(1, self.total)
+
+
+def screened_evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+                      screen: int, competence: float,
+                      dist: distributed.Dist | None = None) -> Check:
+    """:func:`evaluate` that solves the first ``screen`` prompts and stops there when the
+    whole set can no longer reach ``competence`` (:attr:`Check.best` below it); otherwise it
+    solves the rest too. A stop cannot change a pass decision: only a check that could
+    still pass goes on to the full set. ``screen`` 0: the full set at once."""
+    n = len(examples)
+    head = examples[:screen] if 0 < screen < n else examples
+    correct = _count_correct(model, head, max_steps, dist=dist)
+    check = Check(correct, len(head), n)
+    if check.solved == n or check.best < competence:
+        return check
+    rest = _count_correct(model, examples[len(head):], max_steps, dist=dist)
+    return Check(correct + rest, n, n)
+
+
+def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+                   batch: int = 256, dist: distributed.Dist | None = None) -> int:
+    return round(evaluate(model, examples, max_steps, batch, dist) * len(examples))
+
+
+def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+             batch: int = 256, dist: distributed.Dist | None = None) -> float:
+    """Exact-match accuracy of the free-running machine on ``examples``; with ``dist``, each
+    rank solves its stride of them and the counts are summed (the same number on every
+    rank)."""
+    mine = dist.take(examples) if dist is not None else list(examples)
+    correct = 0
+    for i in range(0, len(mine), batch):
+        chunk = mine[i:i + batch]
+        sizes = [default_out_size(e) for e in chunk]
+        sols = model.solve([e.prompt for e in chunk], max_steps=max_steps, out_sizes=sizes)
+        correct += sum(s.output == e.answer and s.fault is None for s, e in zip(sols, chunk))
+    if dist is not None:
+        correct = int(dist.sum(torch.tensor([correct], dtype=torch.int64)).item())
+    return correct / max(1, len(examples))
+
+
+@dataclass
+class _Supervision:
+    """What one batch of expert runs gives every loss."""
+
+    prompts: list[str]
+    answers: list[str]
+    programs: list[Program]
+    step_args: tuple
+    oeu: OEUExamples
+    steps: list[int]     # each run's length in machine steps
+    out_sizes: list[int]  # each run's output region
+
+
+@functools.lru_cache(maxsize=50_000)
+def _expert(example: Example, max_steps: int, out_size: int):
+    """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
+    early stages draw the same prompts again and again), and which steps are *rare*: at a
+    pc the run visits several times, a decision other than the one it makes most often
+    there — a loop's exit."""
+    prog = expert_program(example)
+    res = interp_run(prog, example.prompt, max_steps, trace=True, out_size=out_size)
+    steps = result_to_steps(prog, res)
+    keys = [(t.pc, tuple(steps.targets[i].tolist())) for i, t in enumerate(res.trace)]
+    counts: dict = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    usual: dict = {}
+    for (pc, dec), n in counts.items():
+        if n > counts.get((pc, usual.get(pc)), 0):
+            usual[pc] = dec
+    rare = tuple(i for i, (pc, dec) in enumerate(keys) if dec != usual[pc])
+    return steps, examples_from_traces([res.trace]), len(res.trace), rare
+
+
+def _subsample(steps: StepTrace, rare: Sequence[int], k: int,
+               rng: random.Random) -> tuple[StepTrace, Tensor]:
+    """At most ``k`` of a run's steps: its rare ones first, the rest drawn at random (their
+    indices are returned too). Loop bodies repeat; their exits are what must not be missed."""
+    T = len(steps.targets)
+    if T <= k:
+        idx = torch.arange(T)
+    else:
+        keep = list(rare) if len(rare) <= k else rng.sample(list(rare), k)
+        rest = sorted(set(range(T)) - set(keep))
+        keep += rng.sample(rest, k - len(keep))
+        idx = torch.tensor(sorted(keep))
+    view = StepView(*(None if x is None else x[idx] for x in steps.view))
+    return StepTrace(view, steps.targets[idx]), idx
+
+
+_FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
+
+
+def _with_filler(ex: Example, rng: random.Random) -> Example:
+    """``ex`` with one or two random words in front of its prompt. They hold no digit and no
+    ':', which every expert program skips (numbers are digit runs; copy/reverse read after
+    the first ':'), nor the symbols the task reserves (fmap's ';'), so the answer is
+    unchanged."""
+    reserved = TASKS[ex.task].reserved
+    chars = "".join(c for c in _FILLER if c not in reserved) if reserved else _FILLER
+    words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
+             for _ in range(rng.randint(1, 2))]
+    return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
+
+
+_KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions
+
+
+def _balance(views: StepView, targets: Tensor, mask: Tensor,
+             dist: distributed.Dist | None = None) -> Tensor:
+    """Per-step loss weights ``[B, T]`` that give every kind of step the same total weight.
+
+    A kind is (op, operand a is 0, operands a and b are equal, decisions). Loop bodies
+    repeat one kind hundreds of times, while the step that leaves a loop on a zero digit
+    appears once; without balancing the execute phase learns the common kinds and guesses
+    the rare ones. With ``dist`` the kinds are counted over every rank's rows (the weights
+    of the whole batch).
+    """
+    op = views.op.argmax(-1)                                                  # [B, T]
+    a, b = views.values[..., 0, :], views.values[..., 1, :]                  # [B, T, V]
+    zero = a[..., 0] > 0.5
+    eq = (a * b).sum(-1) > 0.5
+    key = op
+    for bit in (zero, eq, *(targets > 0.5).unbind(-1)):
+        key = key * 2 + bit.long()                                            # [B, T]
+    real = mask > 0
+    counts = torch.bincount(key[real], minlength=_KINDS)                      # [kinds]
+    if dist is not None:
+        counts = dist.sum(counts)
+    # w = 1 / count of the step's kind, scaled to mean 1 over the real steps:
+    # Σ w = number of kinds present, Σ real = counts.sum()
+    w = torch.zeros_like(mask, dtype=torch.float32)
+    w[real] = 1.0 / counts[key[real]].float()
+    kinds = (counts > 0).sum().clamp(min=1)
+    return w * (counts.sum().float() / kinds.float())
+
+
+def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
+               seeds: Sequence[int], dist: distributed.Dist | None = None) -> _Supervision:
+    """Expert runs of ``batch`` (this rank's rows), each run's steps subsampled by its own
+    seed (so a row's subsample does not depend on which rank owns it)."""
+    programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
+    # Review examples come from earlier stages, whose programs may run longer than this
+    # stage's (add4 needs ~350 steps, copy8 150): the expert gets the largest budget so far.
+    budget = max(s.max_steps for s in STAGES[: stage.index + 1])
+    for ex, seed in zip(batch, seeds):
+        size = default_out_size(ex)
+        steps, alu, T, rare = _expert(ex, budget, size)
+        sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
+        programs.append(expert_program(ex))
+        runs.append(sub)
+        idxs.append(idx)
+        oeu.append(alu)
+        sizes.append(size)
+        lengths.append(T)
+    views, targets, mask = batch_steps(runs)
+    mask = _balance(views, targets, mask, dist)
+    K = targets.shape[1]
+    step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
+    return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
+                        (views, targets, mask, step_idx), merge_examples(*oeu),
+                        lengths, sizes)
+
+
+@dataclass
+class _StageState:
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    passed: bool = False
+
+    @property
+    def retained(self) -> dict[str, float] | None:
+        """The latest retention measurement (``retained/<task>`` keys of the metrics), if any:
+        while it is below the floor the stage consolidates (and a resumed run does too)."""
+        for m in reversed(self.metrics):
+            got = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("retained/")}
+            if got:
+                return got
+        return None
+
+
+class Trainer:
+    """Runs the stages of a :class:`TrainConfig`, one readable loop each."""
+
+    def __init__(self, cfg: TrainConfig, log=print,
+                 dist: distributed.Dist | None = None) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.interrupted = False  # this process got a Ctrl-C
+        self.stopped = False      # some rank got one: every rank stops after the same step
+        self.model: LearnedMachine | None = None
+        self.dist = dist          # set from the environment (torchrun's) by run()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_model(self) -> LearnedMachine:
+        torch.manual_seed(self.cfg.seed)
+        return LearnedMachine(self.cfg.model_config()).to(self.cfg.device)
+
+    def _optimizer(self, model: LearnedMachine) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters only (a pretrained base is frozen), in two
+        groups: the weight-token channel's modules at ``channel_lr`` × the learning rate
+        (their ``lr_scale``), everything else at 1×."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        channel = [p for n, p in named if n.startswith(WEIGHT_CHANNEL_KEYS)]
+        rest = [p for n, p in named if not n.startswith(WEIGHT_CHANNEL_KEYS)]
+        groups = [{"params": rest, "lr_scale": 1.0},
+                  {"params": channel, "lr_scale": self.cfg.channel_lr}]
+        if self.cfg.optim == "adamw8bit":
+            import bitsandbytes as bnb
+
+            return bnb.optim.AdamW8bit(groups, lr=self.cfg.lr, weight_decay=0.0)
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.0)
+
+    def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
+              replay: OEUExamples) -> Path:
+        state = {f"model.{k}": v for k, v in model.trainable_state().items()}
+        state.update({f"replay.{k}": v for k, v in replay._asdict().items()})
+        config = {"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)}
+        if model.base_model is not None:
+            config["base_model"] = model.base_model
+        return ckpt.save_checkpoint(
+            ckpt.stage_dir(self.cfg.out, stage.index), model_state=state, optimizer=opt,
+            config=config, stage=stage.index, step=st.step, metrics=st.metrics,
+            passed=st.passed, attachments=model.adapter_files())
+
+    def _checkpoint(self, *args) -> Path:
+        """:meth:`_save` on rank 0; every rank waits until the checkpoint is complete."""
+        path = self._save(*args) if self.dist.main else ckpt.stage_dir(self.cfg.out,
+                                                                         args[0].index)
+        self.dist.barrier()
+        return path
+
+    def _load_model(self, c: ckpt.Checkpoint) -> tuple[LearnedMachine, OEUExamples]:
+        model = LearnedMachine.from_checkpoint(c)
+        if model.cfg != self.cfg.model_config():
+            raise CheckpointError(
+                f"{c.path} was trained with a different model configuration; use --out to "
+                f"train a new one elsewhere, or --no-resume to start over here")
+        replay = OEUExamples(*(c.model_state[f"replay.{k}"] for k in OEUExamples._fields))
+        return model.to(self.cfg.device), replay
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> dict[int, _StageState]:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        if self.dist is None:
+            self.dist = distributed.from_env(cfg.device)
+        if self.dist.device != cfg.device:  # torchrun on GPUs: "cuda" → this rank's cuda:N
+            self.cfg = cfg = replace(cfg, device=self.dist.device)
+        if cfg.batch_size < self.dist.world:
+            raise distributed.DistributedError(
+                f"--batch-size {cfg.batch_size} is smaller than the {self.dist.world} ranks: "
+                f"each rank needs a row (the batch size is global)")
+        if self.dist.main:
+            ckpt.ensure_out_dir(cfg.out)
+        else:
+            self.log = lambda s: None  # rank 0 speaks for the job
+        self.dist.barrier()  # the directory exists before any rank looks for checkpoints
+        done: dict[int, _StageState] = {}
+        for index in cfg.stages:
+            stage = STAGES[index]
+            if cfg.competence is not None or cfg.eval_size is not None:
+                stage = replace(stage, competence=cfg.competence or stage.competence,
+                                eval_size=cfg.eval_size or stage.eval_size)
+            if cfg.review is not None and index > 0:
+                stage = replace(stage, review=cfg.review)
+            st = self._train_stage(stage)
+            done[index] = st
+            if self.stopped or not st.passed:
+                break
+        self.dist.barrier()  # no rank exits (and makes torchrun stop the others) mid-write
+        return done
+
+    def _start(self, stage: Stage):
+        """Model, optimizer, replay buffer and progress for ``stage``: resumed or fresh."""
+        cfg = self.cfg
+        found = ckpt.find_latest(cfg.out, stage.index) if cfg.resume else None
+        replay = examples_from_traces(())
+        if found is None:
+            model = self.model or self._new_model()
+            return model, self._optimizer(model), _StageState(), replay
+        c = ckpt.load_checkpoint(found)
+        model, replay = self._load_model(c)
+        opt = self._optimizer(model)
+        if c.stage == stage.index and c.passed:
+            return model, opt, _StageState(c.step, list(c.metrics), True), replay
+        if c.stage == stage.index:
+            if c.optimizer_state is not None:
+                try:
+                    opt.load_state_dict(c.optimizer_state)
+                except ValueError as e:  # written before the channel's parameter group
+                    self.log(f"stage {stage.index} ({stage.name}): the checkpoint's optimizer "
+                             f"state does not fit ({e}); starting a fresh optimizer")
+            ckpt.restore_rng(c)
+            self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
+                     f"from {found}")
+            return model, opt, _StageState(c.step, list(c.metrics), c.passed), replay
+        self.log(f"stage {stage.index} ({stage.name}): starting from stage {c.stage}'s "
+                 f"checkpoint {found}")
+        return model, opt, _StageState(), replay
+
+    def _train_stage(self, stage: Stage) -> _StageState:
+        cfg = self.cfg
+        model, opt, st, replay = self._start(stage)
+        self.dist.broadcast_module(model)  # identical start on every rank
+        self.model = model
+        if st.passed:
+            self.log(f"stage {stage.index} ({stage.name}): already passed "
+                     f"(accuracy {st.metrics[-1].get('accuracy', float('nan')):.3f}); moving on")
+            return st
+        rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
+        heldout = competence_set(stage, seed=cfg.seed + 1)
+        looking_back = cfg.retention_size > 0 and cfg.retention > 0
+        # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
+        retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size))
+                          for s in retention_stages(stage)} if looking_back else {}
+        started = time.time()
+        main = self.dist.main
+        bar = _progress(cfg, stage, st.step, enabled=main)
+        board = _tensorboard(cfg.out) if main else None
+        prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            while st.step < cfg.steps and not self.stopped:
+                with self._autocast():
+                    metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay,
+                                                       st.retained)
+                st.step += 1
+                out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
+                    cfg.time_budget is not None
+                    and time.time() - started >= 60 * cfg.time_budget)
+                if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
+                    check = screened_evaluate(model, heldout, stage.max_steps,
+                                              cfg.eval_screen, stage.competence, self.dist)
+                    acc = check.accuracy
+                    metrics.update(accuracy=acc, eval_size=check.solved)
+                    if check.solved < check.total:  # stopped at the screen: cannot pass
+                        metrics.update(eval_screened=check.total)
+                    retained = None
+                    if retention_sets and check.best >= stage.competence:  # competent: look
+                        retained = {t: evaluate(model, ex, s.max_steps, dist=self.dist)  # back
+                                    for t, (s, ex) in retention_sets.items()}
+                        metrics.update({f"retained/{t}": a for t, a in retained.items()})
+                    decision = decide(stage, check.best, st.step, cfg.steps, retained,
+                                      cfg.retention)
+                    st.passed = self.dist.agree(decision == Decision.ADVANCE)
+                    if decision == Decision.CONSOLIDATE:
+                        self._log_consolidation(stage, st.step, retained)
+                    elif st.passed and retained and min(retained.values()) < cfg.retention:
+                        self.log(f"stage {stage.index} ({stage.name}): step budget spent; "
+                                 f"advancing with earlier tasks below the retention floor "
+                                 f"{cfg.retention:g}: " + _fmt(retained))
+                metrics.update(step=st.step, stage=stage.index, time=time.time() - started)
+                st.metrics.append(metrics)
+                self.stopped = self.dist.any(self.interrupted)
+                if main:
+                    _log_jsonl(cfg.out, metrics)
+                if board is not None:
+                    for k, v in metrics.items():
+                        board.add_scalar(f"stage_{stage.index}/{k}", v, st.step)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
+                                 if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
+                if st.passed or st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
+                    self._checkpoint(stage, model, opt, st, replay)
+                if st.passed:
+                    break
+                if out_of_time:
+                    self._checkpoint(stage, model, opt, st, replay)
+                    self.log(f"stage {stage.index} ({stage.name}): time budget of "
+                             f"{cfg.time_budget:g} min used up at step {st.step}")
+                    break
+            if self.stopped:
+                path = self._checkpoint(stage, model, opt, st, replay)
+                self.log(f"interrupted: saved {path} at step {st.step}; re-run to resume")
+        finally:
+            signal.signal(signal.SIGINT, prev_handler)
+            bar.close()
+            if board is not None:
+                board.close()
+        elapsed = time.time() - started
+        last = next((m["accuracy"] for m in reversed(st.metrics) if "accuracy" in m), None)
+        verdict = "passed" if st.passed else ("interrupted" if self.stopped else "not passed")
+        self.log(f"stage {stage.index} ({stage.name}): {verdict} at step {st.step}, free-running "
+                 f"exact match {last if last is not None else float('nan'):.3f}, {elapsed:.1f} s")
+        if st.passed and cfg.retention_size:
+            self._report_retention(stage, model, st)
+        if main:
+            _plot_curve(cfg.out, stage, st.metrics)
+        return st
+
+    def _log_consolidation(self, stage: Stage, step: int, retained: dict[str, float]) -> None:
+        low = {t: a for t, a in retained.items() if a < self.cfg.retention}
+        self.log(f"stage {stage.index} ({stage.name}): competent at step {step}, but "
+                 + _fmt(low) + f" below the retention floor {self.cfg.retention:g}: "
+                 f"consolidating (review {CONSOLIDATE_REVIEW:.0%}, weighted to what dropped)")
+
+    def _report_retention(self, stage: Stage, model: LearnedMachine, st: _StageState) -> None:
+        """Forgetting, measured after the stage: free-running exact match on FRESH held-out
+        prompts of every earlier task (at the widest stage it was trained at; not the sets
+        the stage rule looked at), logged and appended to ``metrics.jsonl`` as
+        ``{"retained": {task: accuracy}}``."""
+        earlier = retention_stages(stage)
+        if not earlier:
+            return
+        seed = self.cfg.seed + 3
+        got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size),
+                                s.max_steps, dist=self.dist) for s in earlier}
+        self.log(f"stage {stage.index} ({stage.name}): retained " + _fmt(got))
+        if self.dist.main:
+            _log_jsonl(self.cfg.out, {"stage": stage.index, "step": st.step, "retained": got})
+
+    def _autocast(self):
+        """bf16 autocast on CUDA (``--device cuda``); a no-op on the CPU."""
+        if self.cfg.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002
+        if self.interrupted:  # a second Ctrl-C: stop now (the last checkpoint stays valid)
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def _train_step(self, stage: Stage, model: LearnedMachine, opt, rng: random.Random,
+                    step: int, replay: OEUExamples,
+                    retained: dict[str, float] | None = None) -> tuple[dict, OEUExamples]:
+        """One optimizer step on a global batch; this rank computes its rows' share.
+
+        ``retained`` (the last retention measurement) below the floor: the stage is
+        consolidating, and the batch's review share is :data:`CONSOLIDATE_REVIEW`, drawn by
+        :func:`curriculum.review_weights`.
+
+        Every loss is a sum over rows divided by a count of the WHOLE batch, so the ranks'
+        losses add up to the one-process loss and their gradients are summed
+        (``Dist.sum_grads``); the OEU's replay loss, computed in full on every rank, is
+        divided by the number of ranks. One process: the shares are the whole.
+        """
+        cfg, dist = self.cfg, self.dist
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup) * g.get("lr_scale", 1.0)
+        # the global batch and every random choice about it: the same on every rank
+        review = weights = None
+        if retained and cfg.retention > 0 and min(retained.values()) < cfg.retention:
+            review = max(stage.review, CONSOLIDATE_REVIEW)
+            weights = review_weights(retained)
+        batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
+                 for e in sample_batch(stage, rng, cfg.batch_size, review=review,
+                                       weights=weights)]
+        seeds = [rng.getrandbits(63) for _ in batch]             # each row's step subsample
+        prompts = [e.prompt for e in batch]
+        exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
+                       else p for p in prompts]
+        programs = [expert_program(e) for e in batch]
+        mine = dist.rows(len(batch))
+        # this rank's rows: expert runs, then their share of each loss
+        sup = _supervise([batch[i] for i in mine], stage, cfg.step_sample,
+                         [seeds[i] for i in mine], dist)
+        replay = merge_examples(replay, _gather_examples(dist, sup.oeu))  # all ALU steps seen
+        ctl = model.controller
+        my_exe = [exe_prompts[i] for i in mine]
+        plan_prefix = exe_cache = None
+        if cfg.shared_prompt:  # each distinct prompt through the LM once, for both losses
+            distinct = list(dict.fromkeys(sup.prompts + my_exe))
+            row = {p: i for i, p in enumerate(distinct)}
+            prefix = ctl.encode_prefix(distinct)                    # <bos> prompt, [U, ...]
+            plan_prefix = prefix.select(_rows(row, sup.prompts, ctl.device))
+            exe_cache = ctl.encode_prompt(prefix=prefix).select(_rows(row, my_exe, ctl.device))
+        n_slot = sum(len(p.slots) - N_PORTS for p in programs)
+        n_weights = sum(len(ctl.weights_targets([p])[0]) for p in programs)
+        plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs,
+                                     counts=(n_slot + len(programs), n_slot, n_weights),
+                                     prefix=plan_prefix)
+        step_mask = sup.step_args[2]                                          # [B_r, T]
+        n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
+        exe, exe_m = ctl.step_loss(my_exe, *sup.step_args, denominator=n_steps,
+                                   cache=exe_cache)
+        alu, alu_m = oeu_loss(model.oeu, replay)
+        alu = alu / dist.world
+        loss = plan + exe + alu
+        sums = {"plan_loss": plan.item(), "step_loss": exe.item(), "oeu_loss": alu.item()}
+        rows = float(len(mine))
+        means = {k: (v, rows) for k, v in {**_scalars(plan_m), **_scalars(exe_m)}.items()
+                 if k != "loss"}
+        means.update({k: (v, 1.0) for k, v in alu_m.items()})
+        if cfg.answer_period and step % cfg.answer_period == 0:
+            loss = loss + cfg.answer_weight * self._answer_share(
+                model, batch, programs, sup, mine, step, sums, means)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        dist.sum_grads(trainable)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        sums["loss"] = loss.item()
+        metrics = dist.reduce_metrics(sums, means)
+        for _ in range(cfg.oeu_steps - 1):  # OEU-only steps: the other grads are None
+            opt.zero_grad(set_to_none=True)
+            extra, extra_m = oeu_loss(model.oeu, replay)  # the same replay on every rank
+            (extra / dist.world).backward()
+            dist.sum_grads(model.oeu.parameters())
+            torch.nn.utils.clip_grad_norm_(model.oeu.parameters(), 1.0)
+            opt.step()
+            metrics.update(extra_m)
+        metrics["lr"] = opt.param_groups[0]["lr"]
+        return metrics, replay
+
+    def _answer_share(self, model: LearnedMachine, batch: Sequence[Example],
+                      programs: Sequence[Program], sup: _Supervision, mine: Sequence[int],
+                      step: int, sums: dict, means: dict) -> Tensor:
+        """This rank's share of the answer loss on the batch's first ``answer_batch`` rows:
+        every rank computes all of it and takes 1/K. (The soft machine steps a batch until
+        ALL its rows halt and half-halted rows keep moving, so a row's answer depends on
+        its batch-mates: split over ranks it would differ. It is a few percent of a step.)"""
+        cfg, dist = self.cfg, self.dist
+        k = min(cfg.answer_batch, len(batch))
+        sample_prob = min(1.0, step / max(1, cfg.steps // 2))  # teacher → free plan
+        own = [j for j, i in enumerate(mine) if i < k]  # my rows among them: I ran their expert
+        steps = max((sup.steps[j] for j in own), default=0)
+        steps = int(dist.max(torch.tensor([steps])).item())  # the longest expert run of all k
+        ans, ans_m = model.answer_loss(
+            [e.prompt for e in batch[:k]], [e.answer for e in batch[:k]], list(programs[:k]),
+            steps=steps, sample_prob=sample_prob,
+            out_size=max(default_out_size(e) for e in batch[:k]))
+        sums["answer_loss"] = ans_m["answer_loss"] / dist.world
+        means["answer_acc_soft"] = (ans_m["answer_acc_soft"], 1.0)
+        return ans / dist.world
+
+
+def _rows(row: dict[str, int], prompts: Sequence[str], device) -> Tensor:
+    """Indices of ``prompts`` in a batch of distinct prompts (``row``: prompt → index)."""
+    return torch.tensor([row[p] for p in prompts], dtype=torch.long, device=device)
+
+
+def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
+    """Every rank's ALU examples (so every rank's replay buffer is the same)."""
+    if not dist.active:
+        return ex
+    rows = dist.gather_rows(torch.stack(list(ex), 1))                      # [E, 7]
+    return merge_examples(OEUExamples(*rows.T))
+
+
+def _fmt(accuracies: dict[str, float]) -> str:
+    return ", ".join(f"{t} {a:.2f}" for t, a in accuracies.items())
+
+
+def _scalars(m) -> dict[str, float]:
+    d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
+    return {k: float(v) for k, v in d.items()}
+
+
+def _cfg_json(cfg: TrainConfig) -> dict:
+    d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    d["out"] = str(cfg.out)
+    d["stages"] = list(cfg.stages)
+    return d
+
+
+def _log_jsonl(out: Path, metrics: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into ``out/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _progress(cfg: TrainConfig, stage: Stage, start: int, enabled: bool = True):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=start, desc=f"stage {stage.index} {stage.name}",
+                disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False)
+
+
+def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
+    """Loss and free-running accuracy of a stage as ``out/stage_N.png``."""
+    if not metrics:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("plan_loss", "step_loss", "oeu_loss", "answer_loss"):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        if pts:
+            ax.plot(*zip(*pts), label=key, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    acc = [(m["step"], m["accuracy"]) for m in metrics if "accuracy" in m]
+    if acc:
+        ax2.plot(*zip(*acc), "k.-", label="free-running exact match")
+    for key in sorted({k for m in metrics for k in m if k.startswith("retained/")}):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        ax2.plot(*zip(*pts), "x--", lw=0.8, ms=4, label=key)
+    ax2.set_ylim(0, 1.02)
+    ax2.axhline(stage.competence, color="k", ls=":", lw=0.8)
+    ax2.set_ylabel("exact match")
+    ax.set_xlim(min(steps) - 1, max(steps) + 1)
+    ax.set_title(f"stage {stage.index}: {stage.name}", fontsize=9)
+    fig.legend(loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(out / f"stage_{stage.index}.png", dpi=110)
+    plt.close(fig)
