@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from llamacpu.llm.channel import ChannelConfig, WeightChannel
-from llamacpu.llm.controller import ControllerConfig, SymbolTokenizer, build_tiny_llama
-from llamacpu.llm.models import call_lm
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.models import build_tiny_llama, call_lm
+from llamacpu.llm.tokenizer import SymbolTokenizer
 
 
 def strings(n: int, seed: int) -> tuple[list[str], list[str] | None]:

@@ -25,7 +25,8 @@ from llamacpu.llm.channel import (
     deltas,
     wrap_linear_layers,
 )
-from llamacpu.llm.controller import ControllerConfig, build_tiny_llama
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.models import build_tiny_llama
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -36,7 +36,8 @@ import torch
 
 from llamacpu.learn import distributed
 from llamacpu.learn.curriculum import STAGES, eval_set
-from llamacpu.learn.trainer import TrainConfig, Trainer, evaluate, screened_evaluate
+from llamacpu.learn.evaluation import evaluate, screened_evaluate
+from llamacpu.learn.trainer import TrainConfig, Trainer
 from llamacpu.machine.oeu import examples_from_traces
 
 

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from llamacpu.machine.memory import AddressCodec, read, read_topk
+from llamacpu.machine.addressing import AddressCodec
+from llamacpu.machine.memory import read, read_topk
 
 
 def best(fn, repeats: int) -> float:

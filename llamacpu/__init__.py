@@ -1,18 +1,19 @@
 """llamacpu: a neuro-symbolic differentiable computer with a language model as its CPU.
 
-Layers, bottom up (see README.md and ../shared/ARCHITECTURE.md):
+One subpackage per pipeline stage, data flowing one way (docs/architecture.md):
 
-- ``isa``         the instruction set, slot layout and alphabet
-- ``asm``         .lasm text -> Program, and back
-- ``graph``       control-flow graph, validation and drawing
-- ``interp``      the reference interpreter (plain Python ints): the ground truth
-- ``memory``      HybridSWM: address keys, slot encoding, pointer reads and writes
-- ``kernels``     fused pointer read (Triton on CUDA, torch on CPU)
-- ``machine``     the differentiable machine with a pluggable OEU and sequencer
-- ``oeu``         the neural ALU
-- ``controller``  the language-model controller: plan and execute phases
-- ``learned``     controller + OEU + machine, running free or trained end to end
-- ``tasks``, ``curriculum``, ``train``, ``eval``, ``checkpoint``: the training stack
+- ``core``      the symbolic machine: instruction set (``isa``), assembler and disassembler,
+                program graph, the reference interpreter (the ground truth), expert programs
+- ``kernels``   the fused pointer read (Triton on CUDA, torch on CPU)
+- ``machine``   HybridSWM memory (addressing -> heads), the differentiable machine with a
+                pluggable OEU and sequencer (``interfaces``), the symbolic and neural OEU
+- ``llm``       model loading (the tiny Llama and pretrained ones), the controller's prompt
+                encoders, plan and execute heads, and the weight-token channel
+- ``learn``     tasks, the curriculum, the learned machine, the trainer, checkpoints
+- ``evaluate``  hypothesis strategies, property checks of learned machines, baselines
+
+and thin command lines on top: ``python -m llamacpu.{train,eval,run,asm,check,models,bench}``
+or the ``llamacpu`` console script (``llamacpu.cli``).
 """
 
 __version__ = "0.1.0"

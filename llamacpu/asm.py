@@ -8,7 +8,9 @@ import argparse
 import importlib
 import sys
 
-from llamacpu.core.asm import AssemblyError, assemble, disassemble
+from llamacpu.cli import Parser
+from llamacpu.core.asm import AssemblyError, assemble
+from llamacpu.core.disasm import disassemble
 from llamacpu.core.isa import (
     DEFAULT_MEMORY_SIZE,
     N_PORTS,
@@ -30,7 +32,7 @@ def _memory_size(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m llamacpu.asm FILE``: assemble, validate, print the disassembly."""
-    ap = argparse.ArgumentParser(prog="python -m llamacpu.asm",
+    ap = Parser(prog="python -m llamacpu.asm",
                                  description="Assemble a .lasm file, validate it and print "
                                              "its disassembly.")
     ap.add_argument("file", help="the .lasm source file")

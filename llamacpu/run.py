@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llamacpu.cli import Parser
 from llamacpu.core.asm import AssemblyError, assemble
 from llamacpu.core.interp import (
     DEFAULT_MAX_STEPS,
@@ -75,7 +76,8 @@ def reference_backend(program: Program, input_text: str, cfg: RunConfig) -> Resu
 
 def machine_backend(program: Program, input_text: str, cfg: RunConfig) -> Result:
     """The differentiable machine (llamacpu.machine.machine), hard (exact) or soft; same Result."""
-    from llamacpu.machine.machine import default_machine, draw_heatmap, run_program
+    from llamacpu.machine.draw import draw_heatmap
+    from llamacpu.machine.machine import default_machine, run_program
 
     result = run_program(program, input_text, cfg.max_steps, hard=not cfg.soft,
                          trace=cfg.trace, out_size=cfg.out_size, stack_size=cfg.stack_size)
@@ -179,15 +181,8 @@ def format_trace(program: Program, trace: tuple[TraceStep, ...] | list[TraceStep
 # ---------------------------------------------------------------------------- the CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one ``error: ...`` line and exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m llamacpu.run",
+    ap = Parser(prog="python -m llamacpu.run",
                  description="Assemble a .lasm program and run it on an input.")
     ap.add_argument("program", help="the .lasm source file")
     ap.add_argument("--input", default="", help="the input text (default: empty)")
@@ -257,13 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _entry() -> int:
+def entry(argv: list[str] | None = None) -> int:
+    """:func:`main`, with a closed output pipe (``... --trace | head``) not an error."""
     try:
-        return main()
+        return main(argv)
     except BrokenPipeError:  # `... --trace | head`: the reader left; not an error of ours
         sys.stdout = None  # type: ignore[assignment]  (no flush of the dead pipe at exit)
         return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_entry())
+    sys.exit(entry())

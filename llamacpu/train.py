@@ -4,11 +4,11 @@ The command line of ``llamacpu.learn.trainer``."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from llamacpu.cli import Parser
 from llamacpu.core.isa import LlamacpuError
 from llamacpu.learn import distributed
 from llamacpu.learn.curriculum import (
@@ -19,14 +19,9 @@ from llamacpu.llm.models import ModelError
 
 # ---------------------------------------------------------------------- CLI
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        sys.stderr.write(f"error: {message}\n")
-        sys.exit(2)
-
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    p = _Parser(prog="python -m llamacpu.train", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m llamacpu.train", description=__doc__.splitlines()[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--stage", help="train this stage (index or name, e.g. 0 or add1)")
     g.add_argument("--stages", help="train these stages in order, e.g. 0-3")

@@ -1,4 +1,4 @@
-"""The assembler and disassembler (llamacpu/asm.py) and the program strategy (testing.py)."""
+"""The assembler and disassembler (llamacpu/asm.py) and the program strategy (evaluate/fuzz.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llamacpu.asm import main as asm_main
-from llamacpu.core.asm import AssemblyError, assemble, disassemble
+from llamacpu.core.asm import AssemblyError, assemble
+from llamacpu.core.disasm import disassemble
 from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
     SPEC,
@@ -24,7 +25,7 @@ from llamacpu.core.isa import (
     Slot,
     SourceLoc,
 )
-from llamacpu.evaluate.testing import BUDGET, inputs, lasm_texts, mutated, programs
+from llamacpu.evaluate.fuzz import BUDGET, inputs, lasm_texts, mutated, programs
 
 D, I, M = Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE
 ROOT = Path(__file__).resolve().parents[1]

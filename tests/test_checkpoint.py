@@ -462,7 +462,7 @@ def test_edited_state_json_is_refused(tmp_path, edit, fix, pattern):
 
 def test_invalid_json_is_reported_with_its_position(tmp_path):
     path = _simple_save(tmp_path / "stage_1", 4)
-    (path / STATE_FILE).write_text('{"format": "llamacpu.learn.checkpoint",\n  oops}')
+    (path / STATE_FILE).write_text('{"format": "llamacpu.checkpoint",\n  oops}')
     with pytest.raises(CheckpointError, match=r"state\.json: not valid JSON \(line 2 column 3"):
         load_checkpoint(path)
 

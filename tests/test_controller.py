@@ -38,20 +38,16 @@ from llamacpu.core.isa import (  # noqa: E402
     Program,
     Slot,
 )
-from llamacpu.llm.controller import (  # noqa: E402
-    SPECIAL_TOKENS,
-    Controller,
-    ControllerConfig,
-    ControllerSequencer,
-    PromptCache,
-    StepView,
-    SymbolTokenizer,
-    batch_steps,
-    build_tiny_llama,
-    controller_view,
-    trace_to_steps,
-)
-from llamacpu.machine.machine import Machine, MachineConfig, Sequencer  # noqa: E402
+from llamacpu.llm.config import ControllerConfig  # noqa: E402
+from llamacpu.llm.controller import Controller  # noqa: E402
+from llamacpu.llm.heads import PromptCache, StepView  # noqa: E402
+from llamacpu.llm.models import build_tiny_llama  # noqa: E402
+from llamacpu.llm.prompts import controller_view  # noqa: E402
+from llamacpu.llm.sequencer import ControllerSequencer  # noqa: E402
+from llamacpu.llm.supervision import batch_steps, trace_to_steps  # noqa: E402
+from llamacpu.llm.tokenizer import SPECIAL_TOKENS, SymbolTokenizer  # noqa: E402
+from llamacpu.machine.interfaces import Sequencer  # noqa: E402
+from llamacpu.machine.machine import Machine, MachineConfig  # noqa: E402
 
 SMALL = ControllerConfig(max_slots=64)
 TEMPLATES = {

@@ -184,7 +184,8 @@ def test_shard_losses_with_global_counts_add_up_to_the_batch_loss():
     their gradients) sum to the one-batch loss, for programs and runs of unequal size."""
     from llamacpu.core.golden import load_program
     from llamacpu.core.isa import N_PORTS
-    from llamacpu.llm.controller import Controller, batch_steps, trace_to_steps
+    from llamacpu.llm.controller import Controller
+    from llamacpu.llm.supervision import batch_steps, trace_to_steps
 
     torch.manual_seed(0)
     ctl = Controller()

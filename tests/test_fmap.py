@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from llamacpu.core.golden import reference
 from llamacpu.core.interp import run
 from llamacpu.core.isa import N_PORTS, Kind, Mode, Op
-from llamacpu.evaluate.testing import task_examples
+from llamacpu.evaluate.strategies import task_examples
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn.curriculum import STAGES, eval_set, is_heldout, parse_stage, sample_batch
 from llamacpu.learn.learned import LearnedConfig, LearnedMachine
@@ -31,7 +31,8 @@ from llamacpu.learn.tasks import (
     function_table,
     heldout_key,
 )
-from llamacpu.llm.controller import ControllerConfig, SlotLogits
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.heads import SlotLogits
 from llamacpu.machine.machine import Machine, MachineConfig, run_batch
 
 SMALL = LearnedConfig(ControllerConfig(hidden_size=32, num_layers=1, num_heads=2,

@@ -42,12 +42,9 @@ from llamacpu.llm.channel import (  # noqa: E402
     deltas,
     wrap_linear_layers,
 )
-from llamacpu.llm.controller import (  # noqa: E402
-    ControllerConfig,
-    SymbolTokenizer,
-    build_tiny_llama,
-)
-from llamacpu.llm.models import call_lm  # noqa: E402
+from llamacpu.llm.config import ControllerConfig  # noqa: E402
+from llamacpu.llm.models import build_tiny_llama, call_lm  # noqa: E402
+from llamacpu.llm.tokenizer import SymbolTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 VOCAB = 61

@@ -24,22 +24,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import llamacpu.evaluate.testing as testing
+import llamacpu.evaluate.fuzz as testing
 from llamacpu.core.asm import assemble
 from llamacpu.core.golden import GOLDEN, PROGRAMS_DIR, load_program
 from llamacpu.core.interp import MachineFault, run
 from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, Kind, Mode, Op, Slot, memory_image
-from llamacpu.machine.machine import (
-    Decisions,
-    Machine,
-    MachineConfig,
-    OEUOutput,
-    SymbolicOEU,
-    SymbolicSequencer,
-    exact_op,
-    load_batch,
-    run_batch,
-)
+from llamacpu.machine.interfaces import Decisions, OEUOutput
+from llamacpu.machine.machine import Machine, MachineConfig, load_batch, run_batch
+from llamacpu.machine.symbolic import SymbolicOEU, SymbolicSequencer, exact_op
 
 # ------------------------------------------------------------------ helpers
 

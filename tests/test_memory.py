@@ -23,17 +23,19 @@ from llamacpu.core.isa import (
     Slot,
     memory_image,
 )
-from llamacpu.machine.memory import (
+from llamacpu.machine.addressing import (
     DEFAULT_SHARPNESS,
-    FIELD_NAMES,
     AddressCodec,
-    HybridSWM,
-    SlotLayout,
     address_weights,
-    read,
-    read_topk,
     straight_through,
     topk_addresses,
+)
+from llamacpu.machine.memory import (
+    FIELD_NAMES,
+    HybridSWM,
+    SlotLayout,
+    read,
+    read_topk,
     write,
     write_sparse,
 )

@@ -31,15 +31,12 @@ from llamacpu.core.golden import load_program
 from llamacpu.learn.checkpoint import CheckpointError, load_checkpoint
 from llamacpu.learn.learned import ADAPTER_DIR, LearnedMachine
 from llamacpu.learn.trainer import TrainConfig, Trainer
-from llamacpu.llm.controller import (
-    ChatPrompts,
-    Controller,
-    ControllerConfig,
-    StepView,
-    batch_steps,
-    trace_to_steps,
-)
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.controller import Controller
+from llamacpu.llm.heads import StepView
 from llamacpu.llm.models import format_prompt
+from llamacpu.llm.prompts import ChatPrompts
+from llamacpu.llm.supervision import batch_steps, trace_to_steps
 
 H = 32
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"

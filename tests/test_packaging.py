@@ -97,6 +97,9 @@ def wheel_install(tmp_path_factory) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
     assert not any(n.startswith("kernels/") for n in names), "kernels must not be top level"
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "llamacpu").rglob("*.py")}
+    missing = sorted(m for m in modules if m not in names and "__pycache__" not in m)
+    assert not missing, f"the wheel leaves out {missing}: list the subpackage in pyproject.toml"
     target = root / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",

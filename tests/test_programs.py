@@ -4,7 +4,7 @@ Every program runs on the reference interpreter and must agree with ``golden.ref
 (Python's own answer) on the golden table and on hypothesis-generated inputs: the compact
 formats ("12+35", "312") and worded prompts around the same operands ("what is 12 plus
 35?", "sort 3, 1 and 2"), since the learned machine puts the user's prompt itself in the
-input region. The input strategies come from ``llamacpu.evaluate.testing``.
+input region. The input strategies come from ``llamacpu.evaluate.strategies``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from llamacpu.core.golden import GOLDEN, PROGRAM_NAMES, PROGRAMS_DIR, load_progr
 from llamacpu.core.graph import validate
 from llamacpu.core.interp import MachineFault, run
 from llamacpu.core.isa import DEFAULT_ALPHABET, Kind, Slot
-from llamacpu.evaluate.testing import (
+from llamacpu.evaluate.strategies import (
     DIGITS,
     TEXT_CHARS,
     WORDS,

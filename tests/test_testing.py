@@ -1,4 +1,4 @@
-"""llamacpu.evaluate.testing's task strategies and check_learned, and the check CLI's input errors.
+"""llamacpu.evaluate's task strategies and check_learned, and the check CLI's input errors.
 
 The acceptance test of the checker: a machine with ONE wrong OEU entry (ADD of 7 and 8,
 carry 0) must be caught, and hypothesis must shrink the counterexample to operands of at
@@ -16,16 +16,15 @@ from llamacpu import check
 from llamacpu.core.golden import load_program
 from llamacpu.core.interp import run
 from llamacpu.core.isa import Op
-from llamacpu.evaluate.testing import (
+from llamacpu.evaluate.properties import (
     ExpertMachine,
     check_learned,
     corrupt_oeu,
     first_divergence,
     learned_check,
-    number_pair,
-    task_examples,
-    task_operands,
 )
+from llamacpu.evaluate.report import report_lengths, trained_tasks
+from llamacpu.evaluate.strategies import number_pair, task_examples, task_operands
 from llamacpu.learn.curriculum import STAGES
 from llamacpu.learn.tasks import TASKS, default_out_size, expert_program
 
@@ -168,7 +167,7 @@ def test_check_cli_bad_input_exits_2_naming_the_flag(tmp_path, capsys, args, mes
 
 
 def test_report_lengths_cover_one_to_ten_times_the_trained_length():
-    lengths = check.report_lengths("add", 4)
+    lengths = report_lengths("add", 4)
     assert lengths[:4] == [1, 2, 3, 4] and 40 in lengths and 1000 in lengths
-    assert check.report_lengths("mul", 3)[-1] == 30  # quadratic: no 1000-digit products
-    assert check.trained_tasks(5) == {"add": 4, "sub": 4, "cmp": 4}
+    assert report_lengths("mul", 3)[-1] == 30  # quadratic: no 1000-digit products
+    assert trained_tasks(5) == {"add": 4, "sub": 4, "cmp": 4}

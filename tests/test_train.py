@@ -163,8 +163,8 @@ def test_review_examples_get_their_own_stages_step_budget():
     """copy8 allows 150 machine steps; a 4-digit add with filler words, reviewed in its
     batch, needs more. The expert run that supervises it must not hit copy8's limit (it once crashed stage 6)."""
 
+    from llamacpu.learn.supervise import _supervise
     from llamacpu.learn.tasks import Example
-    from llamacpu.learn.trainer import _supervise
 
     copy8 = next(s for s in STAGES if s.name == "copy8")
     add4 = next(s for s in STAGES if s.name == "add4")
@@ -208,7 +208,7 @@ pytest_plugins = ["pytester"]
 
 
 def test_check_learned_runs_the_trained_machine_free(stage0):
-    from llamacpu.evaluate.testing import check_learned
+    from llamacpu.evaluate.properties import check_learned
 
     out, _, _ = stage0
     model = load_learned(out / "stage_0")
@@ -249,7 +249,7 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
 
     out, _, _ = stage0
     pytester.makepyfile("""
-        from llamacpu.evaluate.testing import check_learned, learned_check
+        from llamacpu.evaluate.properties import check_learned, learned_check
 
         def test_my_adder(learned_machine):
             report = check_learned(learned_machine, "add", examples=30)
@@ -275,7 +275,7 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
 
 
 def test_retention_covers_every_earlier_task_at_its_widest_stage():
-    from llamacpu.learn.trainer import retention_stages
+    from llamacpu.learn.evaluation import retention_stages
 
     by = {s.name: s for s in STAGES}
     assert [s.name for s in retention_stages(by["mul3"])] == [
@@ -289,7 +289,8 @@ def test_a_passed_stage_logs_what_it_retained_of_earlier_tasks(stage0, tmp_path)
     on fresh held-out prompts, logs it and appends it to metrics.jsonl. Measured on the
     trained stage-0 adder, it must agree with evaluating those prompts directly."""
     from llamacpu.learn import distributed
-    from llamacpu.learn.trainer import _StageState, evaluate
+    from llamacpu.learn.evaluation import evaluate
+    from llamacpu.learn.trainer import _StageState
 
     out, trainer0, _ = stage0
     model = trainer0.model
@@ -313,6 +314,7 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
     batches review earlier stages at 50%, weighted towards addition; once addition is back
     above the floor, it advances. The measurements are scripted (``evaluate`` stubbed) so
     the test is about the rule and the batches it makes, not about learning."""
+    from llamacpu.learn import evaluation
     from llamacpu.learn import trainer as train_mod
     from llamacpu.learn.curriculum import sample_batch as real_sample_batch
 
@@ -335,7 +337,8 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
         batches.append((review, weights, batch))
         return batch
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)        # the look-back
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)       # the stage's own check
     monkeypatch.setattr(train_mod, "sample_batch", spy_sample_batch)
     lines: list[str] = []
     cfg = TrainConfig(stages=(4,), steps=20, eval_every=2, batch_size=16, seed=0,
@@ -358,10 +361,14 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
 
 def test_retention_floor_zero_only_measures(tmp_path, monkeypatch):
     """--retention 0: the stage advances on its own check, however much it forgot."""
+    from llamacpu.learn import evaluation
     from llamacpu.learn import trainer as train_mod
 
-    monkeypatch.setattr(train_mod, "evaluate", lambda m, ex, *a, **k: 1.0 if len(ex) > 6
-                        else 0.0)
+    def fake(m, ex, *a, **k):
+        return 1.0 if len(ex) > 6 else 0.0
+
+    monkeypatch.setattr(train_mod, "evaluate", fake)   # the look-back
+    monkeypatch.setattr(evaluation, "evaluate", fake)  # the stage's own check
     cfg = TrainConfig(stages=(4,), steps=20, eval_every=2, batch_size=8, seed=2,
                       retention=0.0, retention_size=6, out=tmp_path, progress=False,
                       answer_loss=False)
@@ -391,7 +398,7 @@ class _Solver:
 
 def test_screened_check_stops_only_when_the_full_set_cannot_pass():
     from llamacpu.learn.curriculum import STAGES, eval_set
-    from llamacpu.learn.trainer import evaluate, screened_evaluate
+    from llamacpu.learn.evaluation import evaluate, screened_evaluate
 
     held = eval_set(STAGES[0], seed=1, size=STAGES[0].eval_size)
     n, competence = len(held), STAGES[0].competence

@@ -32,7 +32,8 @@ from llamacpu.learn.incontext import (
     make_problem,
     programs_for,
 )
-from llamacpu.machine.machine import Machine, MachineConfig, apply_result, run_batch, with_weights
+from llamacpu.machine.interfaces import apply_result
+from llamacpu.machine.machine import Machine, MachineConfig, run_batch, with_weights
 from llamacpu.machine.oeu import LowRankDelta, LowRankLinear
 from llamacpu.run import main as run_main
 

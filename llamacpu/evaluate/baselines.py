@@ -16,7 +16,7 @@ stage), on batches from ``curriculum.sample_batch`` (the same generator, the sam
 mix, the same held-out partition), each stage for the wall-clock seconds llamacpu spent on
 it (read from the checkpoint's ``metrics.jsonl``; ``--budget`` overrides the total). Then
 all three — llamacpu running free, transformer, LSTM — are scored on the SAME examples:
-for every trained task, hypothesis examples (``llamacpu.evaluate.testing.task_examples``, the
+for every trained task, hypothesis examples (``llamacpu.evaluate.strategies.task_examples``, the
 report's strategies) at lengths from 1 to 10× the trained length and 1000 digits for
 add/sub/cmp. One run, one machine; the table is printed as markdown.
 """
@@ -241,8 +241,8 @@ def stage_seconds(checkpoint_dir: Path, stage: int) -> list[tuple[int, float]]:
 
 def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: float | None,
                   seed: int, log=print) -> str:
-    from llamacpu.check import LONG, report_lengths, trained_tasks
-    from llamacpu.evaluate.testing import check_learned, draw_examples
+    from llamacpu.evaluate.properties import check_learned, draw_examples
+    from llamacpu.evaluate.report import LONG, report_lengths, trained_tasks
     from llamacpu.learn import checkpoint as ckpt
     from llamacpu.learn.learned import LearnedMachine
 

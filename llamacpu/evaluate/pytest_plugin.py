@@ -5,7 +5,7 @@ Installed with llamacpu (a ``pytest11`` entry point), so in any project::
     pytest --llamacpu-checkpoint checkpoints/stage_5 tests/test_my_model.py
 
     # tests/test_my_model.py
-    from llamacpu.evaluate.testing import check_learned, learned_check
+    from llamacpu.evaluate.properties import check_learned, learned_check
 
     @learned_check("add", max_length=8, examples=500)
     def test_my_adder(learned_machine):

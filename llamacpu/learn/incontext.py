@@ -48,8 +48,10 @@ from torch import Tensor, nn
 
 from llamacpu.core.asm import assemble
 from llamacpu.core.isa import DEFAULT_ALPHABET, Program, Slot
-from llamacpu.llm.controller import ControllerConfig, build_tiny_llama
-from llamacpu.machine.machine import APPLY_SCALE, Machine, MachineConfig, with_weights
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.models import build_tiny_llama
+from llamacpu.machine.interfaces import APPLY_SCALE
+from llamacpu.machine.machine import Machine, MachineConfig, with_weights
 from llamacpu.machine.oeu import LowRankDelta
 
 __all__ = [

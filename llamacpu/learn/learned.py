@@ -41,7 +41,9 @@ from torch import Tensor, nn
 
 from llamacpu.core.isa import PORT_OUT, Program
 from llamacpu.learn.checkpoint import Checkpoint, CheckpointError
-from llamacpu.llm.controller import Controller, ControllerConfig, ControllerSequencer
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.controller import Controller
+from llamacpu.llm.sequencer import ControllerSequencer
 from llamacpu.machine.machine import Machine, MachineConfig, MachineState
 from llamacpu.machine.oeu import NeuralOEU, OEUConfig
 

@@ -33,8 +33,6 @@ the time available.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import math
 import random
 import signal
@@ -42,13 +40,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from llamacpu.core.interp import run as interp_run
-from llamacpu.core.isa import DEFAULT_ALPHABET, N_PORTS, Op, Program
+from llamacpu.core.isa import N_PORTS, Program
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
 from llamacpu.learn.checkpoint import CheckpointError
@@ -63,22 +59,18 @@ from llamacpu.learn.curriculum import (
     review_weights,
     sample_batch,
 )
+from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evaluate
 from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedConfig, LearnedMachine
-from llamacpu.learn.tasks import TASKS, Example, default_out_size, expert_program
-from llamacpu.llm.controller import (
-    ControllerConfig,
-    StepTrace,
-    StepView,
-    batch_steps,
-    result_to_steps,
-)
+from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensorboard
+from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
+from llamacpu.learn.tasks import Example, default_out_size, expert_program
+from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.models import ModelError, resolve
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
-__all__ = ["OPTIMIZERS", "Check", "TrainConfig", "Trainer", "evaluate",
-           "screened_evaluate", "lr_at"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "lr_at"]
 
 
 @dataclass(frozen=True)
@@ -232,197 +224,6 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
         return peak * (step + 1) / warmup
     frac = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:
-    """For each task trained before ``stage`` (other than its own), the last stage that
-    trained it: the widest lengths that task has seen."""
-    last: dict[str, Stage] = {}
-    for s in stages[: stage.index]:
-        if s.task != stage.task:
-            last[s.task] = s
-    return list(last.values())
-
-
-class Check(NamedTuple):
-    """A competence check: exact matches among the first ``solved`` held-out prompts."""
-
-    correct: int
-    solved: int
-    total: int
-
-    @property
-    def accuracy(self) -> float:
-        """Exact match over the prompts solved."""
-        return self.correct / max(1, self.solved)
-
-    @property
-    def best(self) -> float:
-        """The most the whole set can score: the unsolved prompts counted as right."""
-        return (self.correct + self.total - self.solved) / max(1, self.total)
-
-
-def screened_evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
-                      screen: int, competence: float,
-                      dist: distributed.Dist | None = None) -> Check:
-    """:func:`evaluate` that solves the first ``screen`` prompts and stops there when the
-    whole set can no longer reach ``competence`` (:attr:`Check.best` below it); otherwise it
-    solves the rest too. A stop cannot change a pass decision: only a check that could
-    still pass goes on to the full set. ``screen`` 0: the full set at once."""
-    n = len(examples)
-    head = examples[:screen] if 0 < screen < n else examples
-    correct = _count_correct(model, head, max_steps, dist=dist)
-    check = Check(correct, len(head), n)
-    if check.solved == n or check.best < competence:
-        return check
-    rest = _count_correct(model, examples[len(head):], max_steps, dist=dist)
-    return Check(correct + rest, n, n)
-
-
-def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
-                   batch: int = 256, dist: distributed.Dist | None = None) -> int:
-    return round(evaluate(model, examples, max_steps, batch, dist) * len(examples))
-
-
-def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
-             batch: int = 256, dist: distributed.Dist | None = None) -> float:
-    """Exact-match accuracy of the free-running machine on ``examples``; with ``dist``, each
-    rank solves its stride of them and the counts are summed (the same number on every
-    rank)."""
-    mine = dist.take(examples) if dist is not None else list(examples)
-    correct = 0
-    for i in range(0, len(mine), batch):
-        chunk = mine[i:i + batch]
-        sizes = [default_out_size(e) for e in chunk]
-        sols = model.solve([e.prompt for e in chunk], max_steps=max_steps, out_sizes=sizes)
-        correct += sum(s.output == e.answer and s.fault is None for s, e in zip(sols, chunk))
-    if dist is not None:
-        correct = int(dist.sum(torch.tensor([correct], dtype=torch.int64)).item())
-    return correct / max(1, len(examples))
-
-
-@dataclass
-class _Supervision:
-    """What one batch of expert runs gives every loss."""
-
-    prompts: list[str]
-    answers: list[str]
-    programs: list[Program]
-    step_args: tuple
-    oeu: OEUExamples
-    steps: list[int]     # each run's length in machine steps
-    out_sizes: list[int]  # each run's output region
-
-
-@functools.lru_cache(maxsize=50_000)
-def _expert(example: Example, max_steps: int, out_size: int):
-    """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
-    early stages draw the same prompts again and again), and which steps are *rare*: at a
-    pc the run visits several times, a decision other than the one it makes most often
-    there — a loop's exit."""
-    prog = expert_program(example)
-    res = interp_run(prog, example.prompt, max_steps, trace=True, out_size=out_size)
-    steps = result_to_steps(prog, res)
-    keys = [(t.pc, tuple(steps.targets[i].tolist())) for i, t in enumerate(res.trace)]
-    counts: dict = {}
-    for k in keys:
-        counts[k] = counts.get(k, 0) + 1
-    usual: dict = {}
-    for (pc, dec), n in counts.items():
-        if n > counts.get((pc, usual.get(pc)), 0):
-            usual[pc] = dec
-    rare = tuple(i for i, (pc, dec) in enumerate(keys) if dec != usual[pc])
-    return steps, examples_from_traces([res.trace]), len(res.trace), rare
-
-
-def _subsample(steps: StepTrace, rare: Sequence[int], k: int,
-               rng: random.Random) -> tuple[StepTrace, Tensor]:
-    """At most ``k`` of a run's steps: its rare ones first, the rest drawn at random (their
-    indices are returned too). Loop bodies repeat; their exits are what must not be missed."""
-    T = len(steps.targets)
-    if T <= k:
-        idx = torch.arange(T)
-    else:
-        keep = list(rare) if len(rare) <= k else rng.sample(list(rare), k)
-        rest = sorted(set(range(T)) - set(keep))
-        keep += rng.sample(rest, k - len(keep))
-        idx = torch.tensor(sorted(keep))
-    view = StepView(*(None if x is None else x[idx] for x in steps.view))
-    return StepTrace(view, steps.targets[idx]), idx
-
-
-_FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
-
-
-def _with_filler(ex: Example, rng: random.Random) -> Example:
-    """``ex`` with one or two random words in front of its prompt. They hold no digit and no
-    ':', which every expert program skips (numbers are digit runs; copy/reverse read after
-    the first ':'), nor the symbols the task reserves (fmap's ';'), so the answer is
-    unchanged."""
-    reserved = TASKS[ex.task].reserved
-    chars = "".join(c for c in _FILLER if c not in reserved) if reserved else _FILLER
-    words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
-             for _ in range(rng.randint(1, 2))]
-    return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
-
-
-_KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions
-
-
-def _balance(views: StepView, targets: Tensor, mask: Tensor,
-             dist: distributed.Dist | None = None) -> Tensor:
-    """Per-step loss weights ``[B, T]`` that give every kind of step the same total weight.
-
-    A kind is (op, operand a is 0, operands a and b are equal, decisions). Loop bodies
-    repeat one kind hundreds of times, while the step that leaves a loop on a zero digit
-    appears once; without balancing the execute phase learns the common kinds and guesses
-    the rare ones. With ``dist`` the kinds are counted over every rank's rows (the weights
-    of the whole batch).
-    """
-    op = views.op.argmax(-1)                                                  # [B, T]
-    a, b = views.values[..., 0, :], views.values[..., 1, :]                  # [B, T, V]
-    zero = a[..., 0] > 0.5
-    eq = (a * b).sum(-1) > 0.5
-    key = op
-    for bit in (zero, eq, *(targets > 0.5).unbind(-1)):
-        key = key * 2 + bit.long()                                            # [B, T]
-    real = mask > 0
-    counts = torch.bincount(key[real], minlength=_KINDS)                      # [kinds]
-    if dist is not None:
-        counts = dist.sum(counts)
-    # w = 1 / count of the step's kind, scaled to mean 1 over the real steps:
-    # Σ w = number of kinds present, Σ real = counts.sum()
-    w = torch.zeros_like(mask, dtype=torch.float32)
-    w[real] = 1.0 / counts[key[real]].float()
-    kinds = (counts > 0).sum().clamp(min=1)
-    return w * (counts.sum().float() / kinds.float())
-
-
-def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
-               seeds: Sequence[int], dist: distributed.Dist | None = None) -> _Supervision:
-    """Expert runs of ``batch`` (this rank's rows), each run's steps subsampled by its own
-    seed (so a row's subsample does not depend on which rank owns it)."""
-    programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
-    # Review examples come from earlier stages, whose programs may run longer than this
-    # stage's (add4 needs ~350 steps, copy8 150): the expert gets the largest budget so far.
-    budget = max(s.max_steps for s in STAGES[: stage.index + 1])
-    for ex, seed in zip(batch, seeds):
-        size = default_out_size(ex)
-        steps, alu, T, rare = _expert(ex, budget, size)
-        sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
-        programs.append(expert_program(ex))
-        runs.append(sub)
-        idxs.append(idx)
-        oeu.append(alu)
-        sizes.append(size)
-        lengths.append(T)
-    views, targets, mask = batch_steps(runs)
-    mask = _balance(views, targets, mask, dist)
-    K = targets.shape[1]
-    step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
-    return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
-                        (views, targets, mask, step_idx), merge_examples(*oeu),
-                        lengths, sizes)
 
 
 @dataclass
@@ -803,15 +604,6 @@ def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
     return merge_examples(OEUExamples(*rows.T))
 
 
-def _fmt(accuracies: dict[str, float]) -> str:
-    return ", ".join(f"{t} {a:.2f}" for t, a in accuracies.items())
-
-
-def _scalars(m) -> dict[str, float]:
-    d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
-    return {k: float(v) for k, v in d.items()}
-
-
 def _cfg_json(cfg: TrainConfig) -> dict:
     d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     d["out"] = str(cfg.out)
@@ -819,58 +611,8 @@ def _cfg_json(cfg: TrainConfig) -> dict:
     return d
 
 
-def _log_jsonl(out: Path, metrics: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(metrics) + "\n")
-
-
-def _tensorboard(out: Path):
-    """A TensorBoard writer into ``out/tensorboard`` when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
-
-
 def _progress(cfg: TrainConfig, stage: Stage, start: int, enabled: bool = True):
     from tqdm import tqdm
 
     return tqdm(total=cfg.steps, initial=start, desc=f"stage {stage.index} {stage.name}",
                 disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False)
-
-
-def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
-    """Loss and free-running accuracy of a stage as ``out/stage_N.png``."""
-    if not metrics:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [m["step"] for m in metrics]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in ("plan_loss", "step_loss", "oeu_loss", "answer_loss"):
-        pts = [(m["step"], m[key]) for m in metrics if key in m]
-        if pts:
-            ax.plot(*zip(*pts), label=key, lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax2 = ax.twinx()
-    acc = [(m["step"], m["accuracy"]) for m in metrics if "accuracy" in m]
-    if acc:
-        ax2.plot(*zip(*acc), "k.-", label="free-running exact match")
-    for key in sorted({k for m in metrics for k in m if k.startswith("retained/")}):
-        pts = [(m["step"], m[key]) for m in metrics if key in m]
-        ax2.plot(*zip(*pts), "x--", lw=0.8, ms=4, label=key)
-    ax2.set_ylim(0, 1.02)
-    ax2.axhline(stage.competence, color="k", ls=":", lw=0.8)
-    ax2.set_ylabel("exact match")
-    ax.set_xlim(min(steps) - 1, max(steps) + 1)
-    ax.set_title(f"stage {stage.index}: {stage.name}", fontsize=9)
-    fig.legend(loc="lower center", ncol=5, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(out / f"stage_{stage.index}.png", dpi=110)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The weight-token channel, LM side (layer 9 of ARCHITECTURE.md): metatokens → weight deltas.
+"""The weight-token channel, LM side (layer 9 of docs/architecture.md): metatokens → weight deltas.
 
 The controller writes *computation*, not only data: after ``<weights> m_1 … m_M`` the final
 hidden states at the M metatoken positions are decoded by a :class:`WeightHead` into rank-r

@@ -1,4 +1,4 @@
-"""The language-model controller (layer 8 of ARCHITECTURE.md): an HF causal LM plus small heads.
+"""The language-model controller (layer 8 of docs/architecture.md): an HF causal LM plus small heads.
 
 The controller is the machine's CPU in two phases, both on one language model:
 
@@ -19,8 +19,9 @@ The controller is the machine's CPU in two phases, both on one language model:
   a program may run far longer than anything seen in training. ``absolute_positions=True``
   (an ablation) gives the state token the position ``prompt length + step index`` instead.
   The step head decides the step: is the jump taken, does the write happen, halt?
-  :class:`ControllerSequencer` plugs this into ``llamacpu.machine.machine.Machine`` as its
-  ``Sequencer``; :func:`trace_to_steps` turns reference runs into supervision.
+  :class:`~llamacpu.llm.sequencer.ControllerSequencer` plugs this into
+  ``llamacpu.machine.machine.Machine`` as its ``Sequencer``;
+  :func:`~llamacpu.llm.supervision.trace_to_steps` turns reference runs into supervision.
 
 Training: :meth:`Controller.plan_loss` (teacher-forced slots), :meth:`Controller.plan_soft`
 (a differentiable program for the answer loss through the soft machine, with scheduled
@@ -30,16 +31,9 @@ The tiny default is fastest on one CPU thread (``torch.set_num_threads(1)``).
 Any ``AutoModelForCausalLM`` works: the controller only uses ``get_input_embeddings()``,
 ``inputs_embeds``, ``output_hidden_states=True`` and a ``DynamicCache`` (passed as
 ``cache`` or ``past_key_values``, whichever the installed transformers names it:
-:func:`llamacpu.models.call_lm`), and its heads attach by hidden size
-(``config.get_text_config().hidden_size``). The default is a tiny Llama built in code
-(:func:`build_tiny_llama`), trained from scratch on the CPU over the character-level
-:class:`SymbolTokenizer`, its markers ``<plan>``/``<exec>`` ordinary token ids
-(:class:`SymbolPrompts`). A pretrained model (``smollm2-135m``, a local HF directory, a hub
-id: :mod:`llamacpu.models`) keeps its own tokenizer and vocabulary: the prompt goes through
-its chat template and the markers are learned continuous embeddings appended after it
-(:class:`ChatPrompts`); its base weights are frozen, optionally quantized (bitsandbytes
-4/8-bit), and trained only through PEFT LoRA adapters (``lora_r``). Nothing is ever
-downloaded by the controller.
+:func:`llamacpu.llm.models.call_lm`), and its heads attach by hidden size
+(``config.get_text_config().hidden_size``). Which LM (:func:`llamacpu.llm.models.build_lm`)
+and how a prompt reaches it: :mod:`llamacpu.llm.prompts`.
 
 Shape letters::
 
@@ -55,639 +49,44 @@ Shape letters::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F_nn
 from torch import Tensor, nn
-from transformers import (
-    DynamicCache,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-)
+from transformers import DynamicCache, PreTrainedModel
 
-from llamacpu.core.interp import Result
-from llamacpu.core.isa import (
-    DEFAULT_ALPHABET,
-    EMPTY_SLOT,
-    N_PORTS,
-    NUM_FIELDS,
-    SPEC,
-    Alphabet,
-    InputError,
-    Kind,
-    Mode,
-    Op,
-    Program,
-    Slot,
-)
+from llamacpu.core.isa import EMPTY_SLOT, N_PORTS, NUM_FIELDS, Kind, Mode, Op, Program, Slot
 from llamacpu.llm.channel import MetaTokens, PromptLookup, WeightHead
-from llamacpu.llm.models import call_lm
-from llamacpu.machine.machine import APPLY_SCALE, Decisions
-from llamacpu.machine.machine import StepView as MachineView
-from llamacpu.machine.memory import DEFAULT_ADDRESS_BITS, AddressCodec, SlotLayout, straight_through
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.heads import (
+    PlanMetrics,
+    PromptCache,
+    SlotEncoder,
+    SlotHead,
+    SlotLogits,
+    StateEncoder,
+    StepLogits,
+    StepMetrics,
+    StepView,
+)
+from llamacpu.llm.models import build_lm, call_lm
+from llamacpu.llm.prompts import ChatPrompts, SymbolPrompts
+from llamacpu.llm.supervision import PlanTargets, weights_targets
+from llamacpu.llm.tokenizer import SymbolTokenizer
+from llamacpu.machine.addressing import straight_through
+from llamacpu.machine.interfaces import APPLY_SCALE
 
-__all__ = [
-    "SPECIAL_TOKENS", "SymbolTokenizer", "TokenBatch", "ControllerConfig", "build_tiny_llama",
-    "build_lm", "QUANT_MODES", "MARKERS", "SymbolPrompts", "ChatPrompts", "SlotEncoder", "SlotLogits", "SlotHead", "StepView", "StateEncoder",
-    "StepLogits", "PromptCache", "ControllerSequencer", "PlanMetrics", "StepMetrics", "Controller",
-    "StepTrace", "trace_to_steps", "batch_steps",
-]
+__all__ = ["Controller"]
 
 _KINDS, _OPS, _MODES = len(Kind), len(Op), len(Mode)
-_PAIRS = tuple((i, j) for i in range(NUM_FIELDS) for j in range(i + 1, NUM_FIELDS))
 
-# ================================================================ tokenizer
-
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<pad>", "<bos>", "<eos>", "<plan>", "<exec>", "<weights>", "</weights>",
-)
-"""Special tokens, ids 0..6 in this order; ``<weights> </weights>`` are reserved for the
-weight-token channel (layer 9) and unused here."""
-
-
-class TokenBatch(NamedTuple):
-    """A padded batch of token ids."""
-
-    ids: Tensor   # [B, S] long
-    mask: Tensor  # [B, S] long, 1 on real tokens, 0 on padding
-
-
-class SymbolTokenizer:
-    """Character-level tokenizer over an alphabet's characters, plus :data:`SPECIAL_TOKENS`.
-
-    Ids: the specials first, then one id per alphabet symbol except END, in symbol order
-    (so the default alphabet gives ``7 + 54 = 61`` tokens). Text is split into single
-    characters, so a special token can only be added by id, never injected through text.
-    """
-
-    def __init__(self, alphabet: Alphabet = DEFAULT_ALPHABET) -> None:
-        self.alphabet = alphabet
-        chars = [alphabet.decode_symbol(v) for v in range(alphabet.size - 1)]  # END has no char
-        self._itos: tuple[str, ...] = (*SPECIAL_TOKENS, *chars)
-        self._stoi = {s: i for i, s in enumerate(self._itos)}
-        if len(self._stoi) != len(self._itos):
-            raise ValueError(f"alphabet {alphabet.describe()} repeats a character")
-
-    def __len__(self) -> int:
-        return len(self._itos)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._itos)
-
-    def token_id(self, token: str) -> int:
-        """The id of one special token or character."""
-        try:
-            return self._stoi[token]
-        except KeyError:
-            raise InputError(f"{token!r} is not a token of this tokenizer "
-                             f"({self.alphabet.describe()} plus {SPECIAL_TOKENS})") from None
-
-    pad_id = property(lambda self: self._stoi["<pad>"])
-    bos_id = property(lambda self: self._stoi["<bos>"])
-    eos_id = property(lambda self: self._stoi["<eos>"])
-    plan_id = property(lambda self: self._stoi["<plan>"])
-    exec_id = property(lambda self: self._stoi["<exec>"])
-    weights_id = property(lambda self: self._stoi["<weights>"])
-    weights_end_id = property(lambda self: self._stoi["</weights>"])
-
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-        """Ids of ``text``, one per character; InputError names the first bad position."""
-        out = [self.bos_id] if bos else []
-        for pos, ch in enumerate(text):
-            i = self._stoi.get(ch)
-            if i is None or i < len(SPECIAL_TOKENS):
-                raise InputError(f"character {ch!r} at position {pos} of {text!r} is not in "
-                                 f"the tokenizer's alphabet ({self.alphabet.describe()})")
-            out.append(i)
-        if eos:
-            out.append(self.eos_id)
-        return out
-
-    def decode(self, ids: Sequence[int] | Tensor, *, skip_special: bool = False) -> str:
-        """Text of ids; specials appear by name unless ``skip_special``."""
-        if isinstance(ids, Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            if not 0 <= i < len(self._itos):
-                raise ValueError(f"token id {i} outside 0..{len(self._itos) - 1}")
-            if skip_special and i < len(SPECIAL_TOKENS):
-                continue
-            out.append(self._itos[i])
-        return "".join(out)
-
-    def batch(self, texts: Sequence[str], *, prefix: Sequence[int] = (),
-              suffix: Sequence[int] = (), padding_side: str = "left",
-              device: torch.device | str | None = None) -> TokenBatch:
-        """``prefix + encode(text) + suffix`` per text, padded with ``<pad>`` to the longest.
-
-        Left padding (the default) puts every row's last token in the last column, which is
-        what the controller appends slot and state embeddings to.
-        """
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        if isinstance(texts, str):
-            raise TypeError("batch takes a sequence of texts, not one string")
-        rows = [[*prefix, *self.encode(t), *suffix] for t in texts]
-        if not rows:
-            raise ValueError("batch needs at least one text")
-        S = max(len(r) for r in rows)
-        ids = torch.full((len(rows), S), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), S, dtype=torch.long)
-        for b, r in enumerate(rows):
-            cols = slice(S - len(r), S) if padding_side == "left" else slice(0, len(r))
-            ids[b, cols] = torch.tensor(r, dtype=torch.long)
-            mask[b, cols] = 1
-        return TokenBatch(ids.to(device), mask.to(device))
-
-
-# ================================================================ config and the language model
-
-QUANT_MODES: tuple[str | None, ...] = (None, "4bit", "8bit")
-"""Quantizations of a pretrained base model (bitsandbytes)."""
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """The controller: which LM, its size (for the built-in tiny Llama), and what it emits."""
-
-    model: str = "tiny"             # "tiny": a Llama built from the fields below; else a local
-    #                                 HF directory (AutoModelForCausalLM, local files only)
-    hidden_size: int = 64           # H of the tiny Llama
-    num_layers: int = 2             # decoder layers of the tiny Llama
-    num_heads: int = 4              # attention heads of the tiny Llama (H must divide by it)
-    intermediate_size: int = 256    # MLP width of the tiny Llama
-    rope_theta: float = 10000.0     # RoPE base of the tiny Llama
-    max_slots: int = 96             # N: longest program (ports included) and pointer candidates
-    alphabet: Alphabet = DEFAULT_ALPHABET  # values and prompt characters
-    address_bits: int = DEFAULT_ADDRESS_BITS  # L of the address codec; must match the machine's
-    state_values: bool = False      # also feed the raw operand symbols and the carry to the
-    #                                 execute phase; off, it sees op, modes and the ALU's flags
-    #                                 (zero per operand, pairwise equality), which is all a
-    #                                 jump/write/halt decision depends on, so symbols it never
-    #                                 saw in a comparison cannot mislead it
-    absolute_positions: bool = False  # ablation: the state token's position is prompt length +
-    #                                   step index instead of the fixed prompt length
-    lora_r: int = 0                 # pretrained models: LoRA rank on the attention/MLP
-    #                                 projections (llamacpu.models.lora_targets); 0: no LoRA.
-    #                                 The base weights are frozen either way
-    lora_alpha: float | None = None  # LoRA scaling numerator (default 2 · lora_r)
-    quant: str | None = None        # pretrained models: None, "4bit" (bitsandbytes NF4) or
-    #                                 "8bit" (LLM.int8) base weights
-    n_meta: int = 10                # M: metatokens the LM reads where the plan emits a
-    #                                 WEIGHTS slot (the weight-token channel, docs/weights.md)
-    weight_rank: int = 10           # r of the WEIGHTS slot's delta Δ = U Vfᵀ the weight head
-    #                                 decodes from their hidden states
-    digit_window: int = 3           # the LM reads at most this many leading digits of each
-    #                                 digit run in a prompt (controller_view); 0: all. The
-    #                                 machine's input region always holds the whole prompt
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads "
-                             f"{self.num_heads}")
-        if (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(f"head size {self.hidden_size // self.num_heads} must be even "
-                             f"(rotary embeddings rotate pairs)")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
-        if self.max_slots < N_PORTS + 1:
-            raise ValueError(f"max_slots must leave room for one slot after the ports "
-                             f"(>= {N_PORTS + 1}), got {self.max_slots}")
-        codec = AddressCodec(self.address_bits)  # checks the range of address_bits
-        if codec.capacity < self.max_slots:
-            raise ValueError(f"{self.address_bits}-bit addresses reach {codec.capacity} slots, "
-                             f"fewer than max_slots = {self.max_slots}")
-        if not self.model:
-            raise ValueError("model must be 'tiny', 'smollm2-135m', a local Hugging Face "
-                             "directory or a hub id")
-        if self.lora_r < 0:
-            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
-        if self.n_meta < 1 or self.weight_rank < 1:
-            raise ValueError(f"n_meta and weight_rank must be at least 1, got {self.n_meta} "
-                             f"and {self.weight_rank}")
-        if self.digit_window < 0:
-            raise ValueError(f"digit_window must be >= 0 (0: the LM reads every digit), got "
-                             f"{self.digit_window}")
-        if self.lora_alpha is not None and not self.lora_alpha > 0:
-            raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}")
-        if self.quant not in QUANT_MODES:
-            raise ValueError(f"quant must be one of {', '.join(map(str, QUANT_MODES))}, "
-                             f"got {self.quant!r}")
-        if self.model == "tiny" and (self.lora_r or self.quant):
-            raise ValueError("lora_r and quant apply to pretrained models; the tiny model "
-                             "trains all of its weights in full precision")
-
-    @property
-    def pretrained(self) -> bool:
-        """Whether the LM is a pretrained model (frozen base, its own tokenizer)."""
-        return self.model != "tiny"
-
-    @property
-    def layout(self) -> SlotLayout:
-        """The slot encoding the controller emits (and the machine must use)."""
-        return SlotLayout(self.alphabet, AddressCodec(self.address_bits))
-
-
-def build_tiny_llama(cfg: ControllerConfig, vocab_size: int) -> LlamaForCausalLM:
-    """A from-scratch Llama of ``cfg``'s size (random init, seeded by the caller's RNG)."""
-    llama = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=4096,  # RoPE has no hard limit; only bookkeeping
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        tie_word_embeddings=False,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,  # SymbolTokenizer's ids
-    )
-    return LlamaForCausalLM(llama)
-
-
-def build_lm(cfg: ControllerConfig, vocab_size: int) -> tuple[PreTrainedModel, object | None]:
-    """The LM ``cfg.model`` names and its own tokenizer (None for the tiny Llama).
-
-    ``tiny``: a from-scratch Llama over the :class:`SymbolTokenizer`'s ``vocab_size`` ids.
-    Anything else goes through :func:`llamacpu.models.load_model` (``smollm2-135m``, a local
-    HF directory, or a hub id when the hub is reachable; never a silent download): its
-    vocabulary is kept as it is, every base weight is frozen (``requires_grad`` False), and
-    with ``cfg.lora_r > 0`` PEFT LoRA adapters wrap the projections
-    :func:`llamacpu.models.lora_targets` names for the architecture. Only the adapters (and
-    the controller's own heads) train.
-    """
-    if cfg.model == "tiny":
-        return build_tiny_llama(cfg, vocab_size), None
-    from llamacpu.llm import models  # transformers GGUF, bitsandbytes and peft only when needed
-
-    lm, tokenizer = models.load_model(cfg.model, quant=cfg.quant)
-    lm.requires_grad_(False)
-    if cfg.lora_r:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
-                          lora_dropout=0.0, bias="none", target_modules=models.lora_targets(lm))
-        lm = get_peft_model(lm, lora)
-    return lm, tokenizer
-
-
-# ================================================================ prompt encoders
-
-MARKERS: tuple[str, ...] = ("plan", "exec", "weights", "/weights")
-"""What may follow a prompt: ``<plan>``, ``<exec>`` (and the weight-token channel's
-``<weights> </weights>``, layer 9)."""
-
-
-def controller_view(prompt: str, digit_window: int) -> str:
-    """The prompt as the controller's LM reads it: every run of digits cut to its first
-    ``digit_window`` digits (0: unchanged). ``"add 1234567 and 89"`` → ``"add 123 and 89"``
-    at 3.
-
-    Numbers are data: the expert programs parse them out of the machine's input region,
-    which always holds the whole prompt, so what the plan and execute phases need from the
-    prompt is its shape, not its payload. Cut this way, a prompt with 1000-digit operands
-    looks to the LM exactly like one with ``digit_window``-digit operands, which training
-    covers; the LM never attends over positions or runs longer than it trained on.
-    """
-    if digit_window == 0:
-        return prompt
-    return re.sub(rf"\d{{{digit_window + 1},}}", lambda m: m.group()[:digit_window], prompt)
-
-
-class SymbolPrompts(nn.Module):
-    """``<bos> prompt <marker>`` through the :class:`SymbolTokenizer` (the tiny model's):
-    every token, the marker included, is a row of the LM's own embedding table."""
-
-    def __init__(self, tokenizer: SymbolTokenizer, digit_window: int = 0) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.digit_window = digit_window
-
-    def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
-                device: torch.device) -> tuple[Tensor, Tensor]:
-        """Embeddings ``[B, S, H]`` and mask ``[B, S]`` of the left-padded prompts (as
-        :func:`controller_view` cuts them)."""
-        tok = self.tokenizer
-        prompts = [controller_view(p, self.digit_window) for p in prompts]
-        batch = tok.batch(prompts, prefix=(tok.bos_id,), suffix=(tok.token_id(f"<{marker}>"),),
-                          device=device)
-        return lm.get_input_embeddings()(batch.ids), batch.mask             # [B, S, H], [B, S]
-
-    def rows(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Token ids of ``<bos> prompt`` per prompt (no marker)."""
-        tok = self.tokenizer
-        return [[tok.bos_id, *tok.encode(controller_view(p, self.digit_window))]
-                for p in prompts]
-
-    def marker(self, lm: PreTrainedModel, marker: str, batch: int,
-               device: torch.device) -> Tensor:
-        """``[B, 1, H]``: the marker token's embedding for every row."""
-        ids = torch.full((batch, 1), self.tokenizer.token_id(f"<{marker}>"), dtype=torch.long,
-                         device=device)
-        return lm.get_input_embeddings()(ids)
-
-
-class ChatPrompts(nn.Module):
-    """A pretrained model's prompts: the task prompt as the user message of its chat template
-    (plain text when it has none, :func:`llamacpu.models.format_prompt`), tokenized by the
-    model's own tokenizer, then the marker as a LEARNED continuous embedding (a row of
-    ``markers [len(MARKERS), H]``), so the vocabulary is never resized and the base
-    embedding table stays frozen."""
-
-    def __init__(self, tokenizer, hidden: int, init_std: float = 0.02,
-                 digit_window: int = 0) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.digit_window = digit_window
-        self.markers = nn.Parameter(torch.randn(len(MARKERS), hidden) * init_std)  # [4, H]
-        self._ids: dict[str, list[int]] = {}
-
-    def ids(self, prompt: str) -> list[int]:
-        """Token ids of the formatted prompt (memoised: a curriculum repeats prompts)."""
-        got = self._ids.get(prompt)
-        if got is None:
-            from llamacpu.llm.models import format_prompt
-
-            text = format_prompt(self.tokenizer, controller_view(prompt, self.digit_window))
-            templated = getattr(self.tokenizer, "chat_template", None) is not None
-            got = list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
-            if not got:
-                raise InputError(f"prompt {prompt!r} tokenizes to nothing")
-            if len(self._ids) < 100_000:
-                self._ids[prompt] = got
-        return got
-
-    def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
-                device: torch.device) -> tuple[Tensor, Tensor]:
-        """Embeddings ``[B, S, H]`` (prompt tokens, then the marker) and mask ``[B, S]``."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of texts, not one string")
-        rows = [self.ids(p) for p in prompts]
-        B, S = len(rows), max(len(r) for r in rows)
-        ids = torch.zeros(B, S, dtype=torch.long)
-        mask = torch.zeros(B, S + 1, dtype=torch.long)
-        for b, r in enumerate(rows):                                         # left padding
-            ids[b, S - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[b, S - len(r):] = 1
-        emb = lm.get_input_embeddings()(ids.to(device))                      # [B, S, H]
-        mark = self.markers[MARKERS.index(marker)].to(emb.dtype)             # [H]
-        return torch.cat([emb, mark.expand(B, 1, -1)], 1), mask.to(device)   # [B, S+1, H]
-
-    def rows(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Token ids of the formatted prompt per prompt (no marker)."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of texts, not one string")
-        return [self.ids(p) for p in prompts]
-
-    def marker(self, lm: PreTrainedModel, marker: str, batch: int,
-               device: torch.device) -> Tensor:
-        """``[B, 1, H]``: the learned marker embedding for every row."""
-        dtype = lm.get_input_embeddings().weight.dtype
-        if not dtype.is_floating_point:
-            dtype = self.markers.dtype
-        return self.markers[MARKERS.index(marker)].to(device, dtype).expand(batch, 1, -1)
-
-
-# ================================================================ heads and encoders
-
-class SlotEncoder(nn.Module):
-    """Slot vectors ``[..., D]`` (SlotLayout form, hard or soft) at addresses ``[..., A]`` →
-    LM input embeddings ``[..., H]``.
-
-    ``e = W x + U key(address) + b``. On the one-hot fields of ``x`` the linear map is a sum
-    of field embeddings (one table per field); on the address fields it is a linear map of
-    the pointer's key, and ``U`` adds the slot's own address key, so a pointer and the slot
-    it names meet in the same key space (attention-compatible). Linear, so a soft slot
-    (probabilities, probability-weighted keys) embeds as the expected embedding.
-    """
-
-    def __init__(self, layout: SlotLayout, hidden: int) -> None:
-        super().__init__()
-        self.layout = layout
-        self.fields = nn.Linear(layout.width, hidden)                        # W, b
-        self.address = nn.Linear(layout.codec.width, hidden, bias=False)     # U
-
-    def forward(self, slots: Tensor, address_keys: Tensor) -> Tensor:
-        return self.fields(slots) + self.address(address_keys)              # [..., H]
-
-
-class SlotLogits(NamedTuple):
-    """The slot head's predictions for the next slot, at each position."""
-
-    stop: Tensor   # [B, Q]          logit of "the program ends here"
-    kind: Tensor   # [B, Q, K]
-    op: Tensor     # [B, Q, O]
-    modes: Tensor  # [B, Q, F, M]
-    args: Tensor   # [B, Q, F, N]    pointer logits over the candidate addresses
-    val: Tensor    # [B, Q, V]
-
-
-class SlotHead(nn.Module):
-    """Hidden states ``[..., H]`` → :class:`SlotLogits` for the next slot.
-
-    Pointers as attention: per address field f, a query ``q_f = W_f h`` (width A) is scored
-    against the keys of the candidate addresses, ``logit_f(j) = q_f · key(j)``. The right
-    address wins by the codec's margin once ``q_f`` aligns with its key.
-    """
-
-    def __init__(self, hidden: int, layout: SlotLayout, max_slots: int) -> None:
-        super().__init__()
-        A, V = layout.codec.width, layout.alphabet.size
-        self.stop = nn.Linear(hidden, 1)
-        self.kind = nn.Linear(hidden, _KINDS)
-        self.op = nn.Linear(hidden, _OPS)
-        self.modes = nn.Linear(hidden, NUM_FIELDS * _MODES)
-        self.query = nn.Linear(hidden, NUM_FIELDS * A)
-        self.val = nn.Linear(hidden, V)
-        self.register_buffer("keys", layout.codec.keys(max_slots), persistent=False)  # [N, A]
-
-    def forward(self, h: Tensor) -> SlotLogits:
-        q = self.query(h).unflatten(-1, (NUM_FIELDS, -1))                   # [..., F, A]
-        return SlotLogits(
-            stop=self.stop(h).squeeze(-1),
-            kind=self.kind(h),
-            op=self.op(h),
-            modes=self.modes(h).unflatten(-1, (NUM_FIELDS, _MODES)),        # [..., F, M]
-            args=q @ self.keys.T,                                            # [..., F, N]
-            val=self.val(h),
-        )
-
-
-class StepView(NamedTuple):
-    """What the execute phase sees of the machine at one step (leading dims ``[...]`` = [B] or
-    [B, T]). Distributions, hard or soft: the machine's decoded fetch and operand reads.
-    :class:`ControllerSequencer` builds it from ``llamacpu.machine.machine.StepView``."""
-
-    op: Tensor                 # [..., O]     the fetched instruction's opcode
-    modes: Tensor              # [..., F, M]  its operand modes
-    values: Tensor             # [..., F, V]  per field, the val of the operand's slot (or the
-    #                                         immediate); fields with mode NONE are ignored
-    carry: Tensor              # [..., Vc]    the carry register
-    cond: Tensor | None = None  # [...]       the ALU's condition flag in [0, 1], if provided
-
-
-class StateEncoder(nn.Module):
-    """A :class:`StepView` → one LM input embedding ``[..., H]``.
-
-    Features: op, modes, the flags a CPU's ALU would raise — per operand whether its symbol
-    is 0 (JZ/JNZ), and the pairwise agreements ``⟨value_i, value_j⟩`` (= 1 for equal one-hot
-    symbols: what JEQ/JNE decide on) — the condition flag and whether one was given; with
-    ``values=True`` also the operand symbols themselves (zeroed on fields whose mode is
-    NONE, so the value a machine happens to put there does not matter) and the carry. A
-    linear map of these (the LM supplies the nonlinearity).
-    """
-
-    def __init__(self, alphabet: Alphabet, hidden: int, values: bool = False) -> None:
-        super().__init__()
-        self.alphabet = alphabet
-        self.values = values
-        V, Vc = alphabet.size, alphabet.base
-        raw = NUM_FIELDS * V + Vc if values else 0
-        self.width = _OPS + NUM_FIELDS * _MODES + NUM_FIELDS + raw + len(_PAIRS) + 2
-        self.proj = nn.Linear(self.width, hidden)
-
-    def features(self, view: StepView) -> Tensor:
-        """``[..., width]``: the feature vector of a view (checks its shapes)."""
-        V, Vc = self.alphabet.size, self.alphabet.base
-        lead = view.op.shape[:-1]
-        expect = {"op": (*lead, _OPS), "modes": (*lead, NUM_FIELDS, _MODES),
-                  "values": (*lead, NUM_FIELDS, V), "carry": (*lead, Vc)}
-        for name, shape in expect.items():
-            got = tuple(getattr(view, name).shape)
-            if got != shape:
-                raise ValueError(f"StepView.{name} has shape {got}, expected {shape} "
-                                 f"(O={_OPS}, F={NUM_FIELDS}, M={_MODES}, V={V}, Vc={Vc})")
-        x = view.values * (1 - view.modes[..., Mode.NONE])[..., None]     # [..., F, V]
-        pairs = torch.stack([(x[..., i, :] * x[..., j, :]).sum(-1) for i, j in _PAIRS], -1)
-        if view.cond is None:
-            cond = x.new_zeros(*lead, 2)
-        else:
-            if tuple(view.cond.shape) != tuple(lead):
-                raise ValueError(f"StepView.cond has shape {tuple(view.cond.shape)}, "
-                                 f"expected {tuple(lead)}")
-            cond = torch.stack([view.cond.to(x.dtype), torch.ones_like(view.cond, dtype=x.dtype)],
-                               -1)
-        zero = x[..., 0]                                                  # [..., F] symbol is 0
-        raw = [x.flatten(-2), view.carry] if self.values else []
-        return torch.cat([view.op, view.modes.flatten(-2), zero, *raw, pairs, cond],
-                         -1)                                                 # [..., width]
-
-    def forward(self, view: StepView) -> Tensor:
-        return self.proj(self.features(view))                               # [..., H]
-
-
-class StepLogits(NamedTuple):
-    """The step head's logits; :meth:`decisions` gives the probabilities."""
-
-    taken: Tensor  # [...]
-    write: Tensor  # [...]
-    halt: Tensor   # [...]
-
-    def decisions(self) -> Decisions:
-        """The probabilities, as ``llamacpu.machine.machine.Decisions``."""
-        return Decisions(self.taken.sigmoid(), self.write.sigmoid(), self.halt.sigmoid())
-
-
-@dataclass(frozen=True)
-class PromptCache:
-    """The LM's keys and values for ``<bos> prompt <exec>``, computed once per run.
-
-    Left-padded: column S−1 is every row's ``<exec>``. ``lengths`` is each row's real token
-    count, the position id the state token gets. A step reads this and never changes it.
-    """
-
-    kv: tuple[tuple[Tensor, Tensor], ...]  # per layer: keys, values [B, heads, S, head dim]
-    mask: Tensor                           # [B, S] 1 on real tokens
-    lengths: Tensor                        # [B] real tokens per row
-
-    @property
-    def batch_size(self) -> int:
-        return self.mask.shape[0]
-
-    @property
-    def length(self) -> int:
-        """S, the cached sequence length (padding included)."""
-        return self.mask.shape[1]
-
-    def select(self, rows: Tensor) -> PromptCache:
-        """The cache of some rows only (``rows`` [B'] long indices), in that order."""
-        kv = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.kv]
-        return PromptCache(tuple(kv), self.mask.index_select(0, rows),
-                           self.lengths.index_select(0, rows))
-
-    def repeat(self, n: int) -> PromptCache:
-        """Each row ``n`` times in a row (``[B·n, ...]``), for a batch of steps per prompt."""
-        rep = [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in self.kv]
-        return PromptCache(tuple(rep), self.mask.repeat_interleave(n, 0),
-                           self.lengths.repeat_interleave(n, 0))
-
-    def past(self) -> DynamicCache:
-        """A fresh ``DynamicCache`` holding copies of these keys/values (the LM may append
-        to it; this cache is unaffected)."""
-        return DynamicCache(ddp_cache_data=[(k, v) for k, v in self.kv])
-
-
-@dataclass(frozen=True)
-class PlanMetrics:
-    """Teacher-forced plan metrics (accuracies in [0, 1], argmax against the expert)."""
-
-    loss: float
-    stop_acc: float     # stop-vs-slot right, at every position up to the expert's stop
-    kind_acc: float
-    op_acc: float
-    mode_acc: float     # over the four mode fields
-    arg_acc: float      # over the four address fields
-    val_acc: float
-    slot_acc: float     # every field of the slot (and the stop decision) right
-    program_acc: float  # every slot of the program and its stop right (and its functions)
-    weights_acc: float = 1.0  # WEIGHTS slots whose function (every digit) is right; 1 if none
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class StepMetrics:
-    """Execute-phase metrics over the unmasked steps (decision = probability > 0.5)."""
-
-    loss: float
-    taken_acc: float
-    write_acc: float
-    halt_acc: float
-    step_acc: float  # all three decisions right
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-class _Targets(NamedTuple):
-    """Expert slots 2..P−1 of a batch of programs, padded with EMPTY to Q slots."""
-
-    kind: Tensor    # [B, Q]
-    op: Tensor      # [B, Q]
-    modes: Tensor   # [B, Q, F]
-    args: Tensor    # [B, Q, F]
-    val: Tensor     # [B, Q]
-    n: Tensor       # [B] emitted slots per program (P − 2)
-
-
-# ================================================================ the controller
 
 class Controller(nn.Module):
     """An HF causal LM with the plan heads (emit program slots) and the execute head
     (sequence machine steps). See the module docstring for the two phases."""
 
-    def __init__(self, cfg: ControllerConfig = ControllerConfig(),
+    def __init__(self, cfg: ControllerConfig = ControllerConfig(),  # noqa: B008 (frozen)
                  lm: PreTrainedModel | None = None,
                  tokenizer=None) -> None:
         super().__init__()
@@ -779,7 +178,7 @@ class Controller(nn.Module):
 
     # ------------------------------------------------------------ plan phase
 
-    def _targets(self, programs: Sequence[Program]) -> _Targets:
+    def _targets(self, programs: Sequence[Program]) -> PlanTargets:
         """Index tensors of the programs' slots 2..P−1 (checks they fit the controller)."""
         N, Q = self.cfg.max_slots, max(len(p.slots) for p in programs) - N_PORTS
         if Q < 0:
@@ -807,7 +206,7 @@ class Controller(nn.Module):
         def t(x: list) -> Tensor:
             return torch.tensor(x, dtype=torch.long, device=self.device)
 
-        return _Targets(
+        return PlanTargets(
             kind=t([int(s.kind) for s in flat]).reshape(B, Q),
             op=t([int(s.op) for s in flat]).reshape(B, Q),
             modes=t([[int(m) for m in s.modes] for s in flat]).reshape(B, Q, NUM_FIELDS),
@@ -816,7 +215,7 @@ class Controller(nn.Module):
             n=t([len(p.slots) - N_PORTS for p in programs]),
         )
 
-    def _target_slots(self, tg: _Targets) -> Tensor:
+    def _target_slots(self, tg: PlanTargets) -> Tensor:
         """``[B, Q, D]`` exact slot vectors of the targets."""
         V, N = self.cfg.alphabet.size, self.cfg.max_slots
         oh = F_nn.one_hot
@@ -874,21 +273,7 @@ class Controller(nn.Module):
         d = self.weight_head(hm)["apply"]                                      # u, v [n, V, r]
         return torch.einsum("bor,bir->boi", d.u, d.v)                          # Δ = U Vfᵀ
 
-    @staticmethod
-    def weights_targets(programs: Sequence[Program]) -> tuple[list[tuple[int, int]], Tensor]:
-        """The WEIGHTS slots of programs as ``[(row, address)]`` and their tables ``[n, V]``
-        (a slot without a table is the empty function: every symbol ↦ END)."""
-        where, tables = [], []
-        for b, p in enumerate(programs):
-            for a, sl in enumerate(p.slots):
-                if a >= N_PORTS and sl.kind == Kind.WEIGHTS:
-                    V = p.alphabet.size
-                    where.append((b, a))
-                    tables.append(sl.table if sl.table is not None else (p.alphabet.end,) * V)
-        if not tables:
-            return where, torch.zeros(0, programs[0].alphabet.size if programs else 0,
-                                      dtype=torch.long)
-        return where, torch.tensor(tables, dtype=torch.long)
+    weights_targets = staticmethod(weights_targets)  # llamacpu.llm.supervision
 
     def apply_logits(self, delta: Tensor) -> Tensor:
         """``[n, C, V]``: APPLY's logits ``s · Δ e_x`` for every digit x < C (the alphabet's
@@ -1296,47 +681,6 @@ class Controller(nn.Module):
         return loss, StepMetrics(float(loss.detach()), *accs, step_acc)
 
 
-class ControllerSequencer(nn.Module):
-    """The execute phase as the machine's ``Sequencer``: ``machine.StepView → Decisions``.
-
-    One per run: it encodes the run's prompts once (one row per machine row) and counts its
-    calls as the step index, which only the ``absolute_positions`` ablation uses. Pass it
-    as ``Machine(sequencer=...)``. A machine that steps only its still-running rows says
-    which through :meth:`select_rows` before each call. :meth:`reset` starts a new run.
-    """
-
-    def __init__(self, controller: Controller, prompts: Sequence[str]) -> None:
-        super().__init__()
-        self.controller = controller
-        self.cache = controller.encode_prompt(prompts)
-        self.steps = 0
-        self._rows: Tensor | None = None
-        self._selected: PromptCache | None = None
-
-    def reset(self, prompts: Sequence[str]) -> None:
-        """Encode new prompts (e.g. with autograd on, for training) and restart the count."""
-        self.cache = self.controller.encode_prompt(prompts)
-        self.steps = 0
-        self._rows = self._selected = None
-
-    def select_rows(self, rows: Tensor | None) -> None:
-        """The machine rows the next calls are about (None: all of them, in order)."""
-        if rows is None:
-            self._rows = self._selected = None
-            return
-        if self._rows is not None and torch.equal(rows, self._rows):
-            return  # same rows as before: keep the selected cache
-        self._rows = rows.clone()
-        self._selected = self.cache.select(rows.to(self.cache.mask.device))
-
-    def forward(self, view: MachineView) -> Decisions:
-        mine = StepView(view.op, view.modes, view.values, view.carry)
-        cache = self._selected if self._selected is not None else self.cache
-        logits = self.controller.step(cache, mine, self.steps)
-        self.steps += 1
-        return logits.decisions()
-
-
 def _positions(mask: Tensor) -> Tensor:
     """Position ids of a left-padded mask ``[B, S]``: 0, 1, … over the real tokens."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
@@ -1347,101 +691,3 @@ def _slot_of(kind: Tensor, op: Tensor, modes: Tensor, args: Tensor, val: Tensor)
     return Slot(Kind(int(kind)), Op(int(op)),
                 tuple(Mode(m) for m in modes.tolist()),  # type: ignore[arg-type]
                 tuple(args.tolist()), int(val))  # type: ignore[arg-type]
-
-
-# ================================================================ expert supervision
-
-_JUMPS = frozenset(s.op for s in SPEC.values() if s.is_jump) | {Op.RET}
-
-
-class StepTrace(NamedTuple):
-    """Expert supervision for the execute phase, from one reference run."""
-
-    view: StepView   # leading dim [T]; cond is None
-    targets: Tensor  # [T, 3] (taken, write, halt) in {0, 1}
-
-
-def _taken(op: Op, values: Sequence[int | None]) -> bool:
-    """Whether a jump op moves the pc to its target (RET: to the return address)."""
-    if op in (Op.JMP, Op.CALL, Op.RET):
-        return True
-    if op == Op.JZ:
-        return values[0] == 0
-    if op == Op.JNZ:
-        return values[0] != 0
-    if op == Op.JEQ:
-        return values[0] == values[1]
-    if op == Op.JNE:
-        return values[0] != values[1]
-    return False
-
-
-def trace_to_steps(program: Program, input_text: str, max_steps: int = 100_000,
-                   out_size: int | None = None) -> StepTrace:
-    """Run the reference interpreter and turn its trace into step views and targets.
-
-    The view of step t: one-hots of the instruction's op and modes; per field, the ``val``
-    of the operand slot the field names (its effective address after ``[p]``), or the
-    immediate, or zeros for an unused field; the carry before the step. Targets: taken
-    (jumps, CALL and RET that move the pc to their target; 0 for other ops), write (the
-    step writes a memory slot), halt (the op is HALT).
-    """
-    from llamacpu.core.interp import run  # interp does not import torch; keep it that way
-
-    return result_to_steps(program, run(program, input_text, max_steps, trace=True,
-                                        out_size=out_size))
-
-
-def result_to_steps(program: Program, result: Result) -> StepTrace:
-    """:func:`trace_to_steps` of a traced reference run already made."""
-    if result.trace is None:
-        raise ValueError("result_to_steps needs a run made with trace=True")
-    alpha = program.alphabet
-    V, Vc = alpha.size, alpha.base
-    memory = list(result.image.slots)
-    T = len(result.trace)
-    op = torch.zeros(T, _OPS)
-    modes = torch.zeros(T, NUM_FIELDS, _MODES)
-    values = torch.zeros(T, NUM_FIELDS, V)
-    carry = torch.zeros(T, Vc)
-    targets = torch.zeros(T, 3)
-    for i, st in enumerate(result.trace):
-        ins = memory[st.pc]
-        op[i, st.op] = 1
-        for f in range(NUM_FIELDS):
-            modes[i, f, ins.modes[f]] = 1
-        for f in range(SPEC[st.op].arity):
-            if ins.modes[f] == Mode.IMMEDIATE:
-                values[i, f, ins.val] = 1
-            elif st.addrs[f] is not None:
-                values[i, f, memory[st.addrs[f]].val] = 1  # type: ignore[index]
-        carry[i, st.carry_in] = 1
-        targets[i] = torch.tensor([float(st.op in _JUMPS and _taken(st.op, st.values)),
-                                   float(st.write_addr is not None),
-                                   float(st.op == Op.HALT)])
-        if st.write_addr is not None:
-            memory[st.write_addr] = st.written  # type: ignore[assignment]
-    return StepTrace(StepView(op, modes, values, carry), targets)
-
-
-
-def batch_steps(traces: Sequence[StepTrace]) -> tuple[StepView, Tensor, Tensor]:
-    """Pad step traces to the longest: views ``[B, T, ...]``, targets ``[B, T, 3]`` and the
-    mask ``[B, T]`` (1 on real steps), the arguments of :meth:`Controller.step_loss`."""
-    if not traces:
-        raise ValueError("batch_steps needs at least one trace")
-    T = max(len(tr.targets) for tr in traces)
-
-    def pad(x: Tensor) -> Tensor:
-        return F_nn.pad(x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0]))
-
-    fields = []
-    for name in ("op", "modes", "values", "carry"):
-        fields.append(torch.stack([pad(getattr(tr.view, name)) for tr in traces]))
-    conds = [tr.view.cond for tr in traces]
-    if any(c is not None for c in conds) and not all(c is not None for c in conds):
-        raise ValueError("either every trace has a condition flag or none has")
-    cond = None if conds[0] is None else torch.stack([pad(c[:, None])[:, 0] for c in conds])
-    targets = torch.stack([pad(tr.targets) for tr in traces])
-    mask = torch.stack([pad(torch.ones(len(tr.targets), 1))[:, 0] for tr in traces])
-    return StepView(*fields, cond), targets, mask

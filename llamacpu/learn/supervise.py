@@ -1,0 +1,153 @@
+"""Supervision for the curriculum trainer: a batch of prompts run through the expert
+programs on the reference interpreter (traced), as targets for the plan, execute and OEU
+losses.
+
+The execute loss sees at most ``step_sample`` steps of each run, its rare ones (a loop's
+exit) first (:func:`_subsample`), weighted so every kind of step counts the same
+(:func:`_balance`). Training prompts may get filler words in front (:func:`_with_filler`).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from llamacpu.core.interp import run as interp_run
+from llamacpu.core.isa import DEFAULT_ALPHABET, Op, Program
+from llamacpu.learn import distributed
+from llamacpu.learn.curriculum import STAGES, Stage
+from llamacpu.learn.tasks import TASKS, Example, default_out_size, expert_program
+from llamacpu.llm.heads import StepView
+from llamacpu.llm.supervision import StepTrace, batch_steps, result_to_steps
+from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples
+
+__all__: list[str] = []  # the trainer's internals: Trainer._train_step uses them
+
+
+@dataclass
+class _Supervision:
+    """What one batch of expert runs gives every loss."""
+
+    prompts: list[str]
+    answers: list[str]
+    programs: list[Program]
+    step_args: tuple
+    oeu: OEUExamples
+    steps: list[int]     # each run's length in machine steps
+    out_sizes: list[int]  # each run's output region
+
+
+@functools.lru_cache(maxsize=50_000)
+def _expert(example: Example, max_steps: int, out_size: int):
+    """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
+    early stages draw the same prompts again and again), and which steps are *rare*: at a
+    pc the run visits several times, a decision other than the one it makes most often
+    there — a loop's exit."""
+    prog = expert_program(example)
+    res = interp_run(prog, example.prompt, max_steps, trace=True, out_size=out_size)
+    steps = result_to_steps(prog, res)
+    keys = [(t.pc, tuple(steps.targets[i].tolist())) for i, t in enumerate(res.trace)]
+    counts: dict = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    usual: dict = {}
+    for (pc, dec), n in counts.items():
+        if n > counts.get((pc, usual.get(pc)), 0):
+            usual[pc] = dec
+    rare = tuple(i for i, (pc, dec) in enumerate(keys) if dec != usual[pc])
+    return steps, examples_from_traces([res.trace]), len(res.trace), rare
+
+
+def _subsample(steps: StepTrace, rare: Sequence[int], k: int,
+               rng: random.Random) -> tuple[StepTrace, Tensor]:
+    """At most ``k`` of a run's steps: its rare ones first, the rest drawn at random (their
+    indices are returned too). Loop bodies repeat; their exits are what must not be missed."""
+    T = len(steps.targets)
+    if T <= k:
+        idx = torch.arange(T)
+    else:
+        keep = list(rare) if len(rare) <= k else rng.sample(list(rare), k)
+        rest = sorted(set(range(T)) - set(keep))
+        keep += rng.sample(rest, k - len(keep))
+        idx = torch.tensor(sorted(keep))
+    view = StepView(*(None if x is None else x[idx] for x in steps.view))
+    return StepTrace(view, steps.targets[idx]), idx
+
+
+_FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
+
+
+def _with_filler(ex: Example, rng: random.Random) -> Example:
+    """``ex`` with one or two random words in front of its prompt. They hold no digit and no
+    ':', which every expert program skips (numbers are digit runs; copy/reverse read after
+    the first ':'), nor the symbols the task reserves (fmap's ';'), so the answer is
+    unchanged."""
+    reserved = TASKS[ex.task].reserved
+    chars = "".join(c for c in _FILLER if c not in reserved) if reserved else _FILLER
+    words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
+             for _ in range(rng.randint(1, 2))]
+    return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
+
+
+_KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions
+
+
+def _balance(views: StepView, targets: Tensor, mask: Tensor,
+             dist: distributed.Dist | None = None) -> Tensor:
+    """Per-step loss weights ``[B, T]`` that give every kind of step the same total weight.
+
+    A kind is (op, operand a is 0, operands a and b are equal, decisions). Loop bodies
+    repeat one kind hundreds of times, while the step that leaves a loop on a zero digit
+    appears once; without balancing the execute phase learns the common kinds and guesses
+    the rare ones. With ``dist`` the kinds are counted over every rank's rows (the weights
+    of the whole batch).
+    """
+    op = views.op.argmax(-1)                                                  # [B, T]
+    a, b = views.values[..., 0, :], views.values[..., 1, :]                  # [B, T, V]
+    zero = a[..., 0] > 0.5
+    eq = (a * b).sum(-1) > 0.5
+    key = op
+    for bit in (zero, eq, *(targets > 0.5).unbind(-1)):
+        key = key * 2 + bit.long()                                            # [B, T]
+    real = mask > 0
+    counts = torch.bincount(key[real], minlength=_KINDS)                      # [kinds]
+    if dist is not None:
+        counts = dist.sum(counts)
+    # w = 1 / count of the step's kind, scaled to mean 1 over the real steps:
+    # Σ w = number of kinds present, Σ real = counts.sum()
+    w = torch.zeros_like(mask, dtype=torch.float32)
+    w[real] = 1.0 / counts[key[real]].float()
+    kinds = (counts > 0).sum().clamp(min=1)
+    return w * (counts.sum().float() / kinds.float())
+
+
+def _supervise(batch: Sequence[Example], stage: Stage, step_sample: int,
+               seeds: Sequence[int], dist: distributed.Dist | None = None) -> _Supervision:
+    """Expert runs of ``batch`` (this rank's rows), each run's steps subsampled by its own
+    seed (so a row's subsample does not depend on which rank owns it)."""
+    programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
+    # Review examples come from earlier stages, whose programs may run longer than this
+    # stage's (add4 needs ~350 steps, copy8 150): the expert gets the largest budget so far.
+    budget = max(s.max_steps for s in STAGES[: stage.index + 1])
+    for ex, seed in zip(batch, seeds):
+        size = default_out_size(ex)
+        steps, alu, T, rare = _expert(ex, budget, size)
+        sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
+        programs.append(expert_program(ex))
+        runs.append(sub)
+        idxs.append(idx)
+        oeu.append(alu)
+        sizes.append(size)
+        lengths.append(T)
+    views, targets, mask = batch_steps(runs)
+    mask = _balance(views, targets, mask, dist)
+    K = targets.shape[1]
+    step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
+    return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
+                        (views, targets, mask, step_idx), merge_examples(*oeu),
+                        lengths, sizes)

@@ -1,0 +1,163 @@
+"""Expert supervision (part of layer 8 of docs/architecture.md): what the controller is trained to
+do, from the expert programs and their reference runs.
+
+Plan phase: :class:`PlanTargets`, the expert's slots as index tensors
+(``Controller._targets`` builds them), and :func:`weights_targets`, the functions its
+WEIGHTS slots hold. Execute phase: :func:`trace_to_steps` turns a reference run into step
+views and (taken, write, halt) targets (:class:`StepTrace`), and :func:`batch_steps` pads
+them into the arguments of :meth:`~llamacpu.llm.controller.Controller.step_loss`.
+
+Shape letters::
+
+    B  batch                         T  execution steps
+    Q  emitted slots (P − 2)         O  opcodes
+    M  operand modes                 F  address fields per slot (4)
+    V  alphabet size                 Vc carry digits (the alphabet's base)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F_nn
+from torch import Tensor
+
+from llamacpu.core.isa import N_PORTS, NUM_FIELDS, SPEC, Kind, Mode, Op, Program
+from llamacpu.core.runtypes import Result
+from llamacpu.llm.heads import StepView
+
+__all__ = [
+    "PlanTargets", "weights_targets", "StepTrace", "trace_to_steps", "result_to_steps",
+    "batch_steps",
+]
+
+_OPS, _MODES = len(Op), len(Mode)
+
+
+# ================================================================ plan phase
+
+class PlanTargets(NamedTuple):
+    """Expert slots 2..P−1 of a batch of programs, padded with EMPTY to Q slots."""
+
+    kind: Tensor    # [B, Q]
+    op: Tensor      # [B, Q]
+    modes: Tensor   # [B, Q, F]
+    args: Tensor    # [B, Q, F]
+    val: Tensor     # [B, Q]
+    n: Tensor       # [B] emitted slots per program (P − 2)
+
+
+def weights_targets(programs: Sequence[Program]) -> tuple[list[tuple[int, int]], Tensor]:
+    """The WEIGHTS slots of programs as ``[(row, address)]`` and their tables ``[n, V]``
+    (a slot without a table is the empty function: every symbol ↦ END)."""
+    where, tables = [], []
+    for b, p in enumerate(programs):
+        for a, sl in enumerate(p.slots):
+            if a >= N_PORTS and sl.kind == Kind.WEIGHTS:
+                V = p.alphabet.size
+                where.append((b, a))
+                tables.append(sl.table if sl.table is not None else (p.alphabet.end,) * V)
+    if not tables:
+        return where, torch.zeros(0, programs[0].alphabet.size if programs else 0,
+                                  dtype=torch.long)
+    return where, torch.tensor(tables, dtype=torch.long)
+
+
+# ================================================================ execute phase
+
+_JUMPS = frozenset(s.op for s in SPEC.values() if s.is_jump) | {Op.RET}
+
+
+class StepTrace(NamedTuple):
+    """Expert supervision for the execute phase, from one reference run."""
+
+    view: StepView   # leading dim [T]; cond is None
+    targets: Tensor  # [T, 3] (taken, write, halt) in {0, 1}
+
+
+def _taken(op: Op, values: Sequence[int | None]) -> bool:
+    """Whether a jump op moves the pc to its target (RET: to the return address)."""
+    if op in (Op.JMP, Op.CALL, Op.RET):
+        return True
+    if op == Op.JZ:
+        return values[0] == 0
+    if op == Op.JNZ:
+        return values[0] != 0
+    if op == Op.JEQ:
+        return values[0] == values[1]
+    if op == Op.JNE:
+        return values[0] != values[1]
+    return False
+
+
+def trace_to_steps(program: Program, input_text: str, max_steps: int = 100_000,
+                   out_size: int | None = None) -> StepTrace:
+    """Run the reference interpreter and turn its trace into step views and targets.
+
+    The view of step t: one-hots of the instruction's op and modes; per field, the ``val``
+    of the operand slot the field names (its effective address after ``[p]``), or the
+    immediate, or zeros for an unused field; the carry before the step. Targets: taken
+    (jumps, CALL and RET that move the pc to their target; 0 for other ops), write (the
+    step writes a memory slot), halt (the op is HALT).
+    """
+    from llamacpu.core.interp import run  # interp does not import torch; keep it that way
+
+    return result_to_steps(program, run(program, input_text, max_steps, trace=True,
+                                        out_size=out_size))
+
+
+def result_to_steps(program: Program, result: Result) -> StepTrace:
+    """:func:`trace_to_steps` of a traced reference run already made."""
+    if result.trace is None:
+        raise ValueError("result_to_steps needs a run made with trace=True")
+    alpha = program.alphabet
+    V, Vc = alpha.size, alpha.base
+    memory = list(result.image.slots)
+    T = len(result.trace)
+    op = torch.zeros(T, _OPS)
+    modes = torch.zeros(T, NUM_FIELDS, _MODES)
+    values = torch.zeros(T, NUM_FIELDS, V)
+    carry = torch.zeros(T, Vc)
+    targets = torch.zeros(T, 3)
+    for i, st in enumerate(result.trace):
+        ins = memory[st.pc]
+        op[i, st.op] = 1
+        for f in range(NUM_FIELDS):
+            modes[i, f, ins.modes[f]] = 1
+        for f in range(SPEC[st.op].arity):
+            if ins.modes[f] == Mode.IMMEDIATE:
+                values[i, f, ins.val] = 1
+            elif st.addrs[f] is not None:
+                values[i, f, memory[st.addrs[f]].val] = 1  # type: ignore[index]
+        carry[i, st.carry_in] = 1
+        targets[i] = torch.tensor([float(st.op in _JUMPS and _taken(st.op, st.values)),
+                                   float(st.write_addr is not None),
+                                   float(st.op == Op.HALT)])
+        if st.write_addr is not None:
+            memory[st.write_addr] = st.written  # type: ignore[assignment]
+    return StepTrace(StepView(op, modes, values, carry), targets)
+
+
+def batch_steps(traces: Sequence[StepTrace]) -> tuple[StepView, Tensor, Tensor]:
+    """Pad step traces to the longest: views ``[B, T, ...]``, targets ``[B, T, 3]`` and the
+    mask ``[B, T]`` (1 on real steps), the arguments of
+    :meth:`~llamacpu.llm.controller.Controller.step_loss`."""
+    if not traces:
+        raise ValueError("batch_steps needs at least one trace")
+    T = max(len(tr.targets) for tr in traces)
+
+    def pad(x: Tensor) -> Tensor:
+        return F_nn.pad(x, (0, 0) * (x.dim() - 1) + (0, T - x.shape[0]))
+
+    fields = []
+    for name in ("op", "modes", "values", "carry"):
+        fields.append(torch.stack([pad(getattr(tr.view, name)) for tr in traces]))
+    conds = [tr.view.cond for tr in traces]
+    if any(c is not None for c in conds) and not all(c is not None for c in conds):
+        raise ValueError("either every trace has a condition flag or none has")
+    cond = None if conds[0] is None else torch.stack([pad(c[:, None])[:, 0] for c in conds])
+    targets = torch.stack([pad(tr.targets) for tr in traces])
+    mask = torch.stack([pad(torch.ones(len(tr.targets), 1))[:, 0] for tr in traces])
+    return StepView(*fields, cond), targets, mask
