@@ -1,0 +1,117 @@
+"""Certify a learned machine's OEU table: ``python -m llamacpu.certify --checkpoint DIR``.
+
+Checks the neural OEU entry by entry over every input the tasks' expert programs can give
+it in the hard machine, at any input length (``llamacpu.learn.certify``); prints CERTIFIED with what
+was enumerated, or every wrong entry and, for the first few, a witness: a prompt the
+free-running machine answers wrong, found by running it. The plan and execute phases are
+not enumerated by this command (``python -m llamacpu.check`` samples them).
+
+Exit codes: 0 the OEU table is certified, 1 it is not, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from llamacpu.cli import Parser
+from llamacpu.core.isa import LlamacpuError
+
+__all__ = ["main"]
+
+
+def _parser() -> Parser:
+    p = Parser(prog="python -m llamacpu.certify", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a checkpoints/stage_N directory")
+    p.add_argument("--task", action="append", default=None, metavar="T",
+                   help="certify the ops of this task's expert program (repeatable; default: "
+                        "every task the checkpoint's curriculum stages trained)")
+    p.add_argument("--domain", choices=("program", "isa"), default="program",
+                   help="program: the inputs the tasks' expert programs can give the OEU "
+                        "(carry and operand analysis over their control-flow graphs); isa: "
+                        "every input the instruction set allows for their ops")
+    p.add_argument("--witnesses", type=int, default=3, metavar="K",
+                   help="look for a witness prompt for the first K wrong entries (0: none)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write the certificate (what was enumerated, every wrong entry, "
+                        "the witnesses) as JSON to PATH")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    if args.json is not None and not (args.json.parent.is_dir() and os.access(args.json.parent,
+                                                                              os.W_OK)):
+        p.error(f"--json: cannot write into {args.json.parent}")
+    import torch
+
+    from llamacpu.evaluate.report import trained_tasks
+    from llamacpu.learn.certify import (
+        certify_oeu,
+        find_witness,
+        isa_domain,
+        task_ops,
+        tasks_domain,
+    )
+    from llamacpu.learn.checkpoint import load_checkpoint
+    from llamacpu.learn.learned import LearnedMachine
+    from llamacpu.learn.tasks import TASKS
+
+    torch.set_num_threads(args.threads)
+    try:
+        ck = load_checkpoint(args.checkpoint)
+        model = LearnedMachine.from_checkpoint(ck).eval()
+    except (LlamacpuError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tasks = args.task or list(trained_tasks(ck.stage))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        p.error(f"--task: unknown task {unknown[0]!r} (known: {', '.join(TASKS)})")
+    alphabet = model.cfg.oeu.alphabet
+    domain = (tasks_domain(tasks, alphabet) if args.domain == "program"
+              else isa_domain(alphabet, task_ops(tasks)))
+    cert = certify_oeu(model.oeu, alphabet, domain)
+    print(f"checkpoint {args.checkpoint} (stage {ck.stage}), tasks {', '.join(tasks)}, "
+          f"domain: {args.domain}")
+    print(cert.summary(alphabet))
+    witnesses = []
+    for entry in cert.failures[: args.witnesses]:
+        users = [t for t in tasks if entry.op in task_ops([t])]
+        w = find_witness(model, entry, users)
+        witnesses.append(w)
+        if w is None:
+            print(f"  no witness found for {entry.describe(alphabet)} in {', '.join(users)}")
+        else:
+            got = w.output if w.fault is None else f"{w.output!r}, fault: {w.fault}"
+            print(f"  witness for {entry.describe(alphabet)}: {w.prompt!r} -> {got} "
+                  f"(want {w.answer})")
+    print("plan and execute phases: not enumerated (python -m llamacpu.check samples them)")
+    if args.json is not None:
+        record = {
+            "command": "python -m llamacpu.certify " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "checkpoint": str(args.checkpoint), "stage": ck.stage, "tasks": tasks,
+            "domain": args.domain, "certified": cert.certified,
+            "ops": [o.name for o in cert.ops], "inputs": cert.inputs, "outputs": cert.outputs,
+            "failures": [{**asdict(f), "op": f.op.name} for f in cert.failures],
+            "witnesses": [None if w is None else {"entry": w.entry.describe(alphabet),
+                                                  "prompt": w.prompt, "answer": w.answer,
+                                                  "output": w.output, "fault": w.fault}
+                          for w in witnesses],
+        }
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+    return 0 if cert.certified else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Certificates of learned tables: every entry checked, not a sample.
+
+In hard mode each learned part of the machine is a function of finitely many discrete
+inputs. The first of them is the OEU: a function of (op, a, b, carry, pointer equality).
+:func:`certify_oeu` enumerates every input the hard machine can give it without faulting and
+compares the outputs the machine consumes with the instruction set's semantics
+(``machine.symbolic.exact_op``, itself checked against the reference interpreter). Together
+with the tested equality of the hard machine and the interpreter, an OEU whose table is
+certified computes, for the program it runs, exactly what the interpreter computes at every
+input length that fits in memory: every step is one table lookup, and the table is right
+everywhere. (The plan and execute phases are the other learned tables; they are not
+enumerated here yet.)
+
+What the hard machine consumes of the OEU (``machine/discrete.py``), and so what is checked:
+
+- the result symbol, for ops that write a value (their first operand is a destination:
+  MOV with an immediate source, arithmetic, compares, GETC, PEQ); APPLY's result comes
+  from the WEIGHTS bank, not the OEU;
+- the carry out, for every op but APPLY and WSET (the machine keeps the carry for those).
+
+Inputs an op does not read are zeroed by the neural OEU before its first layer
+(``oeu.operand_usage``), so they are enumerated at 0 only; that argument is checked, not
+assumed (:func:`_reads`). Inputs on which the interpreter faults (a non-digit in arithmetic
+or SETC, a zero divisor, a DIV quotient that is not a digit) are not in the domain: the
+machine faults there whatever the OEU says.
+
+A failing entry is only half a certificate's answer; :func:`find_witness` turns it into a
+prompt the free-running machine answers wrong: it samples examples of the trained tasks,
+longest first among a few lengths, until the expert's trace meets the entry, then runs the
+learned machine on that prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from llamacpu.core.interp import run
+from llamacpu.core.isa import SPEC, Alphabet, Group, Kind, Op, Role
+from llamacpu.machine.oeu import operand_usage
+from llamacpu.machine.symbolic import exact_op
+
+__all__ = ["Entry", "OEUCertificate", "oeu_domain", "isa_domain", "program_domain",
+           "tasks_domain", "certify_oeu", "program_ops", "task_programs", "task_ops",
+           "find_witness", "Witness"]
+
+_DIGITS_ONLY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.SETC})
+"""Ops that fault on a symbol that is not a digit (docs/lasm.md, "Arithmetic")."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One wrong output of the OEU table."""
+
+    op: Op
+    a: int
+    b: int
+    carry: int
+    ptr_eq: int
+    output: str   # "result" or "carry"
+    want: int
+    got: int
+
+    def describe(self, alphabet: Alphabet) -> str:
+        sym = alphabet.decode_symbol
+        reads = _reads(self.op)
+        args = [f"{'a' if i == 0 else 'b'}={sym(v)!r}" for i, v in enumerate((self.a, self.b))
+                if reads[i]]
+        if reads[2]:
+            args.append(f"ptr_eq={self.ptr_eq}")
+        def shown(v: int) -> str:
+            return repr(sym(v)) if self.output == "result" else str(v)
+        return (f"{self.op.name}({', '.join(args + [f'carry={self.carry}'])}): {self.output} "
+                f"{shown(self.got)}, want {shown(self.want)}")
+
+
+@dataclass
+class OEUCertificate:
+    """What :func:`certify_oeu` enumerated, and every entry it found wrong."""
+
+    ops: tuple[Op, ...]
+    inputs: int                    # input tuples enumerated
+    outputs: int                   # outputs checked (result and/or carry per input)
+    failures: list[Entry] = field(default_factory=list)
+
+    @property
+    def certified(self) -> bool:
+        return not self.failures
+
+    def summary(self, alphabet: Alphabet, limit: int = 20) -> str:
+        head = (f"OEU table {'CERTIFIED' if self.certified else 'NOT CERTIFIED'}: "
+                f"{self.outputs} outputs of {self.inputs} inputs over "
+                f"{len(self.ops)} ops ({' '.join(o.name for o in self.ops)})")
+        if self.certified:
+            return head
+        lines = [head, f"{len(self.failures)} wrong entries:"]
+        lines += [f"  {e.describe(alphabet)}" for e in self.failures[:limit]]
+        if len(self.failures) > limit:
+            lines.append(f"  ... and {len(self.failures) - limit} more")
+        return "\n".join(lines)
+
+
+def _reads(op: Op) -> tuple[bool, bool, bool]:
+    """Whether ``op`` reads a, b and the pointer-equality bit (as the OEU sees them)."""
+    u = operand_usage()[int(op)]
+    return bool(u[0]), bool(u[1]), bool(u[2])
+
+
+def _writes_value(op: Op) -> bool:
+    roles = SPEC[op].roles
+    return bool(roles) and roles[0] is Role.DST and SPEC[op].group is not Group.WEIGHTS
+
+
+def _keeps_carry_outside_oeu(op: Op) -> bool:
+    return SPEC[op].group is Group.WEIGHTS
+
+
+def oeu_domain(op: Op, alphabet: Alphabet) -> torch.Tensor:
+    """Every (a, b, carry, ptr_eq) the hard machine can give the OEU for ``op`` without
+    faulting, as a long tensor [E, 4]."""
+    V, C = alphabet.size, alphabet.base
+    read_a, read_b, read_eq = _reads(op)
+    symbols = range(C) if op in _DIGITS_ONLY else range(V)
+    rows = [(a, b, c, e)
+            for a in (symbols if read_a else (0,))
+            for b in (symbols if read_b else (0,))
+            for c in range(C)
+            for e in ((0, 1) if read_eq else (0,))
+            if not (op in (Op.DIV, Op.MOD) and b == 0) and not (op is Op.DIV and c >= b)]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
+
+
+# ------------------------------------------------------------- what a program can reach
+#
+# The full domain above is every input the ISA allows; a learned OEU is trained on the
+# entries expert programs meet and is usually wrong on others that no program of its tasks
+# can reach (HALT with carry 7, say). :func:`program_domain` is the sound smaller domain
+# for one program: per instruction, the inputs it can see and the outputs that matter.
+#
+# - a, b: the immediate where the operand is one; else any symbol (digits only for the
+#   ops that fault on others): operand values are not analysed, an over-approximation.
+# - carry in: a forward analysis over the control-flow graph (core.graph.build_cfg): {0}
+#   at the entry; an op's carry out is computed with exact_op from its input sets; a
+#   dynamic jump may go to any instruction.
+# - outputs: the result where the instruction writes it (value ops; MOV only from an
+#   immediate: MOV d, s copies the slot); the carry where it is live afterwards (a backward
+#   analysis: ADD SUB MUL DIV GETC read it, SETC overwrites it, nothing runs after HALT).
+#
+# Assumes, as the graph does, that the program does not rewrite its own instructions.
+
+
+def _operand_values(slot, k: int, op: Op, alphabet: Alphabet) -> tuple[int, ...]:
+    from llamacpu.core.isa import Mode
+    from llamacpu.machine.oeu import _operand_index
+
+    i = _operand_index(op, k)
+    if i is None:
+        return (0,)
+    if slot.modes[i] == Mode.IMMEDIATE:
+        return (int(slot.val),)
+    return tuple(range(alphabet.base if op in _DIGITS_ONLY else alphabet.size))
+
+
+def _instruction_inputs(slot, alphabet: Alphabet, carries: frozenset[int]) -> torch.Tensor:
+    """[E, 4] (a, b, carry, ptr_eq) that instruction ``slot`` can give the OEU."""
+    op = Op(slot.op)
+    read_a, read_b, read_eq = _reads(op)
+    A = _operand_values(slot, 0, op, alphabet) if read_a else (0,)
+    B = _operand_values(slot, 1, op, alphabet) if read_b else (0,)
+    rows = [(a, b, c, e) for a in A for b in B for c in sorted(carries)
+            for e in ((0, 1) if read_eq else (0,))
+            if not (op in (Op.DIV, Op.MOD) and b == 0) and not (op is Op.DIV and c >= b)]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
+
+
+def program_domain(program, alphabet: Alphabet) -> dict[tuple[int, ...], tuple[bool, bool]]:
+    """{(op, a, b, carry, ptr_eq): (result matters, carry matters)} over every instruction
+    of ``program`` reachable from its entry (see the comment above)."""
+    from llamacpu.core.graph import build_cfg
+    from llamacpu.core.isa import Mode
+
+    g = build_cfg(program)
+    nodes = list(g.nodes)
+    slots = program.slots
+
+    def successors(u: int) -> list[int]:
+        return nodes if g.nodes[u]["dynamic"] else list(g.successors(u))
+
+    # forward: carry sets at each instruction's input
+    carry_in: dict[int, frozenset[int]] = {program.entry: frozenset({0})}
+    todo = [program.entry] if program.entry in g else []
+    while todo:
+        u = todo.pop()
+        op = Op(slots[u].op)
+        dom = _instruction_inputs(slots[u], alphabet, carry_in[u])
+        if len(dom):
+            a, b, c, e = dom.T
+            _, cout = exact_op(torch.full_like(a, int(op)), a, b, c, e.bool(), alphabet)
+            out = frozenset(cout.tolist())
+        else:
+            out = frozenset()
+        for v in successors(u):
+            merged = carry_in.get(v, frozenset()) | out
+            if merged != carry_in.get(v):
+                carry_in[v] = merged
+                todo.append(v)
+    # backward: is the carry live after each instruction?
+    reads = {u: SPEC[Op(slots[u].op)].reads_carry for u in carry_in}
+    kills = {u: SPEC[Op(slots[u].op)].writes_carry and not reads[u] for u in carry_in}
+    live_in = dict.fromkeys(carry_in, False)
+    changed = True
+    while changed:
+        changed = False
+        for u in carry_in:
+            after = any(live_in.get(v, False) for v in successors(u))
+            now = reads[u] or (after and not kills[u])
+            if now != live_in[u]:
+                live_in[u], changed = now, True
+    out: dict[tuple[int, ...], tuple[bool, bool]] = {}
+    for u, carries in carry_in.items():
+        slot = slots[u]
+        op = Op(slot.op)
+        want_res = _writes_value(op) and not (
+            op is Op.MOV and slot.modes[1] != Mode.IMMEDIATE)
+        want_carry = not _keeps_carry_outside_oeu(op) and any(
+            live_in.get(v, False) for v in successors(u))
+        if not (want_res or want_carry):
+            continue
+        for a, b, c, e in _instruction_inputs(slot, alphabet, carries).tolist():
+            key = (int(op), a, b, c, e)
+            r, k = out.get(key, (False, False))
+            out[key] = (r or want_res, k or want_carry)
+    return out
+
+
+def isa_domain(alphabet: Alphabet, ops: Iterable[Op] | None = None
+               ) -> dict[tuple[int, ...], tuple[bool, bool]]:
+    """The full domain: :func:`oeu_domain` of every op in ``ops`` (default: all), with the
+    outputs the machine consumes for that op whatever the instruction."""
+    out = {}
+    for op in sorted(set(Op) if ops is None else set(ops)):
+        need = (_writes_value(op), not _keeps_carry_outside_oeu(op))
+        for a, b, c, e in oeu_domain(op, alphabet).tolist():
+            out[(int(op), a, b, c, e)] = need
+    return out
+
+
+@torch.no_grad()
+def certify_oeu(oeu, alphabet: Alphabet,
+                domain: dict[tuple[int, ...], tuple[bool, bool]] | None = None,
+                batch: int = 1 << 15) -> OEUCertificate:
+    """Check the OEU's table entry by entry over ``domain`` ({(op, a, b, carry, ptr_eq):
+    (check the result, check the carry)}; default :func:`isa_domain`). ``oeu`` is any
+    module of the machine's OEU protocol."""
+    domain = isa_domain(alphabet) if domain is None else domain
+    V, C, O = alphabet.size, alphabet.base, len(Op)
+    keys = sorted(domain)
+    cert = OEUCertificate(tuple(sorted({Op(k[0]) for k in keys})), len(keys),
+                          sum(int(r) + int(k) for r, k in domain.values()))
+    was = getattr(oeu, "training", False)
+    if hasattr(oeu, "eval"):
+        oeu.eval()
+    try:
+        for start in range(0, len(keys), batch):
+            chunk = keys[start:start + batch]
+            o, a, b, c, e = torch.tensor(chunk, dtype=torch.long).reshape(-1, 5).T
+            need = torch.tensor([domain[k] for k in chunk], dtype=torch.bool).reshape(-1, 2)
+            want_r, want_c = exact_op(o, a, b, c, e.bool(), alphabet)
+            got_r, got_c = _hard(oeu, o, a, b, c, e, O, V, C)
+            bad_r = (got_r != want_r) & need[:, 0]
+            bad_c = (got_c != want_c) & need[:, 1]
+            for which, bad, want, got in (("result", bad_r, want_r, got_r),
+                                          ("carry", bad_c, want_c, got_c)):
+                for i in bad.nonzero()[:, 0].tolist():
+                    cert.failures.append(Entry(Op(int(o[i])), int(a[i]), int(b[i]), int(c[i]),
+                                               int(e[i]), which, int(want[i]), int(got[i])))
+    finally:
+        if hasattr(oeu, "train"):
+            oeu.train(was)
+    cert.failures.sort(key=lambda f: (f.op, f.a, f.b, f.carry, f.ptr_eq, f.output))
+    return cert
+
+
+def _hard(oeu, op, a, b, c, e, O: int, V: int, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OEU's hard outputs, as the discrete machine computes them."""
+    if hasattr(oeu, "hard"):
+        return oeu.hard(op, a, b, c, e.bool())
+    dt = torch.get_default_dtype()
+    out = oeu(F.one_hot(op, O).to(dt), F.one_hot(a, V).to(dt), F.one_hot(b, V).to(dt),
+              F.one_hot(c, C).to(dt), e.to(dt))
+    return out[0].argmax(-1), out[1].argmax(-1)
+
+
+def program_ops(programs: Iterable) -> set[Op]:
+    """The ops the given programs contain (what a task's OEU certificate must cover)."""
+    return {Op(s.op) for p in programs for s in p.slots if s.kind == Kind.INSTR}
+
+
+def task_programs(tasks: Iterable[str]) -> list:
+    """One expert program per task (fmap's differ only in their WEIGHTS slot's function)."""
+    from llamacpu.learn.tasks import TASKS, expert_program
+
+    rng = random.Random(0)
+    return [expert_program(TASKS[t].sample(rng, 1)) for t in tasks]
+
+
+def task_ops(tasks: Iterable[str]) -> set[Op]:
+    """The ops of the expert programs of ``tasks``."""
+    return program_ops(task_programs(tasks))
+
+
+def tasks_domain(tasks: Iterable[str], alphabet: Alphabet
+                 ) -> dict[tuple[int, ...], tuple[bool, bool]]:
+    """The union of :func:`program_domain` over the expert programs of ``tasks``."""
+    out: dict[tuple[int, ...], tuple[bool, bool]] = {}
+    for program in task_programs(tasks):
+        for key, (r, k) in program_domain(program, alphabet).items():
+            r0, k0 = out.get(key, (False, False))
+            out[key] = (r0 or r, k0 or k)
+    return out
+
+
+# ------------------------------------------------------------------------------ witnesses
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A prompt whose expert run meets a wrong entry, and what the machine answered."""
+
+    entry: Entry
+    prompt: str
+    answer: str       # Python's answer
+    output: str       # the free-running machine's
+    fault: str | None
+
+    @property
+    def wrong(self) -> bool:
+        return self.output != self.answer or self.fault is not None
+
+
+def _meets(trace, entry: Entry) -> bool:
+    from llamacpu.machine.oeu import examples_from_traces
+
+    ex = examples_from_traces([trace])
+    hit = ((ex.op == int(entry.op)) & (ex.a == entry.a) & (ex.b == entry.b)
+           & (ex.carry == entry.carry) & (ex.ptr_eq == entry.ptr_eq))
+    return bool(hit.any())
+
+
+def find_witness(model, entry: Entry, tasks: Sequence[str], lengths: Sequence[int] = (4, 8, 20),
+                 tries: int = 200, seed: int = 0, max_steps: int = 200_000) -> Witness | None:
+    """A prompt of one of ``tasks`` (training wordings) whose expert trace meets ``entry``
+    and that ``model`` (a LearnedMachine, or anything with ``solve``) answers wrong running
+    free; None if ``tries`` examples per task and length find none."""
+    from llamacpu.learn.tasks import TASKS, expert_program
+
+    rng = random.Random(f"witness/{entry.op.name}/{entry.a}/{entry.b}/{entry.carry}/{seed}")
+    for task in tasks:
+        t = TASKS[task]
+        for length in sorted({min(n, t.max_length or n) for n in lengths}):
+            for _ in range(tries):
+                ex = t.sample(rng, length)
+                res = run(expert_program(ex), ex.prompt, trace=True, max_steps=max_steps)
+                if res.trace is None or not _meets(res.trace, entry):
+                    continue
+                sol = model.solve([ex.prompt], max_steps=max(4 * res.steps, 1000))[0]
+                w = Witness(entry, ex.prompt, ex.answer, sol.output, sol.fault)
+                if w.wrong:
+                    return w
+    return None
