@@ -28,7 +28,7 @@ from llamacpu.core.interp import (
     TraceStep,
     run,
 )
-from llamacpu.core.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role
+from llamacpu.core.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role, Write
 
 __all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "machine_backend",
            "format_trace", "main"]
@@ -127,7 +127,7 @@ def _operand(alphabet: Alphabet, role: Role, addr: int | None, value: int | None
 def _write(alphabet: Alphabet, t: TraceStep) -> str:
     if t.write_addr is None:
         return ""
-    if t.op in (Op.LEA, Op.INC, Op.DEC):
+    if SPEC[t.op].writes == Write.PTR:
         return f"@{t.write_addr}.p0={t.result}"
     if t.op == Op.MOV and t.addrs[1] is not None and t.written is not None:
         return f"@{t.write_addr}←@{t.addrs[1]} ({t.written.kind.name})"

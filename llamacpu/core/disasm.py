@@ -180,7 +180,7 @@ def _item(alpha: Alphabet, s: Slot, addr: int, render: Callable[[int, int], str]
         raise ValueError(f"slot {addr}: {Kind(s.kind).name} slots have no .lasm syntax")
     if s.op not in SPEC:
         raise ValueError(f"slot {addr}: unknown opcode {s.op!r}")
-    spec = SPEC[Op(s.op)]
+    spec = SPEC[s.op]
     if any(m != Mode.NONE for m in s.modes[spec.arity:]) or any(s.args[spec.arity:]):
         raise ValueError(f"slot {addr}: {spec.mnemonic} uses {spec.arity} fields but unused "
                          f"fields are set: {s}")

@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from llamacpu.core.isa import (
     PORT_OUT,
     SPEC,
+    Jump,
     Kind,
     MemoryImage,
     Mode,
     Op,
+    OpSpec,
     Program,
     Role,
     Slot,
+    Write,
+    op_specs,
+    opcode,
+    ops_generation,
 )
 from llamacpu.core.runtypes import (
     _UNDERFLOW,
@@ -33,7 +39,6 @@ from llamacpu.core.runtypes import (
     StepFault,
     _check_instr,
     _decode,
-    _div_fault,
     _move_fault,
     _not_digit,
     _outside,
@@ -65,8 +70,11 @@ __all__: list[str] = []  # nothing public: interp.run(..., trace=False) calls _r
 # The translations rely on two invariants, checked at load (else run() takes the readable
 # path): every p0 in memory lies in [0, N), and every val is >= 0. Both are preserved:
 # pointers are only set by LEA (a checked address), INC/DEC (checked) and MOV (a copy),
-# and values are digits, 0/1 or copies. So `[p]` needs no range check, a pc is never
-# negative, and `x >= base` alone tells a non-digit.
+# and values are symbols (an ALU op's result: OpSpec.alu's contract) or copies. So `[p]`
+# needs no range check, a pc is never negative, and `x >= base` alone tells a non-digit.
+#
+# An ALU op runs as a call of its scalar semantics, ``o = alu<opcode>(a, b, carry, base)``
+# (a fault if o is a str), the same function interp.transition calls.
 
 
 class _Halt(Exception):
@@ -77,8 +85,11 @@ class _Halt(Exception):
 
 
 _MAX_BLOCK = 16
-_CONTROL = frozenset({Op.JMP, Op.JZ, Op.JNZ, Op.JEQ, Op.JNE, Op.CALL, Op.RET, Op.HALT,
-                      Op.APPLY})
+
+
+def _ends_block(spec: OpSpec) -> bool:
+    """Whether a block ends with this op: it may jump (CALL and RET too), HALT, or APPLY."""
+    return spec.jump != Jump.NEVER or spec.op == Op.HALT or spec.uses_weights
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class _Machine:
     stack_size: int   # return-stack entries
     promote: bool     # memory has EMPTY slots: writes must turn them into DATA
     n: int | None     # N if an operand field of the block lies outside memory, else None
+    ops: int          # isa.ops_generation(): the op table the translation was made from
 
 
 class _BlockFault(StepFault):
@@ -121,7 +133,7 @@ def _instr_lines(slot: Slot, pc: int, m: _Machine, undone: int) -> tuple[list[st
     ``undone``: instructions of the block from this one on, for fault and exit accounting.
     The slot must have passed ``_check_instr``.
     """
-    op = Op(slot.op)
+    op = opcode(slot.op)
     n, base = m.n, m.base
     at = f"{pc}, {undone}"          # fault(reason, pc, undone)
     lines: list[str] = []
@@ -165,7 +177,7 @@ def _instr_lines(slot: Slot, pc: int, m: _Machine, undone: int) -> tuple[list[st
 
     def check_digits(*idx: int) -> None:
         args = ", ".join(val[i] if i in idx else "None" for i in range(max(idx) + 1))
-        call = f"fault(_not_digit(Op.{op.name}, ({args},), {base}), {at})"
+        call = f"fault(_not_digit(opc[{int(op)}], ({args},), {base}), {at})"
         if any(addr[i] is None and int(val[i]) >= base for i in idx):
             lines.append(call)                  # an immediate that is not a digit
             return
@@ -173,40 +185,26 @@ def _instr_lines(slot: Slot, pc: int, m: _Machine, undone: int) -> tuple[list[st
         if tests:
             lines.append(f"if {' or '.join(tests)}: {call}")
 
-    a, b = (val + ["", "", ""])[1:3]
-    if op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD):
-        check_digits(1, 2)
-        if op in (Op.DIV, Op.MOD):
-            lines.append(f"if {b} == 0: fault('{op.name} by zero', {at})")
-        if op == Op.ADD:
-            lines += [f"r = {a} + {b} + carry", f"carry = r // {base}"]
-            write("vals", f"r % {base}")
-        elif op == Op.SUB:
-            lines += [f"r = {a} - {b} - carry", "carry = 1 if r < 0 else 0"]
-            write("vals", f"r % {base}")
-        elif op == Op.MUL:
-            lines += [f"r = {a} * {b} + carry", f"carry = r // {base}"]
-            write("vals", f"r % {base}")
-        elif op == Op.DIV:
-            lines += [f"r = carry * {base} + {a}", f"q = r // {b}",
-                      f"if q >= {base}: fault(_div_fault(q, carry, {a}, {b}, {base}), {at})",
-                      f"carry = r % {b}"]
-            write("vals", "q")
-        else:
-            write("vals", f"{a} % {b}")
-    elif op in (Op.EQ, Op.PEQ):
-        write("vals", f"1 if {a} == {b} else 0")
-    elif op == Op.LT:
-        write("vals", f"1 if {a} < {b} else 0")
-    elif op == Op.MIN:
-        write("vals", f"{a} if {a} < {b} else {b}")
-    elif op == Op.MAX:
-        write("vals", f"{a} if {a} > {b} else {b}")
-    elif op == Op.GETC:
-        write("vals", "carry")
-    elif op == Op.SETC:
-        check_digits(0)
-        lines.append(f"carry = {val[0]}")
+    spec = SPEC[op]
+    if spec.alu is not None:                    # ALU ops: a call of the op table's semantics
+        src = [i for i in (spec.operand(0), spec.operand(1)) if i is not None]
+        if spec.digits and src:
+            check_digits(*src)
+            if lines and lines[-1].startswith("fault("):
+                return lines, None              # an immediate that is not a digit
+        a, b = (val[i] if i is not None else "0" for i in (spec.operand(0), spec.operand(1)))
+        c = "carry" if spec.reads_carry else "0"
+        lines += [f"o = alu{int(op)}({a}, {b}, {c}, {base})",
+                  f"if o.__class__ is str: fault(o, {at})"]
+        if spec.writes == Write.VAL and spec.writes_carry:
+            lines.append(f"vals[{d}], carry = o")
+            written()
+        elif spec.writes == Write.VAL:
+            write("vals", "o[0]")
+        elif spec.writes_carry:
+            lines.append("carry = o[1]")
+    elif op == Op.PEQ:
+        write("vals", f"1 if {val[1]} == {val[2]} else 0")
     elif op == Op.MOV and addr[1] is None:      # d.val <- v
         write("vals", val[1])
     elif op == Op.MOV:                          # d <- s, every field
@@ -220,26 +218,25 @@ def _instr_lines(slot: Slot, pc: int, m: _Machine, undone: int) -> tuple[list[st
     elif op in (Op.INC, Op.DEC):
         sign, bad = ("+", "x >= N") if op == Op.INC else ("-", "x < 0")
         lines += [f"x = ptrs[{d}] {sign} 1",
-                  f"if {bad}: fault(_move_fault(Op.{op.name}, {d}, x, N), {at})"]
+                  f"if {bad}: fault(_move_fault(opc[{int(op)}], {d}, x, N), {at})"]
         write("ptrs", "x")
-    elif op == Op.JMP:
-        nxt = val[0]
-    elif op in (Op.JZ, Op.JNZ):
-        nxt = f"{val[1]} if {val[0]} {'==' if op == Op.JZ else '!='} 0 else {nxt}"
-    elif op in (Op.JEQ, Op.JNE):
-        nxt = f"{val[2]} if {val[0]} {'==' if op == Op.JEQ else '!='} {val[1]} else {nxt}"
-    elif op == Op.CALL:
-        lines += [f"if len(stack) >= {m.stack_size}: "
-                  f"fault({_overflow(m.stack_size)!r}, {at})",
-                  f"stack.append({nxt})"]
-        nxt = val[0]
     elif op == Op.RET:
         lines.append(f"if not stack: fault({_UNDERFLOW!r}, {at})")
         nxt = "stack.pop()"
+    elif spec.jump != Jump.NEVER:               # JMP JZ JNZ JEQ JNE CALL
+        if op == Op.CALL:
+            lines += [f"if len(stack) >= {m.stack_size}: "
+                      f"fault({_overflow(m.stack_size)!r}, {at})",
+                      f"stack.append({nxt})"]
+        a, b = (val + ["", ""])[:2]
+        cond = {Jump.ALWAYS: None, Jump.IF_ZERO: f"{a} == 0", Jump.IF_NONZERO: f"{a} != 0",
+                Jump.IF_EQUAL: f"{a} == {b}", Jump.IF_DIFFERENT: f"{a} != {b}"}[spec.jump]
+        target = val[spec.roles.index(Role.TARGET)]
+        nxt = target if cond is None else f"{target} if {cond} else {nxt}"
     elif op == Op.HALT:
         lines.append(f"halt({pc})")
         nxt = None
-    elif op in (Op.APPLY, Op.WSET):  # never translated: _run_fast declines such programs
+    elif spec.uses_weights:  # never translated: _run_fast declines such programs
         raise AssertionError("APPLY / WSET run on the readable path")
     if lines and lines[-1].startswith("fault("):
         nxt = None                              # an immediate that is not a digit
@@ -259,7 +256,7 @@ def _block_source(block: tuple[Slot, ...], pc: int, m: _Machine) -> tuple[str, i
     nxt: str | None = None
     for i, slot in enumerate(block):
         body, nxt = _instr_lines(slot, pc + i, m, len(block) - i)
-        bodies.append([f"# pc {pc + i}: {Op(slot.op).name}"] + body)
+        bodies.append([f"# pc {pc + i}: {opcode(slot.op).name}"] + body)
         if nxt is None:
             break
     k = len(bodies)
@@ -309,8 +306,10 @@ def _run_fast(program: Program, image: MemoryImage, max_steps: int, stack_size: 
     vals0, ptrs0, slots = vals.copy(), ptrs.copy(), list(mem)
     promote = Kind.EMPTY in map(_KIND, prog)
     kinds = list(map(_KIND, mem)) if promote else None
-    fits = _Machine(alphabet.base, stack_size, promote, None)   # operands all in memory
-    does_not = _Machine(alphabet.base, stack_size, promote, n)  # some are not
+    gen, specs = ops_generation(), op_specs()
+    fits = _Machine(alphabet.base, stack_size, promote, None, gen)   # operands all in memory
+    does_not = _Machine(alphabet.base, stack_size, promote, n, gen)  # some are not
+    control = frozenset(s.op for s in specs if _ends_block(s))
     stack: list[int] = []
     code: list[Callable[[int], int]] = []
     guard = [0] * n
@@ -320,9 +319,10 @@ def _run_fast(program: Program, image: MemoryImage, max_steps: int, stack_size: 
     env = {"vals": vals, "ptrs": ptrs, "kinds": kinds, "slots": slots, "stack": stack,
            "guard": guard, "carry": 0, "left": max_steps, "N": n, "fault": _fault,
            "halt": _halt,
-           "_SHORT": _Short(), "Op": Op, "DATA": Kind.DATA,
-           "_not_digit": _not_digit, "_div_fault": _div_fault, "_move_fault": _move_fault,
+           "_SHORT": _Short(), "opc": {int(s.op): s.op for s in specs}, "DATA": Kind.DATA,
+           "_not_digit": _not_digit, "_move_fault": _move_fault,
            "__builtins__": __builtins__}
+    env.update({f"alu{int(s.op)}": s.alu for s in specs if s.alu is not None})
 
     def current(i: int) -> Slot:
         """Slot i as the lists hold it now."""
@@ -350,7 +350,7 @@ def _run_fast(program: Program, image: MemoryImage, max_steps: int, stack_size: 
             except StepFault:
                 break
             block.append(slot)
-            if slot.op in _CONTROL:
+            if slot.op in control:
                 break
         m = fits if all(0 <= f < n for s in block for f in _fields(s)) else does_not
         code_obj, k = _translate(tuple(block), pc, m)

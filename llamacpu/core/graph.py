@@ -37,7 +37,18 @@ from typing import Literal
 
 import networkx as nx
 
-from llamacpu.core.isa import RESERVED_LABELS, SPEC, Kind, LlamacpuError, Mode, Op, Program, Role
+from llamacpu.core.isa import (
+    OPS,
+    RESERVED_LABELS,
+    SPEC,
+    Jump,
+    Kind,
+    LlamacpuError,
+    Mode,
+    Op,
+    Program,
+    Role,
+)
 
 __all__ = [
     "EDGE_KINDS", "EdgeStyle", "EDGE_STYLES", "Diagnostic", "ProgramError", "build_cfg",
@@ -46,8 +57,11 @@ __all__ = [
 ]
 
 EDGE_KINDS = ("next", "jump", "branch-taken", "call", "return")
-_CONDITIONAL = frozenset({Op.JZ, Op.JNZ, Op.JEQ, Op.JNE})
-_NO_FALL_THROUGH = frozenset({Op.JMP, Op.HALT, Op.RET})
+_CONDITIONAL = frozenset(s.op for s in OPS if s.jump not in (Jump.NEVER, Jump.ALWAYS))
+"""JZ JNZ JEQ JNE: jumps that may fall through."""
+_NO_FALL_THROUGH = frozenset(s.op for s in OPS if s.jump == Jump.ALWAYS and s.op != Op.CALL
+                             or s.op == Op.HALT)
+"""JMP RET HALT: never go on to pc + 1 (CALL comes back to it)."""
 _INTRA = frozenset({"next", "jump", "branch-taken"})  # edges that stay inside a procedure
 
 

@@ -38,6 +38,7 @@ from llamacpu.core.isa import (
     PORT_OUT,
     SPEC,
     Alphabet,
+    Jump,
     Kind,
     MemoryImage,
     Mode,
@@ -45,6 +46,7 @@ from llamacpu.core.isa import (
     Program,
     Role,
     Slot,
+    Write,
     memory_image,
 )
 from llamacpu.core.runtypes import (
@@ -55,7 +57,6 @@ from llamacpu.core.runtypes import (
     TraceStep,
     _check_instr,
     _decode,
-    _div_fault,
     _move_fault,
     _not_digit,
     _outside,
@@ -149,47 +150,22 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
     write_addr: int | None = None
     v = values
 
-    if op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD):
-        a, b = v[1], v[2]
-        bad = _not_digit(op, v, base)
-        if bad:
-            raise StepFault(bad)
-        if op == Op.ADD:
-            r = a + b + carry                               # r = a + b + C
-            result, carry_out = r % base, r // base
-        elif op == Op.SUB:
-            r = a - b - carry                               # r = a − b − C
-            result, carry_out = r % base, (1 if r < 0 else 0)
-        elif op == Op.MUL:
-            r = a * b + carry                               # r = a · b + C
-            result, carry_out = r % base, r // base
-        else:
-            if b == 0:
-                raise StepFault(f"{op.name} by zero")
-            if op == Op.DIV:
-                r = carry * base + a                        # r = C · base + a
-                if r // b >= base:
-                    raise StepFault(_div_fault(r // b, carry, a, b, base))
-                result, carry_out = r // b, r % b
-            else:
-                result = a % b
-    elif op == Op.EQ:
-        result = 1 if v[1] == v[2] else 0
-    elif op == Op.LT:
-        result = 1 if v[1] < v[2] else 0
-    elif op == Op.MIN:
-        result = min(v[1], v[2])
-    elif op == Op.MAX:
-        result = max(v[1], v[2])
+    if spec.alu is not None:                                # ALU ops: the op table's semantics
+        if spec.digits:
+            bad = _not_digit(op, v, base)
+            if bad:
+                raise StepFault(bad)
+        ia, ib = spec.operand(0), spec.operand(1)           # a, b: 0 where the op has none
+        out = spec.alu(v[ia] if ia is not None else 0, v[ib] if ib is not None else 0,
+                       carry if spec.reads_carry else 0, base)
+        if isinstance(out, str):
+            raise StepFault(out)
+        if spec.writes == Write.VAL:
+            result = out[0]
+        if spec.writes_carry:
+            carry_out = out[1]
     elif op == Op.PEQ:
         result = 1 if v[1] == v[2] else 0
-    elif op == Op.GETC:
-        result = carry
-    elif op == Op.SETC:
-        bad = _not_digit(op, v, base)
-        if bad:
-            raise StepFault(bad)
-        carry_out = v[0]
     elif op == Op.MOV:
         if addrs[1] is None:                                # d.val ← v
             result = v[1]
@@ -199,33 +175,26 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
             if (written.kind == Kind.WEIGHTS and program_size is not None
                     and write_addr >= program_size):
                 raise StepFault(_weights_outside(write_addr, program_size))
-    elif op == Op.LEA:
-        result = v[1]                                       # p.p0 ← address of x
-    elif op in (Op.INC, Op.DEC):
-        result = v[0] + (1 if op == Op.INC else -1)         # p.p0 ← p.p0 ± 1
-        if not 0 <= result < n:
-            raise StepFault(_move_fault(op, addrs[0], result, n))
-    elif op == Op.JMP:
-        next_pc = v[0]
-    elif op == Op.JZ:
-        next_pc = v[1] if v[0] == 0 else next_pc
-    elif op == Op.JNZ:
-        next_pc = v[1] if v[0] != 0 else next_pc
-    elif op == Op.JEQ:
-        next_pc = v[2] if v[0] == v[1] else next_pc
-    elif op == Op.JNE:
-        next_pc = v[2] if v[0] != v[1] else next_pc
-    elif op == Op.CALL:
-        if len(stack) >= stack_size:
-            raise StepFault(_overflow(stack_size))
-        next_pc = v[0]
+    elif spec.writes == Write.PTR:
+        if spec.ptr_delta:                                  # p.p0 ← p.p0 ± 1 (INC, DEC)
+            result = v[0] + spec.ptr_delta
+            if not 0 <= result < n:
+                raise StepFault(_move_fault(op, addrs[0], result, n))
+        else:
+            result = v[1]                                   # p.p0 ← address of x (LEA)
     elif op == Op.RET:
         if not stack:
             raise StepFault(_UNDERFLOW)
         next_pc = stack[-1]
+    elif spec.jump != Jump.NEVER:                           # JMP JZ JNZ JEQ JNE CALL
+        if op == Op.CALL and len(stack) >= stack_size:
+            raise StepFault(_overflow(stack_size))
+        a, b = (v + [None, None])[:2]                       # the condition's operands
+        if spec.jump.taken(a == 0, a == b):
+            next_pc = v[roles.index(Role.TARGET)]
     elif op == Op.HALT:
         next_pc = pc
-    elif op in (Op.APPLY, Op.WSET):
+    elif spec.uses_weights:                                 # APPLY, WSET
         k = 1 if op == Op.APPLY else 0                      # the WEIGHTS operand
         w = memory[addrs[k]]  # type: ignore[index]
         if w.kind != Kind.WEIGHTS:
@@ -241,8 +210,7 @@ def transition(memory: Sequence[Slot], pc: int, carry: int, stack: Sequence[int]
     if result is not None and written is None:
         write_addr = addrs[0]
         old = memory[write_addr]
-        pointer_op = op in (Op.LEA, Op.INC, Op.DEC)
-        written = old.with_ptr(result) if pointer_op else old.with_val(result)
+        written = old.with_ptr(result) if spec.writes == Write.PTR else old.with_val(result)
     return TraceStep(step, pc, op, tuple(addrs), tuple(values), carry, carry_out, result,
                      write_addr, written, next_pc)
 

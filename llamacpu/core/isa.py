@@ -1,6 +1,8 @@
 """The instruction set: opcodes, operand modes, the slot layout and the value alphabet.
 
 Everything in llamacpu imports this module; it is the one definition of what a program is.
+The op table itself (``Op``, ``OpSpec``, ``OPS``, ``SPEC``, ``define_op`` ...) lives in
+:mod:`llamacpu.core.ops` and is re-exported here.
 
 Memory is a flat array of *slots*. A slot is one row of memory and has the same fields
 whatever it holds::
@@ -58,12 +60,36 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from llamacpu.core.ops import (
+    MNEMONICS,
+    OPS,
+    SPEC,
+    AluFn,
+    ExtOp,
+    Group,
+    Jump,
+    Mode,
+    Op,
+    OpSpec,
+    Role,
+    Write,
+    define_op,
+    defined_op,
+    isa_table_markdown,
+    n_ops,
+    op_specs,
+    opcode,
+    ops_generation,
+    remove_op,
+)
+
 __all__ = [
     "Kind", "Mode", "Role", "Op", "OpSpec", "OPS", "SPEC", "MNEMONICS", "NUM_FIELDS",
     "Alphabet", "DEFAULT_ALPHABET", "Slot", "EMPTY_SLOT", "Program", "SourceLoc",
     "MemoryImage", "memory_image", "PORT_IN", "PORT_OUT", "N_PORTS", "RESERVED_LABELS",
     "LlamacpuError", "InputError", "DEFAULT_MEMORY_SIZE", "Group", "default_out_size",
-    "isa_table_markdown",
+    "isa_table_markdown", "Write", "Jump", "AluFn", "ExtOp", "op_specs", "n_ops", "opcode",
+    "ops_generation", "define_op", "remove_op", "defined_op",
 ]
 
 NUM_FIELDS = 4
@@ -96,159 +122,6 @@ class Kind(enum.IntEnum):
     DATA = 1
     INSTR = 2
     WEIGHTS = 3  # an operation for APPLY: a function table / low-rank factors (see above)
-
-
-class Mode(enum.IntEnum):
-    """How an address field is used by an instruction."""
-
-    NONE = 0       # field unused
-    DIRECT = 1     # the operand is the slot at the address in the field
-    INDIRECT = 2   # the operand is the slot that slot[field].p0 points to: ``[p]``
-    IMMEDIATE = 3  # the operand is the instruction's own ``val`` (field unused): ``#v``
-
-
-class Role(enum.Enum):
-    """What an operand position of an instruction means; decides which modes it accepts."""
-
-    DST = "dst"        # a slot that is written
-    SRC = "src"        # a symbol that is read (its val field)
-    SLOT = "slot"      # a whole slot that is read (MOV copies all its fields)
-    PTR = "ptr"        # a slot whose pointer field p0 is read and/or written
-    ADDR = "addr"      # an effective address: DIRECT x -> address of x; INDIRECT [p] -> p.p0
-    TARGET = "target"  # a code address to jump to: a label, or [p] for p.p0
-    WEIGHTS = "weights"  # a WEIGHTS slot whose function is run (APPLY) or changed (WSET)
-
-    @property
-    def modes(self) -> frozenset[Mode]:
-        return _ROLE_MODES[self]
-
-
-_ROLE_MODES = {
-    Role.DST: frozenset({Mode.DIRECT, Mode.INDIRECT}),
-    Role.SRC: frozenset({Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE}),
-    Role.SLOT: frozenset({Mode.DIRECT, Mode.INDIRECT, Mode.IMMEDIATE}),
-    Role.PTR: frozenset({Mode.DIRECT, Mode.INDIRECT}),
-    Role.ADDR: frozenset({Mode.DIRECT, Mode.INDIRECT}),
-    Role.TARGET: frozenset({Mode.DIRECT, Mode.INDIRECT}),
-    Role.WEIGHTS: frozenset({Mode.DIRECT, Mode.INDIRECT}),
-}
-
-
-class Op(enum.IntEnum):
-    """Opcodes. The order is the opcode's index in tensors: append, never reorder."""
-
-    NOP = 0
-    HALT = 1
-    MOV = 2
-    LEA = 3
-    INC = 4
-    DEC = 5
-    ADD = 6
-    SUB = 7
-    MUL = 8
-    DIV = 9
-    MOD = 10
-    EQ = 11
-    LT = 12
-    MIN = 13
-    MAX = 14
-    SETC = 15
-    GETC = 16
-    PEQ = 17
-    JMP = 18
-    JZ = 19
-    JNZ = 20
-    JEQ = 21
-    JNE = 22
-    CALL = 23
-    RET = 24
-    APPLY = 25
-    WSET = 26
-
-
-class Group(enum.Enum):
-    """Families of ops, as the README's ISA table groups them."""
-
-    CONTROL = "control"
-    MOVE = "move"
-    POINTER = "pointer"
-    ARITH = "arithmetic"
-    COMPARE = "compare"
-    CARRY = "carry"
-    WEIGHTS = "weights"
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """One row of the ISA table."""
-
-    op: Op
-    roles: tuple[Role, ...]  # operand positions, in source order; operand i uses field p_i
-    group: Group
-    semantics: str           # the exact meaning, in the notation of the README table
-    writes_carry: bool = False
-    reads_carry: bool = False
-
-    @property
-    def mnemonic(self) -> str:
-        return self.op.name
-
-    @property
-    def arity(self) -> int:
-        return len(self.roles)
-
-    @property
-    def is_jump(self) -> bool:
-        return Role.TARGET in self.roles
-
-
-_R = Role
-OPS: tuple[OpSpec, ...] = (
-    OpSpec(Op.NOP, (), Group.CONTROL, "do nothing"),
-    OpSpec(Op.HALT, (), Group.CONTROL, "stop; the answer is read from OUT.p0 up to END"),
-    OpSpec(Op.MOV, (_R.DST, _R.SLOT), Group.MOVE,
-           "d ← s (every field); with #v: d.val ← v"),
-    OpSpec(Op.LEA, (_R.PTR, _R.ADDR), Group.POINTER,
-           "p.p0 ← address of x; with [q]: p.p0 ← q.p0 (copy a pointer)"),
-    OpSpec(Op.INC, (_R.PTR,), Group.POINTER, "p.p0 ← p.p0 + 1 (fault if it leaves memory)"),
-    OpSpec(Op.DEC, (_R.PTR,), Group.POINTER, "p.p0 ← p.p0 − 1 (fault if it leaves memory)"),
-    OpSpec(Op.ADD, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
-           "r = a + b + C; d ← r mod base; C ← r div base", True, True),
-    OpSpec(Op.SUB, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
-           "r = a − b − C; d ← r mod base; C ← 1 if r < 0 else 0", True, True),
-    OpSpec(Op.MUL, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
-           "r = a · b + C; d ← r mod base; C ← r div base", True, True),
-    OpSpec(Op.DIV, (_R.DST, _R.SRC, _R.SRC), Group.ARITH,
-           "r = C · base + a; d ← r div b; C ← r mod b (long-division step; fault if b = 0 "
-           "or r div b is not a digit)",
-           True, True),
-    OpSpec(Op.MOD, (_R.DST, _R.SRC, _R.SRC), Group.ARITH, "d ← a mod b (fault if b = 0)"),
-    OpSpec(Op.EQ, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← 1 if a = b else 0"),
-    OpSpec(Op.LT, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← 1 if a < b else 0"),
-    OpSpec(Op.MIN, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← min(a, b)"),
-    OpSpec(Op.MAX, (_R.DST, _R.SRC, _R.SRC), Group.COMPARE, "d ← max(a, b)"),
-    OpSpec(Op.SETC, (_R.SRC,), Group.CARRY, "C ← a (a must be a digit)", True, False),
-    OpSpec(Op.GETC, (_R.DST,), Group.CARRY, "d ← C", False, True),
-    OpSpec(Op.PEQ, (_R.DST, _R.PTR, _R.PTR), Group.COMPARE, "d ← 1 if p.p0 = q.p0 else 0"),
-    OpSpec(Op.JMP, (_R.TARGET,), Group.CONTROL, "pc ← t"),
-    OpSpec(Op.JZ, (_R.SRC, _R.TARGET), Group.CONTROL, "if a = 0: pc ← t"),
-    OpSpec(Op.JNZ, (_R.SRC, _R.TARGET), Group.CONTROL, "if a ≠ 0: pc ← t"),
-    OpSpec(Op.JEQ, (_R.SRC, _R.SRC, _R.TARGET), Group.CONTROL, "if a = b: pc ← t"),
-    OpSpec(Op.JNE, (_R.SRC, _R.SRC, _R.TARGET), Group.CONTROL, "if a ≠ b: pc ← t"),
-    OpSpec(Op.CALL, (_R.TARGET,), Group.CONTROL, "push pc + 1; pc ← t (fault on overflow)"),
-    OpSpec(Op.RET, (), Group.CONTROL, "pc ← pop (fault on underflow)"),
-    OpSpec(Op.APPLY, (_R.DST, _R.WEIGHTS, _R.SRC), Group.WEIGHTS,
-           "d ← f_w(a), f_w the function held in WEIGHTS slot w (fault if w is not WEIGHTS)"),
-    OpSpec(Op.WSET, (_R.WEIGHTS, _R.SRC, _R.SRC), Group.WEIGHTS,
-           "f_w(a) ← b: column a of w's delta replaced by onehot(b) (self-modification; "
-           "fault if w is not WEIGHTS)"),
-)
-del _R
-
-SPEC: Mapping[Op, OpSpec] = {s.op: s for s in OPS}
-MNEMONICS: Mapping[str, Op] = {s.mnemonic: s.op for s in OPS}
-assert [s.op for s in OPS] == list(Op), "OPS must list every Op once, in order"
-
 
 _DIGIT_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DEFAULT_CHARSET = " +-*/%=<>,;:.()?!_abcdefghijklmnopqrstuvwxyz"
@@ -528,22 +401,3 @@ def memory_image(program: Program, input_text: str, out_size: int | None = None)
     slots.append(data_slot[end])
     slots.extend([data_slot[end]] * out_size)
     return MemoryImage(tuple(slots), in_base, len(symbols), out_base, out_size)
-
-
-def isa_table_markdown() -> str:
-    """The README's ISA table, generated from OPS so the two cannot drift apart."""
-    role_txt = {Role.DST: "d", Role.SRC: "a", Role.SLOT: "s", Role.PTR: "p", Role.ADDR: "x",
-                Role.TARGET: "t", Role.WEIGHTS: "w"}
-    rows = ["| op | operands | group | meaning |", "|---|---|---|---|"]
-    for s in OPS:
-        names = []
-        seen: dict[str, int] = {}
-        for r in s.roles:
-            n = role_txt[r]
-            if r in (Role.SRC, Role.PTR) and n in seen:
-                n = {"a": "b", "p": "q"}[n]
-            seen[n] = 1
-            names.append(n)
-        rows.append(f"| `{s.mnemonic}` | {', '.join(names) or '—'} | {s.group.value} | "
-                    f"{s.semantics} |")
-    return "\n".join(rows) + "\n"

@@ -22,6 +22,7 @@ from llamacpu.core.isa import (
     Op,
     Program,
     Slot,
+    ops_generation,
 )
 
 __all__ = ["MachineFault", "StepFault", "TraceStep", "Result"]
@@ -105,10 +106,6 @@ def _overflow(stack_size: int) -> str:
 _UNDERFLOW = "return stack underflow (RET with no CALL)"
 
 
-def _div_fault(q: int, carry: int, a: int, b: int, base: int) -> str:
-    return f"DIV quotient {q} (= ({carry}·{base} + {a}) div {b}) is not a digit of base {base}"
-
-
 def _move_fault(op: Op, p: int, x: int, n: int) -> str:
     return f"{op.name} moves the pointer at {p} to {x}, outside memory of {n} slots"
 
@@ -128,14 +125,15 @@ def _check_instr(slot: Slot, pc: int) -> None:
     """Fault unless ``slot`` is an instruction whose modes its op accepts."""
     if slot.kind != Kind.INSTR:
         raise StepFault(f"slot {pc} is not an instruction ({Kind(slot.kind).name})")
-    bad = _mode_error(slot.op, slot.modes)
+    bad = _mode_error(slot.op, slot.modes, ops_generation())
     if bad:
         raise StepFault(bad)
 
 
 @functools.lru_cache(maxsize=4096)
-def _mode_error(op: int, modes: tuple[int, ...]) -> str | None:
-    """Why an instruction with this opcode and these modes cannot run, or None."""
+def _mode_error(op: int, modes: tuple[int, ...], generation: int) -> str | None:
+    """Why an instruction with this opcode and these modes cannot run, or None (cached per
+    ``generation`` of the op registry: ``isa.define_op`` may add or remove opcodes)."""
     if op not in SPEC:
         return f"unknown opcode {op}"
     spec = SPEC[op]
@@ -167,5 +165,6 @@ def _decode_table(alphabet: Alphabet) -> tuple[str, ...]:
 def _uses_weights(program: Program) -> bool:
     """Whether a program holds WEIGHTS slots or APPLY / WSET (MOV can only copy slots the
     program already has, so this holds for the whole run)."""
-    return any(s.kind == Kind.WEIGHTS or (s.kind == Kind.INSTR and s.op in (Op.APPLY, Op.WSET))
+    return any(s.kind == Kind.WEIGHTS
+               or (s.kind == Kind.INSTR and s.op in SPEC and SPEC[s.op].uses_weights)
                for s in program.slots)

@@ -67,7 +67,6 @@ def weights_targets(programs: Sequence[Program]) -> tuple[list[tuple[int, int]],
 
 # ================================================================ execute phase
 
-_JUMPS = frozenset(s.op for s in SPEC.values() if s.is_jump) | {Op.RET}
 
 
 class StepTrace(NamedTuple):
@@ -79,17 +78,8 @@ class StepTrace(NamedTuple):
 
 def _taken(op: Op, values: Sequence[int | None]) -> bool:
     """Whether a jump op moves the pc to its target (RET: to the return address)."""
-    if op in (Op.JMP, Op.CALL, Op.RET):
-        return True
-    if op == Op.JZ:
-        return values[0] == 0
-    if op == Op.JNZ:
-        return values[0] != 0
-    if op == Op.JEQ:
-        return values[0] == values[1]
-    if op == Op.JNE:
-        return values[0] != values[1]
-    return False
+    a, b = (tuple(values) + (None, None))[:2]
+    return SPEC[op].jump.taken(a == 0, a == b)
 
 
 def trace_to_steps(program: Program, input_text: str, max_steps: int = 100_000,
@@ -132,7 +122,7 @@ def result_to_steps(program: Program, result: Result) -> StepTrace:
             elif st.addrs[f] is not None:
                 values[i, f, memory[st.addrs[f]].val] = 1  # type: ignore[index]
         carry[i, st.carry_in] = 1
-        targets[i] = torch.tensor([float(st.op in _JUMPS and _taken(st.op, st.values)),
+        targets[i] = torch.tensor([float(_taken(st.op, st.values)),
                                    float(st.write_addr is not None),
                                    float(st.op == Op.HALT)])
         if st.write_addr is not None:

@@ -12,7 +12,7 @@ view and its tensor state (``Machine._encode`` / ``Machine._decode``).
 Shape letters::
 
     B  batch rows                N  slots              F  address fields (4)
-    O  opcodes (27)              M  operand modes (4)  S  return-stack entries
+    O  opcodes (27 built in)     M  operand modes (4)  S  return-stack entries
     V  alphabet symbols          Pw slots of the weights bank (the longest program of the batch)
 """
 
@@ -46,7 +46,10 @@ from llamacpu.core.isa import (
     Program,
     Role,
     Slot,
+    Write,
     default_out_size,
+    op_specs,
+    ops_generation,
 )
 from llamacpu.core.runtypes import _uses_weights
 from llamacpu.machine.interfaces import (
@@ -57,17 +60,17 @@ from llamacpu.machine.interfaces import (
     Sequencer,
     StepView,
 )
-from llamacpu.machine.symbolic import _op_table_arrays
+from llamacpu.machine.symbolic import ExactALU, _op_table_arrays
 
 __all__ = ["DiscretePath"]
 
-_O, _F, _M = len(Op), NUM_FIELDS, len(Mode)
+_F, _M = NUM_FIELDS, len(Mode)
 _CHECK_EVERY = 8  # discrete steps between two "is any row still running?" checks
 
 # Columns of the discrete path's per-op feature table (see _feature_table).
 _FT_AB, _FT_T = slice(0, 2), slice(2, 3)      # fields of the operands a, b; the jump target
 _FT_DELTA = 3                                 # INC/DEC step
-_FT_CHECK = slice(4, 5)                       # op-specific fault check (see DiscretePath.step)
+_FT_CHECK = slice(4, 5)                       # pointer / stack fault check (DiscretePath.step)
 _FT_USED = slice(5, 9)                        # operand f exists
 _FT_WRITE = slice(9, 12)                      # write kind, column written, EMPTY -> DATA
 _FT_WRITE_IMM = slice(12, 15)                 # the same when operand 2 is an immediate
@@ -84,21 +87,28 @@ _SCRATCH = _COLS + 1  # written by steps that write no field
 _W = _COLS + 2        # stored row width
 
 
-@functools.lru_cache(maxsize=1)
 def _feature_table() -> np.ndarray:
     """The discrete path's packed per-op features (one lookup per step), columns _FT_*,
-    from the symbolic per-op tables."""
+    from the symbolic per-op tables, for the ops defined now."""
+    return _features(ops_generation())
+
+
+@functools.lru_cache(maxsize=8)
+def _features(generation: int) -> np.ndarray:
     t = _op_table_arrays()
-    used, wk = t["used"], t["wkind"]
-    feat = np.zeros((_O, _FT_WIDTH), dtype=np.int64)
+    used, wk, delta = t["used"], t["wkind"], t["delta"]
+    O = len(wk)
+    feat = np.zeros((O, _FT_WIDTH), dtype=np.int64)
     feat[:, 0], feat[:, 1], feat[:, 2] = t["a_field"], t["b_field"], t["t_field"]
-    feat[:, _FT_DELTA] = t["delta"]
-    checks = {Op.ADD: 1, Op.SUB: 1, Op.MUL: 1, Op.DIV: 2, Op.MOD: 3, Op.SETC: 4, Op.INC: 5,
-              Op.DEC: 5, Op.CALL: 6, Op.RET: 7}
-    for o, k in checks.items():
-        feat[o, _FT_CHECK] = k
+    feat[:, _FT_DELTA] = delta
+    # fault checks besides the ALU's own (ExactALU) and the static ones: 1 a pointer op
+    # moves its pointer out of memory, 2 CALL overflows the stack, 3 RET underflows it
+    feat[:, _FT_CHECK.start] = np.where(delta != 0, 1, 0)
+    feat[Op.CALL, _FT_CHECK.start], feat[Op.RET, _FT_CHECK.start] = 2, 3
     feat[:, _FT_USED] = used
-    for cols, kinds in ((_FT_WRITE, wk), (_FT_WRITE_IMM, np.where(np.arange(_O) == Op.MOV, 1, wk))):
+    # MOV d, #v writes d.val only (write kind VAL instead of SLOT)
+    imm_kinds = np.where(wk == Write.SLOT, Write.VAL, wk)
+    for cols, kinds in ((_FT_WRITE, wk), (_FT_WRITE_IMM, imm_kinds)):
         column = np.choose(kinds, [_SCRATCH, _VAL, _P0, _SCRATCH, _SCRATCH])
         feat[:, cols] = np.stack([kinds, column, (kinds == 1) | (kinds == 2)], 1)
     return feat
@@ -241,7 +251,7 @@ def _rows_to_slots(rows: np.ndarray, tables: np.ndarray | None = None) -> tuple[
     ``tables [Pw, V]``: the WEIGHTS bank; a WEIGHTS slot at n < Pw gets ``tables[n]``."""
     made: dict[tuple[int, ...], Slot] = {}
     out = []
-    kinds, ops, modes = list(Kind), list(Op), list(Mode)
+    kinds, ops, modes = list(Kind), [s.op for s in op_specs()], list(Mode)
     for n, row in enumerate(map(tuple, rows[:, :_COLS].tolist())):
         if row[0] == Kind.WEIGHTS and tables is not None and n < len(tables):
             row = row + tuple(tables[n].tolist())
@@ -274,7 +284,7 @@ def _traces(rec: list[Tensor], B: int) -> list[tuple[TraceStep, ...]]:
     if not rec:
         return [() for _ in range(B)]
     data = torch.cat(rec, 0).tolist()               # executed steps, in order: [R, 38]
-    ops, modes = list(Op), list(Mode)
+    ops, modes = [s.op for s in op_specs()], list(Mode)
     kinds = list(Kind)
     F = _F
     for row in data:
@@ -331,6 +341,7 @@ class DiscretePath:
     sequencer: Sequencer            # the machine's sequencer (``hard``, ``select_rows`` if any)
     feat: Tensor                    # [O, 15] per-op features (_FT_*), on the machine's device
     bits_for: Callable[[int], int]  # Machine._bits_for: L of the keys of N slots (or raise)
+    alu: ExactALU                   # the exact ALU: which (op, a, b, carry) fault
 
     # ------------------------------------------------------------------ loading
 
@@ -461,7 +472,7 @@ class DiscretePath:
         """Any OEU in hard mode: one-hot inputs, argmax outputs."""
         V, C = self.alphabet.size, self.alphabet.base
         dt = torch.get_default_dtype()
-        out = self.oeu(F_nn.one_hot(op, _O).to(dt), F_nn.one_hot(a, V).to(dt),
+        out = self.oeu(F_nn.one_hot(op, len(self.feat)).to(dt), F_nn.one_hot(a, V).to(dt),
                        F_nn.one_hot(b, V).to(dt), F_nn.one_hot(c, C).to(dt), ptr_eq.to(dt))
         return out[0].argmax(-1), out[1].argmax(-1)
 
@@ -470,7 +481,7 @@ class DiscretePath:
         """Any sequencer in hard mode: a one-hot StepView, decisions thresholded at 0.5."""
         V, C = self.alphabet.size, self.alphabet.base
         dt = torch.get_default_dtype()
-        view = StepView(F_nn.one_hot(op, _O).to(dt), F_nn.one_hot(modes, _M).to(dt),
+        view = StepView(F_nn.one_hot(op, len(self.feat)).to(dt), F_nn.one_hot(modes, _M).to(dt),
                         F_nn.one_hot(vals, V).to(dt), F_nn.one_hot(c, C).to(dt),
                         ptr_eq.to(dt), halted.to(dt))
         dec = self.sequencer(view)
@@ -488,7 +499,7 @@ class DiscretePath:
         N2, B, W = store.shape
         N = N2 - 2
         flat = store.view(N2 * B, W)
-        base, S = self.alphabet.base, d.stack.shape[1]
+        S = d.stack.shape[1]
         act, pc, c, row0, rows1 = d.active, d.pc, d.carry, kit.row0, kit.rows1
         ins = flat.index_select(0, pc * B + row0)                              # [B, 13] fetch
         op, modes, args = ins[:, _OP], ins[:, _MODES], ins[:, _ARGS]
@@ -526,19 +537,15 @@ class DiscretePath:
         ptr_res = torch.where(op == Op.LEA, eff[:, 1], p0s[:, 0] + t[:, _FT_DELTA])
 
         # faults, as interp.transition raises them (their reason is found afterwards):
-        # the static column covers non-instructions, bad modes, APPLY and pc past memory
-        digit_a, digit_b = a >= base, b >= base
-        ab_bad = digit_a | digit_b
+        # the static column covers non-instructions, bad modes, APPLY and pc past memory;
+        # the exact ALU says where an ALU op faults (non-digits, b = 0, a DIV quotient ...)
         moved = torch.clamp(ptr_res, kit.zero, kit.size_m1) != ptr_res
         over, under = (d.sp >= S, d.sp <= 0) if kit.stack_ops else (kit.false, kit.false)
         check = torch.stack([kit.false,
-                             ab_bad,                    # 1 ADD SUB MUL: a, b digits
-                             ab_bad | (c >= b),         # 2 DIV: quotient ≥ base ⟺ C ≥ b
-                             ab_bad | (b == 0),         # 3 MOD
-                             digit_a,                   # 4 SETC
-                             moved,                     # 5 INC DEC leave memory
-                             over, under], 1)           # 6 CALL, 7 RET
-        bad = check.gather(1, t[:, _FT_CHECK])[:, 0] | (ins[:, _STATIC] != 0)
+                             moved,                     # 1 INC DEC leave memory
+                             over, under], 1)           # 2 CALL, 3 RET
+        alu_bad = self.alu(op, a, b, c)[2]
+        bad = check.gather(1, t[:, _FT_CHECK])[:, 0] | alu_bad | (ins[:, _STATIC] != 0)
         if kit.weights:  # w must be a WEIGHTS slot; MOV keeps WEIGHTS in the program region
             bad |= (is_apply | is_wset) & ((w_kind != Kind.WEIGHTS) | (w_addr >= d.psize))
             bad |= ((op == Op.MOV) & ~is_imm[:, 1] & (rows[:, 1, _KIND] == Kind.WEIGHTS)

@@ -35,7 +35,7 @@ Jump targets always come from the instruction's target field, never from the seq
 Shape letters::
 
     B  batch rows                N  slots              D  slot width (SlotLayout.width)
-    A  address-key width (2 L)   F  address fields (4) O  opcodes (27)
+    A  address-key width (2 L)   F  address fields (4) O  opcodes (27 built in)
     M  operand modes (4)         V  alphabet symbols   C  carry digits (= base)
     S  return-stack entries      T  steps              K  slot kinds (4)
     Pw slots of the weights bank (the longest program of the batch)
@@ -80,6 +80,7 @@ from llamacpu.core.isa import (
     Program,
     Slot,
     memory_image,
+    n_ops,
 )
 from llamacpu.machine.addressing import DEFAULT_SHARPNESS, AddressCodec, straight_through
 from llamacpu.machine.discrete import (
@@ -107,14 +108,20 @@ from llamacpu.machine.interfaces import (
     apply_result,
 )
 from llamacpu.machine.memory import HybridSWM, SlotLayout
-from llamacpu.machine.symbolic import _TINY, SymbolicOEU, SymbolicSequencer, _op_table_arrays
+from llamacpu.machine.symbolic import (
+    _TINY,
+    ExactALU,
+    SymbolicOEU,
+    SymbolicSequencer,
+    _op_table_arrays,
+)
 
 __all__ = [
     "MachineConfig", "MachineState", "Machine", "default_machine", "load_batch", "run_batch",
     "run_program", "with_weights",
 ]
 
-_O, _F, _M, _K = len(Op), NUM_FIELDS, len(Mode), len(Kind)
+_F, _M, _K = NUM_FIELDS, len(Mode), len(Kind)
 
 
 # ====================================================================== state and config
@@ -186,6 +193,8 @@ class Machine(nn.Module):
         self.config = config
         self.oeu = oeu if oeu is not None else SymbolicOEU(config.alphabet)
         self.sequencer = sequencer if sequencer is not None else SymbolicSequencer()
+        self.n_ops = n_ops()  # O: the ops defined now (isa.define_op may have added some)
+        self.exact_alu = ExactALU(config.alphabet)  # which ALU inputs fault (discrete path)
         t = _op_table_arrays()
         self.register_buffer("_t_feat", torch.from_numpy(_feature_table()), persistent=False)
         for name in ("asel", "bsel", "tsel", "value_nomov", "jumps"):
@@ -202,7 +211,7 @@ class Machine(nn.Module):
     def memory_for(self, width_or_bits: int, *, bits: bool = False) -> HybridSWM:
         """The HybridSWM (layout, codec, sharpness) of slot width D, or of L address bits."""
         V = self.alphabet.size
-        fixed = _K + _O + _F * _M + V
+        fixed = _K + self.n_ops + _F * _M + V
         if bits:
             L = width_or_bits
         else:
@@ -211,7 +220,7 @@ class Machine(nn.Module):
                 raise ValueError(f"slot width {width_or_bits} is not a SlotLayout width for "
                                  f"{self.alphabet.describe()} (expected {fixed} + 8 L)")
         if L not in self._memories:
-            layout = SlotLayout(self.alphabet, AddressCodec(L))
+            layout = SlotLayout(self.alphabet, AddressCodec(L), self.n_ops)
             self._memories[L] = HybridSWM(layout, self.config.sharpness)
         return self._memories[L]
 
@@ -242,7 +251,7 @@ class Machine(nn.Module):
     def _discrete(self) -> DiscretePath:
         """The exact discrete path with this machine's current OEU, sequencer and device."""
         return DiscretePath(self.alphabet, self.config.stack_size, self.oeu, self.sequencer,
-                            self._t_feat, self._bits_for)
+                            self._t_feat, self._bits_for, self.exact_alu)
 
     def _load_discrete(self, programs: Sequence[Program], inputs: Sequence[str],
                        out_size: int | None, device: torch.device | str | None
@@ -268,7 +277,7 @@ class Machine(nn.Module):
         def hot(x: Tensor, n: int) -> Tensor:
             return F_nn.one_hot(x, n).to(dtype)
 
-        memory = torch.cat([hot(m[..., _KIND], _K), hot(m[..., _OP], _O),
+        memory = torch.cat([hot(m[..., _KIND], _K), hot(m[..., _OP], self.n_ops),
                             hot(m[..., _MODES], _M).flatten(-2),
                             codec.address_to_key(m[..., _ARGS], dtype=dtype).flatten(-2),
                             hot(m[..., _VAL], V)], -1)                      # [B, N, D]

@@ -48,6 +48,7 @@ from llamacpu.core.isa import (
     Mode,
     Op,
     Slot,
+    opcode,
 )
 from llamacpu.machine.addressing import (
     DEFAULT_SHARPNESS,
@@ -262,10 +263,13 @@ class SlotLayout:
 
     alphabet: Alphabet = DEFAULT_ALPHABET   # the value field is one-hot over its V symbols
     codec: AddressCodec = AddressCodec()   # address fields hold keys of width A = codec.width
+    n_ops: int = _OPS                      # |Op|: the op field's one-hot width (isa.n_ops()
+    #                                        once isa.define_op has added ops)
     fields: tuple[Field, ...] = dc_field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        sizes = [_KINDS, _OPS, *([_MODES] * NUM_FIELDS), *([self.codec.width] * NUM_FIELDS),
+        sizes = [_KINDS, self.n_ops, *([_MODES] * NUM_FIELDS),
+                 *([self.codec.width] * NUM_FIELDS),
                  self.alphabet.size]
         out, start = [], 0
         for name, size in zip(FIELD_NAMES, sizes):
@@ -354,7 +358,7 @@ class SlotLayout:
                        if not all(0 <= a < self.codec.capacity for a in s.args))
             raise ValueError(f"slot {bad}: address field {slots[bad].args} outside "
                              f"0..{self.codec.capacity - 1} ({self.codec.bits}-bit keys)")
-        parts = [F_nn.one_hot(kinds, _KINDS), F_nn.one_hot(ops, _OPS),
+        parts = [F_nn.one_hot(kinds, _KINDS), F_nn.one_hot(ops, self.n_ops),
                  F_nn.one_hot(modes, _MODES).flatten(-2)]                      # [N, F·|Mode|]
         x = torch.cat([p.to(dtype) for p in parts]
                       + [self.codec.address_to_key(args, dtype=dtype).flatten(-2),  # [N, F·A]
@@ -386,7 +390,7 @@ class SlotLayout:
         modes = self.modes(x).argmax(-1).tolist()                               # [N, F]
         args = self.codec.key_to_address(self.args(x)).tolist()                # [N, F]
         vals = self.get(x, "val").argmax(-1).tolist()
-        kind_e, op_e, mode_e = list(Kind), list(Op), list(Mode)
+        kind_e, op_e, mode_e = list(Kind), [opcode(o) for o in range(self.n_ops)], list(Mode)
         return tuple(
             Slot(kind_e[k], op_e[o], tuple(mode_e[m] for m in ms),  # type: ignore[arg-type]
                  tuple(a), v)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llamacpu.core.interp import TraceStep
-from llamacpu.core.isa import DEFAULT_ALPHABET, SPEC, Alphabet, Op, Role
+from llamacpu.core.isa import DEFAULT_ALPHABET, OPS, SPEC, Alphabet, Op, Role, Write
 from llamacpu.machine.interfaces import OEUOutput
 
 __all__ = [
@@ -33,25 +33,24 @@ __all__ = [
     "OEUExamples", "examples_from_traces", "merge_examples", "oeu_loss", "operand_usage",
 ]
 
-WRITES_VAL = (Op.MOV, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.EQ, Op.LT, Op.MIN, Op.MAX,
-              Op.GETC, Op.PEQ)
-"""Ops whose result symbol the machine writes (MOV's only with an immediate source)."""
-_SRC = (Role.SRC, Role.SLOT)
+WRITES_VAL = tuple(s.op for s in OPS if s.writes_result)
+"""Ops whose result symbol the OEU computes and the machine writes (MOV's only with an
+immediate source): its training targets. APPLY's result comes from a WEIGHTS slot."""
 
 
 def _operand_index(op: Op, k: int) -> int | None:
     """Which operand of ``op`` is its k-th symbol operand (a: k = 0, b: k = 1), if any."""
-    hits = [i for i, r in enumerate(SPEC[op].roles) if r in _SRC]
-    return hits[k] if len(hits) > k else None
+    return SPEC[op].operand(k)
 
 
 def operand_usage() -> Tensor:
-    """[O, 3] 0/1: whether each op reads a, b and the pointer-equality bit."""
-    u = torch.zeros(len(Op), 3)
-    for op in Op:
-        u[op, 0] = _operand_index(op, 0) is not None
-        u[op, 1] = _operand_index(op, 1) is not None
-    u[Op.PEQ, 2] = 1.0
+    """[O, 3] 0/1: whether each built-in op reads a, b and the pointer-equality bit (the ops
+    that write a comparison of pointer operands: PEQ)."""
+    u = torch.zeros(len(OPS), 3)
+    for s in OPS:
+        u[s.op, 0] = s.operand(0) is not None
+        u[s.op, 1] = s.operand(1) is not None
+        u[s.op, 2] = s.writes == Write.VAL and Role.PTR in s.roles
     return u
 
 
@@ -66,7 +65,8 @@ class OEUConfig:
 
     @property
     def n_ops(self) -> int:
-        return len(Op)
+        """O, the built-in ops: a neural OEU does not learn ops added by ``isa.define_op``."""
+        return len(OPS)
 
     @property
     def n_carry(self) -> int:
