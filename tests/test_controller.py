@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as hs  # noqa: E402
 
-from llamacpu.core.golden import load_program, reference  # noqa: E402
+from llamacpu.core.golden import load_program  # noqa: E402
 from llamacpu.core.interp import run  # noqa: E402
 from llamacpu.core.isa import (  # noqa: E402
     DEFAULT_ALPHABET,
@@ -38,6 +38,7 @@ from llamacpu.core.isa import (  # noqa: E402
     Program,
     Slot,
 )
+from llamacpu.learn.tasks import reference  # noqa: E402
 from llamacpu.llm.config import ControllerConfig  # noqa: E402
 from llamacpu.llm.controller import Controller  # noqa: E402
 from llamacpu.llm.heads import PromptCache, StepView  # noqa: E402

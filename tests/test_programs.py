@@ -1,6 +1,6 @@
 """The expert programs in programs/: golden cases, properties against Python, length genericity.
 
-Every program runs on the reference interpreter and must agree with ``golden.reference``
+Every program runs on the reference interpreter and must agree with ``tasks.reference``
 (Python's own answer) on the golden table and on hypothesis-generated inputs: the compact
 formats ("12+35", "312") and worded prompts around the same operands ("what is 12 plus
 35?", "sort 3, 1 and 2"), since the learned machine puts the user's prompt itself in the
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llamacpu.core.golden import GOLDEN, PROGRAM_NAMES, PROGRAMS_DIR, load_program, reference
+from llamacpu.core.golden import GOLDEN, PROGRAM_NAMES, PROGRAMS_DIR, load_program
 from llamacpu.core.graph import validate
 from llamacpu.core.interp import MachineFault, run
 from llamacpu.core.isa import DEFAULT_ALPHABET, Kind, Slot
@@ -40,6 +40,7 @@ from llamacpu.evaluate.strategies import (
     worded_payloads,
     zero_padded,
 )
+from llamacpu.learn.tasks import reference
 
 # ------------------------------------------------------------------ helpers
 

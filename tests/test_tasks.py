@@ -1,7 +1,7 @@
 """Task generators and the curriculum: every wording runs, answers are Python's, eval is held out.
 
 The answers here are computed by this file's own ORACLE from the operands, not by
-``Task.solve`` (which they check) and not only by ``golden.reference``; the interpreter runs
+``Task.solve`` (which they check) and not only by ``tasks.reference``; the interpreter runs
 every template of every task at the output-region size ``default_out_size`` gives.
 """
 
@@ -44,6 +44,7 @@ from llamacpu.learn.tasks import (
     default_out_size,
     expert,
     expert_program,
+    reference,
     with_template,
 )
 
@@ -100,8 +101,8 @@ def _check(ex: Example) -> None:
     kind = TASKS[ex.task].operands
     # fmap's program holds the function (tasks.expert_program writes it in); its contract
     # is apply.lasm's, which reads the definitions from the text
-    assert ex.answer == golden.reference("apply" if kind is Operands.FUNCTION else ex.program,
-                                         ex.prompt)
+    assert ex.answer == reference("apply" if kind is Operands.FUNCTION else ex.program,
+                                  ex.prompt)
     DEFAULT_ALPHABET.encode(ex.prompt)  # raises InputError outside the alphabet
     assert _measure(ex) == ex.length
     kind = TASKS[ex.task].operands

@@ -1,11 +1,15 @@
-"""The golden table: hand-picked (program, input, expected) cases, and Python's own answers.
+"""The golden table: hand-picked (program, input, expected) cases, and how programs read text.
 
 Every layer is checked against this one table: the reference interpreter now, the
 differentiable machine and the trained model later. A case names an expert program by its
 file stem in ``programs/`` (``"add"`` is ``programs/add.lasm``); each program's header
-comment defines its input and output formats, and :func:`reference` implements the same
-contract with Python ints, ``sorted``, ``math.gcd``... so new inputs need no hand-written
-expectations.
+comment defines its input and output formats. Python's own answer for any input follows
+the same contract, so new inputs need no hand-written expectations: for a task's program
+(add, sort, ...) it is the task's answer (``Task.solve`` in ``programs/<task>.py``) of the
+operands read from the text by the rules below (:func:`numbers`, :func:`digits`,
+:func:`payload`), which is ``llamacpu.learn.tasks.reference``; for the programs whose
+contract no task states (apply, and fmap and fmap_data with the identity function their
+files hold) it is :func:`reference` here.
 
 Inputs are free text: in the learned machine the user's prompt itself ("calculate 12 + 35",
 "what is 12 plus 35?", "12+35=") is the program's input, so every program finds its
@@ -27,15 +31,13 @@ operands the way a parser would, and the compact forms ("12+35") are just one wo
   after it, or the whole text if it has no ``':'``: ``"reverse: abc"`` → ``"cba"``.
 
 A text without the numbers or digits a program needs is outside the contract (the program
-faults, or answers nothing where its header says so), and :func:`reference` raises
+faults, or answers nothing where its header says so), and the readers and references raise
 ValueError for it.
 
-    >>> reference("add", "999+1")
-    '1000'
-    >>> reference("add", "what is 12 plus 35?")
-    '47'
-    >>> reference("reverse", "reverse: hello")
-    'olleh'
+    >>> numbers("what is 012 plus 35?", 2), digits("sort 3, 1 and 2"), payload("reverse: hi")
+    (['012', '35'], '312', 'hi')
+    >>> reference("apply", "f: 0>3 1>7 ; apply f to 101")
+    '737'
     >>> [c.input for c in GOLDEN if c.program == "cmp"][:2]
     ['7?7', '12?13']
 """
@@ -43,7 +45,6 @@ ValueError for it.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,8 +55,8 @@ from llamacpu.core.isa import DEFAULT_ALPHABET, Program
 
 __all__ = [
     "GoldenCase", "GOLDEN", "PROGRAMS_DIR", "PROGRAM_NAMES", "load_program", "reference",
+    "numbers", "digits", "payload",
 ]
-
 
 
 def _programs_dir() -> Path:
@@ -68,11 +69,8 @@ PROGRAMS_DIR = _programs_dir()
 """The expert programs: ``llamacpu/programs/`` in a wheel, the repository's ``programs/``
 in a source checkout (editable install)."""
 
-PROGRAM_NAMES: tuple[str, ...] = (
-    "copy", "reverse", "max", "sort", "cmp", "add", "sub", "mul", "fib", "gcd", "apply",
-    "fmap", "fmap_data",
-)
-"""The expert programs, roughly from easiest to hardest."""
+PROGRAM_NAMES: tuple[str, ...] = tuple(sorted(p.stem for p in PROGRAMS_DIR.glob("*.lasm")))
+"""The expert programs: the stems of every ``.lasm`` file in :data:`PROGRAMS_DIR`, sorted."""
 
 
 @dataclass(frozen=True)
@@ -218,27 +216,35 @@ GOLDEN: tuple[GoldenCase, ...] = (
 )
 
 
+def load_program(name: str, directory: str | Path | None = None) -> Program:
+    """Assemble ``<directory>/<name>.lasm``, by default from :data:`PROGRAMS_DIR` (cached:
+    programs are immutable)."""
+    return _load(name, PROGRAMS_DIR if directory is None else Path(directory).resolve())
+
+
 @functools.cache
-def load_program(name: str) -> Program:
-    """Assemble ``programs/<name>.lasm`` (cached: programs are immutable)."""
-    path = PROGRAMS_DIR / f"{name}.lasm"
+def _load(name: str, directory: Path) -> Program:
+    path = directory / f"{name}.lasm"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROGRAMS_DIR.glob("*.lasm")))
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.lasm")))
         raise FileNotFoundError(f"no expert program {name!r} at {path} (known: {known})")
     return assemble(path.read_text(encoding="utf-8"), file=str(path))
 
 
 def reference(name: str, input_text: str) -> str:
-    """Python's answer for program ``name`` on ``input_text``, by that program's contract.
+    """Python's answer for program ``name`` on ``input_text``, by that program's contract,
+    for the programs whose contract no task states (apply, fmap, fmap_data); a task's
+    program answers what its task does (``llamacpu.learn.tasks.reference``).
 
     Raises ValueError for an input outside the documented format or contract, KeyError for
-    an unknown program.
+    any other program.
     """
     try:
         fn = _REFERENCES[name]
     except KeyError:
-        raise KeyError(f"no reference for program {name!r} "
-                       f"(known: {', '.join(PROGRAM_NAMES)})") from None
+        raise KeyError(f"no reference in golden for program {name!r} (known: "
+                       f"{', '.join(_REFERENCES)}; a task's program answers what its task "
+                       "does: llamacpu.learn.tasks.reference)") from None
     return fn(input_text)
 
 
@@ -251,55 +257,30 @@ def _text(text: str) -> str:
     return text
 
 
-def _numbers(text: str, count: int) -> list[int]:
-    """The first ``count`` numbers of ``text``; ValueError if it has fewer."""
+def numbers(text: str, count: int) -> list[str]:
+    """The first ``count`` numbers of ``text`` as written ("007"); ValueError if it has
+    fewer."""
     found = _NUMBER.findall(_text(text))
     if len(found) < count:
         raise ValueError(f"expected at least {count} number(s) (runs of digits) in the text, "
                          f"found {len(found)} in {text!r}")
-    return [int(n) for n in found[:count]]
+    return found[:count]
 
 
-def _digits(text: str) -> str:
+def digits(text: str) -> str:
     """Every digit of ``text``, in order: the list sort and max work on."""
     return "".join(ch for ch in _text(text) if "0" <= ch <= "9")
 
 
-def _payload(text: str) -> str:
+def payload(text: str) -> str:
     """The text after the first ':' without the spaces right after it, else all of it."""
     _, colon, rest = _text(text).partition(":")
     return rest.lstrip(" ") if colon else text
 
 
-def _sub(text: str) -> str:
-    a, b = _numbers(text, 2)
-    return str(a - b)  # A < B is outside the contract; the program prints "-" + (B - A)
-
-
-def _cmp(text: str) -> str:
-    a, b = _numbers(text, 2)
-    return "<" if a < b else ">" if a > b else "="
-
-
-def _max(text: str) -> str:
-    digits = _digits(text)
-    if not digits:
-        raise ValueError(f"max needs at least one digit (the program answers nothing), "
-                         f"got {text!r}")
-    return max(digits)
-
-
-def _fib(text: str) -> str:
-    (n,) = _numbers(text, 1)
-    a, b = 0, 1
-    for _ in range(n):
-        a, b = b, a + b
-    return str(a)
-
-
 def _apply(text: str) -> str:
     """f (defined by the x>y before the first ';') of every digit after it."""
-    defs, semi, payload = _text(text).partition(";")
+    defs, semi, rest = _text(text).partition(";")
     if not semi:
         return ""
     f: dict[str, str] = {}
@@ -309,7 +290,7 @@ def _apply(text: str) -> str:
                 raise ValueError(f"apply: a '>' with no key before it in {text!r}")
             f[defs[i - 1]] = (defs + ";")[i + 1]
     out = []
-    for d in payload:
+    for d in rest:
         if "0" <= d <= "9":
             if d not in f:
                 return "".join(out)  # f(d) = END ends the answer
@@ -319,30 +300,14 @@ def _apply(text: str) -> str:
 
 def _fmap(text: str) -> str:
     """The identity function (the files' own f) of every digit after the first ';'."""
-    _, semi, payload = _text(text).partition(";")
-    return "".join(ch for ch in payload if "0" <= ch <= "9") if semi else ""
-
-
-def _gcd(text: str) -> str:
-    a, b = _numbers(text, 2)
-    if a == 0 or b == 0:
-        raise ValueError(f"gcd needs A, B >= 1 (the program never halts otherwise), got {text!r}")
-    return str(math.gcd(a, b))
+    _, semi, rest = _text(text).partition(";")
+    return "".join(ch for ch in rest if "0" <= ch <= "9") if semi else ""
 
 
 _REFERENCES: Mapping[str, Callable[[str], str]] = {
-    "copy": _payload,
-    "reverse": lambda t: _payload(t)[::-1],
-    "max": _max,
-    "sort": lambda t: "".join(sorted(_digits(t))),
-    "cmp": _cmp,
-    "add": lambda t: str(sum(_numbers(t, 2))),
-    "sub": _sub,
-    "mul": lambda t: str(math.prod(_numbers(t, 2))),
-    "fib": _fib,
-    "gcd": _gcd,
     "apply": _apply,
     "fmap": _fmap,
     "fmap_data": _fmap,
 }
-assert set(_REFERENCES) == set(PROGRAM_NAMES)
+"""The programs whose contract no task states: apply has no task, and fmap and fmap_data
+answer with the identity their files hold (their tasks write each example's function in)."""

@@ -232,11 +232,6 @@ def number_pair(draw: Callable, lo: int, hi: int | None = None,
     return (b, a) if draw(st.booleans()) else (a, b)
 
 
-def _by_value(pair: tuple[str, str]) -> tuple[str, str]:
-    a, b = pair
-    return (a, b) if int(a) >= int(b) else (b, a)
-
-
 @st.composite
 def digit_list(draw: Callable, lo: int, hi: int | None = None,
                edge: bool = True) -> tuple[str, ...]:
@@ -304,31 +299,35 @@ def function_payload(draw: Callable, lo: int, hi: int | None = None,
 def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
                   edge: bool = True) -> st.SearchStrategy[tuple[str, ...]]:
     """Operands of ``task`` (``Task.make``'s argument) of a length in
-    ``min_length..max_length`` (default ``min_length``); shrinking shortens them."""
-    from llamacpu.learn.tasks import TASKS  # tasks imports golden, which tests import cheaply
+    ``min_length..max_length`` (default ``min_length``); shrinking shortens them.
+
+    The strategy is the task's operand kind's (one or two numerals, a digit list, a payload,
+    a digit function and its payload), drawn through the task's ``fit`` where it has one
+    (sub: the larger first; gcd: no zero)."""
+    # imported here: tasks loads every task file, which tests of the programs need not
+    from llamacpu.learn.tasks import TASKS, Operands
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
     lo, hi = min_length, min_length if max_length is None else max_length
-    TASKS[task].check_length(lo)
-    TASKS[task].check_length(hi)
+    spec = TASKS[task]
+    spec.check_length(lo)
+    spec.check_length(hi)
     if hi < lo:
         raise ValueError(f"max_length {hi} < min_length {lo}")
-    if task in ("add", "mul", "cmp"):
-        return number_pair(lo, hi, edge)
-    if task == "sub":  # the contract: A >= B
-        return number_pair(lo, hi, edge).map(_by_value)
-    if task in ("sort", "max"):
-        return digit_list(lo, hi, edge)
-    if task in ("copy", "reverse"):
-        return payload(lo, hi, edge)
-    if task == "fib":
-        return numeral(lo, hi, edge).map(lambda x: (x,))
-    if task == "gcd":  # positive operands
-        return number_pair(lo, hi, edge).filter(lambda ab: int(ab[0]) > 0 and int(ab[1]) > 0)
-    if task in ("fmap", "fmap_data"):
-        return function_payload(lo, hi, edge)
-    raise ValueError(f"no operand strategy for task {task!r}")
+    kind = spec.operands
+    if kind is Operands.NUMBERS:
+        drawn = number_pair(lo, hi, edge) if spec.arity == 2 else \
+            numeral(lo, hi, edge).map(lambda x: (x,))
+    elif kind is Operands.DIGITS:
+        drawn = digit_list(lo, hi, edge)
+    elif kind is Operands.TEXT:
+        drawn = payload(lo, hi, edge)
+    else:
+        drawn = function_payload(lo, hi, edge)
+    if spec.fit is None:
+        return drawn
+    return drawn.map(spec.fit).filter(lambda ops: ops is not None)
 
 
 def task_examples(task: str, min_length: int = 1, max_length: int | None = None,

@@ -1,10 +1,11 @@
 """The curriculum: a table of stages, how batches and eval sets are drawn, and when to move on.
 
-A stage is one task at a range of lengths. The trainer works through :data:`STAGES` in
-order; a stage is passed when the whole machine, run free (no expert), answers at least
-``competence`` of the stage's eval set exactly (:func:`decide`, a pure function of the
-measured numbers). Each training batch mixes in a ``review`` fraction of examples from
-earlier stages so old skills are rehearsed.
+A stage is one task at a range of lengths, one line of :data:`STAGES` that names the task
+(a task is one file, ``programs/<task>.py``: docs/extending.md). The trainer works through
+:data:`STAGES` in order; a stage is passed when the whole machine, run free (no expert),
+answers at least ``competence`` of the stage's eval set exactly (:func:`decide`, a pure
+function of the measured numbers). Each training batch mixes in a ``review`` fraction of
+examples from earlier stages so old skills are rehearsed.
 
 Rehearsal alone does not stop forgetting (a 25% review let the compare stage wipe out
 subtraction), so the rule also looks back. Once a stage passes its own check, the trainer
@@ -42,7 +43,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from llamacpu.learn.tasks import SPLITS, TASKS, Example, heldout_key
+from llamacpu.learn.tasks import SPLITS, TASKS, TASKS_ENV, Example, heldout_key
 
 __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
@@ -60,7 +61,7 @@ class Stage:
 
     index: int            # position in STAGES, from 0
     name: str             # short handle for the command line ("add2")
-    task: str             # key of tasks.TASKS
+    task: str             # key of tasks.TASKS (the task file programs/<task>.py)
     min_length: int       # lengths are drawn uniformly from min_length..max_length
     max_length: int       #   (in the task's unit: digits, items or characters)
     review: float         # fraction of each batch drawn from earlier stages
@@ -72,8 +73,9 @@ class Stage:
     def __post_init__(self) -> None:
         where = f"stage {self.index} ({self.name})"
         if self.task not in TASKS:
-            raise ValueError(f"{where}: unknown task {self.task!r} "
-                             f"(known: {', '.join(TASKS)})")
+            raise ValueError(f"{where}: unknown task {self.task!r} (known: "
+                             f"{', '.join(TASKS)}; a task file outside programs/ is found "
+                             f"through {TASKS_ENV})")
         if not 1 <= self.min_length <= self.max_length:
             raise ValueError(f"{where}: need 1 <= min_length <= max_length, "
                              f"got {self.min_length}..{self.max_length}")

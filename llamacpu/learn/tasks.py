@@ -1,8 +1,20 @@
-"""Task generators: prompts in many wordings, Python's answer, and the expert program's run.
+"""Tasks: prompts in many wordings, Python's answer, and the expert program's run.
 
-A task is what the controller is asked to do ("calculate 12 + 35", "sort 3 1 2"). The
-prompt text itself is placed in the machine's input region, and the expert program
-(``programs/<task>.lasm``) reads its operands out of that free text:
+A task is what the controller is asked to do ("calculate 12 + 35", "sort 3 1 2"), and it is
+one file: ``programs/<task>.py`` beside its expert program ``programs/<task>.lasm``. The
+file defines ``TASK = Task(...)``: the operand kind, the training and held-out wordings, a
+draw function and Python's answer (``solve``, written once: the answer on free text that
+the expert program is checked against, :func:`reference`, is ``solve`` of the operands
+read from the text). This module is the library those files import (:class:`Task`,
+:class:`Operands` and the shared draw helpers: numbers with edge cases, digit lists, text
+payloads, digit functions) and the loader that reads them (:func:`load_tasks`). ``TASKS``
+holds the tasks of ``golden.PROGRAMS_DIR`` and of every directory named in the environment
+variable ``LLAMACPU_TASKS`` (``os.pathsep``-separated), so a task kept in a directory of
+one's own reaches the curriculum, ``python -m llamacpu.train`` and ``python -m
+llamacpu.check`` (docs/extending.md, "Adding a task").
+
+The prompt text itself is placed in the machine's input region, and the expert program
+reads its operands out of that free text (``llamacpu.core.golden`` has the rules):
 
 - numbers are maximal digit runs; add, sub, mul, cmp and gcd use the first two, fib the
   first, so a template must name its operands in the order the program uses them
@@ -34,27 +46,36 @@ reversed lists, palindromes. ``edge_rate=0`` gives the uniform distribution.
     >>> ex = TASKS["add"].sample(random.Random(0), 3)
     >>> ex.length, ex.answer == str(int(ex.operands[0]) + int(ex.operands[1]))
     (3, True)
+    >>> reference("add", "what is 12 plus 35?"), reference("reverse", "reverse: hello")
+    ('47', 'olleh')
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import math
+import hashlib
+import importlib.util
+import os
 import random
 import re
 import string
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from llamacpu.core import golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
-from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program, Slot
+from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
     "default_out_size", "render", "with_template", "SPLITS", "expert_program", "heldout_key",
-    "function_table",
+    "function_table", "load_tasks", "reference", "TASKS_ENV",
+    # the draw helpers task files use
+    "number", "pad", "shorter", "shuffled", "leading_zeros", "edge_case", "ordered", "room",
+    "draw_digit_list", "draw_text", "draw_function", "apply_function", "function_key",
 ]
 
 SPLITS = ("train", "heldout")
@@ -121,8 +142,13 @@ def _length(kind: Operands, operands: tuple[str, ...]) -> int:
 Draw = Callable[[random.Random, int, float], tuple[str, ...]]
 # Python's own answer from the operands.
 Solve = Callable[[tuple[str, ...]], str]
-# Output-region slots the expert program needs, from the operands as written.
+# Output-region slots the expert program needs, from the operands as written: what it
+# writes (its .lasm header) plus the END that terminates the answer. tests/test_tasks.py
+# runs every task at exactly this size, and checks two slots fewer is too few.
 OutSize = Callable[[tuple[str, ...]], int]
+
+# Operands of the task's kind made to fit its contract, or None when they cannot.
+Fit = Callable[[tuple[str, ...]], "tuple[str, ...] | None"]
 
 
 @dataclass(frozen=True)
@@ -130,7 +156,7 @@ class Task:
     """A task: its expert program, its wordings, and how to draw and answer instances."""
 
     name: str
-    program: str                        # expert program stem in programs/
+    program: str                        # expert program stem (<program>.lasm)
     operands: Operands                  # fixes placeholders and the length unit
     train_templates: tuple[str, ...]    # wordings for training
     heldout_templates: tuple[str, ...]  # wordings never used in training
@@ -148,6 +174,12 @@ class Task:
     #                                     hashes (curriculum.is_heldout); None: the prompt
     reserved: str = ""                  # symbols the expert reads as structure (fmap's ';'):
     #                                     the trainer's filler words never contain them
+    fit: Fit | None = None              # operands of the task's kind made to fit its
+    #                                     contract (sub: the larger first), or None when they
+    #                                     cannot (gcd: a zero); the property tests draw
+    #                                     through it (evaluate.strategies); None: all fit
+    directory: Path | None = None       # where <program>.lasm is: the task file's directory
+    #                                     (load_tasks sets it); None: golden.PROGRAMS_DIR
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.edge_rate <= 1.0:
@@ -244,136 +276,90 @@ class Task:
         return Example(self.name, prompt, self.solve(operands), self.program, operands,
                        _length(self.operands, operands), template)
 
+    def expert_program(self, example: Example) -> Program:
+        """The expert program of one of this task's examples: ``program_for``'s (the
+        function written in, for fmap), else ``<directory>/<program>.lasm``."""
+        if self.program_for is not None:
+            return self.program_for(example)
+        return golden.load_program(example.program, self.directory)
 
-# ---------------------------------------------------------------------------- operands
+    def parse(self, text: str) -> tuple[str, ...]:
+        """The operands the expert program reads from free text, by golden's rules: the first
+        ``arity`` numbers (as written), every digit, or the payload after the first ':'.
+
+        Raises ValueError for a text without them or outside the alphabet, TaskError for a
+        digit function (fmap's program holds it in its own slots, not in the text)."""
+        kind = self.operands
+        if kind is Operands.NUMBERS:
+            return tuple(golden.numbers(text, self.arity))
+        if kind is Operands.DIGITS:
+            return tuple(golden.digits(text))
+        if kind is Operands.TEXT:
+            return (golden.payload(text),)
+        raise TaskError(f"task {self.name}: {kind.name} operands are not read from the text "
+                        "alone")
+
+    def reference(self, text: str) -> str:
+        """Python's answer for the expert program on free text: ``solve`` of :meth:`parse`."""
+        return self.solve(self.parse(text))
 
 
-def _num(rng: random.Random, width: int) -> str:
+# ---------------------------------------------------------------------------- draw helpers
+#
+# The library the task files draw with: (rng, ...) -> operands as written. A task's draw is
+# ``edge_case(rng, edge_rate, [its edge cases]) or <its uniform draw>`` (programs/add.py).
+
+
+def number(rng: random.Random, width: int) -> str:
     """A number of exactly ``width`` digits and no leading zero ("0" is one digit)."""
     if width == 1:
         return str(rng.randrange(10))
     return str(rng.randrange(10 ** (width - 1), 10 ** width))
 
 
-def _pad(x: str, width: int) -> str:
+def pad(x: str, width: int) -> str:
+    """``x`` with leading zeros up to ``width`` digits."""
     return x.rjust(width, "0")
 
 
-def _shorter(rng: random.Random, length: int) -> str:
+def shorter(rng: random.Random, length: int) -> str:
     """The second operand: same width half the time, else a uniform width ≤ length."""
     width = length if rng.random() < 0.5 else rng.randint(1, length)
-    return _num(rng, width)
+    return number(rng, width)
 
 
-def _shuffled(rng: random.Random, a: str, b: str) -> tuple[str, str]:
+def shuffled(rng: random.Random, a: str, b: str) -> tuple[str, str]:
+    """(a, b) or (b, a), even odds."""
     return (a, b) if rng.random() < 0.5 else (b, a)
 
 
-def _leading_zeros(rng: random.Random, length: int) -> tuple[str, str]:
+def leading_zeros(rng: random.Random, length: int) -> tuple[str, str]:
     """One operand of full width, the other short and zero-padded to a width ≤ length."""
-    short = _num(rng, rng.randint(1, length - 1))
-    return _num(rng, length), _pad(short, rng.randint(len(short) + 1, length))
+    short = number(rng, rng.randint(1, length - 1))
+    return number(rng, length), pad(short, rng.randint(len(short) + 1, length))
 
 
-def _edge(rng: random.Random, edge_rate: float,
-          cases: list[Callable[[], tuple[str, ...]]]) -> tuple[str, ...] | None:
+def edge_case(rng: random.Random, edge_rate: float,
+              cases: list[Callable[[], tuple[str, ...]]]) -> tuple[str, ...] | None:
     """With probability ``edge_rate``, one of the applicable edge cases, else None."""
     if cases and rng.random() < edge_rate:
         return rng.choice(cases)()
     return None
 
 
-def _draw_add(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    cases = [
-        lambda: _shuffled(rng, "9" * length, str(rng.randint(1, 9))),   # carry chain
-        lambda: (x := _num(rng, length), x),                             # equal operands
-        lambda: _shuffled(rng, _num(rng, length), "0"),                  # adding zero
-    ]
-    if length > 1:
-        cases.append(lambda: _shuffled(rng, *_leading_zeros(rng, length)))
-    return _edge(rng, edge_rate, cases) or _shuffled(rng, _num(rng, length),
-                                                     _shorter(rng, length))
-
-
-def _ordered(a: str, b: str) -> tuple[str, str]:
+def ordered(a: str, b: str) -> tuple[str, str]:
     """(larger, smaller) by value: sub's contract is A ≥ B."""
     return (a, b) if int(a) >= int(b) else (b, a)
 
 
-def _draw_sub(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    cases = [
-        lambda: (x := _num(rng, length), x),                             # difference 0
-        lambda: (_num(rng, length), "0"),                                # minus zero
-    ]
-    if length > 1:
-        cases += [
-            lambda: ("1" + "0" * (length - 1), str(rng.randint(1, 9))),  # borrow chain
-            lambda: _leading_zeros(rng, length),
-        ]
-    return _edge(rng, edge_rate, cases) or _ordered(_num(rng, length), _shorter(rng, length))
+def room(extra: int) -> OutSize:
+    """Output slots for a room of la + lb digit slots, then ``extra`` slots (add, sub, cmp;
+    la, lb: digits of A and B as written)."""
+    return lambda ops: len(ops[0]) + len(ops[1]) + extra
 
 
-def _one_digit_changed(rng: random.Random, x: str) -> str:
-    """``x`` with one digit replaced, keeping a nonzero leading digit when ``len(x) > 1``."""
-    i = rng.randrange(len(x))
-    low = 1 if i == 0 and len(x) > 1 else 0
-    choices = [str(d) for d in range(low, 10) if str(d) != x[i]]
-    return x[:i] + rng.choice(choices) + x[i + 1:]
-
-
-def _draw_cmp(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    if rng.random() < 1 / 3:  # class balance: "=" is a third of the answers
-        if length > 1 and rng.random() < edge_rate:  # equal by value, not by text: 007?7
-            y = _num(rng, rng.randint(1, length - 1))
-            return _shuffled(rng, _pad(y, length), y)
-        x = _num(rng, length)
-        return x, x
-    cases = [lambda: (x := _num(rng, length), _one_digit_changed(rng, x))]  # near miss
-    if length > 1:
-        cases.append(lambda: _shuffled(rng, *_leading_zeros(rng, length)))
-    return _edge(rng, edge_rate, cases) or _shuffled(rng, _num(rng, length),
-                                                     _shorter(rng, length))
-
-
-def _draw_mul(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    cases = [
-        lambda: ("9" * length, "9" * rng.randint(1, length)),           # carry chains
-        lambda: _shuffled(rng, _num(rng, length), "0"),
-        lambda: _shuffled(rng, _num(rng, length), "1"),
-        lambda: (x := _num(rng, length), x),                             # squares
-    ]
-    if length > 1:
-        cases.append(lambda: _shuffled(rng, *_leading_zeros(rng, length)))
-    return _edge(rng, edge_rate, cases) or _shuffled(rng, _num(rng, length),
-                                                     _shorter(rng, length))
-
-
-def _draw_fib(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    cases = [lambda: (_pad(str(rng.randint(0, 2)), length),)]           # F(0..2), padded
-    return _edge(rng, edge_rate, cases) or (_num(rng, length),)
-
-
-def _positive(rng: random.Random, width: int) -> str:
-    return str(rng.randrange(max(1, 10 ** (width - 1)), 10 ** width))
-
-
-def _draw_gcd(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    def divides() -> tuple[str, ...]:
-        b = _positive(rng, length)
-        divisors = [d for d in range(1, int(b) + 1) if int(b) % d == 0]
-        return _shuffled(rng, b, str(rng.choice(divisors)))
-
-    cases = [
-        lambda: (x := _positive(rng, length), x),
-        lambda: _shuffled(rng, _positive(rng, length), "1"),
-        divides,
-    ]
-    width = length if rng.random() < 0.5 else rng.randint(1, length)
-    return _edge(rng, edge_rate, cases) or _shuffled(rng, _positive(rng, length),
-                                                     _positive(rng, width))
-
-
-def _draw_digit_list(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
+def draw_digit_list(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
+    """``length`` single digits; edge cases: sorted, reversed, all equal, all zero."""
     def run_of(order: Callable[[list[str]], list[str]]) -> Callable[[], tuple[str, ...]]:
         return lambda: tuple(order([str(rng.randrange(10)) for _ in range(length)]))
 
@@ -383,7 +369,8 @@ def _draw_digit_list(rng: random.Random, length: int, edge_rate: float) -> tuple
         lambda: (str(rng.randrange(10)),) * length,                      # all equal
         lambda: ("0",) * length,                                         # all zero
     ]
-    return _edge(rng, edge_rate, cases) or tuple(str(rng.randrange(10)) for _ in range(length))
+    return edge_case(rng, edge_rate, cases) or tuple(str(rng.randrange(10))
+                                                      for _ in range(length))
 
 
 _LETTERS = string.ascii_lowercase
@@ -408,19 +395,21 @@ def _mixed(rng: random.Random, length: int) -> str:
                    for i in range(length))
 
 
-def _draw_text(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
+def draw_text(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
+    """A payload of ``length`` characters: words (six in ten) or any characters; edge cases:
+    a palindrome, one letter repeated."""
     def palindrome() -> tuple[str, ...]:
         half = _words(rng, (length + 1) // 2)
         return (half + half[: length // 2][::-1],)
 
     cases = [palindrome, lambda: (rng.choice(_LETTERS) * length,)]
-    drawn = _edge(rng, edge_rate, cases)
+    drawn = edge_case(rng, edge_rate, cases)
     if drawn:
         return drawn
     return (_words(rng, length) if rng.random() < 0.6 else _mixed(rng, length),)
 
 
-def _draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
+def draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
     """A uniform digit function (edge cases: identity, constant, a permutation), its ten
     definitions in a random order, and a payload of ``length`` digits."""
     cases = [
@@ -428,7 +417,7 @@ def _draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[s
         lambda: (rng.randrange(10),) * 10,                              # constant
         lambda: tuple(rng.sample(range(10), 10)),                       # a permutation
     ]
-    f = _edge(rng, edge_rate, cases) or tuple(rng.randrange(10) for _ in range(10))
+    f = edge_case(rng, edge_rate, cases) or tuple(rng.randrange(10) for _ in range(10))
     order = rng.sample(range(10), 10)
     defs = " ".join(f"{x}>{f[x]}" for x in order)
     return defs, "".join(str(rng.randrange(10)) for _ in range(length))
@@ -447,195 +436,93 @@ def function_table(defs: str) -> tuple[int, ...]:
     return tuple(f[x] for x in range(10))
 
 
-def _fmap(ops: tuple[str, ...]) -> str:
+def apply_function(ops: tuple[str, ...]) -> str:
+    """fmap's answer: f (the definitions ``ops[0]``) of every digit of the payload ``ops[1]``."""
     f = function_table(ops[0])
     return "".join(str(f[int(d)]) for d in ops[1])
 
 
-def _function_key(ex: Example) -> str:
+def function_key(ex: Example) -> str:
     """fmap's held-out key: the function itself, whatever its order, wording or payload."""
     return "function " + "".join(map(str, function_table(ex.operands[0])))
 
 
-def _fmap_program(ex: Example) -> Program:
-    """fmap.lasm with the example's function in WEIGHTS slot f (other symbols map to END)."""
-    p = golden.load_program("fmap")
-    end = p.alphabet.end
-    table = list(function_table(ex.operands[0])) + [end] * (p.alphabet.size - 10)
-    slots = list(p.slots)
-    slots[p.symbols["f"]] = Slot.weights(table)
-    return dataclasses.replace(p, slots=tuple(slots))
+# ---------------------------------------------------------------------------- task files
+
+TASKS_ENV = "LLAMACPU_TASKS"
+"""The environment variable naming directories of task files (``os.pathsep``-separated)
+that ``TASKS`` holds beside the built-in ones."""
 
 
-def _fmap_data_program(ex: Example) -> Program:
-    """fmap_data.lasm with the example's f(0..9) in its ten DATA slots tab+0..9."""
-    p = golden.load_program("fmap_data")
-    slots = list(p.slots)
-    tab = p.symbols["tab"]
-    for x, y in enumerate(function_table(ex.operands[0])):
-        slots[tab + x] = Slot.data(y)
-    return dataclasses.replace(p, slots=tuple(slots))
+def load_tasks(directory: str | Path) -> dict[str, Task]:
+    """The tasks of a directory: every ``<name>.py`` in it (but ``_*.py``) defines ``TASK``,
+    a :class:`Task` named ``<name>`` whose expert program is ``<program>.lasm`` in the same
+    directory (or a built-in one of ``golden.PROGRAMS_DIR``). Sorted by name.
+
+    Raises TaskError for a file that breaks these rules (and whatever its own code raises).
+    """
+    directory = Path(directory).resolve()
+    if not directory.is_dir():
+        raise TaskError(f"no task directory {directory}")
+    return {path.stem: _task_file(path) for path in sorted(directory.glob("*.py"))
+            if not path.name.startswith("_")}
 
 
-# ---------------------------------------------------------------------------- answers
+def _task_file(path: Path) -> Task:
+    """Execute one task file (as a module of its own) and return its TASK, checked."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    spec = importlib.util.spec_from_file_location(f"llamacpu_task_{path.stem}_{digest}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses and pickle look a module up here
+    spec.loader.exec_module(module)
+    task = getattr(module, "TASK", None)
+    if not isinstance(task, Task):
+        raise TaskError(f"{path}: a task file defines TASK = Task(...)")
+    if task.name != path.stem:
+        raise TaskError(f"{path}: TASK is named {task.name!r}; a task file is named for its "
+                        f"task ({task.name}.py)")
+    here = path.parent
+    if here != golden.PROGRAMS_DIR and (here / f"{task.program}.lasm").is_file():
+        return dataclasses.replace(task, directory=here)
+    if not (golden.PROGRAMS_DIR / f"{task.program}.lasm").is_file():
+        raise TaskError(f"{path}: no expert program {task.program}.lasm beside it or in "
+                        f"{golden.PROGRAMS_DIR}")
+    return task
 
 
-def _cmp(ops: tuple[str, ...]) -> str:
-    a, b = int(ops[0]), int(ops[1])
-    return "<" if a < b else ">" if a > b else "="
+def _all_tasks() -> dict[str, Task]:
+    """The built-in tasks, then those of each directory in ``$LLAMACPU_TASKS``."""
+    tasks = load_tasks(golden.PROGRAMS_DIR)
+    for name in os.environ.get(TASKS_ENV, "").split(os.pathsep):
+        if not name:
+            continue
+        for task in load_tasks(name).values():
+            if task.name in tasks:
+                raise TaskError(f"task {task.name!r} of {name} ({TASKS_ENV}) is already "
+                                "defined: a task name is used once")
+            tasks[task.name] = task
+    return tasks
 
 
-def _fib(ops: tuple[str, ...]) -> str:
-    a, b = 0, 1
-    for _ in range(int(ops[0])):
-        a, b = b, a + b
-    return str(a)
+def reference(program: str, text: str) -> str:
+    """Python's answer for expert program ``program`` on free text: the answer of the task
+    whose expert the file is as it stands (:meth:`Task.reference`), else
+    ``golden.reference`` (apply, and fmap/fmap_data with the identity their files hold).
 
-
-# ---------------------------------------------------------------------------- the tasks
-#
-# out_size: output-region slots each expert program writes (programs/*.lasm headers), plus
-# the END that terminates the answer. la, lb: digits of A and B as written; fib keeps F(k)
-# and F(k+1) interleaved, 3 slots per digit of F(n + 1) plus 2. tests/test_tasks.py runs
-# every task at exactly these sizes, and checks one slot fewer is too few.
-
-
-def _room(extra: int) -> OutSize:
-    """add, sub, cmp: a room of la + lb digit slots, then ``extra`` slots."""
-    return lambda ops: len(ops[0]) + len(ops[1]) + extra
-
-
-TASKS: Mapping[str, Task] = {t.name: t for t in (
-    Task(
-        "add", "add", Operands.NUMBERS,
-        train_templates=("calculate {a} + {b}", "what is {a} plus {b}?", "{a}+{b}=",
-                         "add {a} and {b}", "sum of {a} and {b}", "{a} + {b}"),
-        heldout_templates=("how much is {a}+{b}?", "compute the sum of {a} and {b}.",
-                           "{a} plus {b} equals?", "add {a} to {b}"),
-        draw=_draw_add, solve=lambda ops: str(int(ops[0]) + int(ops[1])),
-        out_size=_room(1), arity=2,
-        description="decimal addition of two numbers"),
-    Task(
-        "sub", "sub", Operands.NUMBERS,
-        # The program computes first − second: "subtract {b} from {a}" names b first in the
-        # text and would compute b − a, so it is not a template. Operands keep A ≥ B.
-        train_templates=("what is {a} minus {b}?", "{a}-{b}=", "{a} - {b}",
-                         "calculate {a} - {b}", "from {a} subtract {b}", "{a} minus {b}"),
-        heldout_templates=("how much is {a} take away {b}?", "compute {a}-{b}.",
-                           "difference of {a} and {b}", "{a} less {b} is?"),
-        draw=_draw_sub, solve=lambda ops: str(int(ops[0]) - int(ops[1])),
-        out_size=_room(1), arity=2,
-        description="decimal subtraction, first minus second, first ≥ second"),
-    Task(
-        "cmp", "cmp", Operands.NUMBERS,
-        train_templates=("compare {a} and {b}", "{a}?{b}", "{a} ? {b}",
-                         "compare {a} with {b}", "{a} vs {b}", "how does {a} compare to {b}?"),
-        heldout_templates=("order {a} and {b}", "relation of {a} to {b}?",
-                           "is {a} less than, equal to or greater than {b}?"),
-        draw=_draw_cmp, solve=_cmp, out_size=_room(2), arity=2,
-        description="compare two numbers by value: '<', '=' or '>'"),
-    Task(
-        "mul", "mul", Operands.NUMBERS,
-        train_templates=("{a}*{b}=", "{a} * {b}", "multiply {a} by {b}",
-                         "what is {a} times {b}?", "product of {a} and {b}",
-                         "calculate {a} * {b}"),
-        heldout_templates=("{a} x {b}", "how much is {a} times {b}?",
-                           "compute the product of {a} and {b}."),
-        draw=_draw_mul, solve=lambda ops: str(int(ops[0]) * int(ops[1])),
-        out_size=lambda ops: 2 * len(ops[0]) + len(ops[1]) + 3, arity=2,
-        description="decimal multiplication, schoolbook"),
-    Task(
-        "copy", "copy", Operands.TEXT,
-        train_templates=("copy: {text}", "repeat after me: {text}", "echo: {text}",
-                         "say: {text}", "copy this: {text}", "write:  {text}"),
-        heldout_templates=("please repeat: {text}", "parrot this: {text}",
-                           "type exactly: {text}"),
-        draw=_draw_text, solve=lambda ops: ops[0],
-        out_size=lambda ops: len(ops[0]) + 1,
-        description="echo the text after the first ':'"),
-    Task(
-        "reverse", "reverse", Operands.TEXT,
-        train_templates=("reverse: {text}", "reverse this: {text}", "backwards: {text}",
-                         "write backwards: {text}", "mirror: {text}",
-                         "reverse the text:  {text}"),
-        heldout_templates=("spell backwards: {text}", "flip: {text}",
-                           "read it in reverse: {text}"),
-        draw=_draw_text, solve=lambda ops: ops[0][::-1],
-        out_size=lambda ops: len(ops[0]) + 1,
-        description="the text after the first ':', reversed"),
-    Task(
-        "sort", "sort", Operands.DIGITS,
-        train_templates=("sort {items}", "sort the digits {digits}", "sort {items_comma}",
-                         "sort: {items}", "arrange in ascending order: {items_comma}",
-                         "order {items} from small to large"),
-        heldout_templates=("put {items} in order", "sort these digits: {digits}",
-                           "ascending: {items_comma}"),
-        draw=_draw_digit_list, solve=lambda ops: "".join(sorted(ops)),
-        out_size=lambda ops: len(ops) + 1,
-        description="every digit of the text, ascending, without separators"),
-    Task(
-        "max", "max", Operands.DIGITS,
-        train_templates=("max of {items}", "largest digit in {items}", "max {digits}",
-                         "what is the largest of {items_comma}?", "maximum: {items}",
-                         "biggest digit of {digits}"),
-        heldout_templates=("which is the greatest of {items}?", "find the max in {items_comma}",
-                           "top digit: {digits}"),
-        draw=_draw_digit_list, solve=lambda ops: max(ops), out_size=lambda ops: 2,
-        description="the largest digit of the text"),
-    Task(
-        "fib", "fib", Operands.NUMBERS,
-        train_templates=("fib {a}", "fibonacci {a}", "fib({a})", "what is fibonacci number {a}?"),
-        heldout_templates=("compute fib of {a}.", "the fibonacci number at index {a}"),
-        draw=_draw_fib, solve=_fib,
-        out_size=lambda ops: 3 * len(_fib((str(int(ops[0]) + 1),))) + 2, arity=1, max_length=2,
-        description="the n-th Fibonacci number (n < 100: the run grows as n·digits(F(n)))"),
-    Task(
-        "gcd", "gcd", Operands.NUMBERS,
-        train_templates=("gcd of {a} and {b}", "gcd({a}, {b})", "{a},{b}",
-                         "greatest common divisor of {a} and {b}"),
-        heldout_templates=("what is the gcd of {a} and {b}?",
-                           "highest common factor of {a}, {b}"),
-        draw=_draw_gcd, solve=lambda ops: str(math.gcd(int(ops[0]), int(ops[1]))),
-        out_size=lambda ops: 2 * (len(ops[0]) + len(ops[1]) + 1), arity=2,
-        max_length=2,
-        description="greatest common divisor of two positive numbers (Euclid by "
-                    "subtraction: gcd(A, 1) takes A − 1 rounds, hence short operands)"),
-    Task(
-        # The weight-token channel's task: the controller must write f into the program's
-        # WEIGHTS slot (docs/weights.md). Held out by FUNCTION: eval functions are never
-        # trained on, whatever their wording, order or payload.
-        "fmap", "fmap", Operands.FUNCTION,
-        train_templates=("f: {defs} ; apply f to {digits}", "{defs} ; {digits}",
-                         "let f be {defs} ; map f over {digits}",
-                         "define f by {defs}; what is f of each digit of {digits}?"),
-        heldout_templates=("f is {defs} ; now apply it to {digits}",
-                           "given {defs} ; translate {digits}"),
-        draw=_draw_function, solve=_fmap, out_size=lambda ops: len(ops[1]) + 1,
-        edge_rate=0.1, program_for=_fmap_program, heldout_key=_function_key, reserved=";",
-        description="a digit function defined by its ten examples (shuffled), applied to "
-                    "every payload digit; f travels in a WEIGHTS slot"),
-    Task(
-        # The same problem with the channel off: f travels in ten DATA slots. Its own
-        # wordings ("g", "look up"), so a controller trained on both knows which program
-        # a prompt wants; the same held-out functions as fmap.
-        "fmap_data", "fmap_data", Operands.FUNCTION,
-        train_templates=("g: {defs} ; look up g for {digits}", "{defs} ; look up {digits}",
-                         "let g be {defs} ; look g up for {digits}",
-                         "table g is {defs}; read g at each digit of {digits}"),
-        heldout_templates=("g is {defs} ; look it up at {digits}",
-                           "lookup table {defs} ; keys {digits}"),
-        draw=_draw_function, solve=_fmap, out_size=lambda ops: len(ops[1]) + 1,
-        edge_rate=0.1, program_for=_fmap_data_program, heldout_key=_function_key,
-        reserved=";",
-        description="fmap with the function in ten DATA slots (the channel-off baseline)"),
-)}
+    Raises ValueError for a text outside the program's contract, KeyError for an unknown
+    program.
+    """
+    for task in TASKS.values():
+        if task.program == program and task.program_for is None:
+            return task.reference(text)
+    return golden.reference(program, text)
 
 
 def expert_program(example: Example) -> Program:
     """The expert program of an example: its task's ``program_for`` (the function written
-    in, for fmap), else ``programs/<example.program>.lasm``."""
-    hook = TASKS[example.task].program_for
-    return hook(example) if hook is not None else golden.load_program(example.program)
+    in, for fmap), else ``<example.program>.lasm`` (:meth:`Task.expert_program`)."""
+    return TASKS[example.task].expert_program(example)
 
 
 def heldout_key(example: Example) -> str:
@@ -688,3 +575,7 @@ def with_template(example: Example, template: str) -> Example:
     """The same operands in another wording (the answer does not depend on it)."""
     return TASKS[example.task].make(example.operands, template)
 
+
+TASKS: Mapping[str, Task] = _all_tasks()
+"""Every task by name: ``programs/*.py``, then the task files of ``$LLAMACPU_TASKS``. Last
+in this module: the task files import the library above while it loads."""

@@ -1,0 +1,43 @@
+"""fmap_data: fmap with the function in ten DATA slots (the channel-off baseline); the
+expert is fmap_data.lasm beside this file, with the example's f(0..9) written in."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from llamacpu.core import golden
+from llamacpu.core.isa import Program, Slot
+from llamacpu.learn.tasks import (
+    Example,
+    Operands,
+    Task,
+    apply_function,
+    draw_function,
+    function_key,
+    function_table,
+)
+
+
+def program_for(ex: Example) -> Program:
+    """fmap_data.lasm with the example's f(0..9) in its ten DATA slots tab+0..9."""
+    p = golden.load_program("fmap_data")
+    slots = list(p.slots)
+    tab = p.symbols["tab"]
+    for x, y in enumerate(function_table(ex.operands[0])):
+        slots[tab + x] = Slot.data(y)
+    return dataclasses.replace(p, slots=tuple(slots))
+
+
+TASK = Task(
+    # The same problem with the channel off: f travels in ten DATA slots. Its own
+    # wordings ("g", "look up"), so a controller trained on both knows which program
+    # a prompt wants; the same held-out functions as fmap.
+    "fmap_data", "fmap_data", Operands.FUNCTION,
+    train_templates=("g: {defs} ; look up g for {digits}", "{defs} ; look up {digits}",
+                     "let g be {defs} ; look g up for {digits}",
+                     "table g is {defs}; read g at each digit of {digits}"),
+    heldout_templates=("g is {defs} ; look it up at {digits}",
+                       "lookup table {defs} ; keys {digits}"),
+    draw=draw_function, solve=apply_function, out_size=lambda ops: len(ops[1]) + 1,
+    edge_rate=0.1, program_for=program_for, heldout_key=function_key, reserved=";",
+    description="fmap with the function in ten DATA slots (the channel-off baseline)")
