@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from llamacpu.eval import draw_examples, solve_examples
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn.curriculum import parse_stage
+from llamacpu.learn.evaluation import draw_examples, solve_examples
 from llamacpu.learn.learned import LearnedMachine
 from llamacpu.learn.trainer import TrainConfig
 from llamacpu.train import main as train_main

@@ -114,7 +114,7 @@ def run_alone(model_name: str, sets: dict[int, list[Example]], batch: int) -> li
 
 
 def run_llamacpu(checkpoint: Path, sets: dict[int, list[Example]], batch: int) -> list[dict]:
-    from llamacpu.eval import load_learned, solve_examples
+    from llamacpu.learn.evaluation import load_learned, solve_examples
 
     t0 = time.perf_counter()
     machine = load_learned(checkpoint)

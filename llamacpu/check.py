@@ -86,15 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     from llamacpu.evaluate.properties import check_learned
-    from llamacpu.learn import checkpoint as ckpt
-    from llamacpu.learn.learned import LearnedMachine
+    from llamacpu.learn.evaluation import load_checkpoint_machine
 
     try:
         path = a.checkpoint or _default_checkpoint()
         if path is None:
             p.error("--report: no checkpoint in checkpoints/; pass --checkpoint DIR")
-        c = ckpt.load_checkpoint(path)
-        machine = LearnedMachine.from_checkpoint(c).eval()
+        c, machine = load_checkpoint_machine(path)
         start = time.time()
         if a.report:
             reports = run_report(machine, c.stage, a.examples, a.seed,

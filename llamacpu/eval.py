@@ -5,15 +5,15 @@
 For each length, fresh problems (drawn from a separate seed; ``--split heldout`` also uses
 wordings training never saw) are compiled by the controller and run on the machine with the
 neural OEU and the learned execute phase; nothing symbolic takes part.
-Prints exact match and wall time per length as a markdown table.
+Prints exact match and wall time per length as a markdown table. The command line of
+:func:`llamacpu.learn.evaluation.evaluate_lengths` (loading, drawing, running and scoring
+live in that module; this one re-exports them).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,80 +21,15 @@ import torch
 
 from llamacpu.cli import Parser
 from llamacpu.core.isa import LlamacpuError
-from llamacpu.learn import checkpoint as ckpt
-from llamacpu.learn.learned import LearnedMachine
-from llamacpu.learn.tasks import SPLITS, TASKS, Example, default_out_size, heldout_key
+from llamacpu.learn.evaluation import (
+    draw_examples,
+    evaluate_lengths,
+    load_learned,
+    solve_examples,
+)
+from llamacpu.learn.tasks import SPLITS, TASKS
 
-__all__ = ["load_learned", "draw_examples", "evaluate_lengths", "main"]
-
-
-def load_learned(path: Path) -> LearnedMachine:
-    """The learned machine saved in a checkpoint directory (safetensors + JSON, no pickle)."""
-    return LearnedMachine.from_checkpoint(ckpt.load_checkpoint(path)).eval()
-
-
-def solve_examples(model, examples: Sequence[Example], batch: int):
-    """The machine running free on ``examples`` in batches of ``batch``, with a step budget
-    from the longest one (:func:`_max_steps`): yields ``(example, Solution)`` in order."""
-    budget = _max_steps(examples)
-    for i in range(0, len(examples), batch):
-        chunk = examples[i:i + batch]
-        sols = model.solve([e.prompt for e in chunk], max_steps=budget,
-                           out_sizes=[default_out_size(e) for e in chunk])
-        yield from zip(chunk, sols)
-
-
-def _max_steps(examples: Sequence[Example]) -> int:
-    """A generous step budget: the expert's cost grows linearly (quadratically for mul and
-    sort) with the length; measure it on the longest example and double it."""
-    from llamacpu.core.interp import run
-    from llamacpu.learn.tasks import expert_program
-
-    longest = max(examples, key=lambda e: len(e.prompt))
-    res = run(expert_program(longest), longest.prompt, 50_000_000,
-              out_size=default_out_size(longest))
-    return 2 * res.steps + 100
-
-
-def draw_examples(task: str, length: int, n: int, seed: int = 0,
-                  split: str = "train") -> list[Example]:
-    """``n`` problems of ``length`` from their own seed; for a task that holds something
-    out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones."""
-    from llamacpu.learn.curriculum import is_heldout
-
-    rng = random.Random(f"eval/{task}/{length}/{seed}")
-    keyed = TASKS[task].heldout_key is not None
-    out: list[Example] = []
-    while len(out) < n:
-        ex = TASKS[task].sample(rng, length, split=split)
-        if not keyed or is_heldout(heldout_key(ex)):
-            out.append(ex)
-    return out
-
-
-def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n: int,
-                     seed: int = 0, split: str = "train", batch: int = 64,
-                     log=None) -> list[dict]:
-    """Exact match of the free-running machine per length, with wall time."""
-    rows = []
-    for length in lengths:
-        examples = draw_examples(task, length, n, seed, split)
-        start = time.time()
-        correct, steps = 0, 0
-        failures = []
-        for e, s in solve_examples(model, examples, batch):
-            ok = s.output == e.answer and s.fault is None
-            correct += ok
-            steps = max(steps, s.steps)
-            if not ok and len(failures) < 3:
-                failures.append(e.prompt if len(e.prompt) < 60 else e.prompt[:57] + "...")
-        row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
-               "seconds": time.time() - start, "max_machine_steps": steps,
-               "failures": failures}
-        rows.append(row)
-        if log:
-            log(row)
-    return rows
+__all__ = ["load_learned", "solve_examples", "draw_examples", "evaluate_lengths", "main"]
 
 
 def _table(rows: list[dict]) -> str:
@@ -104,7 +39,6 @@ def _table(rows: list[dict]) -> str:
         out.append(f"| {r['task']} | {r['length']} | {r['n']} | {100 * r['exact_match']:.1f}% | "
                    f"{r['max_machine_steps']:,} | {r['seconds']:.1f} s |")
     return "\n".join(out)
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

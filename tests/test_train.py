@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from llamacpu.core.golden import load_program
-from llamacpu.eval import load_learned
 from llamacpu.learn.checkpoint import load_checkpoint
 from llamacpu.learn.curriculum import STAGES, competence_set, eval_set
+from llamacpu.learn.evaluation import load_learned
 from llamacpu.learn.tasks import default_out_size
 from llamacpu.learn.trainer import TrainConfig, Trainer
 from llamacpu.train import parse_args

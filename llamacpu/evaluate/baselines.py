@@ -243,11 +243,9 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
                   seed: int, log=print) -> str:
     from llamacpu.evaluate.properties import check_learned, draw_examples
     from llamacpu.evaluate.report import LONG, report_lengths, trained_tasks
-    from llamacpu.learn import checkpoint as ckpt
-    from llamacpu.learn.learned import LearnedMachine
+    from llamacpu.learn.evaluation import load_checkpoint_machine
 
-    c = ckpt.load_checkpoint(checkpoint)
-    machine = LearnedMachine.from_checkpoint(c).eval()
+    c, machine = load_checkpoint_machine(checkpoint)
     controller_params = _params(machine.controller)
     secs = stage_seconds(checkpoint, c.stage)
     if budget is not None:  # keep the stages' proportions

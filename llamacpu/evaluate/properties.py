@@ -225,7 +225,9 @@ def _emit(machine, examples: list) -> list:
 
 
 def _run_machine(machine, examples: list, max_steps: int, trace: bool = False) -> list:
-    """Run the examples free on the machine, one batch; MachineResults in order."""
+    """Run the examples free on the machine, one batch: MachineResults and the programs
+    run, in order. ``learn.evaluation.solve_examples`` without its batching, for what
+    ``LearnedMachine.solve`` does not give: traces, and the :class:`ExpertMachine`."""
     import torch
 
     from llamacpu.learn.tasks import default_out_size
@@ -238,31 +240,21 @@ def _run_machine(machine, examples: list, max_steps: int, trace: bool = False) -
             out_size=max(default_out_size(e) for e in examples)), programs
 
 
-def _expert(example, trace: bool = False):
-    """The reference interpreter running the expert program (answer, steps, trace)."""
-    from llamacpu.core.interp import run
-    from llamacpu.learn.tasks import default_out_size, expert_program
-
-    return run(expert_program(example), example.prompt, 100_000_000, trace=trace,
-               out_size=default_out_size(example))
-
-
 def _verdict(example, result, reference: str) -> str | None:
-    """None if the machine's answer is right, else why not."""
+    """None if the machine's answer is right, else why not. Stricter than the evaluation
+    core's ``exact``: the run must also halt, and the reference interpreter must agree
+    with Python."""
+    from llamacpu.learn.evaluation import exact
+
     if result.fault is not None:
         return result.fault
     if not result.halted:
         return "did not halt within the step budget"
     if reference != example.answer:
         return f"the reference interpreter answers {reference!r}, Python {example.answer!r}"
-    if result.output != example.answer:
+    if not exact(example, result):
         return "wrong answer"
     return None
-
-
-def _budget(steps: int) -> int:
-    """Machine steps allowed for an example whose expert run took ``steps``."""
-    return 2 * steps + 100
 
 
 def draw_examples(task: str, length: int, count: int, seed: int = 0, split: str = "train",
@@ -293,8 +285,10 @@ def _generate(strategy, n: int, seed: int) -> list:
 
 def _diagnose(machine, example, why: str) -> Counterexample:
     """Both traces of one failing example, and where they part."""
-    ref = _expert(example, trace=True)
-    (res,), (program,) = _run_machine(machine, [example], _budget(ref.steps), trace=True)
+    from llamacpu.learn.evaluation import reference_run, step_budget
+
+    ref = reference_run(example, trace=True)
+    (res,), (program,) = _run_machine(machine, [example], step_budget(ref.steps), trace=True)
     expert = _expert_program(example).slots
     differs = next((i for i in range(max(len(program.slots), len(expert)))
                     if program.slots[i:i + 1] != expert[i:i + 1]), None)
@@ -333,6 +327,8 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
 
+    from llamacpu.learn.evaluation import reference_run, step_budget
+
     start = time.time()
     if lengths is None:
         hi = min_length if max_length is None else max_length
@@ -348,11 +344,11 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
     for strategy, count, plain in plan:
         drawn = _generate(strategy, count + plain, seed)[plain:]
         todo = {e.prompt: e for e in drawn if e.prompt not in verdicts}
-        refs = {p: _expert(e) for p, e in todo.items()}
+        refs = {p: reference_run(e) for p, e in todo.items()}
         order = sorted(todo, key=lambda p: (refs[p].steps, p))
         for i in range(0, len(order), batch):
             chunk = [todo[p] for p in order[i:i + batch]]
-            budget = _budget(max(refs[e.prompt].steps for e in chunk))
+            budget = step_budget(max(refs[e.prompt].steps for e in chunk))
             results, _ = _run_machine(machine, chunk, budget)
             for e, r in zip(chunk, results):
                 verdicts[e.prompt] = _verdict(e, r, refs[e.prompt].output)
@@ -378,8 +374,8 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
             if example.prompt not in verdicts:
                 if time.time() > deadline:
                     return  # out of shrinking time: treat unseen candidates as passing
-                ref = _expert(example)
-                (r,), _ = _run_machine(machine, [example], _budget(ref.steps))
+                ref = reference_run(example)
+                (r,), _ = _run_machine(machine, [example], step_budget(ref.steps))
                 verdicts[example.prompt] = _verdict(example, r, ref.output)
             if verdicts[example.prompt] is not None:
                 raise _Failed(example)

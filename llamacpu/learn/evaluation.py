@@ -1,34 +1,134 @@
-"""Competence checks for the curriculum trainer: the machine runs *free* on held-out
-prompts (no expert, no symbolic part) and is scored by exact match.
+"""The evaluation core: the machine runs *free* on held-out prompts (no expert, no symbolic
+part) and is scored by exact match against Python's answer. The trainer, ``python -m
+llamacpu.eval``, ``python -m llamacpu.check`` (through ``evaluate.properties.check_learned``)
+and ``python -m llamacpu.bench baselines`` all build on it.
 
-:func:`evaluate` gives the accuracy, :func:`screened_evaluate` stops early once a check can
-no longer pass, and :func:`retention_stages` says which earlier stages a competent stage
-looks back at.
+- Loading: :func:`load_learned` (the machine of a checkpoint directory) and
+  :func:`load_checkpoint_machine` (the checkpoint too).
+- Drawing: :func:`draw_examples`, fresh problems of one length from their own seed
+  (the curriculum's ``eval_set`` draws the trainer's sets; hypothesis draws the check's).
+- The reference: :func:`reference_run` (the reference interpreter on the expert program)
+  and :func:`step_budget` (the machine steps a run may take, from the expert's).
+- Running: :func:`solve_examples`, the machine free in batches, with a fixed step budget or
+  one measured on the longest example.
+- Scoring: :func:`exact` (the one definition of a right answer), :func:`evaluate` (accuracy,
+  sharded with ``dist``), :func:`screened_evaluate` (stops once a check can no longer pass),
+  :func:`evaluate_lengths` (exact match per length, with wall time and failures).
+- :func:`retention_stages` says which earlier stages a competent stage looks back at.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
-from llamacpu.learn.curriculum import STAGES, Stage
-from llamacpu.learn.learned import LearnedMachine
-from llamacpu.learn.tasks import Example, default_out_size
+from llamacpu.learn.curriculum import STAGES, Stage, is_heldout
+from llamacpu.learn.learned import LearnedMachine, Solution
+from llamacpu.learn.tasks import TASKS, Example, default_out_size, heldout_key
 
-__all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages"]
+__all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages", "exact",
+           "step_budget", "reference_run", "solve_examples", "draw_examples",
+           "evaluate_lengths", "load_learned", "load_checkpoint_machine"]
+
+REFERENCE_MAX_STEPS = 100_000_000
+"""Step limit of a reference run: far beyond any expert program on any task length."""
 
 
-def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:
-    """For each task trained before ``stage`` (other than its own), the last stage that
-    trained it: the widest lengths that task has seen."""
-    last: dict[str, Stage] = {}
-    for s in stages[: stage.index]:
-        if s.task != stage.task:
-            last[s.task] = s
-    return list(last.values())
+# ------------------------------------------------------------------------------ loading
+
+
+def load_checkpoint_machine(path: Path) -> tuple[ckpt.Checkpoint, LearnedMachine]:
+    """A checkpoint directory (safetensors + JSON, no pickle) and the learned machine it
+    holds, in eval mode."""
+    c = ckpt.load_checkpoint(path)
+    return c, LearnedMachine.from_checkpoint(c).eval()
+
+
+def load_learned(path: Path) -> LearnedMachine:
+    """The learned machine saved in a checkpoint directory (safetensors + JSON, no pickle)."""
+    return load_checkpoint_machine(path)[1]
+
+
+# ------------------------------------------------------------------------------ drawing
+
+
+def draw_examples(task: str, length: int, n: int, seed: int = 0,
+                  split: str = "train") -> list[Example]:
+    """``n`` problems of ``length`` from their own seed; for a task that holds something
+    out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones."""
+    rng = random.Random(f"eval/{task}/{length}/{seed}")
+    keyed = TASKS[task].heldout_key is not None
+    out: list[Example] = []
+    while len(out) < n:
+        ex = TASKS[task].sample(rng, length, split=split)
+        if not keyed or is_heldout(heldout_key(ex)):
+            out.append(ex)
+    return out
+
+
+# ------------------------------------------------------------------------------ the reference
+
+
+def reference_run(example: Example, trace: bool = False):
+    """The reference interpreter running the example's expert program: an ``interp.Result``
+    (answer, steps and, with ``trace``, the trace)."""
+    from llamacpu.core.interp import run
+    from llamacpu.learn.tasks import expert_program
+
+    return run(expert_program(example), example.prompt, REFERENCE_MAX_STEPS, trace=trace,
+               out_size=default_out_size(example))
+
+
+def step_budget(steps: int) -> int:
+    """Machine steps allowed for a run whose expert run took ``steps``: double, plus 100."""
+    return 2 * steps + 100
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def solve_examples(model, examples: Sequence[Example], batch: int = 256,
+                   max_steps: int | None = None) -> Iterator[tuple[Example, Solution]]:
+    """The machine running free on ``examples`` in batches of ``batch``: yields ``(example,
+    Solution)`` in order. ``model``: anything with ``LearnedMachine.solve``. ``max_steps``
+    None: a generous budget measured once on the longest example (the expert's cost grows
+    linearly, quadratically for mul and sort, with the length: :func:`step_budget` of its
+    reference run)."""
+    if max_steps is None and examples:
+        longest = max(examples, key=lambda e: len(e.prompt))
+        max_steps = step_budget(reference_run(longest).steps)
+    for i in range(0, len(examples), batch):
+        chunk = examples[i:i + batch]
+        sols = model.solve([e.prompt for e in chunk], max_steps=max_steps,
+                           out_sizes=[default_out_size(e) for e in chunk])
+        yield from zip(chunk, sols)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def exact(example: Example, solution: Solution) -> bool:
+    """Whether a free run answered ``example`` right: Python's answer, and no fault."""
+    return solution.output == example.answer and solution.fault is None
+
+
+def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+             batch: int = 256, dist: distributed.Dist | None = None) -> float:
+    """Exact-match accuracy of the free-running machine on ``examples``; with ``dist``, each
+    rank solves its stride of them and the counts are summed (the same number on every
+    rank)."""
+    mine = dist.take(examples) if dist is not None else list(examples)
+    correct = sum(exact(e, s) for e, s in solve_examples(model, mine, batch, max_steps))
+    if dist is not None:
+        correct = int(dist.sum(torch.tensor([correct], dtype=torch.int64)).item())
+    return correct / max(1, len(examples))
 
 
 class Check(NamedTuple):
@@ -71,18 +171,38 @@ def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps
     return round(evaluate(model, examples, max_steps, batch, dist) * len(examples))
 
 
-def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
-             batch: int = 256, dist: distributed.Dist | None = None) -> float:
-    """Exact-match accuracy of the free-running machine on ``examples``; with ``dist``, each
-    rank solves its stride of them and the counts are summed (the same number on every
-    rank)."""
-    mine = dist.take(examples) if dist is not None else list(examples)
-    correct = 0
-    for i in range(0, len(mine), batch):
-        chunk = mine[i:i + batch]
-        sizes = [default_out_size(e) for e in chunk]
-        sols = model.solve([e.prompt for e in chunk], max_steps=max_steps, out_sizes=sizes)
-        correct += sum(s.output == e.answer and s.fault is None for s, e in zip(sols, chunk))
-    if dist is not None:
-        correct = int(dist.sum(torch.tensor([correct], dtype=torch.int64)).item())
-    return correct / max(1, len(examples))
+def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n: int,
+                     seed: int = 0, split: str = "train", batch: int = 64,
+                     log=None) -> list[dict]:
+    """Exact match of the free-running machine per length (``n`` problems of
+    :func:`draw_examples` each), with wall time, the most machine steps a run took and the
+    first three failing prompts (cut to 60 characters)."""
+    rows = []
+    for length in lengths:
+        examples = draw_examples(task, length, n, seed, split)
+        start = time.time()
+        correct, steps = 0, 0
+        failures = []
+        for e, s in solve_examples(model, examples, batch):
+            ok = exact(e, s)
+            correct += ok
+            steps = max(steps, s.steps)
+            if not ok and len(failures) < 3:
+                failures.append(e.prompt if len(e.prompt) < 60 else e.prompt[:57] + "...")
+        row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
+               "seconds": time.time() - start, "max_machine_steps": steps,
+               "failures": failures}
+        rows.append(row)
+        if log:
+            log(row)
+    return rows
+
+
+def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:
+    """For each task trained before ``stage`` (other than its own), the last stage that
+    trained it: the widest lengths that task has seen."""
+    last: dict[str, Stage] = {}
+    for s in stages[: stage.index]:
+        if s.task != stage.task:
+            last[s.task] = s
+    return list(last.values())
