@@ -1,12 +1,14 @@
-"""Certify a learned machine's OEU table: ``python -m llamacpu.certify --checkpoint DIR``.
+"""Certify a learned machine's tables: ``python -m llamacpu.certify --checkpoint DIR``.
 
 Checks the neural OEU entry by entry over every input the tasks' expert programs can give
-it in the hard machine, at any input length (``llamacpu.learn.certify``); prints CERTIFIED with what
-was enumerated, or every wrong entry and, for the first few, a witness: a prompt the
-free-running machine answers wrong, found by running it. The plan and execute phases are
-not enumerated by this command (``python -m llamacpu.check`` samples them).
+it in the hard machine, at any input length (``llamacpu.learn.certify``); prints CERTIFIED with
+what was enumerated, or every wrong entry and, for the first few, a witness: a prompt the
+free-running machine answers wrong, found by running it. Then the plan and execute tables
+on ``--views`` sampled prompts per task: per view, the emitted program against the
+expert's and every decision at every reachable instruction for every flag pattern its
+operands can produce (the views themselves are sampled, not enumerated).
 
-Exit codes: 0 the OEU table is certified, 1 it is not, 2 bad input.
+Exit codes: 0 everything checked is certified, 1 it is not, 2 bad input.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def _parser() -> Parser:
                    help="program: the inputs the tasks' expert programs can give the OEU "
                         "(carry and operand analysis over their control-flow graphs); isa: "
                         "every input the instruction set allows for their ops")
+    p.add_argument("--views", type=int, default=100, metavar="N",
+                   help="prompts per task whose plan and execute tables are checked (a sample: "
+                        "the views of a wording are too many to enumerate; 0: skip)")
+    p.add_argument("--wordings", choices=("train", "heldout", "all"), default="train",
+                   help="the wordings those prompts are drawn in")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled prompts")
     p.add_argument("--witnesses", type=int, default=3, metavar="K",
                    help="look for a witness prompt for the first K wrong entries (0: none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
@@ -95,13 +103,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             got = w.output if w.fault is None else f"{w.output!r}, fault: {w.fault}"
             print(f"  witness for {entry.describe(alphabet)}: {w.prompt!r} -> {got} "
                   f"(want {w.answer})")
-    print("plan and execute phases: not enumerated (python -m llamacpu.check samples them)")
+    ctl = None
+    if args.views > 0:
+        ctl = _controller_certificate(model, tasks, trained_tasks(ck.stage), args)
+        print(ctl.summary())
+    else:
+        print("plan and execute tables: not checked (--views 0)")
     if args.json is not None:
         record = {
             "command": "python -m llamacpu.certify " + " ".join(
                 sys.argv[1:] if argv is None else argv),
             "checkpoint": str(args.checkpoint), "stage": ck.stage, "tasks": tasks,
-            "domain": args.domain, "certified": cert.certified,
+            "domain": args.domain, "certified": cert.certified and (
+                ctl is not None and ctl.certified),
+            "oeu_certified": cert.certified,
+            "controller": None if ctl is None else {
+                "certified": ctl.certified, "views": ctl.views, "prompts": ctl.prompts,
+                "decisions": ctl.decisions, "wordings": args.wordings, "seed": args.seed,
+                "plan_failures": [asdict(f) for f in ctl.plan_failures],
+                "step_failures": [asdict(f) for f in ctl.step_failures[:1000]],
+                "step_failures_total": len(ctl.step_failures)},
             "ops": [o.name for o in cert.ops], "inputs": cert.inputs, "outputs": cert.outputs,
             "failures": [{**asdict(f), "op": f.op.name} for f in cert.failures],
             "witnesses": [None if w is None else {"entry": w.entry.describe(alphabet),
@@ -110,7 +131,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                           for w in witnesses],
         }
         args.json.write_text(json.dumps(record, indent=1) + "\n")
-    return 0 if cert.certified else 1
+    return 0 if cert.certified and (ctl is None or ctl.certified) else 1
+
+
+def _controller_certificate(model, tasks, trained, args):
+    """The plan and execute tables on ``args.views`` sampled prompts per task."""
+    import random
+
+    from llamacpu.learn.certify import certify_controller
+    from llamacpu.learn.tasks import SPLITS, TASKS, expert_program
+
+    splits = SPLITS if args.wordings == "all" else (args.wordings,)
+    prompts, programs = [], []
+    for task in tasks:
+        t = TASKS[task]
+        rng = random.Random(f"certify/{task}/{args.seed}")
+        top = trained.get(task, 1)
+        for i in range(args.views):
+            ex = t.sample(rng, 1 + i % top, splits[i % len(splits)])
+            prompts.append(ex.prompt)
+            programs.append(expert_program(ex))
+    return certify_controller(model, prompts, programs)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("llamacpu.run", "entry", "assemble a .lasm program and run it on an input"),
     "asm": ("llamacpu.asm", "main", "assemble, validate and disassemble a .lasm file"),
     "check": ("llamacpu.check", "main", "property-check a learned machine"),
+    "certify": ("llamacpu.certify", "main", "certify a learned machine's tables, entry by entry"),
     "models": ("llamacpu.models", "main", "fetch and list pretrained controller models"),
     "bench": ("llamacpu.bench", "main", "baselines beside a learned machine"),
 }

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from llamacpu.core.golden import load_program
 from llamacpu.core.interp import run
-from llamacpu.core.isa import DEFAULT_ALPHABET, SPEC, Op, Role
+from llamacpu.core.isa import DEFAULT_ALPHABET, SPEC, Kind, Op, Role
 from llamacpu.evaluate.properties import ExpertMachine, corrupt_oeu
 from llamacpu.learn.certify import (
     certify_oeu,
@@ -190,3 +190,85 @@ def test_the_cli_names_a_missing_checkpoint_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
+
+
+class _Controller:
+    """A stand-in controller that emits the expert program of the add task."""
+
+    def __init__(self, wrong_plan: bool = False) -> None:
+        from llamacpu.llm.config import ControllerConfig
+
+        self.cfg = ControllerConfig()
+        self.program = load_program("copy" if wrong_plan else "add")
+
+    def emit(self, prompts):
+        return [self.program] * len(prompts)
+
+
+class _FlippedSequencer(torch.nn.Module):
+    """The exact sequencer, with the jump decision flipped at one (op, a == 0) pattern."""
+
+    def __init__(self, op: Op | None = None, a_zero: bool = False) -> None:
+        super().__init__()
+        from llamacpu.machine.symbolic import SymbolicSequencer
+
+        self.exact, self.op, self.a_zero = SymbolicSequencer(), op, a_zero
+
+    def forward(self, view):
+        dec = self.exact(view)
+        if self.op is None:
+            return dec
+        hit = view.op[:, self.op] * (view.values[:, 0, 0] if self.a_zero
+                                     else 1 - view.values[:, 0, 0])
+        return dec._replace(p_taken=dec.p_taken * (1 - hit) + (1 - dec.p_taken) * hit)
+
+
+class _Model:
+    def __init__(self, controller, sequencer) -> None:
+        self.controller, self.sequencer = controller, sequencer
+
+    def machine(self, prompts):
+        from llamacpu.machine.machine import Machine, MachineConfig
+
+        return Machine(MachineConfig(), sequencer=self.sequencer)
+
+
+def _add_prompts(n: int = 12):
+    rng = random.Random(3)
+    exs = [TASKS["add"].sample(rng, 1 + i % 4) for i in range(n)]
+    return [e.prompt for e in exs], [expert_program(e) for e in exs]
+
+
+def test_an_exact_controller_is_certified_on_its_views():
+    from llamacpu.learn.certify import certify_controller
+
+    prompts, programs = _add_prompts()
+    cert = certify_controller(_Model(_Controller(), _FlippedSequencer()), prompts, programs)
+    assert cert.certified, cert.summary()
+    assert cert.views == len(set(prompts)) and cert.decisions > 1000
+
+
+def test_one_wrong_decision_pattern_is_found_at_every_instruction_that_meets_it():
+    from llamacpu.core.isa import Mode
+    from llamacpu.learn.certify import certify_controller
+
+    prompts, programs = _add_prompts()
+    model = _Model(_Controller(), _FlippedSequencer(Op.JNZ, a_zero=True))
+    cert = certify_controller(model, prompts, programs)
+    assert not cert.certified and not cert.plan_failures
+    program = programs[0]
+    jnz = {pc for pc, s in enumerate(program.slots) if s.kind == Kind.INSTR and s.op == Op.JNZ}
+    assert {f.pc for f in cert.step_failures} == jnz
+    assert all(f.what == "taken" and f.values[0] == 0 and f.want is False and f.got is True
+               for f in cert.step_failures)
+    # only where operand a can be 0: every JNZ here reads a non-immediate operand
+    assert all(program.slots[pc].modes[0] != Mode.IMMEDIATE for pc in jnz)
+
+
+def test_a_wrong_program_is_a_plan_failure():
+    from llamacpu.learn.certify import certify_controller
+
+    prompts, programs = _add_prompts(4)
+    cert = certify_controller(_Model(_Controller(wrong_plan=True), _FlippedSequencer()),
+                              prompts, programs)
+    assert len(cert.plan_failures) == cert.views == len(set(prompts))

@@ -40,16 +40,32 @@ import torch
 import torch.nn.functional as F
 
 from llamacpu.core.interp import run
-from llamacpu.core.isa import SPEC, Alphabet, Group, Kind, Op, Role
+from llamacpu.core.isa import SPEC, Alphabet, Kind, Op, n_ops, op_specs, opcode
 from llamacpu.machine.oeu import operand_usage
 from llamacpu.machine.symbolic import exact_op
 
 __all__ = ["Entry", "OEUCertificate", "oeu_domain", "isa_domain", "program_domain",
            "tasks_domain", "certify_oeu", "program_ops", "task_programs", "task_ops",
-           "find_witness", "Witness"]
+           "find_witness", "Witness", "Decision", "ControllerCertificate",
+           "certify_controller"]
 
-_DIGITS_ONLY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.SETC})
-"""Ops that fault on a symbol that is not a digit (docs/lasm.md, "Arithmetic")."""
+
+
+def _spec(op: int):
+    """The op table's row of ``op`` (a built-in ``Op`` or an op from ``define_op``)."""
+    return SPEC[opcode(int(op))]
+
+
+def _digits_only(op: int) -> bool:
+    """Whether ``op`` faults on a symbol that is not a digit (docs/lasm.md, "Arithmetic")."""
+    return _spec(op).digits
+
+
+def _faults(op: int, a: int, b: int, c: int, base: int) -> bool:
+    """Whether the interpreter faults on these ALU inputs (a zero divisor, a DIV quotient
+    that is not a digit, ...): the op's own semantics say so."""
+    alu = _spec(op).alu
+    return alu is not None and isinstance(alu(a, b, c, base), str)
 
 
 @dataclass(frozen=True)
@@ -110,13 +126,14 @@ def _reads(op: Op) -> tuple[bool, bool, bool]:
     return bool(u[0]), bool(u[1]), bool(u[2])
 
 
-def _writes_value(op: Op) -> bool:
-    roles = SPEC[op].roles
-    return bool(roles) and roles[0] is Role.DST and SPEC[op].group is not Group.WEIGHTS
+def _writes_value(op: int) -> bool:
+    """Whether the machine writes the OEU's result for ``op`` (MOV: from an immediate)."""
+    return _spec(op).writes_result
 
 
-def _keeps_carry_outside_oeu(op: Op) -> bool:
-    return SPEC[op].group is Group.WEIGHTS
+def _keeps_carry_outside_oeu(op: int) -> bool:
+    """APPLY and WSET: the machine keeps the carry, whatever the OEU says."""
+    return _spec(op).uses_weights
 
 
 def oeu_domain(op: Op, alphabet: Alphabet) -> torch.Tensor:
@@ -124,13 +141,13 @@ def oeu_domain(op: Op, alphabet: Alphabet) -> torch.Tensor:
     faulting, as a long tensor [E, 4]."""
     V, C = alphabet.size, alphabet.base
     read_a, read_b, read_eq = _reads(op)
-    symbols = range(C) if op in _DIGITS_ONLY else range(V)
+    symbols = range(C) if _digits_only(op) else range(V)
     rows = [(a, b, c, e)
             for a in (symbols if read_a else (0,))
             for b in (symbols if read_b else (0,))
             for c in range(C)
             for e in ((0, 1) if read_eq else (0,))
-            if not (op in (Op.DIV, Op.MOD) and b == 0) and not (op is Op.DIV and c >= b)]
+            if not _faults(op, a, b, c, C)]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
 
 
@@ -162,40 +179,45 @@ def _operand_values(slot, k: int, op: Op, alphabet: Alphabet) -> tuple[int, ...]
         return (0,)
     if slot.modes[i] == Mode.IMMEDIATE:
         return (int(slot.val),)
-    return tuple(range(alphabet.base if op in _DIGITS_ONLY else alphabet.size))
+    return tuple(range(alphabet.base if _digits_only(op) else alphabet.size))
 
 
 def _instruction_inputs(slot, alphabet: Alphabet, carries: frozenset[int]) -> torch.Tensor:
     """[E, 4] (a, b, carry, ptr_eq) that instruction ``slot`` can give the OEU."""
-    op = Op(slot.op)
+    op = opcode(slot.op)
     read_a, read_b, read_eq = _reads(op)
     A = _operand_values(slot, 0, op, alphabet) if read_a else (0,)
     B = _operand_values(slot, 1, op, alphabet) if read_b else (0,)
     rows = [(a, b, c, e) for a in A for b in B for c in sorted(carries)
             for e in ((0, 1) if read_eq else (0,))
-            if not (op in (Op.DIV, Op.MOD) and b == 0) and not (op is Op.DIV and c >= b)]
+            if not _faults(op, a, b, c, alphabet.base)]
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
 
 
-def program_domain(program, alphabet: Alphabet) -> dict[tuple[int, ...], tuple[bool, bool]]:
-    """{(op, a, b, carry, ptr_eq): (result matters, carry matters)} over every instruction
-    of ``program`` reachable from its entry (see the comment above)."""
+def _flow(program):
+    """The program's control-flow graph and its successor function (a dynamic jump may go
+    to any instruction)."""
     from llamacpu.core.graph import build_cfg
-    from llamacpu.core.isa import Mode
 
     g = build_cfg(program)
     nodes = list(g.nodes)
-    slots = program.slots
 
     def successors(u: int) -> list[int]:
         return nodes if g.nodes[u]["dynamic"] else list(g.successors(u))
 
-    # forward: carry sets at each instruction's input
+    return g, successors
+
+
+def _carry_sets(program, alphabet: Alphabet) -> dict[int, frozenset[int]]:
+    """{pc: the carry values the instruction at pc can see}, for every instruction reachable
+    from the entry: a forward analysis to a fixpoint (see the comment above)."""
+    g, successors = _flow(program)
+    slots = program.slots
     carry_in: dict[int, frozenset[int]] = {program.entry: frozenset({0})}
     todo = [program.entry] if program.entry in g else []
     while todo:
         u = todo.pop()
-        op = Op(slots[u].op)
+        op = opcode(slots[u].op)
         dom = _instruction_inputs(slots[u], alphabet, carry_in[u])
         if len(dom):
             a, b, c, e = dom.T
@@ -208,9 +230,20 @@ def program_domain(program, alphabet: Alphabet) -> dict[tuple[int, ...], tuple[b
             if merged != carry_in.get(v):
                 carry_in[v] = merged
                 todo.append(v)
+    return carry_in
+
+
+def program_domain(program, alphabet: Alphabet) -> dict[tuple[int, ...], tuple[bool, bool]]:
+    """{(op, a, b, carry, ptr_eq): (result matters, carry matters)} over every instruction
+    of ``program`` reachable from its entry (see the comment above)."""
+    from llamacpu.core.isa import Mode
+
+    _, successors = _flow(program)
+    slots = program.slots
+    carry_in = _carry_sets(program, alphabet)
     # backward: is the carry live after each instruction?
-    reads = {u: SPEC[Op(slots[u].op)].reads_carry for u in carry_in}
-    kills = {u: SPEC[Op(slots[u].op)].writes_carry and not reads[u] for u in carry_in}
+    reads = {u: _spec(slots[u].op).reads_carry for u in carry_in}
+    kills = {u: _spec(slots[u].op).writes_carry and not reads[u] for u in carry_in}
     live_in = dict.fromkeys(carry_in, False)
     changed = True
     while changed:
@@ -223,7 +256,7 @@ def program_domain(program, alphabet: Alphabet) -> dict[tuple[int, ...], tuple[b
     out: dict[tuple[int, ...], tuple[bool, bool]] = {}
     for u, carries in carry_in.items():
         slot = slots[u]
-        op = Op(slot.op)
+        op = opcode(slot.op)
         want_res = _writes_value(op) and not (
             op is Op.MOV and slot.modes[1] != Mode.IMMEDIATE)
         want_carry = not _keeps_carry_outside_oeu(op) and any(
@@ -242,7 +275,7 @@ def isa_domain(alphabet: Alphabet, ops: Iterable[Op] | None = None
     """The full domain: :func:`oeu_domain` of every op in ``ops`` (default: all), with the
     outputs the machine consumes for that op whatever the instruction."""
     out = {}
-    for op in sorted(set(Op) if ops is None else set(ops)):
+    for op in sorted({s.op for s in op_specs()} if ops is None else set(ops)):
         need = (_writes_value(op), not _keeps_carry_outside_oeu(op))
         for a, b, c, e in oeu_domain(op, alphabet).tolist():
             out[(int(op), a, b, c, e)] = need
@@ -257,9 +290,9 @@ def certify_oeu(oeu, alphabet: Alphabet,
     (check the result, check the carry)}; default :func:`isa_domain`). ``oeu`` is any
     module of the machine's OEU protocol."""
     domain = isa_domain(alphabet) if domain is None else domain
-    V, C, O = alphabet.size, alphabet.base, len(Op)
+    V, C, O = alphabet.size, alphabet.base, n_ops()
     keys = sorted(domain)
-    cert = OEUCertificate(tuple(sorted({Op(k[0]) for k in keys})), len(keys),
+    cert = OEUCertificate(tuple(sorted({opcode(k[0]) for k in keys})), len(keys),
                           sum(int(r) + int(k) for r, k in domain.values()))
     was = getattr(oeu, "training", False)
     if hasattr(oeu, "eval"):
@@ -276,7 +309,7 @@ def certify_oeu(oeu, alphabet: Alphabet,
             for which, bad, want, got in (("result", bad_r, want_r, got_r),
                                           ("carry", bad_c, want_c, got_c)):
                 for i in bad.nonzero()[:, 0].tolist():
-                    cert.failures.append(Entry(Op(int(o[i])), int(a[i]), int(b[i]), int(c[i]),
+                    cert.failures.append(Entry(opcode(int(o[i])), int(a[i]), int(b[i]), int(c[i]),
                                                int(e[i]), which, int(want[i]), int(got[i])))
     finally:
         if hasattr(oeu, "train"):
@@ -297,7 +330,7 @@ def _hard(oeu, op, a, b, c, e, O: int, V: int, C: int) -> tuple[torch.Tensor, to
 
 def program_ops(programs: Iterable) -> set[Op]:
     """The ops the given programs contain (what a task's OEU certificate must cover)."""
-    return {Op(s.op) for p in programs for s in p.slots if s.kind == Kind.INSTR}
+    return {opcode(s.op) for p in programs for s in p.slots if s.kind == Kind.INSTR}
 
 
 def task_programs(tasks: Iterable[str]) -> list:
@@ -372,3 +405,193 @@ def find_witness(model, entry: Entry, tasks: Sequence[str], lengths: Sequence[in
                 if w.wrong:
                     return w
     return None
+
+
+# ------------------------------------------------------------------ the controller's tables
+#
+# The plan phase is a function of the LM's view of the prompt (``controller_view``: digit
+# runs cut to ``digit_window``): the emitted program. The execute phase is a function of
+# that view and of what the step head sees of the step (``llm.heads.StateEncoder``): the op,
+# the operand modes, whether each operand's symbol is 0, which operands are equal (and, with
+# ``state_values``, the symbols and the carry themselves). For one view both are finite:
+# :func:`certify_controller` checks, per view, the emitted program against the expert's and
+# every decision (jump taken, write, halt) at every reachable instruction of the expert
+# program for every flag pattern its operands can produce, against the exact sequencer.
+# Views are not enumerated here: a task has about a million per two-operand wording, so the
+# caller passes the prompts (a sample) and the certificate says how many views it covered.
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One wrong decision of the execute phase, or a wrong plan (``pc`` is None)."""
+
+    prompt: str
+    pc: int | None
+    instruction: str
+    values: tuple[int, ...]  # the operand symbols of the pattern (one representative)
+    what: str                # "taken", "write", "halt" or "plan"
+    want: object
+    got: object
+
+
+@dataclass
+class ControllerCertificate:
+    views: int                      # distinct views of the prompts checked
+    prompts: int
+    decisions: int                  # decisions checked
+    plan_failures: list[Decision] = field(default_factory=list)
+    step_failures: list[Decision] = field(default_factory=list)
+
+    @property
+    def certified(self) -> bool:
+        return not (self.plan_failures or self.step_failures)
+
+    def summary(self, limit: int = 10) -> str:
+        head = (f"plan and execute tables {'CERTIFIED' if self.certified else 'NOT CERTIFIED'}"
+                f" on {self.views} views ({self.prompts} prompts, sampled): "
+                f"{self.views - len(self.plan_failures)} emitted programs equal to the "
+                f"expert's, {self.decisions} decisions checked")
+        lines = [head]
+        for name, fails in (("plan", self.plan_failures), ("execute", self.step_failures)):
+            if fails:
+                lines.append(f"{len(fails)} wrong {name} entries:")
+                lines += [f"  {f.prompt!r} pc {f.pc} {f.instruction} values {f.values}: "
+                          f"{f.what} {f.got}, want {f.want}" for f in fails[:limit]]
+                if len(fails) > limit:
+                    lines.append(f"  ... and {len(fails) - limit} more")
+        return "\n".join(lines)
+
+
+def _value_patterns(slot, alphabet: Alphabet, carries: frozenset[int], raw: bool,
+                    fixed: Sequence[int | None] | None = None
+                    ) -> list[tuple[tuple[int, ...], int]]:
+    """(operand symbols per field, carry) covering every flag pattern (or, with ``raw``,
+    every value) the instruction's operands can take; ``fixed[f]``: field f always reads
+    that symbol (a DIRECT operand naming an instruction slot, which no write changes)."""
+    from itertools import product
+
+    from llamacpu.core.isa import NUM_FIELDS, Mode
+
+    op = opcode(slot.op)
+    digits_only = _digits_only(op)
+    full = range(alphabet.base if digits_only else alphabet.size)
+    imms = sorted({int(slot.val)} if any(m == Mode.IMMEDIATE for m in slot.modes) else set())
+    if raw:
+        pool = list(full)
+    else:  # 0, the immediates, and enough fresh distinct symbols for any equality pattern
+        fresh = [v for v in full if v != 0 and v not in imms][:NUM_FIELDS]
+        pool = sorted({0, *imms, *fresh} & set(full))
+    per_field = []
+    for f in range(NUM_FIELDS):
+        mode = slot.modes[f] if f < len(slot.modes) else Mode.NONE
+        if mode == Mode.NONE:
+            per_field.append((0,))
+        elif mode == Mode.IMMEDIATE:
+            per_field.append((int(slot.val),))
+        elif fixed is not None and fixed[f] is not None:
+            per_field.append((fixed[f],))
+        else:
+            per_field.append(tuple(pool))
+    cs = sorted(carries) if raw else [min(carries)]
+    return [(vals, c) for vals in product(*per_field) for c in cs]
+
+
+@torch.no_grad()
+def certify_controller(model, prompts: Sequence[str], programs: Sequence,
+                       batch: int = 4096) -> ControllerCertificate:
+    """Check the plan and execute tables of ``model`` on ``prompts``, whose expert programs
+    are ``programs`` (one each), one check per distinct view. ``model`` is a LearnedMachine,
+    or anything with ``controller.cfg``, ``controller.emit(prompts)`` and
+    ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts)."""
+    from llamacpu.core.graph import instr_text
+    from llamacpu.core.isa import Mode
+    from llamacpu.llm.prompts import controller_view
+    from llamacpu.machine.interfaces import StepView
+    from llamacpu.machine.symbolic import SymbolicSequencer
+
+    ctl = model.controller
+    cfg = ctl.cfg
+    alphabet = cfg.alphabet
+    V, C, O = alphabet.size, alphabet.base, n_ops()
+    exact = SymbolicSequencer()
+    seen: set[str] = set()
+    cert = ControllerCertificate(0, len(prompts), 0)
+    rows_cache: dict[int, tuple] = {}
+    for prompt, program in zip(prompts, programs):
+        view = controller_view(prompt, cfg.digit_window)
+        if view in seen:
+            continue
+        seen.add(view)
+        (emitted,) = ctl.emit([prompt])
+        if tuple(emitted.slots) != tuple(program.slots):
+            cert.plan_failures.append(Decision(prompt, None, "", (), "plan",
+                                               "the expert program", "another program"))
+            continue
+        key = id(program)
+        if key not in rows_cache:
+            rows_cache[key] = _step_rows(program, alphabet, cfg.state_values)
+        pcs, ops, modes, vals, carries = rows_cache[key]
+        if not len(pcs):
+            continue
+        seq = model.machine([prompt]).sequencer   # the prompt encoded once, rows share it
+        for start in range(0, len(pcs), batch):
+            sl = slice(start, start + batch)
+            n = len(pcs[sl])
+            if hasattr(seq, "select_rows"):
+                seq.select_rows(torch.zeros(n, dtype=torch.long))
+            dt = torch.get_default_dtype()
+            mv = StepView(F.one_hot(ops[sl], O).to(dt), F.one_hot(modes[sl], len(Mode)).to(dt),
+                          F.one_hot(vals[sl], V).to(dt), F.one_hot(carries[sl], C).to(dt),
+                          torch.zeros(n, dtype=dt), torch.zeros(n, dtype=dt))
+            dec = seq(mv)
+            got = (dec[0] > 0.5, dec[1] > 0.5, dec[2] > 0.5)
+            want = exact.hard(ops[sl], vals[sl])
+            relevant = (torch.ones(n, dtype=torch.bool), exact.writes.take(ops[sl]),
+                        torch.ones(n, dtype=torch.bool))
+            cert.decisions += int(sum(r.sum() for r in relevant))
+            for what, g, w, r in zip(("taken", "write", "halt"), got, want, relevant):
+                for i in ((g != w) & r).nonzero()[:, 0].tolist():
+                    pc = int(pcs[sl][i])
+                    cert.step_failures.append(Decision(
+                        prompt, pc, instr_text(program, pc), tuple(vals[sl][i].tolist()), what,
+                        bool(w[i]), bool(g[i])))
+    cert.views = len(seen)
+    return cert
+
+
+def _constant_operand(program, slot, f: int) -> int | None:
+    """The symbol field ``f`` of ``slot`` always reads, if static: a DIRECT operand naming an
+    INSTR slot (a jump target, say), whose val no instruction writes (the analysis assumes
+    the program does not rewrite its instructions; writes go to DATA and EMPTY slots)."""
+    from llamacpu.core.isa import Kind, Mode
+
+    if f >= len(slot.modes) or slot.modes[f] != Mode.DIRECT:
+        return None
+    addr = slot.args[f]
+    if 0 <= addr < len(program.slots) and program.slots[addr].kind == Kind.INSTR:
+        return int(program.slots[addr].val)
+    return None
+
+
+def _step_rows(program, alphabet: Alphabet, raw: bool):
+    """Per reachable instruction and value pattern: (pc, op, modes [F], values [F], carry)."""
+    from llamacpu.core.isa import NUM_FIELDS, Mode
+
+    carries = _carry_sets(program, alphabet)
+    rows = []
+    for pc, cs in sorted(carries.items()):
+        slot = program.slots[pc]
+        modes = [int(slot.modes[f]) if f < len(slot.modes) else int(Mode.NONE)
+                 for f in range(NUM_FIELDS)]
+        fixed = [_constant_operand(program, slot, f) for f in range(NUM_FIELDS)]
+        for vals, c in _value_patterns(slot, alphabet, cs, raw, fixed):
+            rows.append((pc, int(slot.op), modes, list(vals), c))
+    if not rows:
+        z = torch.zeros(0, dtype=torch.long)
+        return z, z, z, z, z
+    pcs = torch.tensor([r[0] for r in rows])
+    ops = torch.tensor([r[1] for r in rows])
+    modes = torch.tensor([r[2] for r in rows])
+    vals = torch.tensor([r[3] for r in rows])
+    carries_t = torch.tensor([r[4] for r in rows])
+    return pcs, ops, modes, vals, carries_t
