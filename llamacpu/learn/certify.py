@@ -28,6 +28,10 @@ A failing entry is only half a certificate's answer; :func:`find_witness` turns 
 prompt the free-running machine answers wrong: it samples examples of the trained tasks,
 longest first among a few lengths, until the expert's trace meets the entry, then runs the
 learned machine on that prompt.
+
+The trainer learns from the same tables: :func:`step_patterns` gives the rows the execute
+certificate checks with the exact decisions as targets, :func:`failing_rows` the rows a
+certificate's failures are about (``learn/certified.py``).
 """
 
 from __future__ import annotations
@@ -35,19 +39,21 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from llamacpu.core.interp import run
-from llamacpu.core.isa import SPEC, Alphabet, Kind, Op, n_ops, op_specs, opcode
+from llamacpu.core.isa import SPEC, Alphabet, Kind, LlamacpuError, Op, n_ops, op_specs, opcode
 from llamacpu.machine.oeu import operand_usage
 from llamacpu.machine.symbolic import exact_op
 
 __all__ = ["Entry", "OEUCertificate", "oeu_domain", "isa_domain", "program_domain",
            "tasks_domain", "certify_oeu", "program_ops", "task_programs", "task_ops",
            "find_witness", "Witness", "Decision", "ControllerCertificate",
-           "certify_controller"]
+           "certify_controller", "StepPatterns", "step_patterns", "failing_rows"]
 
 
 
@@ -384,26 +390,54 @@ def _meets(trace, entry: Entry) -> bool:
     return bool(hit.any())
 
 
+def _with_symbols(prompt: str, symbols: Sequence[str], rng: random.Random) -> list[str]:
+    """``prompt`` with the entry's text symbols placed around it and between its words: a
+    prompt in no task wording can still meet an entry about a character no wording holds
+    (``add: 12 and 35`` meets LT(':', ' ')). The answer stays Python's: the task's parser
+    skips such characters as it skips any filler."""
+    words = prompt.split(" ")
+    out = []
+    for sym in symbols:
+        at = rng.randrange(1, len(words)) if len(words) > 1 else 1
+        out += [f"{sym} {prompt}", f"{prompt} {sym}", " ".join(words[:at] + [sym] + words[at:]),
+                words[0] + sym + (" " + " ".join(words[1:]) if len(words) > 1 else "")]
+    return out
+
+
 def find_witness(model, entry: Entry, tasks: Sequence[str], lengths: Sequence[int] = (4, 8, 20),
                  tries: int = 200, seed: int = 0, max_steps: int = 200_000) -> Witness | None:
-    """A prompt of one of ``tasks`` (training wordings) whose expert trace meets ``entry``
-    and that ``model`` (a LearnedMachine, or anything with ``solve``) answers wrong running
-    free; None if ``tries`` examples per task and length find none."""
+    """A prompt of one of ``tasks`` whose expert trace meets ``entry`` and that ``model`` (a
+    LearnedMachine, or anything with ``solve``) answers wrong running free; None if
+    ``tries`` examples per task and length find none. Prompts are the task's training
+    wordings, then the same with the entry's non-digit symbols inserted (which a user's
+    prompt may hold though no wording does)."""
     from llamacpu.learn.tasks import TASKS, expert_program
 
     rng = random.Random(f"witness/{entry.op.name}/{entry.a}/{entry.b}/{entry.carry}/{seed}")
+    alphabet = getattr(getattr(getattr(model, "cfg", None), "oeu", None), "alphabet", None)
+    symbols = []
+    if alphabet is not None:
+        symbols = [alphabet.decode_symbol(v) for v in (entry.a, entry.b)
+                   if alphabet.base <= v < alphabet.end]
     for task in tasks:
         t = TASKS[task]
         for length in sorted({min(n, t.max_length or n) for n in lengths}):
             for _ in range(tries):
                 ex = t.sample(rng, length)
-                res = run(expert_program(ex), ex.prompt, trace=True, max_steps=max_steps)
-                if res.trace is None or not _meets(res.trace, entry):
-                    continue
-                sol = model.solve([ex.prompt], max_steps=max(4 * res.steps, 1000))[0]
-                w = Witness(entry, ex.prompt, ex.answer, sol.output, sol.fault)
-                if w.wrong:
-                    return w
+                program = expert_program(ex)
+                for prompt in [ex.prompt, *_with_symbols(ex.prompt, symbols, rng)]:
+                    try:
+                        res = run(program, prompt, trace=True, max_steps=max_steps)
+                    except LlamacpuError:
+                        continue  # the expert faults or does not finish: not a witness
+                    if res.trace is None or not _meets(res.trace, entry):
+                        continue
+                    if prompt != ex.prompt and res.output != ex.answer:
+                        continue  # the inserted symbol changed the expert's answer
+                    sol = model.solve([prompt], max_steps=max(4 * res.steps, 1000))[0]
+                    w = Witness(entry, prompt, ex.answer, sol.output, sol.fault)
+                    if w.wrong:
+                        return w
     return None
 
 
@@ -595,3 +629,43 @@ def _step_rows(program, alphabet: Alphabet, raw: bool):
     vals = torch.tensor([r[3] for r in rows])
     carries_t = torch.tensor([r[4] for r in rows])
     return pcs, ops, modes, vals, carries_t
+
+
+# ------------------------------------------------------ the tables as training supervision
+
+
+class StepPatterns(NamedTuple):
+    """The execute table :func:`certify_controller` checks for one program, as rows a step
+    loss can train on (``llm.heads.StepView`` one-hots, leading dim ``[n]``)."""
+
+    pcs: Tensor      # [n] the instruction of each row
+    values: Tensor   # [n, F] its operand symbols (one representative per flag pattern)
+    view: object     # llm.heads.StepView [n, ...]; cond None
+    targets: Tensor  # [n, 3] the exact sequencer's (taken, write, halt)
+    mask: Tensor     # [n, 3] the decisions the certificate checks (write: where the op writes)
+
+
+def step_patterns(program, alphabet: Alphabet, raw: bool = False) -> StepPatterns:
+    """Every row :func:`certify_controller` checks for ``program`` (``raw``: the controller's
+    ``state_values``), with the exact decisions as targets."""
+    from llamacpu.core.isa import Mode
+    from llamacpu.llm.heads import StepView
+    from llamacpu.machine.symbolic import SymbolicSequencer
+
+    pcs, ops, modes, vals, carries = _step_rows(program, alphabet, raw)
+    exact = SymbolicSequencer()
+    dt = torch.get_default_dtype()
+    view = StepView(F.one_hot(ops, n_ops()).to(dt), F.one_hot(modes, len(Mode)).to(dt),
+                    F.one_hot(vals, alphabet.size).to(dt), F.one_hot(carries, alphabet.base).to(dt))
+    targets = torch.stack(exact.hard(ops, vals), -1).to(dt)                       # [n, 3]
+    mask = torch.stack([torch.ones_like(pcs, dtype=torch.bool), exact.writes.take(ops),
+                        torch.ones_like(pcs, dtype=torch.bool)], -1).to(dt)       # [n, 3]
+    return StepPatterns(pcs, vals, view, targets, mask)
+
+
+def failing_rows(patterns: StepPatterns, failures: Iterable[Decision]) -> list[int]:
+    """Indices of the rows of ``patterns`` a certificate's execute failures are about (every
+    carry of a failing (pc, values): the decisions do not depend on it)."""
+    keys = {(f.pc, tuple(f.values)) for f in failures if f.pc is not None}
+    return [i for i, (pc, v) in enumerate(zip(patterns.pcs.tolist(), patterns.values.tolist()))
+            if (pc, tuple(v)) in keys]
