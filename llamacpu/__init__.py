@@ -14,6 +14,29 @@ One subpackage per pipeline stage, data flowing one way (docs/architecture.md):
 
 and thin command lines on top: ``python -m llamacpu.{train,eval,run,asm,check,models,bench}``
 or the ``llamacpu`` console script (``llamacpu.cli``).
+
+The Python API is two lines::
+
+    m = llamacpu.load("checkpoints/stage_3")   # a LearnedMachine, in eval mode
+    m.solve(["12+35"])                          # [Solution('47', steps=...)]
+
+Importing ``llamacpu`` is light (no torch); :func:`load` imports the machine when called.
 """
 
+from __future__ import annotations
+
+import os
+
 __version__ = "0.1.0"
+__all__ = ["load", "__version__"]
+
+
+def load(path: str | os.PathLike):
+    """The learned machine of a checkpoint directory (``checkpoints/stage_N``), ready to
+    ``solve`` prompts: ``llamacpu.learn.evaluation.load_learned``. Reads the checkpoint
+    (safetensors and JSON, no pickle) and writes nothing."""
+    from pathlib import Path
+
+    from llamacpu.learn.evaluation import load_learned
+
+    return load_learned(Path(path))

@@ -1,6 +1,8 @@
 """Baselines next to llamacpu: ``python -m llamacpu.bench baselines``.
 
-The command line of ``llamacpu.evaluate.baselines``."""
+The command line of ``llamacpu.evaluate.baselines``: the table goes to stdout (and to
+``--out``, checked writable before any work), progress lines to stderr (``--quiet``: none).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from llamacpu.cli import Parser
+from llamacpu.cli import Parser, add_verbosity, setup_logging
 from llamacpu.core.isa import LlamacpuError
 from llamacpu.evaluate.baselines import run_baselines
 
@@ -26,12 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--budget", type=float, default=None,
                    help="total training seconds per baseline (default: llamacpu's, from "
                         "the checkpoint's metrics.jsonl)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of training and evaluation")
     b.add_argument("--out", type=Path, help="also write the table to this file")
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
+    add_verbosity(b)
     a = p.parse_args(argv)
     if a.command != "baselines":
         p.error("choose a command: baselines")
+    log = setup_logging(a.verbose, a.quiet)
+    b.check_threads(a.threads)
+    if a.out is not None:
+        b.check_out_file(a.out)
     if not a.checkpoint.is_dir():
         p.error(f"--checkpoint {a.checkpoint}: no such checkpoint directory")
     if a.examples < 1 or a.long_examples < 0:
@@ -41,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     try:
         text = run_baselines(a.checkpoint, a.examples, a.long_examples, a.budget, a.seed,
-                             log=lambda s: print(s, flush=True))
+                             log=log.info)
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -14,7 +14,6 @@ Exit codes: 0 everything checked is certified, 1 it is not, 2 bad input.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -55,11 +54,9 @@ def _parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error(f"--threads must be at least 1, got {args.threads}")
-    if args.json is not None and not (args.json.parent.is_dir() and os.access(args.json.parent,
-                                                                              os.W_OK)):
-        p.error(f"--json: cannot write into {args.json.parent}")
+    p.check_threads(args.threads)
+    if args.json is not None:  # before any work
+        p.check_out_file(args.json, "--json")
     import torch
 
     from llamacpu.evaluate.report import trained_tasks
@@ -124,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "step_failures": [asdict(f) for f in ctl.step_failures[:1000]],
                 "step_failures_total": len(ctl.step_failures)},
             "ops": [o.name for o in cert.ops], "inputs": cert.inputs, "outputs": cert.outputs,
+            "failures_total": len(cert.failures),
             "failures": [{**asdict(f), "op": f.op.name} for f in cert.failures],
             "witnesses": [None if w is None else {"entry": w.entry.describe(alphabet),
                                                   "prompt": w.prompt, "answer": w.answer,

@@ -13,7 +13,13 @@ Exit status: 0 every example passed, 1 a counterexample was found, 2 bad input.
 ``--report`` does that for every task the checkpoint was trained on, at input lengths
 from 1 to 10× the longest trained length (and 1000 digits for add, sub and cmp), at least
 ``--examples`` per task, and writes a markdown table and a PNG plot (training range
-shaded) to ``--out``.
+shaded) to ``--out``, by default ``reports/stage_N/`` beside the checkpoint (in the run's
+directory: ``checkpoints/reports/stage_N/`` for ``checkpoints/stage_N``; never the tracked
+``docs/``). ``--out`` is created and checked writable before any work; the last line says
+where the files went.
+
+Results go to stdout; a progress bar (examples run, shrinking candidates included) and
+the per-length lines go to stderr (``--quiet``: neither).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from llamacpu.cli import Parser
+from llamacpu.cli import Parser, add_verbosity, progress, setup_logging
 from llamacpu.core.isa import LlamacpuError
 from llamacpu.evaluate.report import (
     report_lengths,
@@ -36,13 +42,38 @@ from llamacpu.evaluate.report import (
 )
 from llamacpu.learn.tasks import TASKS
 
-__all__ = ["trained_tasks", "report_lengths", "run_report", "main"]
+__all__ = ["trained_tasks", "report_lengths", "run_report", "default_report_dir", "main"]
 
 
 def _default_checkpoint() -> Path | None:
     from llamacpu.learn.checkpoint import find_latest
 
     return find_latest(Path("checkpoints"))
+
+
+REPORTS = "reports"
+"""The default ``--report`` output: ``<run dir>/reports/stage_N/`` for ``<run dir>/stage_N``."""
+
+
+def default_report_dir(checkpoint: Path) -> Path:
+    """Where ``--report`` writes without ``--out``: beside the checkpoint, in its run's
+    directory (``checkpoints/stage_3`` -> ``checkpoints/reports/stage_3``)."""
+    return checkpoint.parent / REPORTS / checkpoint.name
+
+
+class _Counted:
+    """A machine whose runs advance a progress bar by their prompts (hypothesis's
+    generation and shrinking both run through ``machine.machine(prompts)``)."""
+
+    def __init__(self, machine, bar) -> None:
+        self._inner, self._bar = machine, bar
+
+    def machine(self, prompts):
+        self._bar.update(len(prompts))
+        return self._inner.machine(prompts)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,10 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="train", help="prompt wordings: train or heldout")
     p.add_argument("--report", action="store_true",
                    help="the length-generalisation report of every trained task")
-    p.add_argument("--out", type=Path, default=Path("docs"),
-                   help="--report: directory for check_report.md and check_report.png")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None,
+                   help="--report: directory for check_report.md and check_report.png "
+                        f"(default: {REPORTS}/stage_N beside the checkpoint, e.g. "
+                        f"checkpoints/{REPORTS}/stage_3)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
+    add_verbosity(p)
     a = p.parse_args(argv)
+    log = setup_logging(a.verbose, a.quiet)
+    p.check_threads(a.threads)
+    if a.out is not None and not a.report:
+        p.error("--out goes with --report (the plain check writes nothing)")
 
     if a.examples < 1:
         p.error(f"--examples must be at least 1, got {a.examples}")
@@ -92,21 +130,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = a.checkpoint or _default_checkpoint()
         if path is None:
             p.error("--report: no checkpoint in checkpoints/; pass --checkpoint DIR")
+        out = None
+        if a.report:  # before any work: a report that cannot be written is not run
+            out = p.check_out_dir(a.out if a.out is not None else default_report_dir(path))
         c, machine = load_checkpoint_machine(path)
         start = time.time()
+        with progress(None, f"check {a.task or 'report'}", "example", a.quiet) as bar:
+            counted = _Counted(machine, bar)
+            if a.report:
+                reports = run_report(counted, c.stage, a.examples, a.seed, log=log.info)
+            else:
+                rep = check_learned(counted, a.task, min_length=a.min_digits,
+                                    max_length=a.max_digits, examples=a.examples,
+                                    seed=a.seed, split=a.split, log=log.info)
         if a.report:
-            reports = run_report(machine, c.stage, a.examples, a.seed,
-                                 log=lambda s: print(s, flush=True))
-            a.out.mkdir(parents=True, exist_ok=True)
             md = report_markdown(reports, str(path), time.time() - start)
-            (a.out / "check_report.md").write_text(md)
-            report_plot(reports, a.out / "check_report.png",
+            (out / "check_report.md").write_text(md)
+            report_plot(reports, out / "check_report.png",
                         f"llamacpu {path}: exact match vs input length (shaded: trained)")
             print(md)
-            print(f"wrote {a.out / 'check_report.md'} and {a.out / 'check_report.png'}")
+            print(f"wrote {out / 'check_report.md'} and {out / 'check_report.png'}")
             return 0 if all(r.check.ok for r in reports) else 1
-        rep = check_learned(machine, a.task, min_length=a.min_digits, max_length=a.max_digits,
-                            examples=a.examples, seed=a.seed, split=a.split)
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -5,9 +5,12 @@
 For each length, fresh problems (drawn from a separate seed; ``--split heldout`` also uses
 wordings training never saw) are compiled by the controller and run on the machine with the
 neural OEU and the learned execute phase; nothing symbolic takes part.
-Prints exact match and wall time per length as a markdown table. The command line of
-:func:`llamacpu.learn.evaluation.evaluate_lengths` (loading, drawing, running and scoring
-live in that module; this one re-exports them).
+Prints exact match and wall time per length as a markdown table on stdout; a progress bar
+(problems solved, per length) and notes go to stderr (``--quiet``: no bar). A task the
+checkpoint's stages never trained (``fib`` and ``gcd`` are in no curriculum stage, so no
+checkpoint has) is still evaluated, with a one-line note on stderr that the machine never
+trained on it. The command line of :func:`llamacpu.learn.evaluation.evaluate_lengths`
+(loading, drawing, running and scoring live in that module; this one re-exports them).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from pathlib import Path
 
 import torch
 
-from llamacpu.cli import Parser
+from llamacpu.cli import Parser, add_verbosity, progress, setup_logging
 from llamacpu.core.isa import LlamacpuError
+from llamacpu.evaluate.report import trained_tasks
+from llamacpu.learn.curriculum import STAGES
 from llamacpu.learn.evaluation import (
     draw_examples,
     evaluate_lengths,
+    load_checkpoint_machine,
     load_learned,
     solve_examples,
 )
@@ -41,19 +47,50 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+class _Counted:
+    """A model whose ``solve`` advances a progress bar by the prompts it solved."""
+
+    def __init__(self, model, bar) -> None:
+        self.model, self.bar = model, bar
+
+    def solve(self, prompts, *args, **kwargs):
+        out = self.model.solve(prompts, *args, **kwargs)
+        self.bar.update(len(prompts))
+        return out
+
+
+def _untrained_note(task: str, stage: int) -> str | None:
+    """The note for a task the checkpoint's stages (0..``stage``) never trained, else None."""
+    trained = trained_tasks(stage)
+    if task in trained:
+        return None
+    staged = any(s.task == task for s in STAGES)
+    return (f"note: the machine never trained on {task}: checkpoint stage {stage} trained "
+            f"{', '.join(trained)}" + ("" if staged else f"; {task} is in no curriculum stage")
+            + " (expect exact match near 0)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m llamacpu.eval", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/stage_N dir")
-    p.add_argument("--task", default="add", help=f"one of {', '.join(TASKS)}")
+    unstaged = [t for t in TASKS if not any(s.task == t for s in STAGES)]
+    p.add_argument("--task", default="add",
+                   help=f"one of {', '.join(TASKS)}; a checkpoint knows the tasks of its "
+                        "stages and earlier ones (python -m llamacpu.train --list)"
+                   + (f"; {', '.join(unstaged)}: in no curriculum stage, so never trained"
+                      if unstaged else ""))
     p.add_argument("--digits", default="1,5,20,100,1000",
                    help="comma-separated operand lengths (digits, items or characters)")
     p.add_argument("--n", type=int, default=20, help="problems per length")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn problems")
     p.add_argument("--split", default="train",
                    help=f"prompt wordings: {' or '.join(SPLITS)} (heldout: never trained on)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    add_verbosity(p)
     a = p.parse_args(argv)
+    log = setup_logging(a.verbose, a.quiet)
+    p.check_threads(a.threads)
     if a.task not in TASKS:
         p.error(f"--task {a.task!r} is not a task: choose from {', '.join(TASKS)}")
     if a.split not in SPLITS:
@@ -70,9 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--checkpoint {a.checkpoint}: no such checkpoint directory")
     torch.set_num_threads(a.threads)
     try:
-        model = load_learned(a.checkpoint)
-        log = (lambda r: print(json.dumps(r), flush=True)) if a.json else None
-        rows = evaluate_lengths(model, a.task, lengths, a.n, a.seed, a.split, log=log)
+        c, model = load_checkpoint_machine(a.checkpoint)
+        note = _untrained_note(a.task, c.stage)
+        if note:
+            log.warning(note)
+        emit = (lambda r: print(json.dumps(r), flush=True)) if a.json else None
+        rows = []
+        with progress(a.n * len(lengths), f"eval {a.task}", "problem", a.quiet) as bar:
+            for length in lengths:  # one length at a time: each draws from its own seed
+                bar.set_postfix_str(f"length {length}")
+                rows += evaluate_lengths(_Counted(model, bar), a.task, [length], a.n, a.seed,
+                                         a.split, log=emit)
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

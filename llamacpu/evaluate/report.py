@@ -114,27 +114,33 @@ def _one_line(c) -> str:
 
 
 def report_plot(reports: list[TaskReport], path: Path, title: str) -> None:
-    """Exact match vs length, one panel per task, the training range shaded."""
+    """Exact match vs length, one panel per task, the training range shaded; the title is
+    wrapped to the figure's width (never cut off), lengths are plain numbers."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     n = len(reports)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False, sharey=True)
+    width = max(3.2 * n, 4.5)                                  # inches
+    fig, axes = plt.subplots(1, n, figsize=(width, 3.0), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, r in zip(axes[0], reports):
         xs = [b.length for b in r.check.buckets]
         ys = [100 * b.rate for b in r.check.buckets]
         ax.axvspan(0.8, r.trained + 0.2, color="tab:green", alpha=0.15, label="trained")
         ax.plot(xs, ys, "o-", ms=3)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_ylim(-3, 103)
         ax.set_title(r.task)
         ax.set_xlabel(TASKS[r.task].unit)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("exact match (%)")
     axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=9)  # ~13 chars an inch
     fig.savefig(path, dpi=120)
     plt.close(fig)

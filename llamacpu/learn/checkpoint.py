@@ -35,10 +35,14 @@ Crash windows and what recovery (run by save, load and find, under the lock) mak
   silent fresh start.
 - during 4: ``stage_N`` is the new checkpoint, ``.old-<id>`` partly deleted -> deleted.
 
-Readers that take the lock (load, find) never see the instant between 2 and 3; a tool that
-ignores the lock (``ls``, ``rsync``) can. One process should write an ``OUT`` at a time
-(rank 0 under DDP); the lock serialises the others. A failed save raises
-:class:`CheckpointError` and leaves ``stage_N`` as the old or the new checkpoint.
+Readers (load, find) write nothing: they take a *shared* ``flock`` on ``OUT/.lock`` if it
+exists (never creating it) and read. Only when an interrupted save left ``.tmp-*``/``.old-*``
+siblings do they recover, like save, under the exclusive lock. So readers never see the
+instant between 2 and 3 of a writer that holds the lock; a tool that ignores the lock
+(``ls``, ``rsync``) can, and so can a reader of an ``OUT`` that has no ``.lock`` yet while
+its first save is under way. One process should write an ``OUT`` at a time (rank 0 under
+DDP); the lock serialises the others. A failed save raises :class:`CheckpointError` and
+leaves ``stage_N`` as the old or the new checkpoint.
 """
 
 from __future__ import annotations
@@ -483,19 +487,7 @@ def _locked(directory: Path) -> Iterator[None]:
             continue
     try:
         if fd is not None and fcntl is not None:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise CheckpointError(
-                            f"{lock_path}: another process has held the checkpoint lock for "
-                            f"{LOCK_TIMEOUT_S:g} s") from None
-                    time.sleep(0.01)
-                except OSError:  # filesystem without locks (some NFS): go on unlocked
-                    break
+            _flock(fd, fcntl.LOCK_EX, lock_path)
         held.add(key)
         try:
             yield
@@ -504,6 +496,46 @@ def _locked(directory: Path) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def _reading(directory: Path) -> Iterator[None]:
+    """Shared ``flock`` on ``directory/.lock`` if that file exists: readers exclude writers,
+    not each other, and create nothing. Without a lock file (no save has run here, or it
+    cannot be opened) the directory is read unlocked."""
+    key = os.path.realpath(directory)
+    if key in (getattr(_held, "dirs", None) or ()):
+        raise CheckpointError(f"{directory}: checkpoint API re-entered while it holds the lock "
+                              "(from a signal handler?); set a flag there and save from the loop")
+    lock_path = directory / _LOCK_NAME
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None and fcntl is not None:
+            _flock(fd, fcntl.LOCK_SH, lock_path)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+def _flock(fd: int, operation: int, lock_path: Path) -> None:
+    """``flock(fd, operation)``, waiting up to :data:`LOCK_TIMEOUT_S` for another holder."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise CheckpointError(
+                    f"{lock_path}: another process has held the checkpoint lock for "
+                    f"{LOCK_TIMEOUT_S:g} s") from None
+            time.sleep(0.01)
+        except OSError:  # filesystem without locks (some NFS): go on unlocked
+            return
 
 
 def _ensure_dir(directory: Path) -> None:
@@ -538,13 +570,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and verify the checkpoint directory ``path``, after crash recovery.
 
     Uses only ``safetensors.torch.load_file`` and ``json``. Any missing, truncated, corrupt
-    or mismatched file raises :class:`CheckpointError` naming it.
+    or mismatched file raises :class:`CheckpointError` naming it. Writes nothing (no lock
+    file either) unless an interrupted save left siblings to recover (module docstring).
     """
     target = Path(path)
     parent = target.parent
     if not parent.is_dir():
         raise CheckpointError(f"{parent}: checkpoint directory does not exist")
-    with _locked(parent):
+    with _reading(parent):
+        if not _siblings(parent, target.name):
+            if not target.is_dir():
+                raise CheckpointError(f"{target}: no checkpoint there")
+            return _read(target)
+    with _locked(parent):  # an interrupted save to recover: a write, under the writer's lock
         try:
             _recover(parent, target.name)
         except OSError as e:
@@ -560,19 +598,21 @@ def find_latest(out_dir: str | os.PathLike, stage: int | None = None) -> Path | 
 
     Recovers interrupted saves first and verifies the checkpoint it returns: a damaged
     latest checkpoint raises :class:`CheckpointError` rather than falling back to an older
-    one or to a fresh start. A missing ``out_dir`` means no checkpoint yet: None.
+    one or to a fresh start. A missing ``out_dir`` means no checkpoint yet: None. Writes
+    nothing unless there is an interrupted save to recover (module docstring).
     """
     out = Path(out_dir)
     if not os.path.lexists(out):
         return None
     if not out.is_dir():
         raise CheckpointError(f"{out}: checkpoint directory path is not a directory")
-    with _locked(out):
-        try:
-            entries = [p.name for p in out.iterdir()]
-        except OSError as e:
-            raise CheckpointError(f"{out}: cannot list checkpoint directory "
-                                  f"({_one_line(e)})") from None
+    with _reading(out):
+        entries = _entries(out)
+        if not any((m := _SIBLING_RE.match(n)) and _STAGE_RE.match(m.group("name"))
+                   for n in entries):
+            return _highest(out, {n for n in entries if _STAGE_RE.match(n)}, stage)
+    with _locked(out):  # an interrupted save to recover: a write, under the writer's lock
+        entries = _entries(out)
         names = set()
         for n in entries:
             m = _SIBLING_RE.match(n)
@@ -585,13 +625,25 @@ def find_latest(out_dir: str | os.PathLike, stage: int | None = None) -> Path | 
         except OSError as e:
             raise CheckpointError(f"{out}: cannot recover from an interrupted save "
                                   f"({_one_line(e)})") from None
-        stages = sorted((int(_STAGE_RE.match(n).group(1)) for n in names
-                         if os.path.lexists(out / n)), reverse=True)
-        for s in stages:
-            if stage is None or s <= stage:
-                best = stage_dir(out, s)
-                _verify(best)
-                return best
+        return _highest(out, {n for n in names if os.path.lexists(out / n)}, stage)
+
+
+def _entries(out: Path) -> list[str]:
+    try:
+        return [p.name for p in out.iterdir()]
+    except OSError as e:
+        raise CheckpointError(f"{out}: cannot list checkpoint directory "
+                              f"({_one_line(e)})") from None
+
+
+def _highest(out: Path, names: set[str], stage: int | None) -> Path | None:
+    """The verified checkpoint of the highest stage among ``names`` (``<= stage``)."""
+    stages = sorted((int(_STAGE_RE.match(n).group(1)) for n in names), reverse=True)
+    for s in stages:
+        if stage is None or s <= stage:
+            best = stage_dir(out, s)
+            _verify(best)
+            return best
     return None
 
 

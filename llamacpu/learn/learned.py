@@ -48,7 +48,7 @@ from llamacpu.machine.machine import Machine, MachineConfig, MachineState
 from llamacpu.machine.oeu import NeuralOEU, OEUConfig
 
 __all__ = ["LearnedConfig", "LearnedMachine", "Solution", "ADAPTER_DIR", "WEIGHT_CHANNEL_KEYS",
-           "base_model_info"]
+           "base_model_info", "default_max_steps"]
 
 WEIGHT_CHANNEL_KEYS = ("controller.metatokens.", "controller.weight_head.",
                        "controller.weight_lookup.")
@@ -102,13 +102,30 @@ class LearnedConfig:
 
 
 class Solution(NamedTuple):
-    """One free-running answer."""
+    """One free-running answer. Its repr is short (``Solution('47', steps=85)``, plus
+    ``halted=False`` or the fault when there is one); the emitted program is ``.program``."""
 
     output: str
     steps: int
     halted: bool
     fault: str | None
     program: Program
+
+    def __repr__(self) -> str:
+        extra = "" if self.halted else ", halted=False"
+        extra += "" if self.fault is None else f", fault={self.fault!r}"
+        return f"Solution({self.output!r}, steps={self.steps}{extra})"
+
+
+def default_max_steps(prompts: Sequence[str]) -> int:
+    """The machine-step budget of :meth:`LearnedMachine.solve` when none is given, from the
+    longest prompt's length P: the evaluation core's ``step_budget`` (double, plus 100) of
+    4P² + 20P, a bound on what every curriculum task's expert program takes on a P-character
+    prompt (mul and sort grow quadratically; a test checks the bound). A run that halts
+    stops there, so the budget only limits a machine that does not: give ``max_steps`` to
+    cap that sooner on long prompts."""
+    P = max((len(p) for p in prompts), default=0)
+    return 2 * (4 * P * P + 20 * P) + 100
 
 
 class LearnedMachine(nn.Module):
@@ -184,9 +201,12 @@ class LearnedMachine(nn.Module):
                        sequencer=ControllerSequencer(self.controller, prompts))
 
     @torch.no_grad()
-    def solve(self, prompts: Sequence[str], max_steps: int,
+    def solve(self, prompts: Sequence[str], max_steps: int | None = None,
               out_sizes: Sequence[int] | None = None) -> list[Solution]:
-        """Compile and run each prompt, free: emitted program, neural OEU, learned steps."""
+        """Compile and run each prompt, free: emitted program, neural OEU, learned steps.
+        ``max_steps`` None: :func:`default_max_steps` of the prompts."""
+        if max_steps is None:
+            max_steps = default_max_steps(prompts)
         was = self.training
         self.eval()
         try:
