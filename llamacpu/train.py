@@ -1,27 +1,50 @@
 """The curriculum trainer: ``python -m llamacpu.train --stage 0``.
 
-The command line of ``llamacpu.learn.trainer``."""
+The command line of ``llamacpu.learn.trainer``. ``--list`` prints the stage table (one
+stage a line, its index first) and exits without importing the trainer or torch; so the
+trainer is imported inside the functions that need it."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamacpu.cli import Parser
 from llamacpu.core.isa import LlamacpuError
-from llamacpu.learn import distributed
 from llamacpu.learn.curriculum import (
+    STAGES,
     parse_stages,
 )
-from llamacpu.learn.trainer import OPTIMIZERS, TrainConfig, Trainer
-from llamacpu.llm.models import ModelError
+
+if TYPE_CHECKING:
+    from llamacpu.learn.trainer import TrainConfig
 
 # ---------------------------------------------------------------------- CLI
 
 
+def stage_table() -> str:
+    """The curriculum, one stage a line, its index first: name, task, lengths, machine-step
+    budget, competence and what it trains (docs/training.md has the same table)."""
+    from llamacpu.learn.tasks import TASKS
+
+    lines = []
+    for s in STAGES:
+        span = (f"{s.min_length}" if s.min_length == s.max_length
+                else f"{s.min_length}-{s.max_length}")
+        lines.append(f"{s.index:<3d} {s.name:<11s} {s.task:<10s} "
+                     f"{span + ' ' + TASKS[s.task].unit:<20s} max steps {s.max_steps:<5d} "
+                     f"competence {s.competence:<4g}  {s.description}")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    from llamacpu.learn.trainer import OPTIMIZERS, TrainConfig
+
     p = Parser(prog="python -m llamacpu.train", description=__doc__.splitlines()[0])
+    p.add_argument("--list", action="store_true",
+                   help="print the stage table (index first on each line) and exit")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--stage", help="train this stage (index or name, e.g. 0 or add1)")
     g.add_argument("--stages", help="train these stages in order, e.g. 0-3")
@@ -42,8 +65,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                    help="machine steps per run the execute loss looks at (default 24 for "
                         "tiny, 12 for pretrained models)")
     p.add_argument("--oeu-steps", type=int, default=None,
-                   help="OEU optimizer steps on its replay per training step (default 1 for "
-                        "tiny, 8 for pretrained models)")
+                   help="OEU optimizer steps on its replay per training step (default 2 for "
+                        "tiny, 1 with --no-certify, 8 for pretrained models)")
     p.add_argument("--answer-every", type=int, default=None,
                    help="steps between end-to-end answer-loss terms (0: off; default 8 for "
                         "tiny, off for pretrained models)")
@@ -78,6 +101,15 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         "(default 0.9; 0: measure only)")
     p.add_argument("--competence", type=float, default=None,
                    help="exact match needed to pass a stage (default: the stage's, 0.99)")
+    p.add_argument("--no-certify", action="store_true",
+                   help="ablation: pass a stage on the sampled free-running check alone, "
+                        "without certifying the learned tables (docs/certify.md)")
+    p.add_argument("--certify-views", type=int, default=None, metavar="K",
+                   help="views per task a controller certificate checks (default 32 for "
+                        "tiny, 8 for pretrained models)")
+    p.add_argument("--certify-patterns", type=int, default=TrainConfig.certify_patterns,
+                   metavar="P", help="execute-table rows per batch row per training step "
+                                     "(0: none)")
     p.add_argument("--review", type=float, default=None,
                    help="fraction of each batch drawn from earlier stages (default: the "
                         "stage's own, 0.2-0.25; 0 when training one stage from scratch)")
@@ -107,6 +139,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            eval_screen=a.eval_screen,
                            shared_prompt=False if a.no_shared_prompt else None,
                            retention_size=a.retention_size, retention=a.retention,
+                           certify=not a.no_certify, certify_views=a.certify_views,
+                           certify_patterns=a.certify_patterns,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
                            optim=a.optim, time_budget=a.time_budget,
@@ -124,6 +158,9 @@ def main(cfg: TrainConfig) -> int:
 
     Under torchrun only rank 0 reports the outcome; the other ranks exit 0 after a normal
     end, since torchrun stops the whole job when any rank exits non-zero."""
+    from llamacpu.learn import distributed
+    from llamacpu.learn.trainer import Trainer
+
     trainer = Trainer(cfg, log=lambda s: print(s, flush=True))
     try:
         done = trainer.run()
@@ -138,6 +175,14 @@ def main(cfg: TrainConfig) -> int:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--list" in args:  # before the trainer (and torch) is imported
+        if args != ["--list"]:
+            Parser(prog="python -m llamacpu.train").error("--list takes no other flags")
+        print(stage_table())
+        return 0
+    from llamacpu.llm.models import ModelError
+
     cfg = parse_args(argv)
     try:
         return main(cfg)

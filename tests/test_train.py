@@ -85,6 +85,27 @@ def test_checkpoint_and_logs_are_written(stage0):
     assert lines[-1]["accuracy"] >= 0.99 and (out / "stage_0.png").stat().st_size > 1000
 
 
+def test_stage0_passes_certified_and_adds_exactly_at_20_digits(stage0):
+    """Certified competence: the stage passed with its tables certified (logged), the OEU
+    of the checkpoint is certified over add's whole program domain, so the machine trained
+    on 1-digit additions runs free exactly on fresh 20-digit ones."""
+    from llamacpu.learn.certify import certify_oeu, tasks_domain
+    from llamacpu.learn.evaluation import draw_examples, exact, solve_examples
+
+    out, _, st = stage0
+    last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["certified"] == 1.0 and last["cert_oeu_failures"] == 0
+    assert last["cert_step_failures"] == last["cert_plan_failures"] == 0
+    assert last["cert_views"] >= 16 and last["cert_decisions"] > 10_000
+    model = load_learned(out / "stage_0")
+    alphabet = model.cfg.oeu.alphabet
+    cert = certify_oeu(model.oeu, alphabet, tasks_domain(["add"], alphabet))
+    assert cert.certified, cert.summary(alphabet)
+    problems = draw_examples("add", 20, 20, seed=11)
+    wrong = [e.prompt for e, s in solve_examples(model, problems) if not exact(e, s)]
+    assert not wrong, wrong
+
+
 def test_rerun_resumes_instead_of_starting_over(stage0):
     out, _, st = stage0
     trainer = Trainer(TrainConfig(stages=(0,), steps=400, out=out, progress=False),
@@ -342,7 +363,8 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
     monkeypatch.setattr(train_mod, "sample_batch", spy_sample_batch)
     lines: list[str] = []
     cfg = TrainConfig(stages=(4,), steps=20, eval_every=2, batch_size=16, seed=0,
-                      retention_size=6, out=tmp_path, progress=False, answer_loss=False)
+                      retention_size=6, out=tmp_path, progress=False, answer_loss=False,
+                      certify=False)  # the sampled rule alone
     done = Trainer(cfg, log=lines.append).run()
     st = done[4]
     assert st.passed and st.step == 4, (st.step, lines)
@@ -371,7 +393,7 @@ def test_retention_floor_zero_only_measures(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "evaluate", fake)  # the stage's own check
     cfg = TrainConfig(stages=(4,), steps=20, eval_every=2, batch_size=8, seed=2,
                       retention=0.0, retention_size=6, out=tmp_path, progress=False,
-                      answer_loss=False)
+                      answer_loss=False, certify=False)
     lines: list[str] = []
     st = Trainer(cfg, log=lines.append).run()[4]
     assert st.passed and st.step == 2

@@ -8,8 +8,8 @@ compares the outputs the machine consumes with the instruction set's semantics
 with the tested equality of the hard machine and the interpreter, an OEU whose table is
 certified computes, for the program it runs, exactly what the interpreter computes at every
 input length that fits in memory: every step is one table lookup, and the table is right
-everywhere. (The plan and execute phases are the other learned tables; they are not
-enumerated here yet.)
+everywhere. (The plan and execute phases are the other learned tables:
+:func:`certify_controller` checks them per prompt view, below.)
 
 What the hard machine consumes of the OEU (``machine/discrete.py``), and so what is checked:
 

@@ -3,8 +3,10 @@
 A stage is one task at a range of lengths, one line of :data:`STAGES` that names the task
 (a task is one file, ``programs/<task>.py``: docs/extending.md). The trainer works through
 :data:`STAGES` in order; a stage is passed when the whole machine, run free (no expert),
-answers at least ``competence`` of the stage's eval set exactly (:func:`decide`, a pure
-function of the measured numbers). Each training batch mixes in a ``review`` fraction of
+answers at least ``competence`` of the stage's eval set exactly and, unless the trainer
+runs the sampled-only ablation, the learned tables of its task and of every earlier task are
+certified entry by entry (``learn/certified.py``) (:func:`decide`, a pure function of the
+measured numbers). Each training batch mixes in a ``review`` fraction of
 examples from earlier stages so old skills are rehearsed.
 
 Rehearsal alone does not stop forgetting (a 25% review let the compare stage wipe out
@@ -290,7 +292,7 @@ class Decision(enum.Enum):
 
 def decide(stage: Stage, accuracy: float, steps_in_stage: int,
            max_steps_in_stage: int, retained: Mapping[str, float] | None = None,
-           retention: float = 0.0) -> Decision:
+           retention: float = 0.0, certified: bool | None = None) -> Decision:
     """The curriculum rule, a pure function of measured numbers (no hidden state).
 
     ``accuracy`` is exact-match accuracy of free runs on the stage's eval set;
@@ -302,6 +304,11 @@ def decide(stage: Stage, accuracy: float, steps_in_stage: int,
     with a ``retention`` floor above 0, a competent stage whose earlier tasks are not all
     at or above it CONSOLIDATEs until its budget is spent, then ADVANCEs (its own task is
     learned; the caller reports the shortfall).
+
+    ``certified`` says whether the learned tables of the stage's task and of every earlier
+    task were certified at this check (``learn/certified.py``; None: not checked, the
+    sampled-only rule). False keeps a competent stage open until its budget is spent, then
+    it gives up (GIVE_UP): a stage with a wrong table entry is not passed, whatever the sample says.
     """
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
@@ -313,7 +320,7 @@ def decide(stage: Stage, accuracy: float, steps_in_stage: int,
     for task, acc in (retained or {}).items():
         if not 0.0 <= acc <= 1.0:
             raise ValueError(f"retained accuracy of {task} must be in [0, 1], got {acc}")
-    if accuracy >= stage.competence:
+    if accuracy >= stage.competence and certified is not False:
         forgot = retention > 0 and any(a < retention for a in (retained or {}).values())
         if forgot and steps_in_stage < max_steps_in_stage:
             return Decision.CONSOLIDATE

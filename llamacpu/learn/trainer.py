@@ -4,8 +4,10 @@ One loop per stage (see ``curriculum.STAGES``). Each step draws a batch of promp
 expert programs on the reference interpreter for supervision, and sums four losses:
 
 - plan     teacher-forced cross-entropy of the program's slot fields (controller plan phase)
-- execute  cross-entropy of the step decisions taken / write / halt (controller execute phase)
-- oeu      cross-entropy of the ALU's result and carry on every step seen so far (replay)
+- execute  cross-entropy of the step decisions taken / write / halt (controller execute phase),
+           plus rows of the certificate's execute table (``learn/certified.py``)
+- oeu      cross-entropy of the ALU's result and carry on every step seen so far and on the
+           certificate's OEU table (replay)
 - answer   end-to-end: the soft machine runs the controller's soft plan with the neural OEU
            and soft decisions; cross-entropy of the answer read from the output region.
            Scheduled sampling moves its plan from teacher-forced to free-running.
@@ -15,8 +17,11 @@ symbolic part) and ``curriculum.decide`` turns the exact-match accuracy into adv
 stay / give up. A competent stage first looks back: every earlier task is run free on its
 own held-out prompts, and any task below ``--retention`` (default 0.9) keeps the stage
 open, consolidating — half of each batch reviews earlier stages, weighted towards the
-tasks that dropped — until everything clears its bar again. Checkpoints (``checkpoint.py``) are atomic; re-running the same command
-resumes from the latest one.
+tasks that dropped — until everything clears its bar again. And the sample is a second
+opinion: the stage passes only when the learned tables of its task and of every earlier
+task are certified at the same check (``learn/certified.py``; ``--no-certify``: sampled
+only). Checkpoints (``checkpoint.py``) are atomic; re-running the same command resumes from
+the latest one.
 
 Under ``torchrun --nproc-per-node K`` the same loop runs data-parallel: every rank draws the
 global batch, owns a stride of its rows, and the gradients are summed so that the update is
@@ -47,6 +52,7 @@ from torch import Tensor
 from llamacpu.core.isa import N_PORTS, Program
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
+from llamacpu.learn.certified import Certifier
 from llamacpu.learn.checkpoint import CheckpointError
 from llamacpu.learn.curriculum import (
     CONSOLIDATE_REVIEW,
@@ -113,6 +119,12 @@ class TrainConfig:
     #                                     keeps training (review weighted to what dropped)
     #                                     until all are back above it (0: measure, don't act)
     competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
+    certify: bool = True                # a stage passes only with the learned tables of its
+    #                                     task and of every earlier task certified
+    #                                     (learn/certified.py); False: sampled-only (ablation)
+    certify_views: int | None = None    # views per task a controller certificate checks
+    #                                     (None: 32 for the tiny model, 8 for a pretrained one)
+    certify_patterns: int = 8           # execute-table rows per batch row per step (0: none)
     channel_lr: float = 1.0             # learning-rate multiplier of the weight-token channel's
     #                                     modules (metatokens, lookup, weight head); 5× stalls
     #                                     its attention (measured), so 1× by default
@@ -142,7 +154,9 @@ class TrainConfig:
     oeu_steps: int | None = None        # optimizer steps of the OEU on its replay per training
     #                                     step (the extra ones OEU-only: milliseconds each,
     #                                     worth it when the controller's step costs seconds).
-    #                                     None: 1 for the tiny model, 8 for a pretrained one
+    #                                     None: 8 for a pretrained model; 1 for the tiny one,
+    #                                     2 with certify (its replay holds the whole OEU table:
+    #                                     stage 0 passes at step 100 instead of 175, measured)
     answer_weight: float = 0.2          # its weight in the total loss
     absolute_positions: bool = False    # ablation: execute phase sees the step index
     digit_window: int = ControllerConfig.digit_window  # digits of each run the LM reads
@@ -153,12 +167,13 @@ class TrainConfig:
         tiny = self.model == "tiny"
         defaults = {"lr": (3e-3, 1e-3), "batch_size": (32, 8), "eval_every": (25, 20),
                     "step_sample": (24, 12),
-                    "oeu_steps": (1, 8), "eval_screen": (0, 16), "shared_prompt": (False, True)}
+                    "oeu_steps": (2 if self.certify else 1, 8), "eval_screen": (0, 16),
+                    "shared_prompt": (False, True), "certify_views": (32, 8)}
         for name, (for_tiny, for_pretrained) in defaults.items():
             if getattr(self, name) is None:  # frozen: resolve the model-dependent defaults
                 object.__setattr__(self, name, for_tiny if tiny else for_pretrained)
         positive = ("steps", "batch_size", "eval_every", "ckpt_every",
-                    "answer_batch", "threads", "step_sample", "oeu_steps")
+                    "answer_batch", "threads", "step_sample", "oeu_steps", "certify_views")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
@@ -167,6 +182,9 @@ class TrainConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.eval_screen < 0:
             raise ValueError(f"--eval-screen must be >= 0 (0: off), got {self.eval_screen}")
+        if self.certify_patterns < 0:
+            raise ValueError(f"--certify-patterns must be >= 0 (0: none), got "
+                             f"{self.certify_patterns}")
         if self.retention_size < 0:
             raise ValueError(f"--retention-size must be >= 0 (0: off), got "
                              f"{self.retention_size}")
@@ -254,6 +272,7 @@ class Trainer:
         self.stopped = False      # some rank got one: every rank stops after the same step
         self.model: LearnedMachine | None = None
         self.dist = dist          # set from the environment (torchrun's) by run()
+        self.certifier: Certifier | None = None  # the running stage's (cfg.certify)
 
     # ------------------------------------------------------------------ helpers
 
@@ -380,6 +399,14 @@ class Trainer:
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size))
                           for s in retention_stages(stage)} if looking_back else {}
+        self.certifier = certifier = Certifier(
+            stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
+            cfg.certify_views, cfg.certify_patterns) if cfg.certify else None
+        if certifier is not None:  # the OEU table of every task so far, exact targets
+            replay = merge_examples(replay, certifier.oeu_table())
+            cert_sets = {stage.task: heldout, **{s.task: eval_set(
+                s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views))
+                for s in retention_stages(stage)}}
         started = time.time()
         main = self.dist.main
         bar = _progress(cfg, stage, st.step, enabled=main)
@@ -406,8 +433,17 @@ class Trainer:
                         retained = {t: evaluate(model, ex, s.max_steps, dist=self.dist)  # back
                                     for t, (s, ex) in retention_sets.items()}
                         metrics.update({f"retained/{t}": a for t, a in retained.items()})
+                    cert = None
+                    if certifier is not None:  # the tables; the controller's once competent
+                        cert = certifier.check_oeu(model)
+                        if check.best >= stage.competence:
+                            certifier.check_controller(model, cert, cert_sets, st.step)
+                            if not cert.certified:
+                                self.log(f"stage {stage.index} ({stage.name}): competent at "
+                                         f"step {st.step}, not certified: {cert.describe()}")
+                        metrics.update(cert.metrics())
                     decision = decide(stage, check.best, st.step, cfg.steps, retained,
-                                      cfg.retention)
+                                      cfg.retention, None if cert is None else cert.certified)
                     st.passed = self.dist.agree(decision == Decision.ADVANCE)
                     if decision == Decision.CONSOLIDATE:
                         self._log_consolidation(stage, st.step, retained)
@@ -446,8 +482,11 @@ class Trainer:
         elapsed = time.time() - started
         last = next((m["accuracy"] for m in reversed(st.metrics) if "accuracy" in m), None)
         verdict = "passed" if st.passed else ("interrupted" if self.stopped else "not passed")
+        certified = next((m["certified"] for m in reversed(st.metrics) if "certified" in m), None)
+        tables = "" if certified is None else (", certified" if certified else ", not certified")
         self.log(f"stage {stage.index} ({stage.name}): {verdict} at step {st.step}, free-running "
-                 f"exact match {last if last is not None else float('nan'):.3f}, {elapsed:.1f} s")
+                 f"exact match {last if last is not None else float('nan'):.3f}{tables}, "
+                 f"{elapsed:.1f} s")
         if st.passed and cfg.retention_size:
             self._report_retention(stage, model, st)
         if main:
@@ -547,6 +586,9 @@ class Trainer:
         means = {k: (v, rows) for k, v in {**_scalars(plan_m), **_scalars(exe_m)}.items()
                  if k != "loss"}
         means.update({k: (v, 1.0) for k, v in alu_m.items()})
+        if self.certifier is not None:  # the execute table's rows and the failed ones
+            loss = loss + self._pattern_share(ctl, sup, [seeds[i] for i in mine], step,
+                                              sums, means)
         if cfg.answer_period and step % cfg.answer_period == 0:
             loss = loss + cfg.answer_weight * self._answer_share(
                 model, batch, programs, sup, mine, step, sums, means)
@@ -568,6 +610,23 @@ class Trainer:
             metrics.update(extra_m)
         metrics["lr"] = opt.param_groups[0]["lr"]
         return metrics, replay
+
+    def _pattern_share(self, ctl, sup: _Supervision, seeds: Sequence[int], step: int,
+                       sums: dict, means: dict) -> Tensor:
+        """This rank's share of the execute loss on the certificate's rows
+        (``Certifier.rows``), divided by the whole batch's count of checked decisions."""
+        got = self.certifier.rows(sup.prompts, sup.programs, seeds, step, self.dist)
+        n = got[3].sum().double() if got is not None else torch.zeros((), dtype=torch.double)
+        total = float(self.dist.sum(n))
+        if got is None:
+            sums["pattern_loss"], means["pattern_acc"] = 0.0, (1.0, 0.0)
+            return torch.zeros((), device=ctl.device)
+        prompts, views, targets, mask = got
+        B, T = targets.shape[:2]
+        loss, m = ctl.step_loss(prompts, views, targets, mask,
+                                torch.zeros(B, T, dtype=torch.long), denominator=total)
+        sums["pattern_loss"], means["pattern_acc"] = loss.item(), (m.step_acc, float(B))
+        return loss
 
     def _answer_share(self, model: LearnedMachine, batch: Sequence[Example],
                       programs: Sequence[Program], sup: _Supervision, mine: Sequence[int],

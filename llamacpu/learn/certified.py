@@ -1,0 +1,218 @@
+"""Certified competence: the trainer's side of the certificates (docs/certify.md).
+
+With certification on (the default; ``--no-certify`` is the sampled-only ablation) a stage
+passes when its sampled free-running check passes AND the learned tables of its task and of
+every earlier task are certified (``curriculum.decide``'s ``certified``):
+
+- the OEU over the program domain of every task trained so far (``certify.tasks_domain``),
+  checked entry by entry: exact at any length;
+- the plan and execute tables on ``views`` views per task, drawn afresh at each check from
+  the stage's held-out prompts and from the retention prompts of every earlier task.
+
+The same tables are supervision, from the semantics the expert traces come from:
+
+- :meth:`Certifier.oeu_table`: the whole OEU domain with exact targets
+  (``machine.symbolic.exact_op``; the result only where the domain says it matters, else
+  -100, which ``oeu_loss`` ignores), merged into the OEU's replay at the start of a stage;
+- :meth:`Certifier.rows`: every training step pairs each batch row's prompt with
+  ``patterns`` rows of its expert program's execute table (``certify.step_patterns``: every
+  flag pattern at every reachable instruction, the exact sequencer's decisions as targets),
+  so the first certificate usually passes; and the rows a failed certificate names are
+  replayed from a bounded buffer, with the prompts they failed on, until the next check.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from llamacpu.core.isa import Alphabet, Kind, Program
+from llamacpu.learn.certify import (
+    ControllerCertificate,
+    OEUCertificate,
+    StepPatterns,
+    certify_controller,
+    certify_oeu,
+    failing_rows,
+    step_patterns,
+    tasks_domain,
+)
+from llamacpu.learn.curriculum import STAGES, Stage
+from llamacpu.learn.tasks import Example, expert_program
+from llamacpu.llm.heads import StepView
+from llamacpu.machine.oeu import OEUExamples, merge_examples
+from llamacpu.machine.symbolic import exact_op
+
+__all__ = ["Certifier", "StageCertificate", "domain_examples", "trained_tasks"]
+
+BUFFER = 4096
+"""Most failing execute rows kept for training between two checks."""
+
+BUFFER_ROWS = 128
+"""Failing execute rows replayed per training step (drawn from the buffer)."""
+
+TABLES = 512
+"""Execute tables kept in a :class:`Certifier`'s cache."""
+
+
+def trained_tasks(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[str]:
+    """The tasks of ``stage`` and of every stage before it, in order, each once."""
+    return list(dict.fromkeys(s.task for s in stages[: stage.index + 1]))
+
+
+def domain_examples(domain: Mapping[tuple[int, ...], tuple[bool, bool]],
+                    alphabet: Alphabet) -> OEUExamples:
+    """An OEU domain ({(op, a, b, carry, ptr_eq): (result matters, carry matters)}) as replay
+    examples with exact targets: the result where it matters (else -100, ignored by
+    ``oeu_loss``), the carry out always (the semantics, whether or not it is live)."""
+    if not domain:
+        return merge_examples()
+    keys = torch.tensor(sorted(domain), dtype=torch.long)                   # [E, 5]
+    op, a, b, c, e = keys.T
+    res, cout = exact_op(op, a, b, c, e.bool(), alphabet)
+    wants = torch.tensor([domain[k][0] for k in sorted(domain)], dtype=torch.bool)
+    res = torch.where(wants, res, torch.full_like(res, -100))
+    return merge_examples(OEUExamples(op, a, b, c, e, res, cout))
+
+
+@dataclass
+class StageCertificate:
+    """What one check certified: the OEU table, and the controller's per task (None: the
+    sampled check did not pass, so the controller was not checked)."""
+
+    oeu: OEUCertificate
+    controller: dict[str, ControllerCertificate] | None = None
+
+    @property
+    def certified(self) -> bool:
+        return (self.oeu.certified and self.controller is not None
+                and all(c.certified for c in self.controller.values()))
+
+    def metrics(self) -> dict[str, float]:
+        """The counts logged in ``metrics.jsonl`` (``cert_*`` keys)."""
+        m = {"cert_oeu_failures": len(self.oeu.failures), "cert_oeu_outputs": self.oeu.outputs}
+        if self.controller is not None:
+            cs = self.controller.values()
+            m.update(cert_views=sum(c.views for c in cs),
+                     cert_decisions=sum(c.decisions for c in cs),
+                     cert_plan_failures=sum(len(c.plan_failures) for c in cs),
+                     cert_step_failures=sum(len(c.step_failures) for c in cs),
+                     certified=float(self.certified))
+        return m
+
+    def describe(self) -> str:
+        """One line: what failed (for the trainer's log)."""
+        parts = [f"OEU {len(self.oeu.failures)} of {self.oeu.outputs} outputs wrong"
+                 if self.oeu.failures else f"OEU {self.oeu.outputs} outputs certified"]
+        for task, c in (self.controller or {}).items():
+            bad = {f.prompt for f in c.plan_failures + c.step_failures}
+            parts.append(f"{task}: {len(bad)} of {c.views} views wrong "
+                         f"({len(c.plan_failures)} plans, {len(c.step_failures)} decisions)"
+                         if bad else f"{task}: {c.views} views certified")
+        return "; ".join(parts)
+
+
+@dataclass
+class Certifier:
+    """The certificates of one stage and the supervision they give (module docstring)."""
+
+    stage: Stage
+    alphabet: Alphabet
+    raw: bool           # the controller's state_values: the patterns enumerate raw values
+    views: int          # views per task a controller certificate checks
+    patterns: int       # execute-table rows per batch row per training step (0: none)
+    tasks: list[str] = field(init=False)
+    domain: dict = field(init=False)
+    _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
+    _buffer: list[tuple[str, Program, int]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.tasks = trained_tasks(self.stage)
+        self.domain = tasks_domain(self.tasks, self.alphabet)
+
+    def oeu_table(self) -> OEUExamples:
+        """The OEU domain of every task trained so far, with exact targets."""
+        return domain_examples(self.domain, self.alphabet)
+
+    def table(self, program: Program) -> StepPatterns:
+        """The execute table of ``program``, cached by its instructions (all the table
+        depends on: fmap's programs differ per prompt in their WEIGHTS or DATA slots only);
+        the last ``TABLES`` are kept."""
+        key = tuple((a, s) for a, s in enumerate(program.slots) if s.kind == Kind.INSTR)
+        if key not in self._patterns:
+            if len(self._patterns) >= TABLES:
+                self._patterns.pop(next(iter(self._patterns)))
+            self._patterns[key] = step_patterns(program, self.alphabet, self.raw)
+        return self._patterns[key]
+
+    # ------------------------------------------------------------------ checking
+
+    def check_oeu(self, model) -> StageCertificate:
+        return StageCertificate(certify_oeu(model.oeu, self.alphabet, self.domain))
+
+    def check_controller(self, model, cert: StageCertificate,
+                         sets: Mapping[str, Sequence[Example]], step: int) -> StageCertificate:
+        """Certify the controller on ``views`` examples per task of ``sets`` (drawn by
+        ``step``), and replace the buffer with the rows that failed."""
+        cert.controller = {}
+        self._buffer = []
+        for task, examples in sets.items():
+            pick = random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
+                list(examples), min(self.views, len(examples)))
+            programs = [expert_program(e) for e in pick]
+            c = certify_controller(model, [e.prompt for e in pick], programs)
+            cert.controller[task] = c
+            program_of = {e.prompt: p for e, p in zip(pick, programs)}
+            by_prompt: dict[str, list] = {}
+            for f in c.step_failures:
+                by_prompt.setdefault(f.prompt, []).append(f)
+            for prompt, fails in by_prompt.items():
+                program = program_of[prompt]
+                self._buffer += [(prompt, program, i)
+                                 for i in failing_rows(self.table(program), fails)]
+        if len(self._buffer) > BUFFER:
+            self._buffer = random.Random(step).sample(self._buffer, BUFFER)
+        return cert
+
+    # ------------------------------------------------------------------ supervision
+
+    def rows(self, prompts: Sequence[str], programs: Sequence[Program],
+             seeds: Sequence[int], step: int, dist=None
+             ) -> tuple[list[str], StepView, Tensor, Tensor] | None:
+        """This rank's execute-table rows for a training step: ``patterns`` random rows of
+        each batch row's program (drawn by the row's seed) with its prompt, and its stride
+        of ``BUFFER_ROWS`` rows of the buffer (drawn by ``step``, the same on every rank),
+        grouped by prompt. Returns (prompts, views ``[B, T, ...]``, targets ``[B, T, 3]``,
+        mask ``[B, T, 3]``), or None when there are none."""
+        groups: dict[str, list[tuple[StepPatterns, int]]] = {}
+        if self.patterns:
+            for prompt, program, seed in zip(prompts, programs, seeds):
+                table = self.table(program)
+                n = len(table.pcs)
+                rng = random.Random(seed ^ 0x5EED)
+                picks = rng.sample(range(n), min(self.patterns, n))
+                groups.setdefault(prompt, []).extend((table, i) for i in picks)
+        if self._buffer:
+            drawn = random.Random(f"buffer/{step}").sample(
+                self._buffer, min(BUFFER_ROWS, len(self._buffer)))
+            for prompt, program, i in (dist.take(drawn) if dist is not None else drawn):
+                groups.setdefault(prompt, []).append((self.table(program), i))
+        if not groups:
+            return None
+        T = max(len(g) for g in groups.values())
+        first = next(iter(groups.values()))[0][0]
+        B = len(groups)
+        view = StepView(*(x.new_zeros(B, T, *x.shape[1:]) for x in first.view[:4]))
+        targets = first.targets.new_zeros(B, T, 3)
+        mask = first.mask.new_zeros(B, T, 3)
+        for b, g in enumerate(groups.values()):
+            for t, (table, i) in enumerate(g):
+                for dst, src in zip(view, table.view[:4]):
+                    dst[b, t] = src[i]
+                targets[b, t] = table.targets[i]
+                mask[b, t] = table.mask[i]
+        return list(groups), view, targets, mask

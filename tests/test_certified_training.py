@@ -1,0 +1,152 @@
+"""Certified competence (learn/certified.py): the certificates' tables as supervision and in
+the stage rule. Cheap: no training here; tests/test_train.py trains stage 0 with
+certification on and checks what it yields (a certified OEU, exact 20-digit additions)."""
+
+import random
+
+import pytest
+import torch
+
+from llamacpu.core.golden import load_program
+from llamacpu.core.isa import DEFAULT_ALPHABET, Op
+from llamacpu.learn.certified import Certifier, domain_examples, trained_tasks
+from llamacpu.learn.certify import (
+    certify_oeu,
+    failing_rows,
+    step_patterns,
+    tasks_domain,
+)
+from llamacpu.learn.curriculum import STAGES, Decision, decide
+from llamacpu.learn.tasks import TASKS, expert_program
+from llamacpu.machine.symbolic import SymbolicOEU, exact_op
+from llamacpu.train import parse_args
+
+
+def test_the_oeu_table_has_exact_targets_where_the_domain_checks_them():
+    domain = tasks_domain(["add", "sub"], DEFAULT_ALPHABET)
+    ex = domain_examples(domain, DEFAULT_ALPHABET)
+    assert len(ex) == len(domain)
+    keys = [tuple(r) for r in torch.stack([ex.op, ex.a, ex.b, ex.carry, ex.ptr_eq], 1).tolist()]
+    assert set(keys) == set(domain)
+    res, cout = exact_op(ex.op, ex.a, ex.b, ex.carry, ex.ptr_eq.bool(), DEFAULT_ALPHABET)
+    assert torch.equal(ex.carry_out, cout)
+    wants = torch.tensor([domain[k][0] for k in keys])
+    assert torch.equal(ex.result[wants], res[wants]) and (ex.result[~wants] == -100).all()
+    # an OEU that has this table is certified over the domain (the exact one, here)
+    assert certify_oeu(SymbolicOEU(DEFAULT_ALPHABET), DEFAULT_ALPHABET, domain).certified
+
+
+def test_trained_tasks_are_the_stage_and_every_earlier_one():
+    by = {s.name: s for s in STAGES}
+    assert trained_tasks(by["add3"]) == ["add"]
+    assert trained_tasks(by["cmp4"]) == ["add", "sub", "cmp"]
+
+
+def test_the_stage_rule_needs_the_certificate():
+    s = STAGES[1]
+    assert decide(s, 1.0, 10, 100, certified=True) is Decision.ADVANCE
+    assert decide(s, 1.0, 10, 100, certified=None) is Decision.ADVANCE   # sampled-only rule
+    assert decide(s, 1.0, 10, 100, certified=False) is Decision.STAY
+    assert decide(s, 1.0, 100, 100, certified=False) is Decision.GIVE_UP  # not passed
+    assert decide(s, 0.5, 10, 100, certified=True) is Decision.STAY
+    assert decide(s, 1.0, 10, 100, {"sub": 0.2}, 0.9, True) is Decision.CONSOLIDATE
+
+
+def test_the_certify_flags_parse():
+    assert parse_args(["--stage", "0"]).certify is True
+    cfg = parse_args(["--stage", "0", "--no-certify", "--certify-views", "4",
+                      "--certify-patterns", "0"])
+    assert (cfg.certify, cfg.certify_views, cfg.certify_patterns) == (False, 4, 0)
+    assert cfg.oeu_steps == 1 and parse_args(["--stage", "0"]).oeu_steps == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--stage", "0", "--certify-views", "0"])
+
+
+# ---------------------------------------------------------------- the execute table
+
+
+class _Controller:
+    """A stand-in controller that emits the expert program of the add task."""
+
+    def __init__(self) -> None:
+        from llamacpu.llm.config import ControllerConfig
+
+        self.cfg = ControllerConfig()
+        self.program = load_program("add")
+
+    def emit(self, prompts):
+        return [self.program] * len(prompts)
+
+
+class _FlippedSequencer(torch.nn.Module):
+    """The exact sequencer with the jump decision of JNZ flipped where operand a is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from llamacpu.machine.symbolic import SymbolicSequencer
+
+        self.exact = SymbolicSequencer()
+
+    def forward(self, view):
+        dec = self.exact(view)
+        hit = view.op[:, Op.JNZ] * view.values[:, 0, 0]
+        return dec._replace(p_taken=dec.p_taken * (1 - hit) + (1 - dec.p_taken) * hit)
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.controller, self.sequencer = _Controller(), _FlippedSequencer()
+
+    def machine(self, prompts):
+        from llamacpu.machine.machine import Machine, MachineConfig
+
+        return Machine(MachineConfig(), sequencer=self.sequencer)
+
+
+def test_step_patterns_are_the_rows_the_certificate_checks_with_exact_targets():
+    program = load_program("add")
+    pats = step_patterns(program, DEFAULT_ALPHABET)
+    ops = pats.view.op.argmax(-1)
+    from llamacpu.machine.symbolic import SymbolicSequencer
+
+    exact = SymbolicSequencer()
+    assert torch.equal(pats.targets.bool(), torch.stack(exact.hard(ops, pats.values), -1))
+    assert torch.equal(pats.mask[:, 1].bool(), exact.writes.take(ops))
+    # the certificate's decision count is the mask's
+    from llamacpu.learn.certify import certify_controller
+
+    rng = random.Random(0)
+    ex = TASKS["add"].sample(rng, 2)
+    cert = certify_controller(_Model(), [ex.prompt], [expert_program(ex)])
+    assert cert.decisions == int(pats.mask.sum())
+
+
+def test_failing_decisions_become_training_rows_with_the_exact_targets():
+    stage = STAGES[0]
+    c = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    rng = random.Random(1)
+    examples = [stage.sample(rng) for _ in range(5)]
+    cert = c.check_oeu(type("M", (), {"oeu": SymbolicOEU(DEFAULT_ALPHABET)})())
+    c.check_controller(_Model(), cert, {"add": examples}, step=25)
+    assert cert.oeu.certified and not cert.certified
+    ctl = cert.controller["add"]
+    assert ctl.views == 3 and ctl.step_failures
+    m = cert.metrics()
+    assert m["certified"] == 0.0 and m["cert_step_failures"] == len(ctl.step_failures)
+    got = c.rows([], [], [], step=26)
+    assert got is not None
+    prompts, views, targets, mask = got
+    assert set(prompts) == {f.prompt for f in ctl.step_failures}
+    real = mask.sum(-1) > 0                                                   # [B, T]
+    assert (views.op.argmax(-1)[real] == Op.JNZ).all()
+    assert (views.values[..., 0, 0][real] == 1).all()             # operand a is 0 ...
+    assert (targets[..., 0][real] == 0).all()                     # ... so JNZ does not jump
+    table = c.table(expert_program(examples[0]))
+    assert int(real.sum()) == min(128, len(set(failing_rows(table, ctl.step_failures)))
+                                  * len(prompts))
+    # patterns > 0: every batch row gets that many rows of its program's table
+    c.patterns = 5
+    c._buffer = []
+    prompts, views, targets, mask = c.rows(["p", "q"], [expert_program(examples[0])] * 2,
+                                           [1, 2], step=27)
+    assert prompts == ["p", "q"] and targets.shape == (2, 5, 3)
