@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import os
 
-__version__ = "0.1.0"
+from llamacpu._version import __version__
+
 __all__ = ["load", "__version__"]
 
 

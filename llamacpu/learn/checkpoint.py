@@ -364,9 +364,9 @@ def _serialize(tensors: dict[str, torch.Tensor], where: str) -> bytes:
 
 
 def _versions() -> dict[str, str]:
-    import llamacpu
+    from llamacpu._version import __version__
 
-    return {"llamacpu": llamacpu.__version__, "torch": torch.__version__,
+    return {"llamacpu": __version__, "torch": torch.__version__,
             "numpy": np.__version__, "safetensors": safetensors.__version__,
             "python": platform.python_version()}
 
