@@ -136,7 +136,7 @@ def _controller_certificate(model, tasks, trained, args):
     """The plan and execute tables on ``args.views`` sampled prompts per task."""
     import random
 
-    from llamacpu.learn.certify import certify_controller
+    from llamacpu.learn.controller_tables import certify_controller
     from llamacpu.learn.tasks import SPLITS, TASKS, expert_program
 
     splits = SPLITS if args.wordings == "all" else (args.wordings,)

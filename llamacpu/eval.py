@@ -48,12 +48,15 @@ def _table(rows: list[dict]) -> str:
 
 
 class _Counted:
-    """A model whose ``solve`` advances a progress bar by the prompts it solved."""
+    """A model whose ``solve`` advances a progress bar by the prompts it solved (and runs
+    compiled where the tables are certified, with ``--compiled``)."""
 
-    def __init__(self, model, bar) -> None:
-        self.model, self.bar = model, bar
+    def __init__(self, model, bar, compiled: bool = False) -> None:
+        self.model, self.bar, self.compiled = model, bar, compiled
 
     def solve(self, prompts, *args, **kwargs):
+        if self.compiled:
+            kwargs["compiled"] = True
         out = self.model.solve(prompts, *args, **kwargs)
         self.bar.update(len(prompts))
         return out
@@ -87,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help=f"prompt wordings: {' or '.join(SPLITS)} (heldout: never trained on)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--compiled", action="store_true",
+                   help="run a prompt on its certified tables (the same answers, far faster); "
+                        "a prompt whose tables are not certified runs on the neural machine "
+                        "(docs/certify.md)")
     add_verbosity(p)
     a = p.parse_args(argv)
     log = setup_logging(a.verbose, a.quiet)
@@ -116,11 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with progress(a.n * len(lengths), f"eval {a.task}", "problem", a.quiet) as bar:
             for length in lengths:  # one length at a time: each draws from its own seed
                 bar.set_postfix_str(f"length {length}")
-                rows += evaluate_lengths(_Counted(model, bar), a.task, [length], a.n, a.seed,
-                                         a.split, log=emit)
+                rows += evaluate_lengths(_Counted(model, bar, a.compiled), a.task, [length],
+                                         a.n, a.seed, a.split, log=emit)
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    runner = getattr(model, "_compiled", None)
+    if a.compiled and runner is not None:
+        log.info(f"compiled: {runner.stats.compiled} prompts on certified tables, "
+                 f"{runner.stats.neural} on the neural machine")
     if not a.json:
         print(_table(rows))
         for r in rows:

@@ -10,12 +10,8 @@ import torch
 from llamacpu.core.golden import load_program
 from llamacpu.core.isa import DEFAULT_ALPHABET, Op
 from llamacpu.learn.certified import Certifier, domain_examples, trained_tasks
-from llamacpu.learn.certify import (
-    certify_oeu,
-    failing_rows,
-    step_patterns,
-    tasks_domain,
-)
+from llamacpu.learn.certify import certify_oeu, tasks_domain
+from llamacpu.learn.controller_tables import failing_rows, step_patterns
 from llamacpu.learn.curriculum import STAGES, Decision, decide
 from llamacpu.learn.tasks import TASKS, expert_program
 from llamacpu.machine.symbolic import SymbolicOEU, exact_op
@@ -113,7 +109,7 @@ def test_step_patterns_are_the_rows_the_certificate_checks_with_exact_targets():
     assert torch.equal(pats.targets.bool(), torch.stack(exact.hard(ops, pats.values), -1))
     assert torch.equal(pats.mask[:, 1].bool(), exact.writes.take(ops))
     # the certificate's decision count is the mask's
-    from llamacpu.learn.certify import certify_controller
+    from llamacpu.learn.controller_tables import certify_controller
 
     rng = random.Random(0)
     ex = TASKS["add"].sample(rng, 2)

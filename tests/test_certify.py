@@ -182,6 +182,14 @@ def test_the_cli_reports_a_wrong_table_with_a_witness_and_exits_1(tmp_path):
     assert out.returncode == 1, out.stderr[-2000:]
     assert "OEU table NOT CERTIFIED" in out.stdout
     assert "tasks add, domain: program" in out.stdout
+    # compiled execution on a machine that is not certified falls back, answers unchanged
+    import llamacpu
+
+    model = llamacpu.load(tmp_path / "stage_0")
+    prompts = ["1+2=", "what is 45 plus 7?"]
+    assert model.solve(prompts, compiled=True, max_steps=400) == model.solve(prompts,
+                                                                            max_steps=400)
+    assert model._compiled.stats.neural == len(prompts)
 
 
 def test_the_cli_names_a_missing_checkpoint_in_one_line(tmp_path):
@@ -240,7 +248,7 @@ def _add_prompts(n: int = 12):
 
 
 def test_an_exact_controller_is_certified_on_its_views():
-    from llamacpu.learn.certify import certify_controller
+    from llamacpu.learn.controller_tables import certify_controller
 
     prompts, programs = _add_prompts()
     cert = certify_controller(_Model(_Controller(), _FlippedSequencer()), prompts, programs)
@@ -250,7 +258,7 @@ def test_an_exact_controller_is_certified_on_its_views():
 
 def test_one_wrong_decision_pattern_is_found_at_every_instruction_that_meets_it():
     from llamacpu.core.isa import Mode
-    from llamacpu.learn.certify import certify_controller
+    from llamacpu.learn.controller_tables import certify_controller
 
     prompts, programs = _add_prompts()
     model = _Model(_Controller(), _FlippedSequencer(Op.JNZ, a_zero=True))
@@ -266,7 +274,7 @@ def test_one_wrong_decision_pattern_is_found_at_every_instruction_that_meets_it(
 
 
 def test_a_wrong_program_is_a_plan_failure():
-    from llamacpu.learn.certify import certify_controller
+    from llamacpu.learn.controller_tables import certify_controller
 
     prompts, programs = _add_prompts(4)
     cert = certify_controller(_Model(_Controller(wrong_plan=True), _FlippedSequencer()),

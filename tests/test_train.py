@@ -106,6 +106,25 @@ def test_stage0_passes_certified_and_adds_exactly_at_20_digits(stage0):
     assert not wrong, wrong
 
 
+def test_compiled_execution_answers_exactly_what_the_neural_run_answers(stage0):
+    """solve(..., compiled=True) runs certified prompts on the tables they were proven equal
+    to and the rest on the neural machine: the answers (output, steps, halt, fault, program)
+    are identical, prompt for prompt, on fresh problems of many lengths and typed prompts."""
+    import random
+
+    from llamacpu.learn.tasks import TASKS
+
+    out, _, _ = stage0
+    model = load_learned(out / "stage_0")
+    rng = random.Random(12)
+    prompts = [TASKS["add"].sample(rng, n, split).prompt
+               for n in (1, 2, 4, 9, 25) for split in ("train", "heldout")]
+    prompts += ["add: 12 and 35", "12+35=?", "what is 7 plus 8", ""]
+    compiled = model.solve(prompts, compiled=True)
+    assert compiled == model.solve(prompts)
+    assert model._compiled.stats.compiled >= len(prompts) // 2, model._compiled.stats
+
+
 def test_rerun_resumes_instead_of_starting_over(stage0):
     out, _, st = stage0
     trainer = Trainer(TrainConfig(stages=(0,), steps=400, out=out, progress=False),

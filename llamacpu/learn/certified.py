@@ -31,15 +31,13 @@ import torch
 from torch import Tensor
 
 from llamacpu.core.isa import Alphabet, Kind, Program
-from llamacpu.learn.certify import (
+from llamacpu.learn.certify import OEUCertificate, certify_oeu, tasks_domain
+from llamacpu.learn.controller_tables import (
     ControllerCertificate,
-    OEUCertificate,
     StepPatterns,
     certify_controller,
-    certify_oeu,
     failing_rows,
     step_patterns,
-    tasks_domain,
 )
 from llamacpu.learn.curriculum import STAGES, Stage
 from llamacpu.learn.tasks import Example, expert_program

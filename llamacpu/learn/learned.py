@@ -33,7 +33,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 
 from llamacpu.core.isa import PORT_OUT, Program
 from llamacpu.learn.checkpoint import Checkpoint, CheckpointError
+from llamacpu.learn.solution import Solution, default_max_steps
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
 from llamacpu.llm.sequencer import ControllerSequencer
@@ -99,33 +99,6 @@ class LearnedConfig:
         o = dict(d["oeu"])
         o["alphabet"] = Alphabet(**o["alphabet"])
         return cls(ControllerConfig(**c), OEUConfig(**o))
-
-
-class Solution(NamedTuple):
-    """One free-running answer. Its repr is short (``Solution('47', steps=85)``, plus
-    ``halted=False`` or the fault when there is one); the emitted program is ``.program``."""
-
-    output: str
-    steps: int
-    halted: bool
-    fault: str | None
-    program: Program
-
-    def __repr__(self) -> str:
-        extra = "" if self.halted else ", halted=False"
-        extra += "" if self.fault is None else f", fault={self.fault!r}"
-        return f"Solution({self.output!r}, steps={self.steps}{extra})"
-
-
-def default_max_steps(prompts: Sequence[str]) -> int:
-    """The machine-step budget of :meth:`LearnedMachine.solve` when none is given, from the
-    longest prompt's length P: the evaluation core's ``step_budget`` (double, plus 100) of
-    4P² + 20P, a bound on what every curriculum task's expert program takes on a P-character
-    prompt (mul and sort grow quadratically; a test checks the bound). A run that halts
-    stops there, so the budget only limits a machine that does not: give ``max_steps`` to
-    cap that sooner on long prompts."""
-    P = max((len(p) for p in prompts), default=0)
-    return 2 * (4 * P * P + 20 * P) + 100
 
 
 class LearnedMachine(nn.Module):
@@ -202,11 +175,20 @@ class LearnedMachine(nn.Module):
 
     @torch.no_grad()
     def solve(self, prompts: Sequence[str], max_steps: int | None = None,
-              out_sizes: Sequence[int] | None = None) -> list[Solution]:
+              out_sizes: Sequence[int] | None = None, *, compiled: bool = False
+              ) -> list[Solution]:
         """Compile and run each prompt, free: emitted program, neural OEU, learned steps.
-        ``max_steps`` None: :func:`default_max_steps` of the prompts."""
+        ``max_steps`` None: :func:`default_max_steps` of the prompts. ``compiled``: a prompt
+        whose tables are certified runs on them instead (``llamacpu.learn.compiled``): the
+        same answers, far faster; the others run as without it."""
         if max_steps is None:
             max_steps = default_max_steps(prompts)
+        if compiled:
+            if getattr(self, "_compiled", None) is None:
+                from llamacpu.learn.compiled import CompiledRunner
+
+                self._compiled = CompiledRunner(self)
+            return self._compiled.solve(prompts, max_steps, out_sizes)
         was = self.training
         self.eval()
         try:

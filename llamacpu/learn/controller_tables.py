@@ -1,0 +1,290 @@
+"""Certificates of the controller's tables: the plan and the execute phase, per view.
+
+The OEU half of the certificate, the program analysis both halves share, and the argument
+from tables to every length are in :mod:`llamacpu.learn.certify` (docs/certify.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from llamacpu.core.isa import Alphabet, Kind, n_ops, opcode
+from llamacpu.learn.certify import (
+    _carry_sets,
+    _digits_only,
+)
+
+__all__ = ["Decision", "ControllerCertificate", "certify_controller", "StepPatterns",
+           "step_patterns", "failing_rows"]
+
+
+# ------------------------------------------------------------------ the controller's tables
+#
+# The plan phase is a function of the LM's view of the prompt (``controller_view``: digit
+# runs cut to ``digit_window``): the emitted program. The execute phase is a function of
+# that view and of what the step head sees of the step (``llm.heads.StateEncoder``): the op,
+# the operand modes, whether each operand's symbol is 0, which operands are equal (and, with
+# ``state_values``, the symbols and the carry themselves). For one view both are finite:
+# :func:`certify_controller` checks, per view, the emitted program against the expert's and
+# every decision (jump taken, write, halt) at every reachable instruction of the expert
+# program for every flag pattern its operands can produce, against the exact sequencer.
+# Views are not enumerated here: a task has about a million per two-operand wording, so the
+# caller passes the prompts (a sample) and the certificate says how many views it covered.
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One wrong decision of the execute phase, or a wrong plan (``pc`` is None)."""
+
+    prompt: str
+    pc: int | None
+    instruction: str
+    values: tuple[int, ...]  # the operand symbols of the pattern (one representative)
+    what: str                # "taken", "write", "halt" or "plan"
+    want: object
+    got: object
+
+
+@dataclass
+class ControllerCertificate:
+    views: int                      # distinct views of the prompts checked
+    prompts: int
+    decisions: int                  # decisions checked
+    plan_failures: list[Decision] = field(default_factory=list)
+    step_failures: list[Decision] = field(default_factory=list)
+
+    @property
+    def certified(self) -> bool:
+        return not (self.plan_failures or self.step_failures)
+
+    def summary(self, limit: int = 10) -> str:
+        head = (f"plan and execute tables {'CERTIFIED' if self.certified else 'NOT CERTIFIED'}"
+                f" on {self.views} views ({self.prompts} prompts, sampled): "
+                f"{self.views - len(self.plan_failures)} emitted programs equal to the "
+                f"expert's, {self.decisions} decisions checked")
+        lines = [head]
+        for name, fails in (("plan", self.plan_failures), ("execute", self.step_failures)):
+            if fails:
+                lines.append(f"{len(fails)} wrong {name} entries:")
+                lines += [f"  {f.prompt!r} pc {f.pc} {f.instruction} values {f.values}: "
+                          f"{f.what} {f.got}, want {f.want}" for f in fails[:limit]]
+                if len(fails) > limit:
+                    lines.append(f"  ... and {len(fails) - limit} more")
+        return "\n".join(lines)
+
+
+def _value_patterns(slot, alphabet: Alphabet, carries: frozenset[int], raw: bool,
+                    fixed: Sequence[int | None] | None = None
+                    ) -> list[tuple[tuple[int, ...], int]]:
+    """(operand symbols per field, carry) covering every flag pattern (or, with ``raw``,
+    every value) the instruction's operands can take; ``fixed[f]``: field f always reads
+    that symbol (a DIRECT operand naming an instruction slot, which no write changes)."""
+    from itertools import product
+
+    from llamacpu.core.isa import NUM_FIELDS, Mode
+
+    op = opcode(slot.op)
+    digits_only = _digits_only(op)
+    full = range(alphabet.base if digits_only else alphabet.size)
+    imms = sorted({int(slot.val)} if any(m == Mode.IMMEDIATE for m in slot.modes) else set())
+    if raw:
+        pool = list(full)
+    else:  # 0, the immediates, and enough fresh distinct symbols for any equality pattern
+        fresh = [v for v in full if v != 0 and v not in imms][:NUM_FIELDS]
+        pool = sorted({0, *imms, *fresh} & set(full))
+    per_field = []
+    for f in range(NUM_FIELDS):
+        mode = slot.modes[f] if f < len(slot.modes) else Mode.NONE
+        if mode == Mode.NONE:
+            per_field.append((0,))
+        elif mode == Mode.IMMEDIATE:
+            per_field.append((int(slot.val),))
+        elif fixed is not None and fixed[f] is not None:
+            per_field.append((fixed[f],))
+        else:
+            per_field.append(tuple(pool))
+    cs = sorted(carries) if raw else [min(carries)]
+    return [(vals, c) for vals in product(*per_field) for c in cs]
+
+
+@torch.no_grad()
+def certify_controller(model, prompts: Sequence[str], programs: Sequence,
+                       batch: int = 4096) -> ControllerCertificate:
+    """Check the plan and execute tables of ``model`` on ``prompts``, whose expert programs
+    are ``programs`` (one each), one check per distinct view. ``model`` is a LearnedMachine,
+    or anything with ``controller.cfg``, ``controller.emit(prompts)`` and
+    ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts)."""
+    from llamacpu.core.graph import instr_text
+    from llamacpu.core.isa import Mode
+    from llamacpu.llm.prompts import controller_view
+    from llamacpu.machine.interfaces import StepView
+    from llamacpu.machine.symbolic import SymbolicSequencer
+
+    ctl = model.controller
+    cfg = ctl.cfg
+    if getattr(cfg, "absolute_positions", False):
+        raise ValueError("the absolute_positions ablation makes each decision depend on the "
+                         "step index: the execute phase is no finite table to certify")
+    alphabet = cfg.alphabet
+    V, C, O = alphabet.size, alphabet.base, n_ops()
+    exact = SymbolicSequencer()
+    seen: set[str] = set()
+    cert = ControllerCertificate(0, len(prompts), 0)
+    rows_cache: dict[int, tuple] = {}
+    for prompt, program in zip(prompts, programs):
+        view = controller_view(prompt, cfg.digit_window)
+        if view in seen:
+            continue
+        seen.add(view)
+        (emitted,) = ctl.emit([prompt])
+        if tuple(emitted.slots) != tuple(program.slots):
+            cert.plan_failures.append(Decision(prompt, None, "", (), "plan",
+                                               "the expert program", "another program"))
+            continue
+        key = id(program)
+        if key not in rows_cache:
+            rows = _step_rows(program, alphabet, cfg.state_values)
+            rows_cache[key] = (*rows, *_distinct_views(*rows[1:], cfg.state_values))
+        pcs, ops, modes, vals, carries, first, inverse = rows_cache[key]
+        if not len(pcs):
+            continue
+        # the step head sees only (op, modes, zero and equality flags[, values, carry]):
+        # ask it once per distinct view, then read every row's decision from its class
+        seq = model.machine([prompt]).sequencer   # the prompt encoded once, rows share it
+        parts = []
+        for start in range(0, len(first), batch):
+            idx = first[start:start + batch]
+            n = len(idx)
+            if hasattr(seq, "select_rows"):
+                seq.select_rows(torch.zeros(n, dtype=torch.long))
+            dt = torch.get_default_dtype()
+            mv = StepView(F.one_hot(ops[idx], O).to(dt), F.one_hot(modes[idx], len(Mode)).to(dt),
+                          F.one_hot(vals[idx], V).to(dt), F.one_hot(carries[idx], C).to(dt),
+                          torch.zeros(n, dtype=dt), torch.zeros(n, dtype=dt))
+            dec = seq(mv)
+            parts.append(torch.stack([dec[0] > 0.5, dec[1] > 0.5, dec[2] > 0.5], 1))
+        got = torch.cat(parts)[inverse].T                                      # [3, R]
+        want = exact.hard(ops, vals)
+        n = len(pcs)
+        relevant = (torch.ones(n, dtype=torch.bool), exact.writes.take(ops),
+                    torch.ones(n, dtype=torch.bool))
+        cert.decisions += int(sum(r.sum() for r in relevant))
+        for what, g, w, r in zip(("taken", "write", "halt"), got, want, relevant):
+            for i in ((g != w) & r).nonzero()[:, 0].tolist():
+                pc = int(pcs[i])
+                cert.step_failures.append(Decision(
+                    prompt, pc, instr_text(program, pc), tuple(vals[i].tolist()), what,
+                    bool(w[i]), bool(g[i])))
+    cert.views = len(seen)
+    return cert
+
+
+def _distinct_views(ops, modes, vals, carries, raw: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows that look the same to the step head (``llm.heads.StateEncoder``: op, modes, per
+    used field whether it is 0, per pair of used fields whether they are equal; with
+    ``raw`` also the used fields' symbols and the carry): (one row per class [K], each
+    row's class [R]). The exact sequencer decides on the same facts, so one question per
+    class answers them all."""
+    from itertools import combinations
+
+    from llamacpu.core.isa import NUM_FIELDS, Mode
+
+    if not len(ops):
+        z = torch.zeros(0, dtype=torch.long)
+        return z, z
+    used = modes != int(Mode.NONE)                                         # [R, F]
+    zero = used & (vals == 0)
+    pairs = [used[:, i] & used[:, j] & (vals[:, i] == vals[:, j])
+             for i, j in combinations(range(NUM_FIELDS), 2)]
+    cols = [ops[:, None], modes, zero.long(), torch.stack(pairs, 1).long()]
+    if raw:
+        cols += [torch.where(used, vals, -1), carries[:, None]]
+    feats = torch.cat(cols, 1)
+    _, inverse = torch.unique(feats, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(ops), dtype=torch.long)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(ops)), reduce="amin")
+    return first, inverse
+
+
+def _constant_operand(program, slot, f: int) -> int | None:
+    """The symbol field ``f`` of ``slot`` always reads, if static: a DIRECT operand naming an
+    INSTR slot (a jump target, say), whose val no instruction writes (the analysis assumes
+    the program does not rewrite its instructions; writes go to DATA and EMPTY slots)."""
+    from llamacpu.core.isa import Mode
+
+    if f >= len(slot.modes) or slot.modes[f] != Mode.DIRECT:
+        return None
+    addr = slot.args[f]
+    if 0 <= addr < len(program.slots) and program.slots[addr].kind == Kind.INSTR:
+        return int(program.slots[addr].val)
+    return None
+
+
+def _step_rows(program, alphabet: Alphabet, raw: bool):
+    """Per reachable instruction and value pattern: (pc, op, modes [F], values [F], carry)."""
+    from llamacpu.core.isa import NUM_FIELDS, Mode
+
+    carries = _carry_sets(program, alphabet)
+    rows = []
+    for pc, cs in sorted(carries.items()):
+        slot = program.slots[pc]
+        modes = [int(slot.modes[f]) if f < len(slot.modes) else int(Mode.NONE)
+                 for f in range(NUM_FIELDS)]
+        fixed = [_constant_operand(program, slot, f) for f in range(NUM_FIELDS)]
+        for vals, c in _value_patterns(slot, alphabet, cs, raw, fixed):
+            rows.append((pc, int(slot.op), modes, list(vals), c))
+    if not rows:
+        z = torch.zeros(0, dtype=torch.long)
+        return z, z, z, z, z
+    pcs = torch.tensor([r[0] for r in rows])
+    ops = torch.tensor([r[1] for r in rows])
+    modes = torch.tensor([r[2] for r in rows])
+    vals = torch.tensor([r[3] for r in rows])
+    carries_t = torch.tensor([r[4] for r in rows])
+    return pcs, ops, modes, vals, carries_t
+
+
+# ------------------------------------------------------ the tables as training supervision
+
+
+class StepPatterns(NamedTuple):
+    """The execute table :func:`certify_controller` checks for one program, as rows a step
+    loss can train on (``llm.heads.StepView`` one-hots, leading dim ``[n]``)."""
+
+    pcs: Tensor      # [n] the instruction of each row
+    values: Tensor   # [n, F] its operand symbols (one representative per flag pattern)
+    view: object     # llm.heads.StepView [n, ...]; cond None
+    targets: Tensor  # [n, 3] the exact sequencer's (taken, write, halt)
+    mask: Tensor     # [n, 3] the decisions the certificate checks (write: where the op writes)
+
+
+def step_patterns(program, alphabet: Alphabet, raw: bool = False) -> StepPatterns:
+    """Every row :func:`certify_controller` checks for ``program`` (``raw``: the controller's
+    ``state_values``), with the exact decisions as targets."""
+    from llamacpu.core.isa import Mode
+    from llamacpu.llm.heads import StepView
+    from llamacpu.machine.symbolic import SymbolicSequencer
+
+    pcs, ops, modes, vals, carries = _step_rows(program, alphabet, raw)
+    exact = SymbolicSequencer()
+    dt = torch.get_default_dtype()
+    view = StepView(F.one_hot(ops, n_ops()).to(dt), F.one_hot(modes, len(Mode)).to(dt),
+                    F.one_hot(vals, alphabet.size).to(dt), F.one_hot(carries, alphabet.base).to(dt))
+    targets = torch.stack(exact.hard(ops, vals), -1).to(dt)                       # [n, 3]
+    mask = torch.stack([torch.ones_like(pcs, dtype=torch.bool), exact.writes.take(ops),
+                        torch.ones_like(pcs, dtype=torch.bool)], -1).to(dt)       # [n, 3]
+    return StepPatterns(pcs, vals, view, targets, mask)
+
+
+def failing_rows(patterns: StepPatterns, failures: Iterable[Decision]) -> list[int]:
+    """Indices of the rows of ``patterns`` a certificate's execute failures are about (every
+    carry of a failing (pc, values): the decisions do not depend on it)."""
+    keys = {(f.pc, tuple(f.values)) for f in failures if f.pc is not None}
+    return [i for i, (pc, v) in enumerate(zip(patterns.pcs.tolist(), patterns.values.tolist()))
+            if (pc, tuple(v)) in keys]
