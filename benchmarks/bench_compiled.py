@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": " ".join(["python", "benchmarks/bench_compiled.py",
                                  *(sys.argv[1:] if argv is None else argv)]),
             "torch": torch.__version__, "threads": a.threads, "python": platform.python_version(),
-            "machine": platform.machine()}
+            "machine": platform.machine(),
+            "load_average_1min_at_end": os.getloadavg()[0]}
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"JSON: {a.json}")

@@ -155,7 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {e}\n")
         return 2
     print(rep.describe())
+    print(_certificate_line(machine, a.task))
     return 0 if rep.ok else 1
+
+
+def _certificate_line(machine, task: str) -> str:
+    """The OEU certificate of ``task``'s expert program beside the sampled result: what no
+    sample can show (every table entry the program can meet, at any length)."""
+    from llamacpu.learn.certify import certify_oeu, tasks_domain
+
+    alphabet = machine.cfg.oeu.alphabet
+    cert = certify_oeu(machine.oeu, alphabet, tasks_domain([task], alphabet))
+    return (cert.summary(alphabet, limit=5) + "\n(plan and execute tables, witnesses: "
+            "python -m llamacpu.certify)")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,12 @@ def test_the_cli_reports_a_wrong_table_with_a_witness_and_exits_1(tmp_path):
     assert out.returncode == 1, out.stderr[-2000:]
     assert "OEU table NOT CERTIFIED" in out.stdout
     assert "tasks add, domain: program" in out.stdout
+    # the sampled check reports the certificate beside its pass rates
+    check = subprocess.run(
+        [sys.executable, "-m", "llamacpu.check", "--checkpoint", str(tmp_path / "stage_0"),
+         "--task", "add", "--examples", "5", "--quiet"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert "OEU table NOT CERTIFIED" in check.stdout, check.stdout[-2000:]
     # compiled execution on a machine that is not certified falls back, answers unchanged
     import llamacpu
 
