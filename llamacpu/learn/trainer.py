@@ -42,6 +42,7 @@ import math
 import random
 import signal
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +69,7 @@ from llamacpu.learn.curriculum import (
 from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evaluate
 from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedConfig, LearnedMachine
 from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensorboard
+from llamacpu.learn.runlock import RunLock
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
 from llamacpu.learn.tasks import Example, default_out_size, expert_program
 from llamacpu.llm.config import ControllerConfig
@@ -273,6 +275,7 @@ class Trainer:
         self.model: LearnedMachine | None = None
         self.dist = dist          # set from the environment (torchrun's) by run()
         self.certifier: Certifier | None = None  # the running stage's (cfg.certify)
+        self.run_id = uuid.uuid4().hex[:12]  # in every metrics record of this process
 
     # ------------------------------------------------------------------ helpers
 
@@ -336,24 +339,29 @@ class Trainer:
             raise distributed.DistributedError(
                 f"--batch-size {cfg.batch_size} is smaller than the {self.dist.world} ranks: "
                 f"each rank needs a row (the batch size is global)")
+        lock = RunLock(cfg.out)
         if self.dist.main:
             ckpt.ensure_out_dir(cfg.out)
+            lock.acquire()  # one trainer per run directory (a second one stops here)
         else:
             self.log = lambda s: None  # rank 0 speaks for the job
-        self.dist.barrier()  # the directory exists before any rank looks for checkpoints
-        done: dict[int, _StageState] = {}
-        for index in cfg.stages:
-            stage = STAGES[index]
-            if cfg.competence is not None or cfg.eval_size is not None:
-                stage = replace(stage, competence=cfg.competence or stage.competence,
-                                eval_size=cfg.eval_size or stage.eval_size)
-            if cfg.review is not None and index > 0:
-                stage = replace(stage, review=cfg.review)
-            st = self._train_stage(stage)
-            done[index] = st
-            if self.stopped or not st.passed:
-                break
-        self.dist.barrier()  # no rank exits (and makes torchrun stop the others) mid-write
+        try:
+            self.dist.barrier()  # the directory exists before any rank looks for checkpoints
+            done: dict[int, _StageState] = {}
+            for index in cfg.stages:
+                stage = STAGES[index]
+                if cfg.competence is not None or cfg.eval_size is not None:
+                    stage = replace(stage, competence=cfg.competence or stage.competence,
+                                    eval_size=cfg.eval_size or stage.eval_size)
+                if cfg.review is not None and index > 0:
+                    stage = replace(stage, review=cfg.review)
+                st = self._train_stage(stage)
+                done[index] = st
+                if self.stopped or not st.passed:
+                    break
+            self.dist.barrier()  # no rank exits (and makes torchrun stop the others) mid-write
+        finally:
+            lock.release()
         return done
 
     def _start(self, stage: Stage):
@@ -380,8 +388,10 @@ class Trainer:
             self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
                      f"from {found}")
             return model, opt, _StageState(c.step, list(c.metrics), c.passed), replay
+        unpassed = "" if c.passed else (f" (stage {c.stage} did not pass: this is its last "
+                                        f"checkpoint, step {c.step})")
         self.log(f"stage {stage.index} ({stage.name}): starting from stage {c.stage}'s "
-                 f"checkpoint {found}")
+                 f"checkpoint {found}{unpassed}")
         return model, opt, _StageState(), replay
 
     def _train_stage(self, stage: Stage) -> _StageState:
@@ -408,6 +418,7 @@ class Trainer:
                 s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views))
                 for s in retention_stages(stage)}}
         started = time.time()
+        resumed_from = st.step  # 0 for a fresh stage: tells this run's records from others'
         main = self.dist.main
         bar = _progress(cfg, stage, st.step, enabled=main)
         board = _tensorboard(cfg.out) if main else None
@@ -451,14 +462,16 @@ class Trainer:
                         self.log(f"stage {stage.index} ({stage.name}): step budget spent; "
                                  f"advancing with earlier tasks below the retention floor "
                                  f"{cfg.retention:g}: " + _fmt(retained))
-                metrics.update(step=st.step, stage=stage.index, time=time.time() - started)
+                metrics.update(step=st.step, stage=stage.index, time=time.time() - started,
+                               run=self.run_id, resumed_from=resumed_from)
                 st.metrics.append(metrics)
                 self.stopped = self.dist.any(self.interrupted)
                 if main:
                     _log_jsonl(cfg.out, metrics)
                 if board is not None:
                     for k, v in metrics.items():
-                        board.add_scalar(f"stage_{stage.index}/{k}", v, st.step)
+                        if isinstance(v, (int, float)):  # not the run id
+                            board.add_scalar(f"stage_{stage.index}/{k}", v, st.step)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
