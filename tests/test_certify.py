@@ -286,3 +286,26 @@ def test_a_wrong_program_is_a_plan_failure():
     cert = certify_controller(_Model(_Controller(wrong_plan=True), _FlippedSequencer()),
                               prompts, programs)
     assert len(cert.plan_failures) == cert.views == len(set(prompts))
+
+
+def test_compiled_certificates_are_dropped_when_the_weights_change(monkeypatch):
+    """A machine trained further after compiling must be certified again: its cached
+    certificates belong to the old weights."""
+    import llamacpu.learn.compiled as compiled_mod
+    from llamacpu.learn.learned import LearnedMachine
+
+    calls = []
+    real = compiled_mod.certify_oeu
+    monkeypatch.setattr(compiled_mod, "certify_oeu",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = LearnedMachine()
+    runner = compiled_mod.CompiledRunner(model)
+    prompts = ["1+2="]
+    runner.solve(prompts, max_steps=200)
+    runner.solve(prompts, max_steps=200)
+    assert len(calls) == 1                    # the same program: certified once, cached
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)    # an optimizer step, in place
+    runner.solve(prompts, max_steps=200)
+    assert len(calls) == 2                    # the new weights are certified again

@@ -45,7 +45,13 @@ class CompiledRunner:
         self.model = model
         self._oeu: dict[tuple, bool] = {}
         self._views: dict[tuple[str, tuple], bool] = {}
+        self._weights_version = self._version()
         self.stats = CompileStats()
+
+    def _version(self) -> int:
+        """Changes whenever a parameter is modified in place (an optimizer step, a load):
+        certificates of older weights are then dropped."""
+        return sum(p._version for p in self.model.parameters())
 
     def _program_key(self, program: Program) -> tuple:
         return tuple(program.slots)
@@ -76,6 +82,10 @@ class CompiledRunner:
         """The answers ``model.solve`` gives, computed on the certified tables where the
         certificate holds and on the neural machine elsewhere."""
         model = self.model
+        if self._version() != self._weights_version:  # trained since: certify again
+            self._oeu.clear()
+            self._views.clear()
+            self._weights_version = self._version()
         was = model.training
         model.eval()
         try:
