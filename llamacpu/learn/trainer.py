@@ -686,5 +686,12 @@ def _cfg_json(cfg: TrainConfig) -> dict:
 def _progress(cfg: TrainConfig, stage: Stage, start: int, enabled: bool = True):
     from tqdm import tqdm
 
+    # A stage stops when it passes, usually long before its step budget, so the bar shows
+    # the steps done against the budget ("at most") and the time spent, with no ETA that
+    # assumes the whole budget will run.
+    budget = f"{cfg.steps} steps" + ("" if cfg.time_budget is None
+                                     else f" or {cfg.time_budget:g} min")
     return tqdm(total=cfg.steps, initial=start, desc=f"stage {stage.index} {stage.name}",
-                disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False)
+                disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False,
+                bar_format="{desc}: step {n_fmt} (at most " + budget + "), {elapsed}, "
+                           "{rate_fmt}{postfix}")
