@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamacpu.learn.curriculum import STAGES
+from llamacpu.learn.curriculum import trained_tasks
 from llamacpu.learn.tasks import TASKS
 
 __all__ = ["LONG", "trained_tasks", "report_lengths", "TaskReport", "run_report",
@@ -25,14 +25,6 @@ LONG_TASKS = ("add", "sub", "cmp")
 LONG_EXAMPLES = 3
 """Examples at :data:`LONG` digits: a 1000-digit add takes about 20 s of machine time. They
 are plain uniform operands (no edge cases, not hypothesis's all-zero first example)."""
-
-
-def trained_tasks(stage: int, stages=STAGES) -> dict[str, int]:
-    """{task: longest trained length} over the stages up to ``stage``, in curriculum order."""
-    out: dict[str, int] = {}
-    for s in stages[: stage + 1]:
-        out[s.task] = max(out.get(s.task, 0), s.max_length)
-    return out
 
 
 def report_lengths(task: str, trained: int) -> list[int]:

@@ -39,7 +39,7 @@ from llamacpu.learn.controller_tables import (
     failing_rows,
     step_patterns,
 )
-from llamacpu.learn.curriculum import STAGES, Stage
+from llamacpu.learn.curriculum import Stage, trained_tasks
 from llamacpu.learn.tasks import Example, expert_program
 from llamacpu.llm.heads import StepView
 from llamacpu.machine.oeu import OEUExamples, merge_examples
@@ -55,11 +55,6 @@ BUFFER_ROWS = 128
 
 TABLES = 512
 """Execute tables kept in a :class:`Certifier`'s cache."""
-
-
-def trained_tasks(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[str]:
-    """The tasks of ``stage`` and of every stage before it, in order, each once."""
-    return list(dict.fromkeys(s.task for s in stages[: stage.index + 1]))
 
 
 def domain_examples(domain: Mapping[tuple[int, ...], tuple[bool, bool]],
@@ -129,7 +124,7 @@ class Certifier:
     _buffer: list[tuple[str, Program, int]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.tasks = trained_tasks(self.stage)
+        self.tasks = list(trained_tasks(self.stage.index))
         self.domain = tasks_domain(self.tasks, self.alphabet)
 
     def oeu_table(self) -> OEUExamples:

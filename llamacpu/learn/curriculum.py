@@ -51,6 +51,7 @@ __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
     "review_weights", "CONSOLIDATE_REVIEW",
     "parse_stage", "parse_stages", "check_stages", "HOLDOUT_BUCKETS", "stages_table",
+    "trained_tasks",
 ]
 
 HOLDOUT_BUCKETS = 10
@@ -374,3 +375,12 @@ def parse_stages(text: str, stages: Sequence[Stage] = STAGES) -> list[int]:
         else:
             raise ValueError(f"empty item in stage list {text!r}: {_allowed(stages)}")
     return sorted(chosen)
+
+
+def trained_tasks(stage: int, stages: Sequence[Stage] = STAGES) -> dict[str, int]:
+    """{task: longest trained length} over the stages up to index ``stage``, in curriculum
+    order: what a checkpoint of that stage has learned."""
+    out: dict[str, int] = {}
+    for s in stages[: stage + 1]:
+        out[s.task] = max(out.get(s.task, 0), s.max_length)
+    return out
