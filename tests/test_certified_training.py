@@ -146,3 +146,25 @@ def test_failing_decisions_become_training_rows_with_the_exact_targets():
     prompts, views, targets, mask = c.rows(["p", "q"], [expert_program(examples[0])] * 2,
                                            [1, 2], step=27)
     assert prompts == ["p", "q"] and targets.shape == (2, 5, 3)
+
+
+def test_prompts_whose_plan_was_wrong_join_the_next_batches():
+    """A plan is taught only by the plan loss: examples whose emitted program the last
+    certificate found wrong are carried into the following batches (a quarter at most),
+    and nothing changes while every plan is right."""
+    stage = STAGES[4]   # sub4: a stand-in that emits add's program plans sub wrong
+    c = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=4, patterns=0)
+    rng = random.Random(2)
+    sub = [TASKS["sub"].sample(rng, 2) for _ in range(6)]
+    add = [TASKS["add"].sample(rng, 2) for _ in range(6)]
+    cert = c.check_oeu(type("M", (), {"oeu": SymbolicOEU(DEFAULT_ALPHABET)})())
+    c.check_controller(_Model(), cert, {"sub": sub, "add": add}, step=25)
+    assert len(cert.controller["sub"].plan_failures) == 4
+    assert not cert.controller["add"].plan_failures
+    assert {e.task for e in c.plan_buffer} == {"sub"} and len(c.plan_buffer) == 4
+    drawn = c.plan_rows(random.Random(0), batch_size=8)
+    assert len(drawn) == 2 and all(e in c.plan_buffer for e in drawn)
+    assert drawn == c.plan_rows(random.Random(0), batch_size=8)        # seeded
+    c.plan_buffer = []
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    assert c.plan_rows(rng_a, 8) == [] and rng_a.random() == rng_b.random()  # no draw

@@ -122,6 +122,9 @@ class Certifier:
     domain: dict = field(init=False)
     _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
     _buffer: list[tuple[str, Program, int]] = field(default_factory=list, init=False)
+    plan_buffer: list[Example] = field(default_factory=list, init=False)
+    """Examples whose emitted program was wrong at the last check: the next training
+    batches carry them (their plan loss is the only thing that teaches a plan)."""
 
     def __post_init__(self) -> None:
         self.tasks = list(trained_tasks(self.stage.index))
@@ -153,6 +156,7 @@ class Certifier:
         ``step``), and replace the buffer with the rows that failed."""
         cert.controller = {}
         self._buffer = []
+        self.plan_buffer = []
         for task, examples in sets.items():
             pick = random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
                 list(examples), min(self.views, len(examples)))
@@ -160,6 +164,8 @@ class Certifier:
             c = certify_controller(model, [e.prompt for e in pick], programs)
             cert.controller[task] = c
             program_of = {e.prompt: p for e, p in zip(pick, programs)}
+            example_of = {e.prompt: e for e in pick}
+            self.plan_buffer += [example_of[f.prompt] for f in c.plan_failures]
             by_prompt: dict[str, list] = {}
             for f in c.step_failures:
                 by_prompt.setdefault(f.prompt, []).append(f)
@@ -170,6 +176,14 @@ class Certifier:
         if len(self._buffer) > BUFFER:
             self._buffer = random.Random(step).sample(self._buffer, BUFFER)
         return cert
+
+    def plan_rows(self, rng: random.Random, batch_size: int) -> list[Example]:
+        """Up to a quarter of a batch of :attr:`plan_buffer` examples (none when it is empty,
+        so a run whose plans are all right draws the same batches as without it)."""
+        if not self.plan_buffer:
+            return []
+        k = min(len(self.plan_buffer), max(1, batch_size // 4))
+        return rng.sample(self.plan_buffer, k)
 
     # ------------------------------------------------------------------ supervision
 

@@ -563,6 +563,10 @@ class Trainer:
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
                  for e in sample_batch(stage, rng, cfg.batch_size, review=review,
                                        weights=weights)]
+        if self.certifier is not None:  # prompts whose plan the last certificate found wrong
+            wrong = self.certifier.plan_rows(rng, len(batch))
+            if wrong:
+                batch = batch[: len(batch) - len(wrong)] + wrong
         seeds = [rng.getrandbits(63) for _ in batch]             # each row's step subsample
         prompts = [e.prompt for e in batch]
         exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
