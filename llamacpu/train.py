@@ -110,6 +110,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--certify-patterns", type=int, default=TrainConfig.certify_patterns,
                    metavar="P", help="execute-table rows per batch row per training step "
                                      "(0: none)")
+    p.add_argument("--anneal", type=float, default=TrainConfig.anneal, metavar="F",
+                   help="learning-rate factor per check that finds a stage competent but "
+                        "not certified, down to 1/32 (default 0.5; 1: no annealing)")
     p.add_argument("--review", type=float, default=None,
                    help="fraction of each batch drawn from earlier stages (default: the "
                         "stage's own, 0.2-0.25; 0 when training one stage from scratch)")
@@ -140,7 +143,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            shared_prompt=False if a.no_shared_prompt else None,
                            retention_size=a.retention_size, retention=a.retention,
                            certify=not a.no_certify, certify_views=a.certify_views,
-                           certify_patterns=a.certify_patterns,
+                           certify_patterns=a.certify_patterns, anneal=a.anneal,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
                            optim=a.optim, time_budget=a.time_budget,

@@ -2,7 +2,9 @@
 the stage rule. Cheap: no training here; tests/test_train.py trains stage 0 with
 certification on and checks what it yields (a certified OEU, exact 20-digit additions)."""
 
+import json
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -168,3 +170,42 @@ def test_prompts_whose_plan_was_wrong_join_the_next_batches():
     c.plan_buffer = []
     rng_a, rng_b = random.Random(5), random.Random(5)
     assert c.plan_rows(rng_a, 8) == [] and rng_a.random() == rng_b.random()  # no draw
+
+
+def test_competent_but_uncertified_checks_anneal_the_learning_rate(tmp_path, monkeypatch):
+    """Near convergence the peak rate moves earlier tasks' plans back and forth: each check
+    that finds the stage competent but not certified multiplies the rate by ``anneal``
+    (scripted: two uncertified checks, then a certified one), and the exponent is counted
+    from the logged records, so a resumed run anneals as far as the interrupted one."""
+    from llamacpu.learn import certified as certified_mod
+    from llamacpu.learn import evaluation
+    from llamacpu.learn.controller_tables import ControllerCertificate
+    from llamacpu.learn.controller_tables import Decision as Wrong
+    from llamacpu.learn.trainer import TrainConfig, Trainer, _StageState, lr_at
+
+    checks = []
+
+    def scripted(self, model, cert, sets, step):  # noqa: ARG001
+        checks.append(step)
+        wrong = [Wrong("p", 2, "", (), "plan", "x", "y")] if len(checks) <= 2 else []
+        cert.controller = {"add": ControllerCertificate(1, 1, 0, plan_failures=wrong)}
+        return cert
+
+    monkeypatch.setattr(certified_mod.Certifier, "check_controller", scripted)
+    monkeypatch.setattr(certified_mod.Certifier, "check_oeu", lambda self, model: (
+        certified_mod.StageCertificate(SimpleNamespace(certified=True, failures=[],
+                                                       outputs=0))))
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: 1.0)
+    cfg = TrainConfig(stages=(0,), steps=40, eval_every=2, batch_size=4, seed=0, warmup=1,
+                      retention_size=0, out=tmp_path, progress=False, answer_loss=False,
+                      anneal=0.5)
+    st = Trainer(cfg, log=lambda _: None).run()[0]
+    assert st.passed and st.step == 6 and checks == [2, 4, 6]
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    peak = cfg.lr or 3e-3
+    for m in logged:  # steps 1-2 at the schedule, 3-4 at half of it, 5-6 at a quarter
+        scale = 0.5 ** ((m["step"] - 1) // 2)
+        assert m["lr"] == pytest.approx(lr_at(m["step"] - 1, 40, peak, 1) * scale)
+    assert _StageState(metrics=logged).uncertified == 2
+    with pytest.raises(ValueError, match="--anneal"):
+        TrainConfig(anneal=0.0)

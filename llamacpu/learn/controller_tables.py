@@ -40,7 +40,8 @@ __all__ = ["Decision", "ControllerCertificate", "certify_controller", "StepPatte
 
 @dataclass(frozen=True)
 class Decision:
-    """One wrong decision of the execute phase, or a wrong plan (``pc`` is None)."""
+    """One wrong decision of the execute phase, or a wrong plan (``what == "plan"``: ``pc``
+    is the first slot where the emitted program differs from the expert's)."""
 
     prompt: str
     pc: int | None
@@ -72,7 +73,8 @@ class ControllerCertificate:
         for name, fails in (("plan", self.plan_failures), ("execute", self.step_failures)):
             if fails:
                 lines.append(f"{len(fails)} wrong {name} entries:")
-                lines += [f"  {f.prompt!r} pc {f.pc} {f.instruction} values {f.values}: "
+                lines += [f"  {f.prompt!r}: emitted {f.got}, want {f.want}" if f.what == "plan"
+                          else f"  {f.prompt!r} pc {f.pc} {f.instruction} values {f.values}: "
                           f"{f.what} {f.got}, want {f.want}" for f in fails[:limit]]
                 if len(fails) > limit:
                     lines.append(f"  ... and {len(fails) - limit} more")
@@ -144,8 +146,7 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
         seen.add(view)
         (emitted,) = ctl.emit([prompt])
         if tuple(emitted.slots) != tuple(program.slots):
-            cert.plan_failures.append(Decision(prompt, None, "", (), "plan",
-                                               "the expert program", "another program"))
+            cert.plan_failures.append(_plan_failure(prompt, emitted, program))
             continue
         key = id(program)
         if key not in rows_cache:
@@ -183,6 +184,21 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
                     bool(w[i]), bool(g[i])))
     cert.views = len(seen)
     return cert
+
+
+def _plan_failure(prompt: str, emitted, program) -> Decision:
+    """A wrong plan, named by its first slot that differs from the expert's (``pc``; the
+    slot's text in each program, "nothing" past a program's end)."""
+    from llamacpu.core.graph import instr_text
+
+    n = min(len(emitted.slots), len(program.slots))
+    pc = next((i for i in range(n) if emitted.slots[i] != program.slots[i]), n)
+
+    def text(p) -> str:
+        return instr_text(p, pc) if pc < len(p.slots) else "nothing"
+
+    return Decision(prompt, pc, "", (), "plan", f"slot {pc} = {text(program)}",
+                    f"slot {pc} = {text(emitted)}")
 
 
 def _distinct_views(ops, modes, vals, carries, raw: bool) -> tuple[torch.Tensor, torch.Tensor]:

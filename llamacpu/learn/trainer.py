@@ -77,6 +77,7 @@ from llamacpu.llm.models import ModelError, resolve
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 
 OPTIMIZERS = ("adamw", "adamw8bit")
+ANNEAL_FLOOR = 1 / 32  # the lowest learning-rate factor annealing reaches
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "lr_at"]
 
@@ -127,6 +128,10 @@ class TrainConfig:
     certify_views: int | None = None    # views per task a controller certificate checks
     #                                     (None: 32 for the tiny model, 8 for a pretrained one)
     certify_patterns: int = 8           # execute-table rows per batch row per step (0: none)
+    anneal: float = 0.5                 # learning-rate factor per check that found the stage
+    #                                     competent but not certified (down to ANNEAL_FLOOR):
+    #                                     near convergence the peak rate moves plans of earlier
+    #                                     tasks back and forth (measured); 1: no annealing
     channel_lr: float = 1.0             # learning-rate multiplier of the weight-token channel's
     #                                     modules (metatokens, lookup, weight head); 5× stalls
     #                                     its attention (measured), so 1× by default
@@ -213,6 +218,8 @@ class TrainConfig:
             raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if self.competence is not None and not 0 < self.competence <= 1:
             raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
+        if not 0 < self.anneal <= 1:
+            raise ValueError(f"--anneal must be in (0, 1], got {self.anneal}")
         if not self.channel_lr > 0:
             raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
         if self.digit_window < 0:
@@ -251,6 +258,13 @@ class _StageState:
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
     passed: bool = False
+
+    @property
+    def uncertified(self) -> int:
+        """How many checks so far found the stage competent but its tables not certified
+        (``certified == 0`` records): the learning rate's annealing exponent, so a resumed
+        run anneals as far as the interrupted one had."""
+        return sum(1 for m in self.metrics if m.get("certified") == 0.0)
 
     @property
     def retained(self) -> dict[str, float] | None:
@@ -426,8 +440,9 @@ class Trainer:
         try:
             while st.step < cfg.steps and not self.stopped:
                 with self._autocast():
+                    scale = max(ANNEAL_FLOOR, cfg.anneal ** st.uncertified)
                     metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay,
-                                                       st.retained)
+                                                       st.retained, scale)
                 st.step += 1
                 out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
                     cfg.time_budget is not None
@@ -540,7 +555,8 @@ class Trainer:
 
     def _train_step(self, stage: Stage, model: LearnedMachine, opt, rng: random.Random,
                     step: int, replay: OEUExamples,
-                    retained: dict[str, float] | None = None) -> tuple[dict, OEUExamples]:
+                    retained: dict[str, float] | None = None,
+                    lr_scale: float = 1.0) -> tuple[dict, OEUExamples]:
         """One optimizer step on a global batch; this rank computes its rows' share.
 
         ``retained`` (the last retention measurement) below the floor: the stage is
@@ -553,8 +569,9 @@ class Trainer:
         divided by the number of ranks. One process: the shares are the whole.
         """
         cfg, dist = self.cfg, self.dist
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup) * g.get("lr_scale", 1.0)
+        for g in opt.param_groups:  # ``lr_scale``: the stage's annealing (``anneal``)
+            g["lr"] = (lr_at(step, cfg.steps, cfg.lr, cfg.warmup) * g.get("lr_scale", 1.0)
+                       * lr_scale)
         # the global batch and every random choice about it: the same on every rank
         review = weights = None
         if retained and cfg.retention > 0 and min(retained.values()) < cfg.retention:
