@@ -26,19 +26,6 @@ from llamacpu.train import parse_args
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def stage0(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    threads = torch.get_num_threads()
-    cfg = TrainConfig(stages=(0,), steps=400, seed=0, out=out, progress=False)
-    trainer = Trainer(cfg, log=lambda s: None)
-    try:
-        done = trainer.run()
-    finally:
-        torch.set_num_threads(threads)
-    return out, trainer, done[0]
-
-
 def _fresh_problems(n: int) -> list:
     """200 one-digit additions neither training nor the trainer's competence check ever
     showed: prompts of the held-out wordings outside the competence set (the train-split

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
@@ -122,6 +122,8 @@ class Certifier:
     domain: dict = field(init=False)
     _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
     _buffer: list[tuple[str, Program, int]] = field(default_factory=list, init=False)
+    _rows: list[tuple[Example, int]] = field(default_factory=list, init=False)  # the same
+    #                                 rows by example (what :meth:`state` saves)
     plan_buffer: list[Example] = field(default_factory=list, init=False)
     """Examples whose emitted program was wrong at the last check: the next training
     batches carry them (their plan loss is the only thing that teaches a plan)."""
@@ -155,7 +157,8 @@ class Certifier:
         """Certify the controller on ``views`` examples per task of ``sets`` (drawn by
         ``step``), and replace the buffer with the rows that failed."""
         cert.controller = {}
-        self._buffer = []
+        program_of_all: dict[str, Program] = {}
+        self._rows = []
         self.plan_buffer = []
         for task, examples in sets.items():
             pick = random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
@@ -164,18 +167,37 @@ class Certifier:
             c = certify_controller(model, [e.prompt for e in pick], programs)
             cert.controller[task] = c
             program_of = {e.prompt: p for e, p in zip(pick, programs)}
+            program_of_all.update(program_of)
             example_of = {e.prompt: e for e in pick}
             self.plan_buffer += [example_of[f.prompt] for f in c.plan_failures]
             by_prompt: dict[str, list] = {}
             for f in c.step_failures:
                 by_prompt.setdefault(f.prompt, []).append(f)
             for prompt, fails in by_prompt.items():
-                program = program_of[prompt]
-                self._buffer += [(prompt, program, i)
-                                 for i in failing_rows(self.table(program), fails)]
-        if len(self._buffer) > BUFFER:
-            self._buffer = random.Random(step).sample(self._buffer, BUFFER)
+                self._rows += [(example_of[prompt], i) for i in
+                               failing_rows(self.table(program_of[prompt]), fails)]
+        if len(self._rows) > BUFFER:
+            self._rows = random.Random(step).sample(self._rows, BUFFER)
+        self._buffer = [(e.prompt, program_of_all[e.prompt], i) for e, i in self._rows]
         return cert
+
+    def state(self) -> dict:
+        """What the last check left for the next steps (the plan buffer and the failing
+        execute rows), as plain data for a checkpoint: a resumed run draws what the
+        interrupted one would have drawn."""
+        return {"plan": [asdict(e) for e in self.plan_buffer],
+                "rows": [[asdict(e), i] for e, i in self._rows]}
+
+    def load_state(self, state: Mapping) -> None:
+        """Restore :meth:`state` (the execute rows' programs are the examples' experts)."""
+        def example(d: Mapping) -> Example:
+            return Example(**{**d, "operands": tuple(d["operands"])})
+
+        self.plan_buffer = [example(d) for d in state.get("plan", ())]
+        self._rows = [(example(d), int(i)) for d, i in state.get("rows", ())]
+        programs: dict[str, Program] = {}
+        self._buffer = [(e.prompt, programs.setdefault(e.prompt, expert_program(e)), i)
+                        for e, i in self._rows]
 
     def plan_rows(self, rng: random.Random, batch_size: int) -> list[Example]:
         """Up to a quarter of a batch of :attr:`plan_buffer` examples (none when it is empty,

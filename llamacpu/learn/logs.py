@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llamacpu.learn.curriculum import Stage
 
-__all__: list[str] = []  # the trainer's internals
+__all__ = ["read_curve"]  # the rest: the trainer's internals
 
 
 def _fmt(accuracies: dict[str, float]) -> str:
@@ -25,6 +25,26 @@ def _scalars(m) -> dict[str, float]:
 def _log_jsonl(out: Path, metrics: dict) -> None:
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(metrics) + "\n")
+
+
+def read_curve(out: str | Path) -> list[dict]:
+    """The training curve of a run directory: the step records of ``out/metrics.jsonl`` as
+    the checkpoints saw them. A killed run's records past the checkpoint it left are
+    superseded when a later run resumes from that checkpoint (its records say
+    ``resumed_from``), so each (stage, step) keeps the record of the run that went on.
+    Records without a run id (the retention lines) are left out."""
+    kept: list[dict] = []
+    seen_runs: set[str] = set()
+    for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        if "run" not in m or "step" not in m:
+            continue
+        if m["run"] not in seen_runs:  # a run starts: drop what it replays
+            seen_runs.add(m["run"])
+            start = m.get("resumed_from", 0)
+            kept = [k for k in kept if k["stage"] != m["stage"] or k["step"] <= start]
+        kept.append(m)
+    return kept
 
 
 def _tensorboard(out: Path):

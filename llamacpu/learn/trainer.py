@@ -67,182 +67,22 @@ from llamacpu.learn.curriculum import (
     sample_batch,
 )
 from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evaluate
-from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedConfig, LearnedMachine
+from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedMachine
 from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensorboard
 from llamacpu.learn.runlock import RunLock
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
 from llamacpu.learn.tasks import Example, default_out_size, expert_program
-from llamacpu.llm.config import ControllerConfig
-from llamacpu.llm.models import ModelError, resolve
+from llamacpu.learn.train_config import OPTIMIZERS, TrainConfig, _cfg_json
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 
-OPTIMIZERS = ("adamw", "adamw8bit")
 ANNEAL_FLOOR = 1 / 32  # the lowest learning-rate factor annealing reaches
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "lr_at"]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. The CLI parses into this; ``main(cfg)`` runs it."""
-
-    stages: tuple[int, ...] = (0,)      # stage indices to train, in order
-    model: str = "tiny"                 # controller LM: "tiny" (built in code), "smollm2-135m",
-    #                                     a local HF directory or a hub id (llamacpu.models)
-    lora_r: int = 0                     # pretrained models: LoRA rank (0: heads only)
-    lora_alpha: float | None = None     # LoRA alpha (default 2 · lora_r)
-    quant: str | None = None            # pretrained models: None, "4bit" (NF4) or "8bit"
-    optim: str = "adamw"                # "adamw" (torch) or "adamw8bit" (bitsandbytes)
-    time_budget: float | None = None    # minutes a stage may train before it stops (then a
-    #                                     final evaluation and checkpoint); None: no limit
-    steps: int = 1500                   # training steps a stage may take before giving up
-    batch_size: int | None = None       # prompts per step (None: 32 for the tiny model, 8
-    #                                     for a pretrained one, whose step costs seconds)
-    lr: float | None = None             # peak AdamW learning rate (warmup, then cosine).
-    #                                     None: 3e-3 for the tiny model, 1e-3 for LoRA on a
-    #                                     pretrained one (3e-3 oscillated there: measured)
-    warmup: int = 20                    # linear warmup steps at the start of each stage
-    seed: int = 0                       # seeds the model init, data and evaluation sets
-    out: Path = Path("checkpoints")     # where stage_N/ checkpoints and logs go
-    resume: bool = True                 # continue from the latest checkpoint in ``out``
-    device: str = "cpu"                 # torch device of the model ("cpu" or "cuda")
-    threads: int = 1                    # torch CPU threads (1 is fastest for the tiny model)
-    eval_every: int | None = None       # steps between free-running competence checks
-    #                                     (None: 25 for the tiny model, 20 for a pretrained one)
-    eval_size: int | None = None        # held-out prompts per check (None: the stage's own)
-    eval_screen: int | None = None      # a check first solves this many of the held-out
-    #                                     prompts and stops when the whole set can no longer
-    #                                     reach competence (the pass decision is the full
-    #                                     set's either way); 0: always the full set. None:
-    #                                     0 for the tiny model (1 s), 16 for a pretrained one
-    #                                     (every emitted slot and machine step is an LM pass)
-    retention_size: int = 50            # held-out prompts per EARLIER task when measuring
-    #                                     what a competent stage retained (0: never measure)
-    retention: float = 0.9              # floor for every earlier task: a competent stage
-    #                                     keeps training (review weighted to what dropped)
-    #                                     until all are back above it (0: measure, don't act)
-    competence: float | None = None     # exact match needed to pass (None: the stage's 0.99)
-    certify: bool = True                # a stage passes only with the learned tables of its
-    #                                     task and of every earlier task certified
-    #                                     (learn/certified.py); False: sampled-only (ablation)
-    certify_views: int | None = None    # views per task a controller certificate checks
-    #                                     (None: 32 for the tiny model, 8 for a pretrained one)
-    certify_patterns: int = 8           # execute-table rows per batch row per step (0: none)
-    anneal: float = 0.5                 # learning-rate factor per check that found the stage
-    #                                     competent but not certified (down to ANNEAL_FLOOR):
-    #                                     near convergence the peak rate moves plans of earlier
-    #                                     tasks back and forth (measured); 1: no annealing
-    channel_lr: float = 1.0             # learning-rate multiplier of the weight-token channel's
-    #                                     modules (metatokens, lookup, weight head); 5× stalls
-    #                                     its attention (measured), so 1× by default
-    review: float | None = None         # fraction of each batch from earlier stages (None:
-    #                                     the stage's own; 0 for a stage trained from scratch)
-    ckpt_every: int = 100               # steps between checkpoints (also at stage end)
-    answer_loss: bool = True            # add the end-to-end answer loss through the soft machine
-    step_sample: int | None = None      # machine steps per run the execute loss looks at
-    #                                     (None: 24 for the tiny model, 12 for a pretrained one)
-    shared_prompt: bool | None = None   # run each step's prompts through the LM once for
-    #                                     the plan and execute losses (Controller.encode_prefix;
-    #                                     the same losses, fewer LM tokens). None: on for a
-    #                                     pretrained model, off for the tiny one (bit-identical
-    #                                     to its earlier runs)
-    filler: float = 0.5                 # chance a training prompt gets random filler words in
-    #                                     front (every non-digit symbol but ':'), so the ALU
-    #                                     sees every symbol in the parser's comparisons, not
-    #                                     only the letters of the training wordings
-    prompt_mix: float = 0.5             # chance the execute loss pairs a step with another
-    #                                     row's prompt: a jump/write/halt decision is a
-    #                                     function of the machine state, not of the wording
-    answer_every: int | None = None     # steps between answer-loss terms; 0: never; None:
-    #                                     8 for the tiny model, never for a pretrained one (a
-    #                                     soft run through a big LM at every machine step
-    #                                     costs more than everything else in a step)
-    answer_batch: int = 4               # prompts in each answer-loss term
-    oeu_steps: int | None = None        # optimizer steps of the OEU on its replay per training
-    #                                     step (the extra ones OEU-only: milliseconds each,
-    #                                     worth it when the controller's step costs seconds).
-    #                                     None: 8 for a pretrained model; 1 for the tiny one,
-    #                                     2 with certify (its replay holds the whole OEU table:
-    #                                     stage 0 passes at step 100 instead of 175, measured)
-    answer_weight: float = 0.2          # its weight in the total loss
-    absolute_positions: bool = False    # ablation: execute phase sees the step index
-    digit_window: int = ControllerConfig.digit_window  # digits of each run the LM reads
-    #                                     (controller_view); 0: every digit (ablation)
-    progress: bool = True               # tqdm progress bar
-
-    def __post_init__(self) -> None:
-        tiny = self.model == "tiny"
-        defaults = {"lr": (3e-3, 1e-3), "batch_size": (32, 8), "eval_every": (25, 20),
-                    "step_sample": (24, 12),
-                    "oeu_steps": (2 if self.certify else 1, 8), "eval_screen": (0, 16),
-                    "shared_prompt": (False, True), "certify_views": (32, 8)}
-        for name, (for_tiny, for_pretrained) in defaults.items():
-            if getattr(self, name) is None:  # frozen: resolve the model-dependent defaults
-                object.__setattr__(self, name, for_tiny if tiny else for_pretrained)
-        positive = ("steps", "batch_size", "eval_every", "ckpt_every",
-                    "answer_batch", "threads", "step_sample", "oeu_steps", "certify_views")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
-                                 f"got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.eval_screen < 0:
-            raise ValueError(f"--eval-screen must be >= 0 (0: off), got {self.eval_screen}")
-        if self.certify_patterns < 0:
-            raise ValueError(f"--certify-patterns must be >= 0 (0: none), got "
-                             f"{self.certify_patterns}")
-        if self.retention_size < 0:
-            raise ValueError(f"--retention-size must be >= 0 (0: off), got "
-                             f"{self.retention_size}")
-        if not 0.0 <= self.retention <= 1.0:
-            raise ValueError(f"--retention must be in [0, 1] (0: off), got {self.retention}")
-        if self.answer_every is not None and self.answer_every < 0:
-            raise ValueError(f"--answer-every must be >= 0 (0: off), got {self.answer_every}")
-        if self.optim not in OPTIMIZERS:
-            raise ValueError(f"--optim must be one of {', '.join(OPTIMIZERS)}, got {self.optim!r}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"--time-budget must be positive (minutes), got {self.time_budget}")
-        try:
-            resolve(self.model)  # offline: registry model fetched, directory exists, hub opt-in
-        except ModelError as e:
-            raise ValueError(f"--model {self.model!r}: "
-                             + " ".join(line.strip() for line in str(e).splitlines())) from None
-        if self.model == "tiny" and (self.lora_r or self.quant):
-            raise ValueError("--lora-r and --quant apply to pretrained models (--model "
-                             "smollm2-135m, a local HF directory, a hub id); the tiny model "
-                             "trains all its weights")
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}")
-        if self.device != "cpu" and not torch.cuda.is_available():
-            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
-        if self.competence is not None and not 0 < self.competence <= 1:
-            raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
-        if not 0 < self.anneal <= 1:
-            raise ValueError(f"--anneal must be in (0, 1], got {self.anneal}")
-        if not self.channel_lr > 0:
-            raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
-        if self.digit_window < 0:
-            raise ValueError(f"--digit-window must be >= 0 (0: the LM reads every digit), "
-                             f"got {self.digit_window}")
-        if self.review is not None and not 0 <= self.review < 1:
-            raise ValueError(f"--review must be in [0, 1), got {self.review}")
-        if not self.stages:
-            raise ValueError("no stages to train")
-
-    @property
-    def answer_period(self) -> int:
-        """Steps between answer-loss terms (0: never)."""
-        if not self.answer_loss:
-            return 0
-        if self.answer_every is None:
-            return 8 if self.model == "tiny" else 0
-        return self.answer_every
-
-    def model_config(self) -> LearnedConfig:
-        return LearnedConfig(ControllerConfig(
-            model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
-            absolute_positions=self.absolute_positions, digit_window=self.digit_window))
+def _as_tuple(x):
+    """Lists back to tuples, nested (``random.setstate`` wants its state as it gave it)."""
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -258,6 +98,8 @@ class _StageState:
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
     passed: bool = False
+    resume: dict | None = None  # a checkpoint's ``extra``: the data sampler's and the
+    #                             certifier's state, restored so a resumed run is exact
 
     @property
     def uncertified(self) -> int:
@@ -289,6 +131,7 @@ class Trainer:
         self.model: LearnedMachine | None = None
         self.dist = dist          # set from the environment (torchrun's) by run()
         self.certifier: Certifier | None = None  # the running stage's (cfg.certify)
+        self._sampler: random.Random | None = None  # the running stage's data sampler
         self.run_id = uuid.uuid4().hex[:12]  # in every metrics record of this process
 
     # ------------------------------------------------------------------ helpers
@@ -319,10 +162,13 @@ class Trainer:
         config = {"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)}
         if model.base_model is not None:
             config["base_model"] = model.base_model
+        extra = {"sampler": self._sampler.getstate()}
+        if self.certifier is not None:
+            extra["certifier"] = self.certifier.state()
         return ckpt.save_checkpoint(
             ckpt.stage_dir(self.cfg.out, stage.index), model_state=state, optimizer=opt,
             config=config, stage=stage.index, step=st.step, metrics=st.metrics,
-            passed=st.passed, attachments=model.adapter_files())
+            passed=st.passed, extra=extra, attachments=model.adapter_files())
 
     def _checkpoint(self, *args) -> Path:
         """:meth:`_save` on rank 0; every rank waits until the checkpoint is complete."""
@@ -401,7 +247,7 @@ class Trainer:
             ckpt.restore_rng(c)
             self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
                      f"from {found}")
-            return model, opt, _StageState(c.step, list(c.metrics), c.passed), replay
+            return model, opt, _StageState(c.step, list(c.metrics), c.passed, c.extra), replay
         unpassed = "" if c.passed else (f" (stage {c.stage} did not pass: this is its last "
                                         f"checkpoint, step {c.step})")
         self.log(f"stage {stage.index} ({stage.name}): starting from stage {c.stage}'s "
@@ -418,6 +264,8 @@ class Trainer:
                      f"(accuracy {st.metrics[-1].get('accuracy', float('nan')):.3f}); moving on")
             return st
         rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
+        if st.resume and "sampler" in st.resume:  # where the interrupted run's draws stood
+            rng.setstate(_as_tuple(st.resume["sampler"]))
         heldout = competence_set(stage, seed=cfg.seed + 1)
         looking_back = cfg.retention_size > 0 and cfg.retention > 0
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
@@ -426,6 +274,9 @@ class Trainer:
         self.certifier = certifier = Certifier(
             stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
             cfg.certify_views, cfg.certify_patterns) if cfg.certify else None
+        if certifier is not None and st.resume and "certifier" in st.resume:
+            certifier.load_state(st.resume["certifier"])
+        self._sampler = rng
         if certifier is not None:  # the OEU table of every task so far, exact targets
             replay = merge_examples(replay, certifier.oeu_table())
             cert_sets = {stage.task: heldout, **{s.task: eval_set(
@@ -695,13 +546,6 @@ def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
         return ex
     rows = dist.gather_rows(torch.stack(list(ex), 1))                      # [E, 7]
     return merge_examples(OEUExamples(*rows.T))
-
-
-def _cfg_json(cfg: TrainConfig) -> dict:
-    d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
-    d["out"] = str(cfg.out)
-    d["stages"] = list(cfg.stages)
-    return d
 
 
 def _progress(cfg: TrainConfig, stage: Stage, start: int, enabled: bool = True):
