@@ -31,7 +31,7 @@ from llamacpu.core.interp import (
 from llamacpu.core.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role, Write
 
 __all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "machine_backend",
-           "format_trace", "main"]
+           "format_trace", "read_input", "main"]
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     ap = Parser(prog="python -m llamacpu.run",
                  description="Assemble a .lasm program and run it on an input.")
     ap.add_argument("program", help="the .lasm source file")
-    ap.add_argument("--input", default="", help="the input text (default: empty)")
+    given = ap.add_mutually_exclusive_group()
+    given.add_argument("--input", default=None, help="the input text (default: empty)")
+    given.add_argument("--input-file", default=None, metavar="PATH",
+                       help="read the input text from PATH ('-': standard input), for inputs "
+                            "longer than a command line takes; one trailing newline is "
+                            "dropped")
     ap.add_argument("--trace", action="store_true", help="print a table of every step")
     ap.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
                     help=f"fault if HALT has not run after this many steps "
@@ -205,6 +210,19 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def read_input(text: str | None, path: str | None) -> str:
+    """The input text: ``text``, or the contents of ``path`` ('-': standard input) without
+    one trailing newline (an editor's or ``echo``'s), or empty."""
+    if path is None:
+        return text or ""
+    if path == "-":
+        data = sys.stdin.buffer.read().decode("utf-8")
+    else:
+        with open(path, "rb") as f:
+            data = f.read().decode("utf-8")
+    return data[:-1] if data.endswith("\n") else data
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -214,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0, or 2 on any error)."""
     args = _parser().parse_args(argv)
     try:
-        cfg = RunConfig(program=args.program, input=args.input, trace=args.trace,
+        given = read_input(args.input, args.input_file)
+    except OSError as e:
+        return _fail(f"--input-file {args.input_file}: cannot read it: {e.strerror or e}")
+    except UnicodeDecodeError as e:
+        return _fail(f"--input-file {args.input_file}: not UTF-8 text (byte {e.start})")
+    try:
+        cfg = RunConfig(program=args.program, input=given, trace=args.trace,
                         max_steps=args.max_steps, out_size=args.out_size,
                         stack_size=args.stack_size, graph=args.graph, backend=args.backend,
                         soft=args.soft, heatmap=args.heatmap)

@@ -312,3 +312,26 @@ def test_readme_python_api_runs_as_written(run_dir, tmp_path, monkeypatch):
                         printed), printed
     assert "program" not in printed
     assert os.listdir(tmp_path / "checkpoints") == ["stage_3"]   # loading wrote nothing
+
+
+def test_run_reads_its_input_from_a_file_or_stdin(tmp_path):
+    """An input longer than a command line takes (1 MB here) comes from ``--input-file``;
+    ``-`` is standard input; an unreadable file or both flags at once is one error line."""
+    a, b = "9" * 500_000, "1" + "0" * 499_999
+    big = tmp_path / "big.txt"
+    big.write_text(f"{a}+{b}\n")  # the trailing newline is dropped
+    r = subprocess.run([sys.executable, "-m", "llamacpu.run", "programs/add.lasm",
+                        "--input-file", str(big), "--max-steps", "100000000"],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert r.stdout.splitlines()[0] == "10" + "9" * 499_999  # 99..9 + 10..0
+    r = subprocess.run([sys.executable, "-m", "llamacpu.run", "programs/add.lasm",
+                        "--input-file", "-"], input="12+35\n", capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "47", r.stderr
+    for extra, message in ((["--input-file", str(tmp_path / "missing")], "cannot read it"),
+                           (["--input", "1+1", "--input-file", "-"], "not allowed with")):
+        r = subprocess.run([sys.executable, "-m", "llamacpu.run", "programs/add.lasm", *extra],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
