@@ -344,6 +344,22 @@ LONG_INPUTS = {  # far longer than anything in the golden table
     "fmap": ["f: " + " ".join(f"{d}>{(7 * d + 3) % 10}" for d in range(10)) + " ; " + _num(BIG),
              f"{_words(300)} ; {_words(300)}" + "13" * 300],
     "fmap_data": ["g: 9>1 ; " + _num(BIG), f"{_words(300)} ; {_words(300)}" + "90" * 300],
+    "reverse_string": ["".join(_rng.choice("01") for _ in range(BIG)),
+                       f"{_words(300)}:  " + "".join(_rng.choice("01") for _ in range(300))],
+    "duplicate_string": ["".join(_rng.choice("01") for _ in range(BIG)),
+                         f"{_words(300)}: " + "".join(_rng.choice("01") for _ in range(300))],
+    "odds_first": ["".join(_rng.choice("01") for _ in range(BIG)),
+                   f"{_words(300)}: " + "".join(_rng.choice("01") for _ in range(301))],
+    "bucket_sort": ["".join(_rng.choice("01234") for _ in range(BIG)),
+                    f"{_words(300)}: " + "".join(_rng.choice(DIGITS) for _ in range(300))],
+    "binary_addition": ["".join(_rng.choice("01") for _ in range(BIG)) + "+1",
+                        f"{_words(300)}: " + "".join(_rng.choice("01") for _ in range(300))
+                        + "+" + "".join(_rng.choice("01") for _ in range(200)) + "1"],
+    "binary_multiplication": ["1" * 100 + "*" + "1" * 80,
+                              f"{_words(300)}: " + "".join(_rng.choice("01") for _ in range(60))
+                              + "1*1" + "".join(_rng.choice("01") for _ in range(60))],
+    "compute_sqrt": ["1" + "".join(_rng.choice("01") for _ in range(399)),
+                     f"{_words(300)}: 1" + "".join(_rng.choice("01") for _ in range(300))],
     "gcd": [f"{_fib(300)},{_fib(299)}", f"{_fib(200) * 7},{_fib(199) * 7}",
             f"{_words(300)}{_fib(150) * 3} and {_fib(149) * 3}"],
 }
@@ -390,6 +406,13 @@ SCALING = [
     ("max", "3" * 100, "3" * 1000, 10),
     ("mul", "7" * 10 + "*" + "7" * 10, "7" * 100 + "*" + "7" * 100, 100),
     ("sort", "9876543210" * 2, "9876543210" * 20, 100),
+    ("reverse_string", "01" * 50, "01" * 500, 10),
+    ("duplicate_string", "01" * 50, "01" * 500, 10),
+    ("odds_first", "01" * 50, "01" * 500, 10),
+    ("bucket_sort", "01234" * 20, "01234" * 200, 10),
+    ("binary_addition", "1" * 50 + "+" + "1" * 50, "1" * 500 + "+" + "1" * 500, 10),
+    ("binary_multiplication", "1" * 20 + "*" + "1" * 20, "1" * 200 + "*" + "1" * 200, 100),
+    ("compute_sqrt", "1" * 150, "1" * 1500, 100),  # ~3.2h² + 44h + 7L: 82x at this size
 ]
 
 

@@ -74,6 +74,18 @@ ORACLE = {
     "fmap": lambda ops: "".join(dict(p.split(">") for p in ops[0].split())[d] for d in ops[1]),
     "fmap_data": lambda ops: "".join(dict(p.split(">") for p in ops[0].split())[d]
                                      for d in ops[1]),
+    "reverse_string": lambda ops: "".join(reversed(ops[0])),
+    "duplicate_string": lambda ops: ops[0] * 2,
+    "odds_first": lambda ops: "".join(c for i, c in enumerate(ops[0]) if i % 2)
+                              + "".join(c for i, c in enumerate(ops[0]) if i % 2 == 0),
+    "bucket_sort": lambda ops: "".join(d * ops[0].count(d) for d in "0123456789"),
+    # little-endian "N+M" / "N*M" (no '*': the benchmark's fixed len − 1 zeros); big-endian X
+    "binary_addition": lambda ops: bin(sum(int(x[::-1] or "0", 2)
+                                           for x in ops[0].split("+")))[2:][::-1],
+    "binary_multiplication": lambda ops: bin(math.prod(int(x[::-1], 2)
+                                                       for x in ops[0].split("*")))[2:][::-1]
+                                         if "*" in ops[0] else "0" * (len(ops[0]) - 1),
+    "compute_sqrt": lambda ops: bin(math.isqrt(int(ops[0], 2)))[2:].zfill(-(-len(ops[0]) // 2)),
 }
 REQUIRED = {"add", "sub", "cmp", "mul", "copy", "reverse", "sort", "max"}
 

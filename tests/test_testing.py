@@ -38,7 +38,9 @@ def _aligned_pair(a: str, b: str, da: str, db: str) -> bool:
 
 def test_a_broken_oeu_entry_is_found_and_shrunk_to_the_pair():
     broken = ExpertMachine(corrupt_oeu("ADD", 7, 8, carry=0))
-    report = check_learned(broken, "add", max_length=6, examples=1000, seed=0)
+    # plain (uniform) operands: hypothesis's own draws favour simple values and met this
+    # entry in 0 to 4 of 1000 additions, depending on the seed
+    report = check_learned(broken, "add", lengths={1: 500, 2: 500}, plain_from=1, seed=0)
     assert not report.ok
     assert 0 < report.passed < report.n  # most additions never meet 7 + 8 with carry 0
     c = report.counterexample
