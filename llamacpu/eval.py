@@ -11,6 +11,12 @@ checkpoint's stages never trained (``fib``, ``gcd`` and the Chomsky-hierarchy be
 tasks are in no curriculum stage yet, so no checkpoint has) is still evaluated, with a one-line note on stderr that the machine never
 trained on it. The command line of :func:`llamacpu.learn.evaluation.evaluate_lengths`
 (loading, drawing, running and scoring live in that module; this one re-exports them).
+
+``--protocol chomsky`` follows the Chomsky-hierarchy benchmark's test protocol
+(``learn.evaluation.CHOMSKY``): by default every length 41..500, per-token accuracy and
+exact match per length, and the benchmark's score (per-token accuracy averaged over the
+lengths); ``--json`` ends with a summary line holding ``meta``, ``--plot PATH`` draws both
+against length (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -24,13 +30,15 @@ import torch
 
 from llamacpu.cli import Parser, add_verbosity, progress, setup_logging
 from llamacpu.core.isa import LlamacpuError
-from llamacpu.evaluate.report import trained_tasks
+from llamacpu.evaluate.report import protocol_plot, protocol_table, trained_tasks
 from llamacpu.learn.curriculum import STAGES
 from llamacpu.learn.evaluation import (
+    PROTOCOLS,
     draw_examples,
     evaluate_lengths,
     load_checkpoint_machine,
     load_learned,
+    protocol_summary,
     solve_examples,
 )
 from llamacpu.learn.tasks import SPLITS, TASKS
@@ -73,23 +81,60 @@ def _untrained_note(task: str, stage: int) -> str | None:
             + " (expect exact match near 0)")
 
 
+def _lengths(p: Parser, text: str) -> list[int]:
+    """``--digits``: comma-separated lengths and ranges ``low-high`` (both ends included)."""
+    out: list[int] = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        try:
+            lo, hi = (int(part), int(part)) if not dash or not low else (int(low), int(high))
+        except ValueError:
+            p.error(f"--digits must be comma-separated lengths or ranges like 41-500, got "
+                    f"{text!r}")
+        if lo < 1 or hi < lo:
+            p.error(f"--digits must list lengths of at least 1 (ranges low-high), got {text!r}")
+        out += range(lo, hi + 1)
+    if not out:
+        p.error(f"--digits must list lengths of at least 1, got {text!r}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = Parser(prog="python -m llamacpu.eval", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoints/stage_N dir")
     unstaged = [t for t in TASKS if not any(s.task == t for s in STAGES)]
-    p.add_argument("--task", default="add",
-                   help=f"one of {', '.join(TASKS)}; a checkpoint knows the tasks of its "
+    p.add_argument("--task", action="append",
+                   help=f"one of {', '.join(TASKS)} (default add; repeat the flag or give a "
+                        "comma list for several); a checkpoint knows the tasks of its "
                         "stages and earlier ones (python -m llamacpu.train --list)"
                    + (f"; {', '.join(unstaged)}: in no curriculum stage, so never trained"
                       if unstaged else ""))
-    p.add_argument("--digits", default="1,5,20,100,1000",
-                   help="comma-separated operand lengths (digits, items or characters)")
-    p.add_argument("--n", type=int, default=20, help="problems per length")
+    p.add_argument("--protocol", default=None,
+                   help=f"a benchmark's test protocol: {', '.join(PROTOCOLS)} (chomsky: "
+                        "Delétang et al., ICLR 2023: lengths 41..500, per-token accuracy "
+                        "averaged over them; docs/testing.md)")
+    p.add_argument("--digits", default=None,
+                   help="operand lengths (digits, items or characters): comma-separated, "
+                        "ranges like 41-500 allowed (default 1,5,20,100,1000; with "
+                        "--protocol, its test lengths: chomsky 41-500)")
+    p.add_argument("--stride", type=int, default=1,
+                   help="keep every STRIDE-th of those lengths (e.g. 10 with --protocol "
+                        "chomsky: 41, 51, ..., 491, on a CPU)")
+    p.add_argument("--n", type=int, default=None,
+                   help="problems per length (default 20; with --protocol chomsky 10, where "
+                        "the paper scored 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn problems")
     p.add_argument("--split", default="train",
                    help=f"prompt wordings: {' or '.join(SPLITS)} (heldout: never trained on)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
-    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON lines instead of a table (with --protocol: then a "
+                        "summary line with the score and meta)")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="write a PNG: per-token accuracy and exact match against length, one "
+                        "line per task, the trained range shaded")
     p.add_argument("--compiled", action="store_true",
                    help="run a prompt on its certified tables (the same answers, far faster); "
                         "a prompt whose tables are not certified runs on the neural machine "
@@ -98,33 +143,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     log = setup_logging(a.verbose, a.quiet)
     p.check_threads(a.threads)
-    if a.task not in TASKS:
-        p.error(f"--task {a.task!r} is not a task: choose from {', '.join(TASKS)}")
+    tasks = list(dict.fromkeys(t.strip() for flag in (a.task or ["add"])
+                               for t in flag.split(",") if t.strip()))
+    for task in tasks or [""]:
+        if task not in TASKS:
+            p.error(f"--task {task!r} is not a task: choose from {', '.join(TASKS)}")
+    if a.protocol is not None and a.protocol not in PROTOCOLS:
+        p.error(f"--protocol {a.protocol!r} is not a protocol: choose from "
+                f"{', '.join(PROTOCOLS)}")
+    protocol = PROTOCOLS.get(a.protocol)
     if a.split not in SPLITS:
         p.error(f"--split must be one of {', '.join(SPLITS)}, got {a.split!r}")
-    try:
-        lengths = [int(x) for x in a.digits.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--digits must be comma-separated integers, got {a.digits!r}")
-    if not lengths or min(lengths) < 1:
-        p.error(f"--digits must list lengths of at least 1, got {a.digits!r}")
-    if a.n < 1:
-        p.error(f"--n must be at least 1, got {a.n}")
+    if a.digits is not None:
+        lengths = _lengths(p, a.digits)
+    else:
+        lengths = list(protocol.lengths) if protocol else [1, 5, 20, 100, 1000]
+    if a.stride < 1:
+        p.error(f"--stride must be at least 1, got {a.stride}")
+    lengths = lengths[::a.stride]
+    for task in tasks:
+        try:
+            TASKS[task].check_length(max(lengths))
+        except ValueError as e:
+            p.error(f"--digits: {e}")
+    n = a.n if a.n is not None else 10 if protocol else 20
+    if n < 1:
+        p.error(f"--n must be at least 1, got {n}")
+    if a.plot is not None:
+        p.check_out_file(a.plot, "--plot")
     if not a.checkpoint.is_dir():
         p.error(f"--checkpoint {a.checkpoint}: no such checkpoint directory")
     torch.set_num_threads(a.threads)
     try:
         c, model = load_checkpoint_machine(a.checkpoint)
-        note = _untrained_note(a.task, c.stage)
-        if note:
-            log.warning(note)
+        for task in tasks:
+            note = _untrained_note(task, c.stage)
+            if note:
+                log.warning(note)
         emit = (lambda r: print(json.dumps(r), flush=True)) if a.json else None
         rows = []
-        with progress(a.n * len(lengths), f"eval {a.task}", "problem", a.quiet) as bar:
-            for length in lengths:  # one length at a time: each draws from its own seed
-                bar.set_postfix_str(f"length {length}")
-                rows += evaluate_lengths(_Counted(model, bar, a.compiled), a.task, [length],
-                                         a.n, a.seed, a.split, log=emit)
+        for task in tasks:
+            with progress(n * len(lengths), f"eval {task}", "problem", a.quiet) as bar:
+                for length in lengths:  # one length at a time: each draws from its own seed
+                    bar.set_postfix_str(f"length {length}")
+                    rows += evaluate_lengths(_Counted(model, bar, a.compiled), task, [length],
+                                             n, a.seed, a.split, log=emit,
+                                             sub_batch=(protocol.sub_batch if protocol
+                                                        else 64),
+                                             uniform=protocol is not None and protocol.uniform)
+        summary = protocol_summary(rows, protocol) if protocol else None
+        if a.plot is not None:
+            protocol_plot(rows, a.plot, f"{a.checkpoint} (stage {c.stage}), {n} problems per "
+                          f"length, seed {a.seed}" + (f", protocol {protocol.name}"
+                                                      if protocol else ""),
+                          trained_tasks(c.stage))
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
@@ -132,12 +204,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.compiled and runner is not None:
         log.info(f"compiled: {runner.stats.compiled} prompts on certified tables, "
                  f"{runner.stats.neural} on the neural machine")
-    if not a.json:
+    if summary is not None and a.json:
+        print(json.dumps({"protocol": protocol.name, "summary": summary,
+                          "meta": _meta(a, argv, n, lengths)}), flush=True)
+    elif summary is not None:
+        print(protocol_table(rows, summary))
+    elif not a.json:
         print(_table(rows))
         for r in rows:
             if r["failures"]:
-                print(f"failures at {r['length']}: {r['failures']}")
+                print(f"failures at {r['task']} {r['length']}: {r['failures']}")
+    if a.plot is not None:
+        log.info(f"wrote {a.plot}")
     return 0
+
+
+def _meta(a, argv: Sequence[str] | None, n: int, lengths: list[int]) -> dict:
+    """What a protocol's JSON summary records of its run, as the JSON files under
+    benchmarks/ do."""
+    import platform
+
+    return {"command": " ".join(["python -m llamacpu.eval",
+                                 *(sys.argv[1:] if argv is None else argv)]),
+            "checkpoint": str(a.checkpoint), "seed": a.seed, "n": n, "split": a.split,
+            "lengths": lengths, "compiled": a.compiled, "torch": torch.__version__,
+            "threads": a.threads, "python": platform.python_version(),
+            "machine": platform.machine()}
 
 
 if __name__ == "__main__":

@@ -88,6 +88,6 @@ TASK = Task(
     heldout_templates=("what is this sum in binary: {text}",
                        "add in base two, lowest bit first: {text}",
                        "compute the binary total: {text}"),
-    draw=draw, solve=solve, out_size=out_size, fit=fit,
+    draw=draw, solve=solve, out_size=out_size, fit=fit, terminated=True,
     description="the sum of two little-endian binary numbers (Chomsky benchmark "
                 "binary_addition, CS)")

@@ -91,6 +91,7 @@ TASK = Task(
     # the product room len N + len M and its END: the payload's length; without '*', the
     # len N zeros and the slot after them, where the zero-fill's pointer stops
     draw=draw, solve=solve, out_size=lambda ops: len(ops[0]) + (OP not in ops[0]), fit=fit,
+    terminated=True,
     max_length=500,
     description="the product of two little-endian binary numbers (Chomsky benchmark "
                 "binary_multiplication, CS)")

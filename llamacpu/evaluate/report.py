@@ -5,6 +5,11 @@ lengths from 1 to 10× the longest trained length (and 1000 digits for add, sub 
 at least ``examples`` per task; :func:`report_markdown` and :func:`report_plot` write the
 markdown table and the PNG plot (training range shaded). The baselines are scored on the
 same lengths.
+
+``python -m llamacpu.eval --protocol`` prints :func:`protocol_table` and draws
+:func:`protocol_plot` (per-token accuracy and exact match against length, one line per
+task) from the evaluation core's rows (``learn.evaluation.evaluate_lengths``,
+``protocol_summary``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from llamacpu.learn.curriculum import trained_tasks
 from llamacpu.learn.tasks import TASKS
 
 __all__ = ["LONG", "trained_tasks", "report_lengths", "TaskReport", "run_report",
-           "report_markdown", "report_plot"]
+           "report_markdown", "report_plot", "protocol_table", "protocol_plot"]
 
 LONG = 1000
 """The extra length of the report for linear-time arithmetic (digits)."""
@@ -134,5 +139,60 @@ def report_plot(reports: list[TaskReport], path: Path, title: str) -> None:
     axes[0][0].set_ylabel("exact match (%)")
     axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle(textwrap.fill(title, int(width * 13)), fontsize=9)  # ~13 chars an inch
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def protocol_table(rows: list[dict], summary: dict[str, dict]) -> str:
+    """Markdown: per-token accuracy and exact match per task and length, then per task the
+    score (per-token accuracy averaged over the lengths) and the mean exact match."""
+    out = ["| task | length | problems | per-token accuracy | exact match | "
+           "machine steps (max) | wall time |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['task']} | {r['length']} | {r['n']} | "
+                   f"{100 * r['per_token_accuracy']:.1f}% | {100 * r['exact_match']:.1f}% | "
+                   f"{r['max_machine_steps']:,} | {r['seconds']:.1f} s |")
+    out += ["", "| task | lengths | problems | score (per-token, mean over lengths) | "
+                "exact match (mean over lengths) |", "|---|---|---:|---:|---:|"]
+    for task, s in summary.items():
+        span = f"{s['min_length']}..{s['max_length']} ({s['lengths']})"
+        out.append(f"| {task} | {span} | {s['problems']} | {100 * s['score']:.1f}% | "
+                   f"{100 * s['exact_match']:.1f}% |")
+    return "\n".join(out)
+
+
+def protocol_plot(rows: list[dict], path: Path, title: str,
+                  trained: dict[str, int] | None = None) -> None:
+    """Per-token accuracy (left) and exact match (right) against length, one line per task;
+    a task's training range 1..``trained[task]`` shaded in its colour when known."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = trained or {}
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), sharey=True, layout="constrained")
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    lengths = [r["length"] for r in rows]
+    for i, task in enumerate(tasks):
+        mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["length"])
+        colour = f"C{i % 10}"
+        for ax, key in zip(axes, ("per_token_accuracy", "exact_match")):
+            ax.plot([r["length"] for r in mine], [100 * r[key] for r in mine], "o-", ms=2.5,
+                    color=colour, label=task)
+            if task in trained:
+                ax.axvspan(0.8, trained[task] + 0.2, color=colour, alpha=0.12,
+                           label=f"{task}: trained ≤ {trained[task]}")
+    for ax, name in zip(axes, ("per-token accuracy (%)", "exact match (%)")):
+        if max(lengths) >= 100 * min(lengths):
+            ax.set_xscale("log")
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("length")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower left", fontsize=7)
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)

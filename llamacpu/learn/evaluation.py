@@ -13,15 +13,22 @@ and ``python -m llamacpu.bench baselines`` all build on it.
   one measured on the longest example.
 - Scoring: :func:`exact` (the one definition of a right answer), :func:`evaluate` (accuracy,
   sharded with ``dist``), :func:`screened_evaluate` (stops once a check can no longer pass),
-  :func:`evaluate_lengths` (exact match per length, with wall time and failures).
+  :func:`evaluate_lengths` (exact match and per-token accuracy per length, with wall time
+  and failures).
+- Protocols: a published benchmark's test lengths and score (:class:`Protocol`,
+  :data:`PROTOCOLS`; ``python -m llamacpu.eval --protocol chomsky``), scored by
+  :func:`token_score` and :func:`per_token_accuracy` and summed up by
+  :func:`protocol_summary`.
 - :func:`retention_stages` says which earlier stages a competent stage looks back at.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,7 +42,8 @@ from llamacpu.learn.tasks import TASKS, Example, default_out_size, heldout_key
 
 __all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages", "exact",
            "step_budget", "reference_run", "solve_examples", "draw_examples",
-           "evaluate_lengths", "load_learned", "load_checkpoint_machine"]
+           "evaluate_lengths", "load_learned", "load_checkpoint_machine", "Protocol",
+           "CHOMSKY", "PROTOCOLS", "token_score", "per_token_accuracy", "protocol_summary"]
 
 REFERENCE_MAX_STEPS = 100_000_000
 """Step limit of a reference run: far beyond any expert program on any task length."""
@@ -60,14 +68,16 @@ def load_learned(path: Path) -> LearnedMachine:
 
 
 def draw_examples(task: str, length: int, n: int, seed: int = 0,
-                  split: str = "train") -> list[Example]:
+                  split: str = "train", uniform: bool = False) -> list[Example]:
     """``n`` problems of ``length`` from their own seed; for a task that holds something
-    out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones."""
+    out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones. With
+    ``uniform``, no edge cases (``Task.edge_rate`` 0): a benchmark's own distribution."""
     rng = random.Random(f"eval/{task}/{length}/{seed}")
-    keyed = TASKS[task].heldout_key is not None
+    spec = dataclasses.replace(TASKS[task], edge_rate=0.0) if uniform else TASKS[task]
+    keyed = spec.heldout_key is not None
     out: list[Example] = []
     while len(out) < n:
-        ex = TASKS[task].sample(rng, length, split=split)
+        ex = spec.sample(rng, length, split=split)
         if not keyed or is_heldout(heldout_key(ex)):
             out.append(ex)
     return out
@@ -173,29 +183,116 @@ def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps
 
 def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n: int,
                      seed: int = 0, split: str = "train", batch: int = 64,
-                     log=None) -> list[dict]:
-    """Exact match of the free-running machine per length (``n`` problems of
+                     log=None, sub_batch: int = 64, uniform: bool = False) -> list[dict]:
+    """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
+    ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
     :func:`draw_examples` each), with wall time, the most machine steps a run took and the
     first three failing prompts (cut to 60 characters)."""
+    terminated = TASKS[task].terminated
     rows = []
     for length in lengths:
-        examples = draw_examples(task, length, n, seed, split)
+        examples = draw_examples(task, length, n, seed, split, uniform)
         start = time.time()
         correct, steps = 0, 0
-        failures = []
+        failures, scores = [], []
         for e, s in solve_examples(model, examples, batch):
             ok = exact(e, s)
             correct += ok
             steps = max(steps, s.steps)
+            scores.append(token_score(None if s.fault else s.output, e.answer, terminated))
             if not ok and len(failures) < 3:
                 failures.append(e.prompt if len(e.prompt) < 60 else e.prompt[:57] + "...")
         row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
+               "per_token_accuracy": per_token_accuracy(scores, sub_batch),
                "seconds": time.time() - start, "max_machine_steps": steps,
                "failures": failures}
         rows.append(row)
         if log:
             log(row)
     return rows
+
+
+# ------------------------------------------------------------------------------ protocols
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A published benchmark's test protocol, which ``python -m llamacpu.eval --protocol``
+    follows: the lengths its score averages over and how it scores one length."""
+
+    name: str
+    lengths: tuple[int, ...]  # test lengths (the task's unit), every one scored alike
+    trained: int              # the benchmark trains its models on lengths 1..trained
+    problems: int             # problems per test length the benchmark scores
+    sub_batch: int            # it pools token accuracy over sub-batches of this many
+    #                           problems, then averages the sub-batches (per_token_accuracy)
+    source: str = ""          # where these numbers come from
+    uniform: bool = True      # the benchmark draws uniformly: no edge cases
+
+    def __post_init__(self) -> None:
+        if not self.lengths or min(self.lengths) < 1 or self.problems < 1 \
+                or self.sub_batch < 1:
+            raise ValueError(f"protocol {self.name}: lengths of at least 1, problems and "
+                             "sub_batch at least 1")
+
+
+CHOMSKY = Protocol(
+    "chomsky", tuple(range(41, 501)), trained=40, problems=512, sub_batch=64,
+    source="Delétang et al., Neural Networks and the Chomsky Hierarchy (ICLR 2023); "
+           "google-deepmind/neural_networks_chomsky_hierarchy: train on lengths 1..40 "
+           "(experiments/example.py), score every length 1..500 (max_range_test_length=500 "
+           "in the first release's training/example.py) on 512 sequences in sub-batches of "
+           "64 (range_evaluation.py), average the lengths past 40")
+"""The Chomsky-hierarchy benchmark: per-token accuracy averaged over the lengths 41..500."""
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (CHOMSKY,)}
+"""Every protocol by name (``--protocol``)."""
+
+
+def token_score(answer: str | None, target: str, terminated: bool = False) -> tuple[int, int]:
+    """(right, positions): how many of the target's output positions the answer gets right,
+    position by position, and how many there are (the benchmark's per-token accuracy before
+    pooling). A shorter answer gets the positions it lacks wrong; a longer one's extra
+    symbols fall on no target position and are not counted (the benchmark reads exactly the
+    target's positions; exact match catches them). ``terminated`` (``Task.terminated``: the
+    benchmark scores a termination token after the answer) appends one end position to both:
+    an answer that stops early or runs on gets it wrong. ``answer`` None (a run that
+    faulted: no answer) gets every position wrong."""
+    want: tuple[str | None, ...] = tuple(target) + ((None,) if terminated else ())
+    if answer is None:
+        return 0, len(want)
+    got: tuple[str | None, ...] = tuple(answer) + ((None,) if terminated else ())
+    return sum(a == b for a, b in zip(got, want)), len(want)
+
+
+def per_token_accuracy(scores: Sequence[tuple[int, int]], sub_batch: int = 64) -> float:
+    """The benchmark's accuracy of one length from :func:`token_score`s: within each run of
+    ``sub_batch`` consecutive problems, right positions over positions (pooled), then the
+    mean over those sub-batches (``range_evaluation``; a last, smaller one counts like the
+    others). With at most ``sub_batch`` problems it is simply the fraction of all positions
+    right. A sub-batch without positions does not count; none at all: 1.0 (nothing to get
+    wrong)."""
+    groups = [scores[i:i + sub_batch] for i in range(0, len(scores), sub_batch)]
+    rates = [sum(r for r, _ in g) / sum(p for _, p in g) for g in groups
+             if sum(p for _, p in g)]
+    return sum(rates) / len(rates) if rates else 1.0
+
+
+def protocol_summary(rows: Sequence[dict], protocol: Protocol) -> dict[str, dict]:
+    """Per task of :func:`evaluate_lengths` rows: the score (per-token accuracy averaged over
+    the lengths evaluated, each length alike, as the benchmark averages its test lengths),
+    the mean exact match, the lengths and problems, and whether the lengths were exactly
+    the protocol's."""
+    out: dict[str, dict] = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        lengths = [r["length"] for r in mine]
+        out[task] = {"score": sum(r["per_token_accuracy"] for r in mine) / len(mine),
+                     "exact_match": sum(r["exact_match"] for r in mine) / len(mine),
+                     "lengths": len(lengths), "min_length": min(lengths),
+                     "max_length": max(lengths), "problems": sum(r["n"] for r in mine),
+                     "protocol_lengths": sorted(lengths) == sorted(protocol.lengths)}
+    return out
 
 
 def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:

@@ -178,6 +178,10 @@ class Task:
     #                                     contract (sub: the larger first), or None when they
     #                                     cannot (gcd: a zero); the property tests draw
     #                                     through it (evaluate.strategies); None: all fit
+    terminated: bool = False            # the benchmark the task comes from scores a
+    #                                     termination token after the answer: per-token
+    #                                     accuracy counts the answer's END as one more
+    #                                     position (evaluation.token_score)
     directory: Path | None = None       # where <program>.lasm is: the task file's directory
     #                                     (load_tasks sets it); None: golden.PROGRAMS_DIR
 
