@@ -100,10 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             got = w.output if w.fault is None else f"{w.output!r}, fault: {w.fault}"
             print(f"  witness for {entry.describe(alphabet)}: {w.prompt!r} -> {got} "
                   f"(want {w.answer})")
-    ctl = None
+    ctl, plan_witnesses = None, []
     if args.views > 0:
-        ctl = _controller_certificate(model, tasks, trained_tasks(ck.stage), args)
+        ctl, answers = _controller_certificate(model, tasks, trained_tasks(ck.stage), args)
         print(ctl.summary())
+        plan_witnesses = _plan_witnesses(model, ctl, answers, args.witnesses)
     else:
         print("plan and execute tables: not checked (--views 0)")
     if args.json is not None:
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "certified": ctl.certified, "views": ctl.views, "prompts": ctl.prompts,
                 "decisions": ctl.decisions, "wordings": args.wordings, "seed": args.seed,
                 "plan_failures": [asdict(f) for f in ctl.plan_failures],
+                "plan_witnesses": plan_witnesses,
                 "step_failures": [asdict(f) for f in ctl.step_failures[:1000]],
                 "step_failures_total": len(ctl.step_failures)},
             "ops": [o.name for o in cert.ops], "inputs": cert.inputs, "outputs": cert.outputs,
@@ -140,7 +142,7 @@ def _controller_certificate(model, tasks, trained, args):
     from llamacpu.learn.tasks import SPLITS, TASKS, expert_program
 
     splits = SPLITS if args.wordings == "all" else (args.wordings,)
-    prompts, programs = [], []
+    prompts, programs, answers = [], [], {}
     for task in tasks:
         t = TASKS[task]
         rng = random.Random(f"certify/{task}/{args.seed}")
@@ -149,7 +151,27 @@ def _controller_certificate(model, tasks, trained, args):
             ex = t.sample(rng, 1 + i % top, splits[i % len(splits)])
             prompts.append(ex.prompt)
             programs.append(expert_program(ex))
-    return certify_controller(model, prompts, programs)
+            answers[ex.prompt] = ex.answer
+    return certify_controller(model, prompts, programs), answers
+
+
+def _plan_witnesses(model, ctl, answers: dict[str, str], k: int) -> list[dict]:
+    """The first ``k`` prompts with a wrong plan, run free: a wrong plan is a witness when
+    the machine then answers the prompt wrong (a wrong slot that no run reads is not)."""
+    out = []
+    fails = ctl.plan_failures[:k]
+    if not fails:
+        return out
+    solved = model.solve([f.prompt for f in fails])  # the default step budget
+    for f, s in zip(fails, solved):
+        want = answers[f.prompt]
+        wrong = s.fault is not None or s.output != want
+        out.append({"prompt": f.prompt, "answer": want, "output": s.output, "fault": s.fault,
+                    "answered_wrong": wrong})
+        got = s.output if s.fault is None else f"{s.output!r}, fault: {s.fault}"
+        print(f"  plan witness {f.prompt!r} -> {got!r} (want {want!r})"
+              + ("" if wrong else ": answered right all the same"))
+    return out
 
 
 if __name__ == "__main__":

@@ -286,6 +286,30 @@ def test_a_wrong_program_is_a_plan_failure():
     cert = certify_controller(_Model(_Controller(wrong_plan=True), _FlippedSequencer()),
                               prompts, programs)
     assert len(cert.plan_failures) == cert.views == len(set(prompts))
+    add, copy = load_program("add").slots, load_program("copy").slots
+    first = next(i for i in range(min(len(add), len(copy))) if add[i] != copy[i])
+    f = cert.plan_failures[0]
+    assert f.pc == first and f.want.startswith(f"slot {first} = ")
+    assert f.got.startswith(f"slot {first} = ") and f.got != f.want
+
+
+def test_a_wrong_plan_is_a_witness_only_when_the_free_run_answers_wrong(capsys):
+    """The certify CLI runs each wrong-plan prompt free: answered wrong, it is a witness;
+    answered right (a wrong slot no run reads), it says so."""
+    from types import SimpleNamespace
+
+    from llamacpu.certify import _plan_witnesses
+    from llamacpu.learn.controller_tables import ControllerCertificate, Decision
+
+    fails = [Decision(p, 2, "", (), "plan", "slot 2 = x", "slot 2 = y") for p in ("a", "b")]
+    ctl = ControllerCertificate(2, 2, 0, plan_failures=fails)
+    model = SimpleNamespace(solve=lambda prompts: [SimpleNamespace(output="47", fault=None),
+                                                   SimpleNamespace(output="", fault="halt")])
+    got = _plan_witnesses(model, ctl, {"a": "47", "b": "12"}, k=5)
+    assert [w["answered_wrong"] for w in got] == [False, True]
+    out = capsys.readouterr().out
+    assert "answered right all the same" in out and "fault: halt" in out
+    assert _plan_witnesses(model, ctl, {"a": "47", "b": "12"}, k=0) == []
 
 
 def test_compiled_certificates_are_dropped_when_the_weights_change(monkeypatch):
