@@ -18,6 +18,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -419,3 +421,29 @@ def test_call_lm_continues_from_its_cache_without_deprecated_names(config, lora)
         rest, past = models.call_lm(model, past, input_ids=ids[:, 5:], use_cache=True)
     assert past.get_seq_length() == 9
     torch.testing.assert_close(rest.logits, whole.logits[:, 5:], atol=1e-5, rtol=1e-5)
+
+
+def test_bitsandbytes_is_imported_without_asking_the_hub_for_kernels():
+    """bitsandbytes' import asks ``kernels.get_kernel`` for a hub kernel on CPUs with
+    AVX512-BF16; through ``import_bitsandbytes`` that request never reaches the real
+    ``get_kernel`` (no download, no warning), and ``get_kernel`` is restored afterwards."""
+    pytest.importorskip("bitsandbytes")
+    code = """
+import logging, sys
+logging.basicConfig()
+import kernels
+calls = []
+def spy(*a, **k):
+    calls.append(a)
+    raise RuntimeError("spy")
+kernels.get_kernel = spy
+from llamacpu.llm.models import import_bitsandbytes
+bnb = import_bitsandbytes()
+assert "bitsandbytes" in sys.modules and kernels.get_kernel is spy
+print("calls", len(calls))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "LLAMACPU_ALLOW_HUB"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "calls 0" in r.stdout and "kernels-community" not in r.stderr, r.stderr[-2000:]

@@ -150,7 +150,9 @@ class Trainer:
         groups = [{"params": rest, "lr_scale": 1.0},
                   {"params": channel, "lr_scale": self.cfg.channel_lr}]
         if self.cfg.optim == "adamw8bit":
-            import bitsandbytes as bnb
+            from llamacpu.llm.models import import_bitsandbytes
+
+            bnb = import_bitsandbytes()
 
             return bnb.optim.AdamW8bit(groups, lr=self.cfg.lr, weight_decay=0.0)
         return torch.optim.AdamW(groups, lr=self.cfg.lr, weight_decay=0.0)

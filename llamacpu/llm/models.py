@@ -385,12 +385,48 @@ def cached(cache: str | os.PathLike | None = None) -> list[tuple[Manifest, Path]
 
 # ================================================================ loading
 
+def import_bitsandbytes():
+    """``bitsandbytes``, imported without reaching the hub: on a CPU with AVX512-BF16 its
+    import asks ``kernels.get_kernel`` for a 4-bit matmul from the hub
+    (kernels-community/quantization-bitsandbytes) and falls back to its own kernel when
+    that fails. Unless the hub is allowed (``LLAMACPU_ALLOW_HUB=1``), that request fails at
+    once here, quietly: nothing a default run does downloads code or weights."""
+    import logging
+    import sys
+
+    if "bitsandbytes" in sys.modules or os.environ.get(HUB_ENV, "") not in ("", "0"):
+        import bitsandbytes
+        return bitsandbytes
+    try:
+        import kernels
+    except ImportError:  # no hub kernels to ask for
+        kernels = None
+    real = getattr(kernels, "get_kernel", None)
+
+    def offline(repo_id, *args, **kwargs):  # noqa: ARG001
+        raise RuntimeError(f"{repo_id}: hub kernels are off (set {HUB_ENV}=1 to allow)")
+
+    quiet = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    if real is not None:
+        kernels.get_kernel = offline
+    try:
+        import bitsandbytes
+    finally:
+        if real is not None:
+            kernels.get_kernel = real
+        quiet.setLevel(level)
+    return bitsandbytes
+
+
 def quantization_config(quant: str | None, compute_dtype: torch.dtype = torch.float32):
     """The bitsandbytes config for ``quant``: NF4 4-bit (compute in ``compute_dtype``) or 8-bit."""
     if quant is None:
         return None
     if quant not in QUANTS:
         raise ModelError(f"quant must be one of {', '.join(QUANTS)} or None, got {quant!r}")
+    import_bitsandbytes()  # first, so that transformers finds it imported offline
     from transformers import BitsAndBytesConfig
 
     if quant == "4bit":
