@@ -364,3 +364,33 @@ def test_pretrained_defaults_fit_a_cpu_and_tiny_keeps_its_own(model_dirs):
     assert (pre.lr, pre.batch_size, pre.eval_every, pre.step_sample, pre.oeu_steps,
             pre.eval_screen, pre.shared_prompt) == (1e-3, 8, 20, 12, 8, 16, True)
     assert TrainConfig(model=str(model_dirs["gpt2"]), batch_size=4).batch_size == 4
+
+
+def test_4bit_gradients_are_the_same_after_a_free_running_check(model_dirs):
+    """bitsandbytes repacks a Linear4bit's weight for its AVX512-BF16 inference kernel the
+    first time it runs in eval mode without grad (a free-running check), and from then on
+    every matmul takes that kernel, which has no backward: gradients through the frozen
+    base would silently change. The controller turns the repacking off, so LoRA's
+    gradients after a check equal those before it."""
+    pytest.importorskip("bitsandbytes")
+    torch.manual_seed(2)
+    ctl = Controller(_cfg(model_dirs["llama"], quant="4bit"))
+    add = load_program("add")
+
+    def grads():
+        ctl.train()
+        ctl.zero_grad()
+        loss, _ = ctl.plan_loss(PROMPTS, [add, add])
+        loss.backward()
+        return {n: p.grad.clone() for n, p in ctl.lm.named_parameters()
+                if "lora_B" in n and p.grad is not None}  # (A starts with zero grad)
+
+    before = grads()
+    assert before and any(g.abs().sum() > 0 for g in before.values())
+    ctl.eval()
+    with torch.no_grad():
+        ctl.plan_loss(PROMPTS, [add, add])  # what a check does: eval mode, no grad
+    after = grads()
+    assert before.keys() == after.keys()
+    for n, g in before.items():
+        assert torch.allclose(g, after[n], atol=1e-6), n

@@ -532,7 +532,21 @@ def _load_hf(path: str, quant: str | None, dtype: torch.dtype, device: torch.dev
                          f"{str(e).splitlines()[0]}") from None
     if quant is None:
         model = model.to(device)
+    elif quant == "4bit":
+        _keep_4bit_trainable(model)
     return model, _prepare_tokenizer(tok)
+
+
+def _keep_4bit_trainable(model) -> None:
+    """Turn off bitsandbytes' CPU repacking of 4-bit weights. The first time a Linear4bit
+    runs in eval mode without grad on a CPU with AVX512-BF16, it repacks its weight for an
+    inference kernel and keeps it so; every later matmul, in training too, takes that
+    kernel, which has no backward, so gradients through the frozen base go wrong (a
+    free-running check between training steps is exactly that)."""
+    bnb = import_bitsandbytes()
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
 
 
 # ================================================================ the controller's LM
