@@ -89,9 +89,11 @@ class Echo:
         return [Solution(p.split(":", 1)[1].strip(), 1, True, None, None) for p in prompts]
 
 
-def _expected(task: str, length: int, n: int, seed: int = 0) -> tuple[float, float]:
-    """(per-token accuracy, exact match) of :class:`Echo` on the problems eval draws."""
-    examples = draw_examples(task, length, n, seed)
+def _expected(task: str, length: int, n: int, seed: int = 0,
+              uniform: bool = False) -> tuple[float, float]:
+    """(per-token accuracy, exact match) of :class:`Echo` on the problems eval draws (the
+    protocol's: ``uniform``)."""
+    examples = draw_examples(task, length, n, seed, uniform=uniform)
     answers = [e.prompt.split(":", 1)[1].strip() for e in examples]
     scores = [token_score(a, e.answer, TASKS[task].terminated)
               for a, e in zip(answers, examples)]
@@ -135,8 +137,8 @@ def test_the_protocol_on_a_scripted_machine_per_task_and_length(tmp_path, capsys
         ("reverse_string", 41), ("reverse_string", 51), ("binary_addition", 41),
         ("binary_addition", 51)]
     for r in rows:
-        assert (r["per_token_accuracy"], r["exact_match"]) == _expected(r["task"],
-                                                                        r["length"], 3)
+        assert (r["per_token_accuracy"], r["exact_match"]) == _expected(
+            r["task"], r["length"], 3, uniform=True)  # the protocol draws uniformly
     for task in ("reverse_string", "binary_addition"):
         mine = [r["per_token_accuracy"] for r in rows if r["task"] == task]
         assert summary["summary"][task]["score"] == pytest.approx(sum(mine) / len(mine))

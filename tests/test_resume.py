@@ -37,9 +37,15 @@ def _train(cfg: TrainConfig) -> None:
 
 @pytest.fixture(scope="module")
 def ctx():
+    # Ctrl-C as in a terminal. A test run started in the background by a non-interactive
+    # shell (CI) has SIGINT ignored, and the forkserver and every trainer would inherit
+    # that: a SIGINT while a trainer starts would then do nothing. A handler (not SIG_IGN)
+    # here makes the forkserver start with SIGINT's default.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     c = mp.get_context("forkserver")
     c.set_forkserver_preload(["llamacpu.learn.trainer"])
-    return c
+    yield c
+    signal.signal(signal.SIGINT, before)
 
 
 def _config(out) -> TrainConfig:
