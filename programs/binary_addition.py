@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case
+from llamacpu.learn.tasks import Operands, Task, edge_case, fit_binary_pair
 
 OP = "+"
 
@@ -59,19 +59,7 @@ def solve(ops: tuple[str, ...]) -> str:
     return _le(_value(n) + _value(m))
 
 
-def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
-    """Any payload made an input of the same length: every symbol a bit (its code point mod
-    2: '0' and '1' stay) and, from length 3 on, one '+' with bits on both sides: at the
-    payload's first '+' if that has a symbol on each side, else at a position its symbols
-    pick."""
-    text = ops[0]
-    bits = "".join("01"[ord(c) % 2] for c in text)
-    if len(text) <= 2:
-        return (bits,)
-    at = text.find(OP)
-    if not 0 < at < len(text) - 1:
-        at = 1 + sum(map(ord, text)) % (len(text) - 2)
-    return (bits[:at] + OP + bits[at + 1:],)
+fit = fit_binary_pair(OP)  # any payload: N OP M of its length
 
 
 def out_size(ops: tuple[str, ...]) -> int:

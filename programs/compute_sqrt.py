@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case
+from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
 
 
 def _be(value: int, width: int) -> str:
@@ -44,10 +44,7 @@ def solve(ops: tuple[str, ...]) -> str:
     return _be(math.isqrt(int(x, 2)), (len(x) + 1) // 2)
 
 
-def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
-    """Any payload made an input of the same length: every symbol a bit, its code point mod
-    2 ('0' and '1' stay)."""
-    return ("".join("01"[ord(c) % 2] for c in ops[0]),)
+fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
 TASK = Task(

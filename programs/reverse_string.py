@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case
+from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
 
 
 def draw(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
@@ -34,9 +34,7 @@ def solve(ops: tuple[str, ...]) -> str:
     return ops[0][::-1]
 
 
-def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
-    """Any payload made a bit string of the same length: each symbol's code point mod 2."""
-    return ("".join("01"[ord(c) % 2] for c in ops[0]),)
+fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
 TASK = Task(

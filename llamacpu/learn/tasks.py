@@ -76,6 +76,7 @@ __all__ = [
     # the draw helpers task files use
     "number", "pad", "shorter", "shuffled", "leading_zeros", "edge_case", "ordered", "room",
     "draw_digit_list", "draw_text", "draw_function", "apply_function", "function_key",
+    "fit_tokens", "fit_binary_pair",
 ]
 
 SPLITS = ("train", "heldout")
@@ -411,6 +412,33 @@ def draw_text(rng: random.Random, length: int, edge_rate: float) -> tuple[str, .
     if drawn:
         return drawn
     return (_words(rng, length) if rng.random() < 0.6 else _mixed(rng, length),)
+
+
+def fit_tokens(tokens: str) -> Fit:
+    """A :data:`Fit` that makes any text payload a string over ``tokens`` of the same length
+    (each symbol's code point mod ``len(tokens)``; the tokens themselves stay): for the
+    benchmark tasks whose inputs are strings over a small vocabulary."""
+    def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
+        return ("".join(tokens[ord(c) % len(tokens)] for c in ops[0]),)
+    return fit
+
+
+def fit_binary_pair(op: str) -> Fit:
+    """A :data:`Fit` that makes any text payload two bit strings joined by ``op`` (binary
+    addition's and multiplication's inputs), of the same length: every symbol a bit (code
+    point mod 2), and from length 3 on one ``op`` with bits on both sides, at the payload's
+    first ``op`` if that has a symbol on each side, else at a position its symbols pick.
+    Shorter payloads are one bit string."""
+    def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
+        text = ops[0]
+        bits = fit_tokens("01")(ops)[0]
+        if len(text) <= 2:
+            return (bits,)
+        at = text.find(op)
+        if not 0 < at < len(text) - 1:
+            at = 1 + sum(map(ord, text)) % (len(text) - 2)
+        return (bits[:at] + op + bits[at + 1:],)
+    return fit
 
 
 def draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
