@@ -121,9 +121,7 @@ class Certifier:
     tasks: list[str] = field(init=False)
     domain: dict = field(init=False)
     _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
-    _buffer: list[tuple[str, Program, int]] = field(default_factory=list, init=False)
-    _rows: list[tuple[Example, int]] = field(default_factory=list, init=False)  # the same
-    #                                 rows by example (what :meth:`state` saves)
+    _buffer: list[tuple[Example, Program, int]] = field(default_factory=list, init=False)
     plan_buffer: list[Example] = field(default_factory=list, init=False)
     """Examples whose emitted program was wrong at the last check: the next training
     batches carry them (their plan loss is the only thing that teaches a plan)."""
@@ -157,8 +155,7 @@ class Certifier:
         """Certify the controller on ``views`` examples per task of ``sets`` (drawn by
         ``step``), and replace the buffer with the rows that failed."""
         cert.controller = {}
-        program_of_all: dict[str, Program] = {}
-        self._rows = []
+        self._buffer = []
         self.plan_buffer = []
         for task, examples in sets.items():
             pick = random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
@@ -167,18 +164,17 @@ class Certifier:
             c = certify_controller(model, [e.prompt for e in pick], programs)
             cert.controller[task] = c
             program_of = {e.prompt: p for e, p in zip(pick, programs)}
-            program_of_all.update(program_of)
             example_of = {e.prompt: e for e in pick}
             self.plan_buffer += [example_of[f.prompt] for f in c.plan_failures]
             by_prompt: dict[str, list] = {}
             for f in c.step_failures:
                 by_prompt.setdefault(f.prompt, []).append(f)
             for prompt, fails in by_prompt.items():
-                self._rows += [(example_of[prompt], i) for i in
-                               failing_rows(self.table(program_of[prompt]), fails)]
-        if len(self._rows) > BUFFER:
-            self._rows = random.Random(step).sample(self._rows, BUFFER)
-        self._buffer = [(e.prompt, program_of_all[e.prompt], i) for e, i in self._rows]
+                program = program_of[prompt]
+                self._buffer += [(example_of[prompt], program, i)
+                                 for i in failing_rows(self.table(program), fails)]
+        if len(self._buffer) > BUFFER:
+            self._buffer = random.Random(step).sample(self._buffer, BUFFER)
         return cert
 
     def state(self) -> dict:
@@ -186,7 +182,7 @@ class Certifier:
         execute rows), as plain data for a checkpoint: a resumed run draws what the
         interrupted one would have drawn."""
         return {"plan": [asdict(e) for e in self.plan_buffer],
-                "rows": [[asdict(e), i] for e, i in self._rows]}
+                "rows": [[asdict(e), i] for e, _, i in self._buffer]}
 
     def load_state(self, state: Mapping) -> None:
         """Restore :meth:`state` (the execute rows' programs are the examples' experts)."""
@@ -194,10 +190,11 @@ class Certifier:
             return Example(**{**d, "operands": tuple(d["operands"])})
 
         self.plan_buffer = [example(d) for d in state.get("plan", ())]
-        self._rows = [(example(d), int(i)) for d, i in state.get("rows", ())]
         programs: dict[str, Program] = {}
-        self._buffer = [(e.prompt, programs.setdefault(e.prompt, expert_program(e)), i)
-                        for e, i in self._rows]
+        self._buffer = []
+        for d, i in state.get("rows", ()):
+            e = example(d)
+            self._buffer.append((e, programs.setdefault(e.prompt, expert_program(e)), int(i)))
 
     def plan_rows(self, rng: random.Random, batch_size: int) -> list[Example]:
         """Up to a quarter of a batch of :attr:`plan_buffer` examples (none when it is empty,
@@ -228,8 +225,8 @@ class Certifier:
         if self._buffer:
             drawn = random.Random(f"buffer/{step}").sample(
                 self._buffer, min(BUFFER_ROWS, len(self._buffer)))
-            for prompt, program, i in (dist.take(drawn) if dist is not None else drawn):
-                groups.setdefault(prompt, []).append((self.table(program), i))
+            for e, program, i in (dist.take(drawn) if dist is not None else drawn):
+                groups.setdefault(e.prompt, []).append((self.table(program), i))
         if not groups:
             return None
         T = max(len(g) for g in groups.values())
