@@ -123,10 +123,21 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                    help="ablation: train without the end-to-end answer loss")
     p.add_argument("--absolute-positions", action="store_true",
                    help="ablation: the execute phase sees the step index as its position")
+    # the controller's bounded view of a prompt (llamacpu.llm.view; docs/view.md)
     p.add_argument("--digit-window", type=int, default=TrainConfig.digit_window, metavar="N",
                    help="the controller's LM reads the first N digits of each digit run (the "
                         "machine's input keeps all of them); 0: every digit (default "
                         f"{TrainConfig.digit_window})")
+    p.add_argument("--item-window", type=int, default=TrainConfig.item_window, metavar="N",
+                   help="the controller's LM reads the first N items of each list of numbers; "
+                        "0: every item "
+                        f"(default {TrainConfig.item_window})")
+    p.add_argument("--text-window", type=int, default=TrainConfig.text_window, metavar="N",
+                   help="the controller's LM reads the first N characters of the text payload "
+                        f"after a prompt's first ':'; 0: all, ':' is no marker (default {TrainConfig.text_window})")
+    p.add_argument("--keep-payload", action="store_true",
+                   help="ablation: the LM reads the kept digits and characters as typed "
+                        "(default: as placeholders, so every wording has a few views)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     a = p.parse_args(argv)
     try:
@@ -150,7 +161,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            step_sample=a.step_sample, answer_every=a.answer_every,
                            oeu_steps=a.oeu_steps,
                            absolute_positions=a.absolute_positions,
-                           digit_window=a.digit_window, progress=not a.no_progress)
+                           digit_window=a.digit_window, item_window=a.item_window,
+                           text_window=a.text_window, abstract_payload=not a.keep_payload,
+                           progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))
     raise AssertionError("unreachable")

@@ -59,7 +59,6 @@ class CompiledRunner:
     def certified(self, prompt: str, program: Program) -> str | None:
         """None if ``program`` (emitted for ``prompt``) is certified for the prompt's view;
         else why not."""
-        from llamacpu.llm.prompts import controller_view
 
         key = self._program_key(program)
         alphabet = self.model.cfg.oeu.alphabet
@@ -68,7 +67,7 @@ class CompiledRunner:
             self._oeu[key] = cert.certified
         if not self._oeu[key]:
             return "the OEU table of the emitted program is not certified"
-        view = (controller_view(prompt, self.model.controller.cfg.digit_window), key)
+        view = (self.model.controller.cfg.view(prompt), key)
         if view not in self._views:
             cert = certify_controller(self.model, [prompt], [program])
             self._views[view] = cert.certified

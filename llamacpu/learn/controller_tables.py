@@ -26,8 +26,8 @@ __all__ = ["Decision", "ControllerCertificate", "certify_controller", "StepPatte
 
 # ------------------------------------------------------------------ the controller's tables
 #
-# The plan phase is a function of the LM's view of the prompt (``controller_view``: digit
-# runs cut to ``digit_window``): the emitted program. The execute phase is a function of
+# The plan phase is a function of the LM's view of the prompt (``ControllerConfig.view``,
+# :mod:`llamacpu.llm.view`: every payload bounded): the emitted program. The execute phase is a function of
 # that view and of what the step head sees of the step (``llm.heads.StateEncoder``): the op,
 # the operand modes, whether each operand's symbol is 0, which operands are equal (and, with
 # ``state_values``, the symbols and the carry themselves). For one view both are finite:
@@ -124,7 +124,6 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts)."""
     from llamacpu.core.graph import instr_text
     from llamacpu.core.isa import Mode
-    from llamacpu.llm.prompts import controller_view
     from llamacpu.machine.interfaces import StepView
     from llamacpu.machine.symbolic import SymbolicSequencer
 
@@ -140,7 +139,7 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     cert = ControllerCertificate(0, len(prompts), 0)
     rows_cache: dict[int, tuple] = {}
     for prompt, program in zip(prompts, programs):
-        view = controller_view(prompt, cfg.digit_window)
+        view = cfg.view(prompt)
         if view in seen:
             continue
         seen.add(view)

@@ -113,12 +113,29 @@ STAGES: tuple[Stage, ...] = (
     Stage(9, "sort6",    "sort",    1, 6,  0.25,  550,  "sort up to 6 digits"),
     Stage(10, "mul2",    "mul",     1, 2,  0.25,  350,  "multiplication up to 2 digits"),
     Stage(11, "mul3",    "mul",     1, 3,  0.25,  450,  "multiplication up to 3 digits"),
+    # The Chomsky-hierarchy benchmark's tasks (Delétang et al. 2023; docs/results.md): trained
+    # short, evaluated at 41-500 symbols (python -m llamacpu.eval --protocol chomsky).
+    Stage(12, "revstr8", "reverse_string", 1, 8, 0.25, 220, "reverse a bit string "
+                                                                     "of up to 8 bits"),
+    Stage(13, "dupstr8", "duplicate_string", 1, 8, 0.25, 260, "a bit string twice, "
+                                                                        "up to 8 bits"),
+    Stage(14, "odds8", "odds_first", 1, 8, 0.25, 300, "odd-indexed bits first, up to "
+                                                            "8 bits"),
+    Stage(15, "binadd8", "binary_addition", 1, 8, 0.25, 340, "add two little-endian "
+                                                                      "binary numbers, 8 "
+                                                                      "symbols"),
+    Stage(16, "bsort8", "bucket_sort", 1, 8, 0.25, 420, "sort a string of 5 tokens, up "
+                                                              "to 8"),
+    Stage(17, "binmul8", "binary_multiplication", 1, 8, 0.25, 450,
+          "multiply two little-endian binary numbers, 8 symbols"),
+    Stage(18, "sqrt8", "compute_sqrt", 1, 8, 0.25, 600, "floor of the square root "
+                                                                "of a binary number, 8 bits"),
     # The weight-token channel (docs/weights.md): f is written into a WEIGHTS slot by the
-    # controller's weight head; held out by function. Stage 13 is the same problem with f
+    # controller's weight head; held out by function. Stage 20 is the same problem with f
     # in ten DATA slots (the channel-off baseline, its own wordings).
-    Stage(12, "fmap5",   "fmap",    1, 5,  0.2,   600,  "apply an in-context digit function "
+    Stage(19, "fmap5",   "fmap",    1, 5,  0.2,   600,  "apply an in-context digit function "
                                                           "to up to 5 digits (WEIGHTS slot)"),
-    Stage(13, "fmap5_data", "fmap_data", 1, 5, 0.2, 800, "the same with the function in "
+    Stage(20, "fmap5_data", "fmap_data", 1, 5, 0.2, 800, "the same with the function in "
                                                           "DATA slots (channel off)"),
 )
 

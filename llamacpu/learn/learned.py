@@ -95,7 +95,11 @@ class LearnedConfig:
 
         c = dict(d["controller"])
         c["alphabet"] = Alphabet(**c["alphabet"])
-        c.setdefault("digit_window", 0)  # written before the cut: the LM read every digit
+        # written before a window existed: the LM read that payload whole, as typed
+        c.setdefault("digit_window", 0)
+        c.setdefault("item_window", 0)
+        c.setdefault("text_window", 0)
+        c.setdefault("abstract_payload", False)
         o = dict(d["oeu"])
         o["alphabet"] = Alphabet(**o["alphabet"])
         return cls(ControllerConfig(**c), OEUConfig(**o))

@@ -104,8 +104,10 @@ class TrainConfig:
     #                                     stage 0 passes at step 100 instead of 175, measured)
     answer_weight: float = 0.2          # its weight in the total loss
     absolute_positions: bool = False    # ablation: execute phase sees the step index
-    digit_window: int = ControllerConfig.digit_window  # digits of each run the LM reads
-    #                                     (controller_view); 0: every digit (ablation)
+    digit_window: int = ControllerConfig.digit_window  # the LM's bounded view of a prompt
+    item_window: int = ControllerConfig.item_window    #   (llamacpu.llm.view): digits of a
+    text_window: int = ControllerConfig.text_window    #   run, items of a list, characters
+    abstract_payload: bool = ControllerConfig.abstract_payload  # after ':'; 0: all
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -160,9 +162,10 @@ class TrainConfig:
             raise ValueError(f"--anneal must be in (0, 1], got {self.anneal}")
         if not self.channel_lr > 0:
             raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
-        if self.digit_window < 0:
-            raise ValueError(f"--digit-window must be >= 0 (0: the LM reads every digit), "
-                             f"got {self.digit_window}")
+        for name in ("digit_window", "item_window", "text_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0: the LM reads "
+                                 f"all of it), got {getattr(self, name)}")
         if self.review is not None and not 0 <= self.review < 1:
             raise ValueError(f"--review must be in [0, 1), got {self.review}")
         if not self.stages:
@@ -180,7 +183,9 @@ class TrainConfig:
     def model_config(self) -> LearnedConfig:
         return LearnedConfig(ControllerConfig(
             model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
-            absolute_positions=self.absolute_positions, digit_window=self.digit_window))
+            absolute_positions=self.absolute_positions, digit_window=self.digit_window,
+            item_window=self.item_window, text_window=self.text_window,
+            abstract_payload=self.abstract_payload))
 
 
 def _cfg_json(cfg: TrainConfig) -> dict:

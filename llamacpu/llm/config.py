@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llamacpu.core.isa import DEFAULT_ALPHABET, N_PORTS, Alphabet
+from llamacpu.llm.view import PromptView
 from llamacpu.machine.addressing import DEFAULT_ADDRESS_BITS, AddressCodec
 from llamacpu.machine.memory import SlotLayout
 
@@ -48,9 +49,15 @@ class ControllerConfig:
     #                                 WEIGHTS slot (the weight-token channel, docs/weights.md)
     weight_rank: int = 10           # r of the WEIGHTS slot's delta Δ = U Vfᵀ the weight head
     #                                 decodes from their hidden states
-    digit_window: int = 3           # the LM reads at most this many leading digits of each
-    #                                 digit run in a prompt (controller_view); 0: all. The
-    #                                 machine's input region always holds the whole prompt
+    # The LM's bounded view of the prompt (llamacpu.llm.view.PromptView; the machine's input
+    # region always holds the whole prompt). Checkpoints written before a field existed load
+    # with it off (0 / False): they were trained without it.
+    digit_window: int = 3           # digits of each digit run the LM reads; 0: all
+    item_window: int = 4            # items of each list of numbers the LM reads; 0: all
+    text_window: int = 4            # characters of the text payload after the first ':'; 0:
+    #                                 all (and a ':' is wording like any other character)
+    abstract_payload: bool = True   # the LM reads kept digits as '0' and payload characters
+    #                                 as '_': each wording has a few views, all certifiable
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -79,9 +86,7 @@ class ControllerConfig:
         if self.n_meta < 1 or self.weight_rank < 1:
             raise ValueError(f"n_meta and weight_rank must be at least 1, got {self.n_meta} "
                              f"and {self.weight_rank}")
-        if self.digit_window < 0:
-            raise ValueError(f"digit_window must be >= 0 (0: the LM reads every digit), got "
-                             f"{self.digit_window}")
+        self.view  # checks the windows
         if self.lora_alpha is not None and not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}")
         if self.quant not in QUANT_MODES:
@@ -95,6 +100,12 @@ class ControllerConfig:
     def pretrained(self) -> bool:
         """Whether the LM is a pretrained model (frozen base, its own tokenizer)."""
         return self.model != "tiny"
+
+    @property
+    def view(self) -> PromptView:
+        """How the LM reads a prompt (:mod:`llamacpu.llm.view`)."""
+        return PromptView(self.digit_window, self.item_window, self.text_window,
+                          self.abstract_payload)
 
     @property
     def layout(self) -> SlotLayout:

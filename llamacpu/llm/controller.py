@@ -99,7 +99,7 @@ class Controller(nn.Module):
             if n_emb < self.tokenizer.vocab_size:
                 raise ValueError(f"the LM has {n_emb} token embeddings, fewer than the "
                                  f"tokenizer's {self.tokenizer.vocab_size} ids")
-            self.prompts: nn.Module = SymbolPrompts(self.tokenizer, cfg.digit_window)
+            self.prompts: nn.Module = SymbolPrompts(self.tokenizer, cfg.view)
         else:
             if (lm is None) != (tokenizer is None):
                 raise ValueError("a pretrained controller takes both lm and tokenizer, or "
@@ -110,7 +110,7 @@ class Controller(nn.Module):
             table = self.lm.get_input_embeddings().weight
             self.prompts = ChatPrompts(tokenizer, self.lm.config.get_text_config().hidden_size,
                                        init_std=float(table.detach().float().std()),
-                                       digit_window=cfg.digit_window)
+                                       view=cfg.view)
         H = self.lm.config.get_text_config().hidden_size
         self.slot_encoder = SlotEncoder(self.layout, H)
         self.slot_head = SlotHead(H, self.layout, cfg.max_slots)

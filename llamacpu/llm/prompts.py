@@ -19,7 +19,6 @@ Shape letters::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
@@ -28,6 +27,7 @@ from transformers import PreTrainedModel
 
 from llamacpu.core.isa import InputError
 from llamacpu.llm.tokenizer import SymbolTokenizer
+from llamacpu.llm.view import PromptView, controller_view
 
 __all__ = ["MARKERS", "controller_view", "SymbolPrompts", "ChatPrompts"]
 
@@ -36,37 +36,21 @@ MARKERS: tuple[str, ...] = ("plan", "exec", "weights", "/weights")
 ``<weights> </weights>``, layer 9)."""
 
 
-def controller_view(prompt: str, digit_window: int) -> str:
-    """The prompt as the controller's LM reads it: every run of digits cut to its first
-    ``digit_window`` digits (0: unchanged). ``"add 1234567 and 89"`` → ``"add 123 and 89"``
-    at 3.
-
-    Numbers are data: the expert programs parse them out of the machine's input region,
-    which always holds the whole prompt, so what the plan and execute phases need from the
-    prompt is its shape, not its payload. Cut this way, a prompt with 1000-digit operands
-    looks to the LM exactly like one with ``digit_window``-digit operands, which training
-    covers; the LM never attends over positions or runs longer than it trained on.
-    """
-    if digit_window == 0:
-        return prompt
-    return re.sub(rf"\d{{{digit_window + 1},}}", lambda m: m.group()[:digit_window], prompt)
-
-
 class SymbolPrompts(nn.Module):
     """``<bos> prompt <marker>`` through the :class:`SymbolTokenizer` (the tiny model's):
     every token, the marker included, is a row of the LM's own embedding table."""
 
-    def __init__(self, tokenizer: SymbolTokenizer, digit_window: int = 0) -> None:
+    def __init__(self, tokenizer: SymbolTokenizer, view: PromptView | int = 0) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.digit_window = digit_window
+        self.view = PromptView.digit_window(view) if isinstance(view, int) else view
 
     def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
                 device: torch.device) -> tuple[Tensor, Tensor]:
         """Embeddings ``[B, S, H]`` and mask ``[B, S]`` of the left-padded prompts (as
-        :func:`controller_view` cuts them)."""
+        :class:`PromptView` reads them)."""
         tok = self.tokenizer
-        prompts = [controller_view(p, self.digit_window) for p in prompts]
+        prompts = [self.view(p) for p in prompts]
         batch = tok.batch(prompts, prefix=(tok.bos_id,), suffix=(tok.token_id(f"<{marker}>"),),
                           device=device)
         return lm.get_input_embeddings()(batch.ids), batch.mask             # [B, S, H], [B, S]
@@ -74,7 +58,7 @@ class SymbolPrompts(nn.Module):
     def rows(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of ``<bos> prompt`` per prompt (no marker)."""
         tok = self.tokenizer
-        return [[tok.bos_id, *tok.encode(controller_view(p, self.digit_window))]
+        return [[tok.bos_id, *tok.encode(self.view(p))]
                 for p in prompts]
 
     def marker(self, lm: PreTrainedModel, marker: str, batch: int,
@@ -93,10 +77,10 @@ class ChatPrompts(nn.Module):
     embedding table stays frozen."""
 
     def __init__(self, tokenizer, hidden: int, init_std: float = 0.02,
-                 digit_window: int = 0) -> None:
+                 view: PromptView | int = 0) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.digit_window = digit_window
+        self.view = PromptView.digit_window(view) if isinstance(view, int) else view
         self.markers = nn.Parameter(torch.randn(len(MARKERS), hidden) * init_std)  # [4, H]
         self._ids: dict[str, list[int]] = {}
 
@@ -106,7 +90,7 @@ class ChatPrompts(nn.Module):
         if got is None:
             from llamacpu.llm.models import format_prompt
 
-            text = format_prompt(self.tokenizer, controller_view(prompt, self.digit_window))
+            text = format_prompt(self.tokenizer, self.view(prompt))
             templated = getattr(self.tokenizer, "chat_template", None) is not None
             got = list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
             if not got:

@@ -1,0 +1,172 @@
+"""The controller's bounded view of a prompt (llamacpu.llm.view): one lexer for every task.
+
+What it must give: a prompt of any length has a view that the task's training lengths
+produce (so the LM never meets one it did not train on), the views of different programs
+never coincide (so the plan can tell them apart), the code a prompt carries (a function's
+definitions) reaches the LM whole, and checkpoints written before the view keep theirs.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from llamacpu.learn.curriculum import STAGES, trained_tasks
+from llamacpu.learn.learned import LearnedConfig
+from llamacpu.learn.tasks import TASKS, Operands, function_table
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.view import PromptView, controller_view
+
+VIEW = PromptView()  # the default: digits 3, items 4, chars 4, content abstracted
+LONGEST = trained_tasks(len(STAGES) - 1)  # {task: its longest trained length}
+BOUNDED = sorted(t for t in LONGEST if TASKS[t].operands is not Operands.FUNCTION)
+
+
+def _draw(task: str, rng: random.Random, length: int, template: str):
+    t = TASKS[task]
+    ops = t.draw(rng, length, t.edge_rate)
+    if t.fit is not None:
+        ops = t.fit(ops) or ops
+    return t.make(ops, template)
+
+
+def _views(task: str, template: str, lengths, draws: int, seed: int = 0) -> set[str]:
+    rng = random.Random(seed)
+    return {VIEW(_draw(task, rng, n, template).prompt) for n in lengths for _ in range(draws)}
+
+
+# ----------------------------------------------------------------------- the lexer
+
+
+@given(hs.text(alphabet="0123456789 +ab?", max_size=40), hs.integers(0, 5))
+def test_the_digit_window_is_the_view_with_only_digits_bounded(prompt, k):
+    """``PromptView.digit_window(k)`` (what checkpoints from before the other windows load
+    as) is the old rule exactly: each digit run cut to its first k digits."""
+    old = prompt if k == 0 else re.sub(rf"\d{{{k + 1},}}", lambda m: m.group()[:k], prompt)
+    assert controller_view(prompt, k) == PromptView.digit_window(k)(prompt) == old
+
+
+@given(hs.text(alphabet="0123456789 ,:+ab>;", max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_every_payload_is_bounded_and_the_view_is_stable(prompt):
+    """Whatever is typed: no digit run longer than the digit window, no list of numbers
+    longer than the item window, no text payload longer than the text window (unless the
+    ':' opens a function table), only '0' for digits, and the view of a view is itself."""
+    v = VIEW(prompt)
+    assert VIEW(v) == v
+    head, colon, rest = v.partition(":")
+    table = bool(colon) and re.match(r" *\d>\d(?: \d>\d)+(?!\d)", rest)
+    if colon and not table:
+        assert len(rest.lstrip(" ")) <= VIEW.chars and set(rest.lstrip(" ")) <= {"_"}
+        assert prompt.partition(":")[0] == head or VIEW(prompt.partition(":")[0]) == head
+    scanned = v if table or not colon else head
+    plain = re.sub(r"(?<!\d)\d>\d(?!\d)", "#", scanned)     # definitions are kept as typed
+    assert all(len(r) <= VIEW.digits and set(r) == {"0"} for r in re.findall(r"\d+", plain))
+    assert all(len(re.split(r", ?| ", m)) <= VIEW.items
+               for m in re.findall(r"\d+(?:(?:, ?| )\d+)+", plain))
+
+
+def test_examples_of_each_payload_kind():
+    assert VIEW("what is 1234567 plus 89?") == "what is 000 plus 00?"
+    assert VIEW("sort 3, 1, 4, 1, 5, 9") == "sort 0, 0, 0, 0"
+    assert VIEW("reverse the text:  hello world") == "reverse the text:  ____"
+    assert VIEW("f: 3>9 0>3 ; apply f to 40917") == "f: 3>9 0>3 ; apply f to 000"
+    keep = PromptView(abstract=False)
+    assert keep("sort 3, 1, 4, 1, 5, 9") == "sort 3, 1, 4, 1"
+    assert keep("copy: hello world") == "copy: hell"
+    with pytest.raises(ValueError, match="items window must be >= 0"):
+        PromptView(items=-1)
+
+
+# ----------------------------------------------------------------------- on the tasks
+
+
+@pytest.mark.parametrize("task", BOUNDED)
+def test_a_prompt_of_any_length_has_a_view_training_covered(task):
+    """The point of the view: for every wording, the views of prompts 41-500 symbols long
+    (and 100-digit numbers) are among the views of the task's own trained lengths."""
+    t = TASKS[task]
+    top = LONGEST[task]
+    for template in t.templates("train") + t.templates("heldout"):
+        trained = _views(task, template, range(1, top + 1), draws=12)
+        long = _views(task, template, (41, 100, 250, 500), draws=3, seed=1)
+        assert long <= trained, (template, sorted(long - trained)[:3])
+        # and few: the view keeps the payload's length up to its window, nothing else
+        assert len(trained) <= (VIEW.digits if t.operands is Operands.NUMBERS else
+                                max(VIEW.items, VIEW.chars, VIEW.digits)) ** 2
+
+
+def test_views_of_different_programs_never_coincide():
+    """Two tasks whose prompts share a view would need one plan to emit two programs."""
+    owner: dict[str, str] = {}
+    for task in sorted(LONGEST):
+        t = TASKS[task]
+        for template in t.templates("train") + t.templates("heldout"):
+            for v in _views(task, template, range(1, LONGEST[task] + 2), draws=6):
+                assert owner.setdefault(v, task) == task, (v, owner[v], task)
+
+
+def test_a_function_table_reaches_the_lm_whole():
+    """fmap's definitions are code (the plan writes them into a WEIGHTS slot): every
+    wording's view keeps the table exactly, while its payload digits are bounded."""
+    rng = random.Random(3)
+    t = TASKS["fmap"]
+    for template in t.templates("train") + t.templates("heldout"):
+        ex = _draw("fmap", rng, 60, template)
+        v = VIEW(ex.prompt)
+        defs = re.findall(r"\d>\d", v)
+        assert function_table(" ".join(defs)) == function_table(ex.operands[0]), template
+        assert "0" * VIEW.digits in v and ex.operands[1] not in v
+
+
+# ------------------------------------------------------------------ config and loading
+
+
+def test_checkpoints_from_before_the_view_keep_reading_payloads_whole():
+    d = LearnedConfig().to_json()
+    c = LearnedConfig.from_json(d).controller
+    assert c.view == PromptView(3, 4, 4, True) == VIEW
+    for key in ("item_window", "text_window", "abstract_payload"):
+        del d["controller"][key]
+    assert LearnedConfig.from_json(d).controller.view == PromptView.digit_window(3)
+    del d["controller"]["digit_window"]
+    assert LearnedConfig.from_json(d).controller.view == PromptView.digit_window(0)
+    with pytest.raises(ValueError, match="chars window"):
+        ControllerConfig(text_window=-2)
+
+
+def test_the_training_flags_set_the_view():
+    from llamacpu.train import parse_args
+
+    cfg = parse_args(["--stage", "0", "--item-window", "2", "--text-window", "0",
+                      "--keep-payload"]).model_config().controller
+    assert cfg.view == PromptView(3, 2, 0, False)
+    assert parse_args(["--stage", "0"]).model_config().controller.view == VIEW
+
+
+def test_the_lm_reads_a_500_character_prompt_as_a_short_one():
+    """The controller's input embeddings of long prompts equal those of short prompts of
+    the same wording (token for token), for lists, text payloads and numbers."""
+    from llamacpu.learn.learned import LearnedMachine
+
+    ctl = LearnedMachine(LearnedConfig(ControllerConfig(
+        hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64))).controller.eval()
+    rng = random.Random(5)
+    pairs = []
+    for task, template in (("sort", "sort {items_comma}"), ("copy", "copy: {text}"),
+                           ("reverse_string", "reverse the bits: {text}")):
+        long, short = _draw(task, rng, 500, template), _draw(task, rng, 9, template)
+        pairs.append((long.prompt, short.prompt))
+    digits = "".join(rng.choice("0123456789") for _ in range(900))
+    pairs.append((TASKS["add"].make((digits[:500], digits[500:])).prompt,
+                  TASKS["add"].make(("123456789", "98765")).prompt))
+    with torch.no_grad():
+        a = ctl._prompt([p for p, _ in pairs], "plan")
+        b = ctl._prompt([p for _, p in pairs], "plan")
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
