@@ -3,10 +3,13 @@
 Checks the neural OEU entry by entry over every input the tasks' expert programs can give
 it in the hard machine, at any input length (``llamacpu.learn.certify``); prints CERTIFIED with
 what was enumerated, or every wrong entry and, for the first few, a witness: a prompt the
-free-running machine answers wrong, found by running it. Then the plan and execute tables
-on ``--views`` sampled prompts per task: per view, the emitted program against the
-expert's and every decision at every reachable instruction for every flag pattern its
-operands can produce (the views themselves are sampled, not enumerated).
+free-running machine answers wrong, found by running it. Then the plan and execute tables,
+per view of the prompt (``llamacpu.llm.view``): the emitted program against the expert's
+and every decision at every reachable instruction for every flag pattern its operands can
+produce. With a bounded view that abstracts payload content (the default since the view
+exists) ``--views all`` checks every view of the tasks' wordings: a statement about every
+prompt in them, at every length. A checkpoint whose view keeps payload content has too
+many views per wording; ``--views N`` samples N prompts per task.
 
 Exit codes: 0 everything checked is certified, 1 it is not, 2 bad input.
 """
@@ -25,6 +28,20 @@ from llamacpu.core.isa import LlamacpuError
 __all__ = ["main"]
 
 
+def _views(text: str) -> str | int:
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected 'all' or a count >= 0, got {text!r}")
+    return n
+
+
 def _parser() -> Parser:
     p = Parser(prog="python -m llamacpu.certify", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", type=Path, required=True,
@@ -36,9 +53,10 @@ def _parser() -> Parser:
                    help="program: the inputs the tasks' expert programs can give the OEU "
                         "(carry and operand analysis over their control-flow graphs); isa: "
                         "every input the instruction set allows for their ops")
-    p.add_argument("--views", type=int, default=100, metavar="N",
-                   help="prompts per task whose plan and execute tables are checked (a sample: "
-                        "the views of a wording are too many to enumerate; 0: skip)")
+    p.add_argument("--views", type=_views, default="all", metavar="all|N",
+                   help="all: every view of the tasks' wordings (a checkpoint whose view "
+                        "keeps payload content falls back to 100 sampled prompts per task); "
+                        "N: N sampled prompts per task; 0: skip the plan and execute tables")
     p.add_argument("--wordings", choices=("train", "heldout", "all"), default="train",
                    help="the wordings those prompts are drawn in")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled prompts")
@@ -101,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  witness for {entry.describe(alphabet)}: {w.prompt!r} -> {got} "
                   f"(want {w.answer})")
     ctl, plan_witnesses = None, []
-    if args.views > 0:
-        ctl, answers = _controller_certificate(model, tasks, trained_tasks(ck.stage), args)
+    views = None
+    if args.views != 0:
+        ctl, answers, views = _controller_certificate(model, tasks, trained_tasks(ck.stage),
+                                                      args)
         print(ctl.summary())
         plan_witnesses = _plan_witnesses(model, ctl, answers, args.witnesses)
     else:
@@ -118,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "controller": None if ctl is None else {
                 "certified": ctl.certified, "views": ctl.views, "prompts": ctl.prompts,
                 "decisions": ctl.decisions, "wordings": args.wordings, "seed": args.seed,
+                "enumerated": ctl.enumerated, "view": model.cfg.controller.view.describe(),
+                "views_per_task": views,
                 "plan_failures": [asdict(f) for f in ctl.plan_failures],
                 "plan_witnesses": plan_witnesses,
                 "step_failures": [asdict(f) for f in ctl.step_failures[:1000]],
@@ -135,24 +157,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _controller_certificate(model, tasks, trained, args):
-    """The plan and execute tables on ``args.views`` sampled prompts per task."""
-    import random
+    """The plan and execute tables on every view of the tasks' wordings (``--views all``,
+    when the checkpoint's view allows it), else on sampled prompts per task. Returns the
+    certificate, {prompt: answer} and, when enumerated, {task: {"views", "drawn",
+    "never_drawn"}} (None when sampled)."""
 
-    from llamacpu.learn.controller_tables import certify_controller
+    from llamacpu.learn.controller_tables import certify_controller, every_view
     from llamacpu.learn.tasks import SPLITS, TASKS, expert_program
 
     splits = SPLITS if args.wordings == "all" else (args.wordings,)
-    prompts, programs, answers = [], [], {}
-    for task in tasks:
-        t = TASKS[task]
-        rng = random.Random(f"certify/{task}/{args.seed}")
-        top = trained.get(task, 1)
-        for i in range(args.views):
-            ex = t.sample(rng, 1 + i % top, splits[i % len(splits)])
-            prompts.append(ex.prompt)
-            programs.append(expert_program(ex))
-            answers[ex.prompt] = ex.answer
-    return certify_controller(model, prompts, programs), answers
+    view = model.cfg.controller.view
+    examples, per_task = [], {}
+    if args.views == "all":
+        for task in tasks:
+            try:
+                vs = every_view(task, view, splits, seed=args.seed)
+            except ValueError as e:
+                print(f"views of {task}: {e}; sampling 100 prompts instead")
+                examples += _sampled(TASKS[task], 100, trained.get(task, 1), splits, args.seed)
+                continue
+            examples += vs.examples
+            per_task[task] = {"views": vs.grid, "drawn": len(vs.examples),
+                              "never_drawn": vs.missing}
+            note = (f"; {len(vs.missing)} shapes its operands never take, such as "
+                    f"{vs.missing[0]!r}" if vs.missing else "")
+            print(f"views of {task}: all {len(vs.examples)} of its {'/'.join(splits)} "
+                  f"wordings at every length{note}")
+    else:
+        for task in tasks:
+            examples += _sampled(TASKS[task], args.views, trained.get(task, 1), splits,
+                                 args.seed)
+    prompts = [ex.prompt for ex in examples]
+    cert = certify_controller(model, prompts, [expert_program(ex) for ex in examples])
+    cert.enumerated = bool(per_task) and len(per_task) == len(tasks)
+    return cert, {ex.prompt: ex.answer for ex in examples}, per_task or None
+
+
+def _sampled(t, n: int, top: int, splits, seed: int) -> list:
+    import random
+
+    rng = random.Random(f"certify/{t.name}/{seed}")
+    return [t.sample(rng, 1 + i % top, splits[i % len(splits)]) for i in range(n)]
 
 
 def _plan_witnesses(model, ctl, answers: dict[str, str], k: int) -> list[dict]:

@@ -170,3 +170,48 @@ def test_the_lm_reads_a_500_character_prompt_as_a_short_one():
         b = ctl._prompt([p for _, p in pairs], "plan")
     for x, y in zip(a, b):
         assert torch.equal(x, y)
+
+
+# ------------------------------------------------------------------ every view, certified
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "sort", "copy", "binary_addition"])
+def test_every_view_is_every_view_a_prompt_of_any_length_has(task):
+    """``every_view`` gives one prompt per view of the wordings; fresh prompts of any
+    length (1-300) all have one of those views; shapes no draw produced are named."""
+    from llamacpu.learn.controller_tables import every_view
+
+    vs = every_view(task, VIEW, ("train", "heldout"))
+    got = [VIEW(e.prompt) for e in vs.examples]
+    assert len(set(got)) == len(got) == vs.grid - len(vs.missing) > 0
+    t = TASKS[task]
+    rng = random.Random(9)
+    for _ in range(300):
+        template = rng.choice(t.templates("train") + t.templates("heldout"))
+        assert VIEW(_draw(task, rng, rng.randint(1, 300), template).prompt) in set(got)
+    if task == "sub":  # A >= B: a subtrahend written longer than the minuend never occurs
+        assert vs.missing and all(len(a) < len(b) for a, b in
+                                  (re.findall(r"\d+", m)[:2] for m in vs.missing))
+    else:
+        assert not vs.missing
+    with pytest.raises(ValueError, match="too many to enumerate"):
+        every_view(task, PromptView(abstract=False))
+    with pytest.raises(ValueError, match="function table"):
+        every_view("fmap", VIEW)
+
+
+def test_certify_checks_every_view_of_the_wordings(stage0, tmp_path):
+    """``python -m llamacpu.certify --views all`` on a checkpoint with the bounded view:
+    the controller certificate covers every view of add's wordings (90, all drawn)."""
+    import json
+
+    from llamacpu.certify import main
+
+    out, _, _ = stage0
+    path = tmp_path / "c.json"
+    code = main(["--checkpoint", str(out / "stage_0"), "--wordings", "all", "--json",
+                 str(path), "--witnesses", "0"])
+    rec = json.loads(path.read_text())["controller"]
+    assert rec["enumerated"] and rec["views"] == 90 == rec["views_per_task"]["add"]["views"]
+    assert rec["views_per_task"]["add"]["never_drawn"] == []
+    assert code == (0 if rec["certified"] else 1)

@@ -59,6 +59,8 @@ class ControllerCertificate:
     decisions: int                  # decisions checked
     plan_failures: list[Decision] = field(default_factory=list)
     step_failures: list[Decision] = field(default_factory=list)
+    enumerated: bool = False        # the views are every view of the wordings checked (set
+    #                                 by the caller that enumerated them: every_view)
 
     @property
     def certified(self) -> bool:
@@ -66,7 +68,8 @@ class ControllerCertificate:
 
     def summary(self, limit: int = 10) -> str:
         head = (f"plan and execute tables {'CERTIFIED' if self.certified else 'NOT CERTIFIED'}"
-                f" on {self.views} views ({self.prompts} prompts, sampled): "
+                f" on {self.views} views ({self.prompts} prompts, "
+                f"{'every view of their wordings' if self.enumerated else 'sampled'}): "
                 f"{self.views - len(self.plan_failures)} emitted programs equal to the "
                 f"expert's, {self.decisions} decisions checked")
         lines = [head]
@@ -303,3 +306,90 @@ def failing_rows(patterns: StepPatterns, failures: Iterable[Decision]) -> list[i
     keys = {(f.pc, tuple(f.values)) for f in failures if f.pc is not None}
     return [i for i, (pc, v) in enumerate(zip(patterns.pcs.tolist(), patterns.values.tolist()))
             if (pc, tuple(v)) in keys]
+
+
+# ------------------------------------------------------------------ every view of a wording
+#
+# With a bounded view that abstracts payload content (llamacpu.llm.view), the view of a
+# prompt is a function of its wording and of each payload's length up to its window: a
+# wording has a handful of views, and one prompt per view checks them all. A certificate
+# over them is a statement about every prompt of those wordings, at every length.
+
+
+class ViewSet(NamedTuple):
+    """Every view of a task's wordings: one drawn example per view, how many views the
+    wordings have (by construction, over every payload length), and those no draw of the
+    task produced (a wording's shape its operands cannot take, such as a subtrahend written
+    longer than the minuend): their synthetic prompts."""
+
+    examples: list
+    grid: int
+    missing: list[str]
+
+
+def _payload_lengths(kind, view, n_operands: int):
+    from itertools import product
+
+    from llamacpu.learn.tasks import Operands
+
+    top = {Operands.NUMBERS: view.digits, Operands.DIGITS: max(view.items, view.digits),
+           Operands.TEXT: view.chars}[kind]
+    return list(product(range(1, top + 1), repeat=n_operands))
+
+
+def _synthetic(kind, template: str, lengths: tuple[int, ...]) -> str:
+    from llamacpu.learn.tasks import Operands, render
+
+    if kind is Operands.NUMBERS:
+        return render(template, kind, tuple("1" * n for n in lengths))
+    if kind is Operands.DIGITS:
+        return render(template, kind, ("1",) * lengths[0])
+    return render(template, kind, ("x" * lengths[0],))
+
+
+def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 0,
+               tries: int = 64) -> ViewSet:
+    """One example per view of ``task``'s wordings in ``splits`` (a :class:`ViewSet`).
+    Raises ValueError when the views cannot be enumerated: a view that keeps payload
+    content or leaves a payload unbounded, or a task whose prompts carry code (fmap)."""
+    import random
+
+    from llamacpu.learn.tasks import TASKS, Operands
+
+    t = TASKS[task]
+    if not (view.bounded and view.abstract):
+        raise ValueError(f"the view ({view.describe()}) keeps payload content or leaves a "
+                         f"payload unbounded: its views are too many to enumerate")
+    if t.operands is Operands.FUNCTION:
+        raise ValueError(f"task {task}: its prompts carry a function table, code the view "
+                         f"keeps whole: its views are too many to enumerate")
+    rng = random.Random(f"views/{task}/{seed}")
+    examples, missing = [], {}
+    seen: set[str] = set()
+    every: set[str] = set()
+    for split in splits:
+        for template in t.templates(split):
+            n_ops = 2 if (t.operands is Operands.NUMBERS and "{b}" in template) else 1
+            shapes = {view(_synthetic(t.operands, template, ls)): ls
+                      for ls in _payload_lengths(t.operands, view, n_ops)}
+            every |= set(shapes)
+            todo = set(shapes)
+            for length in range(1, max(max(ls) for ls in shapes.values()) + 2):
+                for _ in range(tries):
+                    if not todo:
+                        break
+                    ops = t.draw(rng, length, t.edge_rate)
+                    if t.fit is not None:
+                        ops = t.fit(ops) or ops
+                    ex = t.make(ops, template)
+                    v = view(ex.prompt)
+                    if v not in shapes:
+                        raise AssertionError(f"task {task}: {ex.prompt!r} has view {v!r}, "
+                                             f"outside its wording's {len(shapes)} views")
+                    if v in todo:
+                        todo.discard(v)
+                        if v not in seen:
+                            seen.add(v)
+                            examples.append(ex)
+            missing.update({v: _synthetic(t.operands, template, shapes[v]) for v in todo})
+    return ViewSet(examples, len(every), sorted(p for v, p in missing.items() if v not in seen))
