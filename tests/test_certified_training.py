@@ -209,3 +209,45 @@ def test_competent_but_uncertified_checks_anneal_the_learning_rate(tmp_path, mon
     assert _StageState(metrics=logged).uncertified == 2
     with pytest.raises(ValueError, match="--anneal"):
         TrainConfig(anneal=0.0)
+
+
+def test_wrong_oeu_entries_get_a_loss_of_their_own_until_the_next_check(monkeypatch):
+    """A few wrong entries of a 10^5-entry domain carry 10^-5 of the whole-domain replay's
+    gradient: the entries the last check found wrong become a loss term of their own (with
+    exact targets), kept in the checkpoint's state, and gone once a check finds none."""
+    from llamacpu.learn import certified as certified_mod
+    from llamacpu.learn.certify import Entry, OEUCertificate
+    from llamacpu.learn.learned import LearnedMachine
+    from llamacpu.learn.trainer import Trainer
+    from llamacpu.machine.oeu import oeu_loss
+
+    stage = STAGES[3]
+    c = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    key = next(k for k in sorted(c.domain) if k[0] == int(Op.ADD) and c.domain[k][0])
+    op, a, b, carry, eq = key
+    wrong = [Entry(Op(op), a, b, carry, eq, "result", 0, 0)]
+    monkeypatch.setattr(certified_mod, "certify_oeu",
+                        lambda *args: OEUCertificate((Op.ADD,), 1, 1, list(wrong)))
+    model = LearnedMachine()
+    c.check_oeu(model)
+    f = c.oeu_failures
+    assert len(f.op) == 1 and tuple(int(x) for x in (f.op[0], f.a[0], f.b[0], f.carry[0],
+                                                     f.ptr_eq[0])) == key
+    res, _ = exact_op(f.op, f.a, f.b, f.carry, f.ptr_eq.bool(), DEFAULT_ALPHABET)
+    assert torch.equal(f.result, res)
+    again = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    again.load_state(json.loads(json.dumps(c.state())))            # through a checkpoint
+    assert torch.equal(torch.stack(list(again.oeu_failures)), torch.stack(list(f)))
+    trainer = Trainer.__new__(Trainer)
+    trainer.certifier = c
+    replay = c.oeu_table()
+    with torch.no_grad():
+        total, _ = trainer._oeu_loss(model, replay)
+        base, _ = oeu_loss(model.oeu, replay)
+        alone, _ = oeu_loss(model.oeu, f)
+    assert torch.allclose(total, base + alone)
+    wrong.clear()                                                  # a clean check: no term
+    c.check_oeu(model)
+    assert len(c.oeu_failures.op) == 0
+    with torch.no_grad():
+        assert torch.equal(trainer._oeu_loss(model, replay)[0], base)
