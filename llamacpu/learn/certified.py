@@ -18,11 +18,7 @@ The same tables are supervision, from the semantics the expert traces come from:
   ``patterns`` rows of its expert program's execute table (``certify.step_patterns``: every
   flag pattern at every reachable instruction, the exact sequencer's decisions as targets),
   so the first certificate usually passes; and the rows a failed certificate names are
-  replayed from a bounded buffer, with the prompts they failed on, until the next check;
-- :attr:`Certifier.oeu_failures`: the OEU entries the last check found wrong, a loss term
-  of their own until the next check. In the whole-domain replay a handful of wrong entries
-  among 10^5 carry 10^-5 of the gradient, and an annealed learning rate leaves them wrong
-  for hundreds of steps.
+  replayed from a bounded buffer, with the prompts they failed on, until the next check.
 """
 
 from __future__ import annotations
@@ -129,12 +125,6 @@ class Certifier:
     plan_buffer: list[Example] = field(default_factory=list, init=False)
     """Examples whose emitted program was wrong at the last check: the next training
     batches carry them (their plan loss is the only thing that teaches a plan)."""
-    _oeu_keys: list[tuple[int, ...]] = field(default_factory=list, init=False)
-
-    @property
-    def oeu_failures(self) -> OEUExamples:
-        """The OEU entries the last check found wrong, with exact targets (empty: none)."""
-        return domain_examples({k: self.domain[k] for k in self._oeu_keys}, self.alphabet)
 
     def __post_init__(self) -> None:
         self.tasks = list(trained_tasks(self.stage.index))
@@ -158,11 +148,7 @@ class Certifier:
     # ------------------------------------------------------------------ checking
 
     def check_oeu(self, model) -> StageCertificate:
-        """Certify the OEU over the domain; its wrong entries become :attr:`oeu_failures`."""
-        cert = certify_oeu(model.oeu, self.alphabet, self.domain)
-        self._oeu_keys = sorted({(int(f.op), f.a, f.b, f.carry, f.ptr_eq)
-                                 for f in cert.failures} & self.domain.keys())
-        return StageCertificate(cert)
+        return StageCertificate(certify_oeu(model.oeu, self.alphabet, self.domain))
 
     def check_controller(self, model, cert: StageCertificate,
                          sets: Mapping[str, Sequence[Example]], step: int) -> StageCertificate:
@@ -196,8 +182,7 @@ class Certifier:
         execute rows), as plain data for a checkpoint: a resumed run draws what the
         interrupted one would have drawn."""
         return {"plan": [asdict(e) for e in self.plan_buffer],
-                "rows": [[asdict(e), i] for e, _, i in self._buffer],
-                "oeu": [list(k) for k in self._oeu_keys]}
+                "rows": [[asdict(e), i] for e, _, i in self._buffer]}
 
     def load_state(self, state: Mapping) -> None:
         """Restore :meth:`state` (the execute rows' programs are the examples' experts)."""
@@ -205,7 +190,6 @@ class Certifier:
             return Example(**{**d, "operands": tuple(d["operands"])})
 
         self.plan_buffer = [example(d) for d in state.get("plan", ())]
-        self._oeu_keys = [tuple(k) for k in state.get("oeu", ())]
         programs: dict[str, Program] = {}
         self._buffer = []
         for d, i in state.get("rows", ()):

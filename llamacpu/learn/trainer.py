@@ -406,17 +406,6 @@ class Trainer:
             raise KeyboardInterrupt
         self.interrupted = True
 
-    def _oeu_loss(self, model, replay: OEUExamples):
-        """The OEU's loss on its replay, plus one on the entries the last certificate found
-        wrong (``Certifier.oeu_failures``), so a few wrong entries of a large domain get
-        their own gradient."""
-        loss, m = oeu_loss(model.oeu, replay)
-        wrong = self.certifier.oeu_failures if self.certifier is not None else None
-        if wrong is not None and len(wrong.op):
-            extra, _ = oeu_loss(model.oeu, wrong)
-            loss = loss + extra
-        return loss, m
-
     def _train_step(self, stage: Stage, model: LearnedMachine, opt, rng: random.Random,
                     step: int, replay: OEUExamples,
                     retained: dict[str, float] | None = None,
@@ -476,7 +465,7 @@ class Trainer:
         n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
         exe, exe_m = ctl.step_loss(my_exe, *sup.step_args, denominator=n_steps,
                                    cache=exe_cache)
-        alu, alu_m = self._oeu_loss(model, replay)
+        alu, alu_m = oeu_loss(model.oeu, replay)
         alu = alu / dist.world
         loss = plan + exe + alu
         sums = {"plan_loss": plan.item(), "step_loss": exe.item(), "oeu_loss": alu.item()}
@@ -500,7 +489,7 @@ class Trainer:
         metrics = dist.reduce_metrics(sums, means)
         for _ in range(cfg.oeu_steps - 1):  # OEU-only steps: the other grads are None
             opt.zero_grad(set_to_none=True)
-            extra, extra_m = self._oeu_loss(model, replay)  # the same on every rank
+            extra, extra_m = oeu_loss(model.oeu, replay)  # the same replay on every rank
             (extra / dist.world).backward()
             dist.sum_grads(model.oeu.parameters())
             torch.nn.utils.clip_grad_norm_(model.oeu.parameters(), 1.0)
