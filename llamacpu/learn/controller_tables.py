@@ -27,8 +27,9 @@ __all__ = ["Decision", "ControllerCertificate", "certify_controller", "StepPatte
 # ------------------------------------------------------------------ the controller's tables
 #
 # The plan phase is a function of the LM's view of the prompt (``ControllerConfig.view``,
-# :mod:`llamacpu.llm.view`: every payload bounded): the emitted program. The execute phase is a function of
-# that view and of what the step head sees of the step (``llm.heads.StateEncoder``): the op,
+# :mod:`llamacpu.llm.view`: every payload bounded): the emitted program. The execute phase
+# is a function of that view and of what the step head sees of the step
+# (``llm.heads.StateEncoder``): the op,
 # the operand modes, whether each operand's symbol is 0, which operands are equal (and, with
 # ``state_values``, the symbols and the carry themselves). For one view both are finite:
 # :func:`certify_controller` checks, per view, the emitted program against the expert's and

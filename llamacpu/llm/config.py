@@ -86,7 +86,7 @@ class ControllerConfig:
         if self.n_meta < 1 or self.weight_rank < 1:
             raise ValueError(f"n_meta and weight_rank must be at least 1, got {self.n_meta} "
                              f"and {self.weight_rank}")
-        self.view  # checks the windows
+        _ = self.view  # PromptView checks the windows
         if self.lora_alpha is not None and not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}")
         if self.quant not in QUANT_MODES:
