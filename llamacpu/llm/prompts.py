@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 
 from llamacpu.core.isa import InputError
 from llamacpu.llm.tokenizer import SymbolTokenizer
-from llamacpu.llm.view import PromptView, controller_view
+from llamacpu.llm.view import AS_TYPED, PromptView, controller_view
 
 __all__ = ["MARKERS", "controller_view", "SymbolPrompts", "ChatPrompts"]
 
@@ -40,10 +40,11 @@ class SymbolPrompts(nn.Module):
     """``<bos> prompt <marker>`` through the :class:`SymbolTokenizer` (the tiny model's):
     every token, the marker included, is a row of the LM's own embedding table."""
 
-    def __init__(self, tokenizer: SymbolTokenizer, view: PromptView | int = 0) -> None:
+    def __init__(self, tokenizer: SymbolTokenizer,
+                 view: PromptView = AS_TYPED) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.view = PromptView.digit_window(view) if isinstance(view, int) else view
+        self.view = view
 
     def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,
                 device: torch.device) -> tuple[Tensor, Tensor]:
@@ -77,26 +78,28 @@ class ChatPrompts(nn.Module):
     embedding table stays frozen."""
 
     def __init__(self, tokenizer, hidden: int, init_std: float = 0.02,
-                 view: PromptView | int = 0) -> None:
+                 view: PromptView = AS_TYPED) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.view = PromptView.digit_window(view) if isinstance(view, int) else view
+        self.view = view
         self.markers = nn.Parameter(torch.randn(len(MARKERS), hidden) * init_std)  # [4, H]
         self._ids: dict[str, list[int]] = {}
 
     def ids(self, prompt: str) -> list[int]:
-        """Token ids of the formatted prompt (memoised: a curriculum repeats prompts)."""
-        got = self._ids.get(prompt)
+        """Token ids of the formatted prompt's view (memoised by view: prompts of one view
+        share them, and a bounded view has few)."""
+        view = self.view(prompt)
+        got = self._ids.get(view)
         if got is None:
             from llamacpu.llm.models import format_prompt
 
-            text = format_prompt(self.tokenizer, self.view(prompt))
+            text = format_prompt(self.tokenizer, view)
             templated = getattr(self.tokenizer, "chat_template", None) is not None
             got = list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
             if not got:
                 raise InputError(f"prompt {prompt!r} tokenizes to nothing")
             if len(self._ids) < 100_000:
-                self._ids[prompt] = got
+                self._ids[view] = got
         return got
 
     def forward(self, lm: PreTrainedModel, prompts: Sequence[str], marker: str,

@@ -7,14 +7,14 @@ its shape: the wording, where the operands stand and what kind they are. A
 view that training covered; the plan and execute phases never meet a position or a run
 longer than training showed them. One lexer, three kinds of payload, task-agnostic:
 
-===========  ==========================================  ===========================  =====
-payload      what it is                                  bounded to                   field
-===========  ==========================================  ===========================  =====
-number       a maximal run of digits                     its first ``digits`` digits  digits
-list         numbers joined by ``", "``, ``","``, ``" "``  its first ``items`` items    items
-text         everything after the first ``':'`` (the     its first ``chars``          chars
-             spaces right after it are wording)          characters
-===========  ==========================================  ===========================  =====
+=======  ===============================================  ===================  ======
+payload  what it is                                       bounded to           field
+=======  ===============================================  ===================  ======
+number   a maximal run of digits                          its first N digits   digits
+list     numbers joined by ``", "``, ``","`` or ``" "``   its first N items    items
+text     everything after the first ``':'`` (the spaces   its first N          chars
+         right after it are wording)                      characters
+=======  ===============================================  ===================  ======
 
 With ``abstract`` the payload's content is dropped as well as cut: each kept digit becomes
 ``'0'`` and each kept text character ``'_'``. The view then depends on the wording and on
@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["PromptView", "controller_view"]
+__all__ = ["PromptView", "AS_TYPED", "controller_view"]
 
 _DEFN = r"(?P<defn>(?<!\d)\d>\d(?!\d))"
 _LIST = r"(?P<list>\d+(?:(?:, ?| )\d+)+)"
@@ -113,6 +113,10 @@ class PromptView:
         parts = _SEP.split(m.group())                   # item, sep, item, sep, ..., item
         parts = parts[: 2 * self.items - 1]
         return "".join(self._number(p) if i % 2 == 0 else p for i, p in enumerate(parts))
+
+
+AS_TYPED = PromptView.digit_window(0)
+"""The view that reads the whole prompt as typed (no window)."""
 
 
 def controller_view(prompt: str, view: PromptView | int) -> str:
