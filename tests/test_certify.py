@@ -335,3 +335,30 @@ def test_compiled_certificates_are_dropped_when_the_weights_change(monkeypatch):
         next(model.parameters()).add_(1.0)    # an optimizer step, in place
     runner.solve(prompts, max_steps=200)
     assert len(calls) == 2                    # the new weights are certified again
+
+
+def test_the_gated_domain_certifies_what_the_full_domain_would():
+    """A gated OEU is checked over gate_domain(domain); checking the same unit over the full
+    domain (through a wrapper that does not say it is gated) finds the same wrong entries,
+    seen once per carry value: the reduction loses nothing."""
+    from llamacpu.learn.certify import gate_domain
+
+    torch.manual_seed(0)
+    oeu = NeuralOEU(OEUConfig(hidden=16))  # untrained: wrong nearly everywhere
+    full = tasks_domain(["add", "max", "binary_addition"], A)
+    small = gate_domain(full)
+    assert len(small) < len(full) / 3
+
+    class Plain:  # the same function, not declaring its gate
+        def hard(self, *args):
+            return oeu.hard(*args)
+
+    gated, plain = certify_oeu(oeu, A, full), certify_oeu(Plain(), A, full)
+    assert gated.outputs == sum(int(r) + int(k) for r, k in small.values())
+
+    def seen(f):
+        return (f.op, f.a, f.b, f.carry if SPEC[f.op].reads_carry else 0, f.ptr_eq, f.output)
+
+    assert {seen(f) for f in plain.failures} == {seen(f) for f in gated.failures}
+    assert gated.failures and all(
+        f.output == "result" or SPEC[f.op].writes_carry for f in plain.failures)

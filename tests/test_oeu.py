@@ -4,6 +4,8 @@ import random
 
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llamacpu.core.isa import DEFAULT_ALPHABET, Op
 from llamacpu.learn.tasks import TASKS, expert
@@ -130,3 +132,56 @@ def test_neural_oeu_runs_inside_the_machine():
     out = oeu(F.one_hot(op, len(Op)).float(), F.one_hot(a, 55).float(), F.one_hot(b, 55).float(),
               F.one_hot(c, 10).float(), eq.float())
     assert torch.equal(res_i, out.result.argmax(-1)) and torch.equal(cout_i, out.carry.argmax(-1))
+
+
+def _carry_roles():
+    from llamacpu.core.isa import OPS
+
+    return ([s.op for s in OPS if not s.reads_carry], [s.op for s in OPS if not s.writes_carry],
+            [s.op for s in OPS if s.writes_carry])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), gate=st.booleans())
+def test_a_gated_carry_is_read_and_kept_by_construction(seed, gate):
+    """With carry_gate an untrained OEU already ignores the carry where the op does not
+    read it and passes it through where the op does not write it (hard and soft paths);
+    the certificate's smaller domain (certify.gate_domain) rests on exactly this."""
+    torch.manual_seed(seed)
+    oeu = NeuralOEU(OEUConfig(hidden=16, carry_gate=gate))
+    assert oeu.carry_gated is gate
+    gen = torch.Generator().manual_seed(seed)
+    no_read, no_write, write = _carry_roles()
+    B, V, C = 64, oeu.cfg.alphabet.size, oeu.cfg.n_carry
+    op = torch.tensor(no_read)[torch.randint(len(no_read), (B,), generator=gen)]
+    a, b = torch.randint(V, (B,), generator=gen), torch.randint(V, (B,), generator=gen)
+    c1, c2 = torch.randint(C, (B,), generator=gen), torch.randint(C, (B,), generator=gen)
+    eq = torch.randint(2, (B,), generator=gen)
+    r1, _ = oeu.hard(op, a, b, c1, eq)
+    r2, _ = oeu.hard(op, a, b, c2, eq)
+    if gate:
+        assert torch.equal(r1, r2)
+        keep = torch.tensor(no_write)[torch.randint(len(no_write), (B,), generator=gen)]
+        assert torch.equal(oeu.hard(keep, a, b, c1, eq)[1], c1)
+        soft_c = torch.rand(B, C, generator=gen).softmax(-1)
+        out = oeu(F.one_hot(keep, len(Op)).float(), F.one_hot(a, V).float(),
+                  F.one_hot(b, V).float(), soft_c, eq.float())
+        assert torch.allclose(out.carry, soft_c)
+        logits = oeu.logits(F.one_hot(keep, len(Op)).float(), F.one_hot(a, V).float(),
+                            F.one_hot(b, V).float(), F.one_hot(c1, C).float(), eq.float())
+        assert torch.equal(logits.carry.argmax(-1), c1)
+    # ops that write the carry compute it in the MLP, gated or not: gradients reach it
+    w = torch.tensor(write)[torch.randint(len(write), (B,), generator=gen)]
+    out = oeu.logits(F.one_hot(w, len(Op)).float(), F.one_hot(a, V).float(),
+                     F.one_hot(b, V).float(), F.one_hot(c1, C).float(), eq.float())
+    out.carry.sum().backward()
+    assert oeu.head.weight.grad.abs().sum() > 0
+
+
+def test_checkpoints_from_before_the_carry_gate_load_with_it_off():
+    from llamacpu.learn.learned import LearnedConfig
+
+    d = LearnedConfig().to_json()
+    assert d["oeu"]["carry_gate"] is True
+    del d["oeu"]["carry_gate"]
+    assert LearnedConfig.from_json(d).oeu.carry_gate is False

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from llamacpu.core.isa import Alphabet, Kind, Program
-from llamacpu.learn.certify import OEUCertificate, certify_oeu, tasks_domain
+from llamacpu.learn.certify import OEUCertificate, certify_oeu, gate_domain, tasks_domain
 from llamacpu.learn.controller_tables import (
     ControllerCertificate,
     StepPatterns,
@@ -118,6 +118,7 @@ class Certifier:
     raw: bool           # the controller's state_values: the patterns enumerate raw values
     views: int          # views per task a controller certificate checks
     patterns: int       # execute-table rows per batch row per training step (0: none)
+    carry_gate: bool = False  # the OEU gates its carry: its table is certify.gate_domain's
     tasks: list[str] = field(init=False)
     domain: dict = field(init=False)
     _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
@@ -132,7 +133,8 @@ class Certifier:
 
     def oeu_table(self) -> OEUExamples:
         """The OEU domain of every task trained so far, with exact targets."""
-        return domain_examples(self.domain, self.alphabet)
+        return domain_examples(gate_domain(self.domain) if self.carry_gate else self.domain,
+                               self.alphabet)
 
     def table(self, program: Program) -> StepPatterns:
         """The execute table of ``program``, cached by its instructions (all the table

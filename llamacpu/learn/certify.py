@@ -20,7 +20,10 @@ What the hard machine consumes of the OEU (``machine/discrete.py``), and so what
 
 Inputs an op does not read are zeroed by the neural OEU before its first layer
 (``oeu.operand_usage``), so they are enumerated at 0 only; that argument is checked, not
-assumed (:func:`_reads`). Inputs on which the interpreter faults (a non-digit in arithmetic
+assumed (:func:`_reads`). An OEU whose carry is gated by construction (``carry_gated``:
+ops that do not read the carry see 0, ops that do not write it pass it through outside
+the learned part) is checked over :func:`gate_domain` of the domain: the carry in only
+where the op reads it, the carry out only where the op writes it. Inputs on which the interpreter faults (a non-digit in arithmetic
 or SETC, a zero divisor, a DIV quotient that is not a digit) are not in the domain: the
 machine faults there whatever the OEU says.
 
@@ -49,7 +52,7 @@ from llamacpu.machine.oeu import operand_usage
 from llamacpu.machine.symbolic import exact_op
 
 __all__ = ["Entry", "OEUCertificate", "oeu_domain", "isa_domain", "program_domain",
-           "tasks_domain", "certify_oeu", "program_ops", "task_programs", "task_ops",
+           "tasks_domain", "gate_domain", "certify_oeu", "program_ops", "task_programs", "task_ops",
            "find_witness", "Witness"]
 
 
@@ -287,14 +290,34 @@ def isa_domain(alphabet: Alphabet, ops: Iterable[Op] | None = None
     return out
 
 
+def gate_domain(domain: dict[tuple[int, ...], tuple[bool, bool]]
+                ) -> dict[tuple[int, ...], tuple[bool, bool]]:
+    """``domain`` as an OEU with a gated carry sees it: the carry in set to 0 for ops that
+    do not read it (their entries for every carry are one input), and the carry out not
+    checked for ops that do not write it (it is the carry in, by construction)."""
+    out: dict[tuple[int, ...], tuple[bool, bool]] = {}
+    for (op, a, b, c, e), (r, k) in domain.items():
+        spec = _spec(op)
+        key = (op, a, b, c if spec.reads_carry else 0, e)
+        k = k and spec.writes_carry
+        if not (r or k):
+            continue
+        r0, k0 = out.get(key, (False, False))
+        out[key] = (r0 or r, k0 or k)
+    return out
+
+
 @torch.no_grad()
 def certify_oeu(oeu, alphabet: Alphabet,
                 domain: dict[tuple[int, ...], tuple[bool, bool]] | None = None,
                 batch: int = 1 << 15) -> OEUCertificate:
     """Check the OEU's table entry by entry over ``domain`` ({(op, a, b, carry, ptr_eq):
     (check the result, check the carry)}; default :func:`isa_domain`). ``oeu`` is any
-    module of the machine's OEU protocol."""
+    module of the machine's OEU protocol; one that says it is ``carry_gated`` is checked
+    over :func:`gate_domain` of ``domain``."""
     domain = isa_domain(alphabet) if domain is None else domain
+    if getattr(oeu, "carry_gated", False):
+        domain = gate_domain(domain)
     V, C, O = alphabet.size, alphabet.base, n_ops()
     keys = sorted(domain)
     cert = OEUCertificate(tuple(sorted({opcode(k[0]) for k in keys})), len(keys),

@@ -102,6 +102,7 @@ class LearnedConfig:
         c.setdefault("abstract_payload", False)
         o = dict(d["oeu"])
         o["alphabet"] = Alphabet(**o["alphabet"])
+        o.setdefault("carry_gate", False)  # written before the gate: the OEU learned the carry
         return cls(ControllerConfig(**c), OEUConfig(**o))
 
 

@@ -275,7 +275,8 @@ class Trainer:
                           for s in retention_stages(stage)} if looking_back else {}
         self.certifier = certifier = Certifier(
             stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
-            cfg.certify_views, cfg.certify_patterns) if cfg.certify else None
+            cfg.certify_views, cfg.certify_patterns,
+            model.cfg.oeu.carry_gate) if cfg.certify else None
         if certifier is not None and st.resume and "certifier" in st.resume:
             certifier.load_state(st.resume["certifier"])
         self._sampler = rng

@@ -31,6 +31,7 @@ from llamacpu.machine.interfaces import OEUOutput
 __all__ = [
     "OEUConfig", "ALUOut", "LowRankDelta", "LowRankLinear", "NeuralOEU", "WRITES_VAL",
     "OEUExamples", "examples_from_traces", "merge_examples", "oeu_loss", "operand_usage",
+    "carry_usage",
 ]
 
 WRITES_VAL = tuple(s.op for s in OPS if s.writes_result)
@@ -54,10 +55,24 @@ def operand_usage() -> Tensor:
     return u
 
 
+def carry_usage() -> Tensor:
+    """[O, 2] 0/1: whether each built-in op reads the carry (ADD SUB MUL DIV GETC) and
+    whether it writes it (ADD SUB MUL DIV SETC)."""
+    u = torch.zeros(len(OPS), 2)
+    for s in OPS:
+        u[s.op, 0] = s.reads_carry
+        u[s.op, 1] = s.writes_carry
+    return u
+
+
 @dataclass(frozen=True)
 class OEUConfig:
     alphabet: Alphabet = DEFAULT_ALPHABET  # operand/result symbols (V) and carry digits (C)
     hidden: int = 256                      # width of the two hidden layers
+    # the carry by construction: zeroed at the input of ops that do not read it, passed
+    # through (not learned) by ops that do not write it. Checkpoints written before it
+    # existed load with it off: their OEU learned the pass-through (learn/learned.py).
+    carry_gate: bool = True
 
     def __post_init__(self) -> None:
         if self.hidden < 8:
@@ -108,8 +123,13 @@ class NeuralOEU(nn.Module):
     Inputs an op does not read are zeroed before the MLP (``operand_usage``): INC sees no
     operand symbols, only PEQ sees the pointer-equality bit. So the unit cannot pick up
     spurious dependencies, and what it learns for an op transfers to operands it has not
-    seen with that op whenever the op ignores them (the carry passes through INC whatever
-    INC's operand holds).
+    seen with that op whenever the op ignores them.
+
+    With ``cfg.carry_gate`` the carry gets the same treatment (``carry_usage``): ops that
+    do not read it see carry 0, and ops that do not write it pass it through untouched,
+    outside the MLP. MIN's table is then a function of (a, b) alone, V² entries instead of
+    V²·C, and no op has a carry it could forget; the certificate relies on both
+    (``learn/certify.py``), and tests check them on untrained weights.
     """
 
     def __init__(self, cfg: OEUConfig | None = None) -> None:
@@ -120,6 +140,12 @@ class NeuralOEU(nn.Module):
         self.head = LowRankLinear(H, V + C)
         self._split = (V, C)
         self.register_buffer("usage", operand_usage(), persistent=False)
+        self.register_buffer("carry_use", carry_usage(), persistent=False)
+
+    @property
+    def carry_gated(self) -> bool:
+        """Whether the carry is gated by construction (see the class docstring)."""
+        return self.cfg.carry_gate
 
     def logits(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor, ptr_eq: Tensor,
                deltas: Sequence[LowRankDelta | None] | None = None) -> ALUOut:
@@ -127,7 +153,22 @@ class NeuralOEU(nn.Module):
 
         ``deltas`` gives one optional LowRankDelta per linear layer (3 of them).
         """
+        out = self._mlp(op, a, b, carry, ptr_eq, deltas)
+        if not self.cfg.carry_gate:
+            return out
+        # ops that do not write the carry: logits whose softmax is the carry in
+        w = self._writes_carry(op)
+        kept = carry.clamp_min(1e-30).log()
+        return ALUOut(out.result, w * out.carry + (1 - w) * kept)
+
+    def _writes_carry(self, op: Tensor) -> Tensor:
+        return (op @ self.carry_use[:, 1].to(op.dtype))[:, None]             # [B, 1]
+
+    def _mlp(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor, ptr_eq: Tensor,
+             deltas: Sequence[LowRankDelta | None] | None) -> ALUOut:
         use = op @ self.usage.to(op.dtype)                                    # [B, 3]
+        if self.cfg.carry_gate:
+            carry = carry * (op @ self.carry_use[:, 0].to(op.dtype))[:, None]
         x = torch.cat([op, a * use[:, :1], b * use[:, 1:2], carry,
                        (ptr_eq * use[:, 2])[:, None]], dim=-1)               # [B, O + 2V + C + 1]
         ds = list(deltas) if deltas is not None else [None] * 3
@@ -141,8 +182,12 @@ class NeuralOEU(nn.Module):
     def forward(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor, ptr_eq: Tensor,
                 deltas: Sequence[LowRankDelta | None] | None = None) -> OEUOutput:
         """The machine's OEU protocol: result [B, V] and carry [B, C] distributions."""
-        out = self.logits(op, a, b, carry, ptr_eq, deltas)
-        return OEUOutput(out.result.softmax(-1), out.carry.softmax(-1))
+        out = self._mlp(op, a, b, carry, ptr_eq, deltas)
+        carry_out = out.carry.softmax(-1)
+        if self.cfg.carry_gate:  # exactly the carry in where the op does not write it
+            w = self._writes_carry(op)
+            carry_out = w * carry_out + (1 - w) * carry
+        return OEUOutput(out.result.softmax(-1), carry_out)
 
     @torch.no_grad()
     def hard(self, op: Tensor, a: Tensor, b: Tensor, carry: Tensor,
@@ -150,10 +195,13 @@ class NeuralOEU(nn.Module):
         """The machine's discrete fast path: integer tensors [B] in, argmax indices out."""
         cfg = self.cfg
         dt = self.head.weight.dtype
-        out = self.logits(F.one_hot(op, cfg.n_ops).to(dt), F.one_hot(a, cfg.alphabet.size).to(dt),
-                          F.one_hot(b, cfg.alphabet.size).to(dt),
-                          F.one_hot(carry, cfg.n_carry).to(dt), ptr_eq.to(dt))
-        return out.result.argmax(-1), out.carry.argmax(-1)
+        out = self._mlp(F.one_hot(op, cfg.n_ops).to(dt), F.one_hot(a, cfg.alphabet.size).to(dt),
+                        F.one_hot(b, cfg.alphabet.size).to(dt),
+                        F.one_hot(carry, cfg.n_carry).to(dt), ptr_eq.to(dt), None)
+        carry_out = out.carry.argmax(-1)
+        if cfg.carry_gate:
+            carry_out = torch.where(self.carry_use[op, 1].bool(), carry_out, carry)
+        return out.result.argmax(-1), carry_out
 
 
 class OEUExamples(NamedTuple):
@@ -203,14 +251,17 @@ def merge_examples(*parts: OEUExamples) -> OEUExamples:
 
 
 def oeu_loss(oeu: NeuralOEU, ex: OEUExamples) -> tuple[Tensor, dict[str, float]]:
-    """Cross-entropy of result and carry; exact-match accuracy of whole steps."""
+    """Cross-entropy of result and carry; exact-match accuracy of whole steps. A gated
+    carry is learned only where the op writes it (elsewhere it is the carry in)."""
     cfg = oeu.cfg
     V, C = cfg.alphabet.size, cfg.n_carry
     out = oeu.logits(F.one_hot(ex.op, cfg.n_ops).float(), F.one_hot(ex.a, V).float(),
                      F.one_hot(ex.b, V).float(), F.one_hot(ex.carry, C).float(),
                      ex.ptr_eq.float())
     writes = ex.result >= 0
-    loss = F.cross_entropy(out.carry, ex.carry_out)
+    learned = oeu.carry_use[ex.op, 1].bool() if cfg.carry_gate else torch.ones_like(writes)
+    loss = (F.cross_entropy(out.carry[learned], ex.carry_out[learned]) if learned.any()
+            else out.carry.sum() * 0)
     if writes.any():
         loss = loss + F.cross_entropy(out.result[writes], ex.result[writes])
     with torch.no_grad():
