@@ -41,7 +41,7 @@ from llamacpu.learn.evaluation import (
     protocol_summary,
     solve_examples,
 )
-from llamacpu.learn.tasks import SPLITS, TASKS
+from llamacpu.learn.tasks import ALL_SPLITS, TASKS
 
 __all__ = ["load_learned", "solve_examples", "draw_examples", "evaluate_lengths", "main"]
 
@@ -127,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the paper scored 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn problems")
     p.add_argument("--split", default="train",
-                   help=f"prompt wordings: {' or '.join(SPLITS)} (heldout: never trained on)")
+                   help=f"prompt wordings: {', '.join(ALL_SPLITS)} (heldout: hand-written, "
+                        "never trained on; recombined, new_words: the task's grammar, "
+                        "docs/wordings.md)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
     p.add_argument("--json", action="store_true",
                    help="print JSON lines instead of a table (with --protocol: then a "
@@ -152,8 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--protocol {a.protocol!r} is not a protocol: choose from "
                 f"{', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS.get(a.protocol)
-    if a.split not in SPLITS:
-        p.error(f"--split must be one of {', '.join(SPLITS)}, got {a.split!r}")
+    if a.split not in ALL_SPLITS:
+        p.error(f"--split must be one of {', '.join(ALL_SPLITS)}, got {a.split!r}")
     if a.digits is not None:
         lengths = _lengths(p, a.digits)
     else:

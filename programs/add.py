@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
     Operands,
     Task,
     edge_case,
@@ -35,11 +37,31 @@ def solve(ops: tuple[str, ...]) -> str:
     return str(int(ops[0]) + int(ops[1]))
 
 
+GRAMMAR = Grammar(
+    frames=("<add> {a} and {b}", "<calc> {a}<plus>{b}", "<calc> the <sum> of {a} and {b}",
+            Frame("<what> {a}<plus>{b}", kind="question"),
+            Frame("<what> the <sum> of {a} and {b}", kind="question"),
+            Frame("{a}<plus>{b}", kind="symbols"),
+            Frame("<sumfn>({a}, {b})", kind="symbols"),
+            "add {b} to {a}",
+            Frame("increase {a} by {b}", new=True),
+            Frame("what do you get when you add {b} to {a}", kind="question", new=True),
+            Frame("{a} and {b} together make how much", kind="question", new=True)),
+    words={"add": ("add", "sum", "sum up"), "calc": ("calculate", "compute"),
+           "plus": (" + ", "+", " plus "), "sum": ("sum", "total"),
+           "what": ("what is", "how much is"), "sumfn": ("sum", "add")},
+    new_words={"add": ("total", "tally up"), "calc": ("work out", "figure out"),
+               "plus": (" added to ", " and "), "sum": ("addition",),
+               "what": ("whats", "what would be"), "sumfn": ("plus",)})
+"""How people ask for add (learn/wordings.py)."""
+
+
 TASK = Task(
     "add", "add", Operands.NUMBERS,
     train_templates=("calculate {a} + {b}", "what is {a} plus {b}?", "{a}+{b}=",
                      "add {a} and {b}", "sum of {a} and {b}", "{a} + {b}"),
     heldout_templates=("how much is {a}+{b}?", "compute the sum of {a} and {b}.",
                        "{a} plus {b} equals?", "add {a} to {b}"),
+    grammar=GRAMMAR, commutative=True,
     draw=draw, solve=solve, out_size=room(1), arity=2,
     description="decimal addition of two numbers")

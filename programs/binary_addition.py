@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_binary_pair
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_binary_pair,
+)
 
 OP = "+"
 
@@ -68,6 +75,18 @@ def out_size(ops: tuple[str, ...]) -> int:
     return max(len(n), len(m)) + 2
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<add> in binary: {text}", kind="label"),
+            Frame("<add> these binary numbers: {text}", kind="label"),
+            Frame("binary <sum>: {text}", kind="label"),
+            Frame("<sum> of the bits, lowest first: {text}", kind="label"),
+            Frame("what is this <sum> in binary: {text}", kind="label", new=True),
+            Frame("little endian binary <sum>, please: {text}", kind="label", new=True)),
+    words={"add": ("add", "sum up", "add up"), "sum": ("sum", "addition", "plus")},
+    new_words={"add": ("total", "combine"), "sum": ("total",)})
+"""How people ask for binary_addition (learn/wordings.py)."""
+
+
 TASK = Task(
     "binary_addition", "binary_addition", Operands.TEXT,
     train_templates=("add in binary: {text}", "binary sum: {text}",
@@ -76,6 +95,7 @@ TASK = Task(
     heldout_templates=("what is this sum in binary: {text}",
                        "add in base two, lowest bit first: {text}",
                        "compute the binary total: {text}"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=out_size, fit=fit, terminated=True,
     description="the sum of two little-endian binary numbers (Chomsky benchmark "
                 "binary_addition, CS)")

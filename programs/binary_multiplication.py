@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_binary_pair
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_binary_pair,
+)
 
 OP = "*"
 
@@ -67,6 +74,18 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_binary_pair(OP)  # any payload: N OP M of its length
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<mul> in binary: {text}", kind="label"),
+            Frame("<mul> these binary numbers: {text}", kind="label"),
+            Frame("binary <prod>: {text}", kind="label"),
+            Frame("<prod> of the bits, lowest first: {text}", kind="label"),
+            Frame("what is this <prod> in binary: {text}", kind="label", new=True),
+            Frame("little endian binary <prod>, please: {text}", kind="label", new=True)),
+    words={"mul": ("multiply", "times", "multiply out"), "prod": ("product", "multiplication")},
+    new_words={"mul": ("scale",), "prod": ("times table",)})
+"""How people ask for binary_multiplication (learn/wordings.py)."""
+
+
 TASK = Task(
     "binary_multiplication", "binary_multiplication", Operands.TEXT,
     train_templates=("multiply in binary: {text}", "binary product: {text}",
@@ -78,6 +97,7 @@ TASK = Task(
                        "compute the binary product: {text}"),
     # the product room len N + len M and its END: the payload's length; without '*', the
     # len N zeros and the slot after them, where the zero-fill's pointer stops
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=lambda ops: len(ops[0]) + (OP not in ops[0]), fit=fit,
     terminated=True,
     max_length=500,

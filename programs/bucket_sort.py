@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_tokens,
+)
 
 TOKENS = "01234"
 """The benchmark's vocabulary (vocab_size 5) as digit symbols."""
@@ -41,6 +48,18 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens(TOKENS)  # any payload: a token string of its length
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<sort> the <tokens>: {text}", kind="label"),
+            Frame("<sort> these <tokens>: {text}", kind="label"),
+            Frame("<sort> ascending: {text}", kind="label"),
+            Frame("bucket <sort>: {text}", kind="label"),
+            Frame("arrange the <tokens> in increasing order: {text}", kind="label", new=True),
+            Frame("the <tokens> from small to large: {text}", kind="label", new=True)),
+    words={"sort": ("sort", "order"), "tokens": ("tokens", "symbols", "string")},
+    new_words={"sort": ("rank", "line up"), "tokens": ("characters",)})
+"""How people ask for bucket_sort (learn/wordings.py)."""
+
+
 TASK = Task(
     "bucket_sort", "bucket_sort", Operands.TEXT,
     train_templates=("bucket sort: {text}", "sort the string: {text}",
@@ -48,6 +67,7 @@ TASK = Task(
                      "put the symbols in order: {text}", "sort the tokens:  {text}"),
     heldout_templates=("arrange the symbols in increasing order: {text}",
                        "order the string from small to large: {text}", "sorted: {text}"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=lambda ops: len(ops[0]) + 1, fit=fit,
     description="a string of tokens 0 .. 4 sorted ascending (Chomsky benchmark "
                 "bucket_sort, CS)")

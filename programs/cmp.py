@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
     Operands,
     Task,
     edge_case,
@@ -47,11 +49,29 @@ def solve(ops: tuple[str, ...]) -> str:
     return "<" if a < b else ">" if a > b else "="
 
 
+GRAMMAR = Grammar(
+    frames=("<compare> {a} <with> {b}", Frame("{a}<vs>{b}", kind="symbols"),
+            Frame("how does {a} compare to {b}", kind="question"),
+            Frame("is {a} <rel> {b}", kind="question"),
+            Frame("<cmpfn>({a}, {b})", kind="symbols"),
+            Frame("which is bigger, {a} or {b}", kind="question", new=True),
+            Frame("tell whether {a} is below, equal to or above {b}", new=True)),
+    words={"compare": ("compare", "order"), "with": ("with", "and", "to"),
+           "vs": (" ? ", "?", " vs ", " vs. "),
+           "rel": ("less than, equal to or greater than", "smaller, equal or larger than"),
+           "cmpfn": ("cmp", "compare")},
+    new_words={"compare": ("rank", "weigh"), "with": ("against", "versus"),
+               "vs": (" <=> ", " or "), "rel": ("below, equal to or above",),
+               "cmpfn": ("order",)})
+"""How people ask for cmp (learn/wordings.py)."""
+
+
 TASK = Task(
     "cmp", "cmp", Operands.NUMBERS,
     train_templates=("compare {a} and {b}", "{a}?{b}", "{a} ? {b}",
                      "compare {a} with {b}", "{a} vs {b}", "how does {a} compare to {b}?"),
     heldout_templates=("order {a} and {b}", "relation of {a} to {b}?",
                        "is {a} less than, equal to or greater than {b}?"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=room(2), arity=2,
     description="compare two numbers by value: '<', '=' or '>'")

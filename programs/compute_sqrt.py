@@ -18,7 +18,14 @@ from __future__ import annotations
 import math
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_tokens,
+)
 
 
 def _be(value: int, width: int) -> str:
@@ -47,6 +54,19 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<root> in binary: {text}", kind="label"),
+            Frame("binary <root>: {text}", kind="label"),
+            Frame("give the <root> of the bits: {text}", kind="label"),
+            Frame("<root> of this binary number: {text}", kind="label"),
+            Frame("floor of the <root>, in binary: {text}", kind="label"),
+            Frame("what is the <root> of this: {text}", kind="label", new=True),
+            Frame("the whole part of the binary <root>: {text}", kind="label", new=True)),
+    words={"root": ("square root", "integer square root", "sqrt", "floor square root")},
+    new_words={"root": ("root", "isqrt")})
+"""How people ask for compute_sqrt (learn/wordings.py)."""
+
+
 TASK = Task(
     "compute_sqrt", "compute_sqrt", Operands.TEXT,
     train_templates=("square root in binary: {text}", "integer square root: {text}",
@@ -57,6 +77,7 @@ TASK = Task(
                        "the whole part of the square root: {text}"),
     # two zeros and the copy of X, q[-1], the h bits of the root, T's last 1 (the END at
     # the end) and the END that stops the compare: L + h + 5
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=lambda ops: len(ops[0]) + (len(ops[0]) + 1) // 2 + 5,
     fit=fit, max_length=500,
     description="the floor of the square root of a big-endian binary number (Chomsky "

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_tokens,
+)
 
 
 def draw(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
@@ -33,6 +40,17 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<dup> the bits: {text}", kind="label"),
+            Frame("<dup> the <bits>: {text}", kind="label"),
+            Frame("<dup> these <bits>: {text}", kind="label"),
+            Frame("write the binary string twice: {text}", kind="label"),
+            Frame("the bits, then the same bits again: {text}", kind="label", new=True),),
+    words={"dup": ("duplicate", "double", "repeat twice"), "bits": ("binary string", "bit string", "bits")},
+    new_words={"dup": ("clone", "say twice"), "bits": ("binary word", "sequence of bits")})
+"""How people ask for duplicate_string (learn/wordings.py)."""
+
+
 TASK = Task(
     "duplicate_string", "duplicate_string", Operands.TEXT,
     train_templates=("duplicate the bits: {text}", "write the binary string twice: {text}",
@@ -41,6 +59,7 @@ TASK = Task(
     heldout_templates=("say the bits twice: {text}",
                        "the binary string, then the same again: {text}",
                        "write it out twice: {text}"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=lambda ops: 2 * len(ops[0]) + 1, fit=fit,
     description="a bit string twice, without a separator (Chomsky benchmark "
                 "duplicate_string, CS)")

@@ -9,6 +9,8 @@ from llamacpu.core import golden
 from llamacpu.core.isa import Program, Slot
 from llamacpu.learn.tasks import (
     Example,
+    Frame,
+    Grammar,
     Operands,
     Task,
     apply_function,
@@ -28,6 +30,17 @@ def program_for(ex: Example) -> Program:
     return dataclasses.replace(p, slots=tuple(slots))
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("f: {defs} ; <apply> f to {digits}", kind="label"),
+            Frame("let f be {defs} ; <map> f over {digits}", kind="label"),
+            Frame("given f = {defs} ; <apply> f to {digits}", kind="label"),
+            Frame("define f by {defs}; what is f of each digit of {digits}", kind="question"),
+            Frame("f is {defs} ; now <apply> it to {digits}", kind="label", new=True)),
+    words={"apply": ("apply", "use", "evaluate"), "map": ("map", "apply", "send")},
+    new_words={"apply": ("run",), "map": ("push",)})
+"""How people ask for fmap (learn/wordings.py)."""
+
+
 TASK = Task(
     # The weight-token channel's task: the controller must write f into the program's
     # WEIGHTS slot (docs/weights.md). Held out by FUNCTION: eval functions are never
@@ -38,6 +51,7 @@ TASK = Task(
                      "define f by {defs}; what is f of each digit of {digits}?"),
     heldout_templates=("f is {defs} ; now apply it to {digits}",
                        "given {defs} ; translate {digits}"),
+    grammar=GRAMMAR,
     draw=draw_function, solve=apply_function, out_size=lambda ops: len(ops[1]) + 1,
     edge_rate=0.1, program_for=program_for, heldout_key=function_key, reserved=";",
     description="a digit function defined by its ten examples (shuffled), applied to "

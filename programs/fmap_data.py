@@ -9,6 +9,8 @@ from llamacpu.core import golden
 from llamacpu.core.isa import Program, Slot
 from llamacpu.learn.tasks import (
     Example,
+    Frame,
+    Grammar,
     Operands,
     Task,
     apply_function,
@@ -28,6 +30,17 @@ def program_for(ex: Example) -> Program:
     return dataclasses.replace(p, slots=tuple(slots))
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("g: {defs} ; <look> g for {digits}", kind="label"),
+            Frame("with the table g = {defs} ; <look> g for {digits}", kind="label"),
+            Frame("let g be {defs} ; <look> g for {digits}", kind="label"),
+            Frame("table g is {defs}; read g at each digit of {digits}", kind="label"),
+            Frame("g is {defs} ; <look> it at {digits}", kind="label", new=True)),
+    words={"look": ("look up", "read", "find")},
+    new_words={"look": ("consult", "check")})
+"""How people ask for fmap_data (learn/wordings.py)."""
+
+
 TASK = Task(
     # The same problem with the channel off: f travels in ten DATA slots. Its own
     # wordings ("g", "look up"), so a controller trained on both knows which program
@@ -38,6 +51,7 @@ TASK = Task(
                      "table g is {defs}; read g at each digit of {digits}"),
     heldout_templates=("g is {defs} ; look it up at {digits}",
                        "lookup table {defs} ; keys {digits}"),
+    grammar=GRAMMAR,
     draw=draw_function, solve=apply_function, out_size=lambda ops: len(ops[1]) + 1,
     edge_rate=0.1, program_for=program_for, heldout_key=function_key, reserved=";",
     description="fmap with the function in ten DATA slots (the channel-off baseline)")

@@ -6,7 +6,15 @@ from __future__ import annotations
 import math
 import random
 
-from llamacpu.learn.tasks import Operands, Task, TaskError, edge_case, shuffled
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    TaskError,
+    edge_case,
+    shuffled,
+)
 
 
 def positive(rng: random.Random, width: int) -> str:
@@ -40,12 +48,24 @@ def solve(ops: tuple[str, ...]) -> str:
     return str(math.gcd(a, b))
 
 
+GRAMMAR = Grammar(
+    frames=("<gcd> of {a} and {b}", Frame("<what> the <gcd> of {a} and {b}", kind="question"),
+            Frame("<gcdfn>({a}, {b})", kind="symbols"),
+            Frame("largest number dividing both {a} and {b}", new=True)),
+    words={"gcd": ("gcd", "greatest common divisor"), "what": ("what is", "find"),
+           "gcdfn": ("gcd",)},
+    new_words={"gcd": ("highest common factor", "hcf"), "what": ("whats",),
+               "gcdfn": ("hcf",)})
+"""How people ask for gcd (learn/wordings.py)."""
+
+
 TASK = Task(
     "gcd", "gcd", Operands.NUMBERS,
     train_templates=("gcd of {a} and {b}", "gcd({a}, {b})", "{a},{b}",
                      "greatest common divisor of {a} and {b}"),
     heldout_templates=("what is the gcd of {a} and {b}?",
                        "highest common factor of {a}, {b}"),
+    grammar=GRAMMAR, commutative=True,
     draw=draw, solve=solve, out_size=lambda ops: 2 * (len(ops[0]) + len(ops[1]) + 1), arity=2,
     max_length=2, fit=lambda ops: ops if int(ops[0]) > 0 and int(ops[1]) > 0 else None,
     description="greatest common divisor of two positive numbers (Euclid by "

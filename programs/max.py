@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from llamacpu.learn.tasks import Operands, Task, draw_digit_list
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    draw_digit_list,
+)
 
 
 def solve(ops: tuple[str, ...]) -> str:
@@ -12,6 +18,21 @@ def solve(ops: tuple[str, ...]) -> str:
     return max(ops)
 
 
+GRAMMAR = Grammar(
+    frames=("<max> of {items}", "<find> the <max> of {items_comma}",
+            "<find> the <big> digit in {digits}",
+            Frame("<max>: {items}", kind="label"),
+            Frame("what is the <big> of {items_comma}", kind="question"),
+            Frame("which digit of {items} is the <big>", kind="question"),
+            Frame("<maxfn>({items_comma})", kind="symbols"),
+            Frame("pick the top digit out of {items}", new=True)),
+    words={"max": ("max", "maximum"), "find": ("find", "give"),
+           "big": ("largest", "biggest"), "maxfn": ("max",)},
+    new_words={"max": ("peak", "top value"), "find": ("name", "show"),
+               "big": ("greatest", "highest"), "maxfn": ("maximum", "top")})
+"""How people ask for max (learn/wordings.py)."""
+
+
 TASK = Task(
     "max", "max", Operands.DIGITS,
     train_templates=("max of {items}", "largest digit in {items}", "max {digits}",
@@ -19,5 +40,6 @@ TASK = Task(
                      "biggest digit of {digits}"),
     heldout_templates=("which is the greatest of {items}?", "find the max in {items_comma}",
                        "top digit: {digits}"),
+    grammar=GRAMMAR,
     draw=draw_digit_list, solve=solve, out_size=lambda ops: 2,
     description="the largest digit of the text")

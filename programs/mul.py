@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, leading_zeros, number, shorter, shuffled
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    leading_zeros,
+    number,
+    shorter,
+    shuffled,
+)
 
 
 def draw(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
@@ -27,6 +37,23 @@ def solve(ops: tuple[str, ...]) -> str:
     return str(int(ops[0]) * int(ops[1]))
 
 
+GRAMMAR = Grammar(
+    frames=("<mult> {a} by {b}", "<calc> {a}<times>{b}", "<calc> the <prod> of {a} and {b}",
+            Frame("<what> {a}<times>{b}", kind="question"),
+            Frame("<what> the <prod> of {a} and {b}", kind="question"),
+            Frame("{a}<times>{b}", kind="symbols"),
+            Frame("<mulfn>({a}, {b})", kind="symbols"),
+            Frame("multiply {a} and {b} together", new=True),
+            Frame("what do you get when {a} is multiplied by {b}", kind="question", new=True)),
+    words={"mult": ("multiply", "times"), "calc": ("calculate", "compute"),
+           "times": (" * ", "*", " times "), "prod": ("product",),
+           "what": ("what is", "how much is"), "mulfn": ("mul", "prod")},
+    new_words={"mult": ("scale",), "calc": ("work out", "figure out"),
+               "times": (" x ", " multiplied by "), "prod": ("multiple",),
+               "what": ("whats", "what would be"), "mulfn": ("product", "times")})
+"""How people ask for mul (learn/wordings.py)."""
+
+
 TASK = Task(
     "mul", "mul", Operands.NUMBERS,
     train_templates=("{a}*{b}=", "{a} * {b}", "multiply {a} by {b}",
@@ -34,5 +61,6 @@ TASK = Task(
                      "calculate {a} * {b}"),
     heldout_templates=("{a} x {b}", "how much is {a} times {b}?",
                        "compute the product of {a} and {b}."),
+    grammar=GRAMMAR, commutative=True,
     draw=draw, solve=solve, out_size=lambda ops: 2 * len(ops[0]) + len(ops[1]) + 3, arity=2,
     description="decimal multiplication, schoolbook")

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_tokens,
+)
 
 
 def draw(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
@@ -38,6 +45,17 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<odd> the bits: {text}", kind="label"),
+            Frame("<odd> the <bits>: {text}", kind="label"),
+            Frame("<odd> these <bits>: {text}", kind="label"),
+            Frame("odds first: {text}", kind="label"),
+            Frame("first the bits at odd indices, then the rest: {text}", kind="label", new=True),),
+    words={"odd": ("put odd indices first in", "reorder by index parity, odds first,", "odds first for"), "bits": ("binary string", "bit string", "bits")},
+    new_words={"odd": ("split odd and even positions of", "interleave backwards"), "bits": ("binary word", "sequence of bits")})
+"""How people ask for odds_first (learn/wordings.py)."""
+
+
 TASK = Task(
     "odds_first", "odds_first", Operands.TEXT,
     train_templates=("odds first: {text}", "bits at odd indices first: {text}",
@@ -47,6 +65,7 @@ TASK = Task(
                      "odd places, then even places:  {text}"),
     heldout_templates=("first the bits at odd indices, then the rest: {text}",
                        "odds then evens: {text}", "split by parity of index, odds first: {text}"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=lambda ops: len(ops[0]) + 1, fit=fit,
     description="the bits at odd (0-based) indices, then those at even ones (Chomsky "
                 "benchmark odds_first, CS)")

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import random
 
-from llamacpu.learn.tasks import Operands, Task, edge_case, fit_tokens
+from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
+    Operands,
+    Task,
+    edge_case,
+    fit_tokens,
+)
 
 
 def draw(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
@@ -37,6 +44,17 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
+GRAMMAR = Grammar(
+    frames=(Frame("<rev> the bits: {text}", kind="label"),
+            Frame("<rev> the <bits>: {text}", kind="label"),
+            Frame("<rev> these <bits>: {text}", kind="label"),
+            Frame("write these bits backwards: {text}", kind="label"),
+            Frame("read the bits from right to left: {text}", kind="label", new=True),),
+    words={"rev": ("reverse", "mirror", "flip the order of"), "bits": ("binary string", "bit string", "bits")},
+    new_words={"rev": ("invert", "turn around"), "bits": ("binary word", "sequence of bits")})
+"""How people ask for reverse_string (learn/wordings.py)."""
+
+
 TASK = Task(
     "reverse_string", "reverse_string", Operands.TEXT,
     train_templates=("reverse the bits: {text}", "reverse the binary string: {text}",
@@ -44,5 +62,6 @@ TASK = Task(
                      "reverse the bit string:  {text}", "flip the order of the bits: {text}"),
     heldout_templates=("read the bits from right to left: {text}",
                        "the binary string backwards: {text}", "mirror the bits: {text}"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=lambda ops: len(ops[0]) + 1, fit=fit,
     description="a bit string reversed (Chomsky benchmark reverse_string, DCF)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
+    Frame,
+    Grammar,
     Operands,
     Task,
     edge_case,
@@ -36,6 +38,26 @@ def solve(ops: tuple[str, ...]) -> str:
     return str(int(ops[0]) - int(ops[1]))
 
 
+GRAMMAR = Grammar(
+    frames=("<calc> {a}<minus>{b}", "<calc> the <diff> of {a} and {b}",
+            "from {a} <take> {b}",
+            Frame("<what> {a}<minus>{b}", kind="question"),
+            Frame("<what> the <diff> of {a} and {b}", kind="question"),
+            Frame("{a}<minus>{b}", kind="symbols"),
+            Frame("<subfn>({a}, {b})", kind="symbols"),
+            "subtract {b} from {a}", "take {b} away from {a}",
+            Frame("reduce {a} by {b}", new=True),
+            Frame("how much is left when {b} is taken from {a}", kind="question", new=True),
+            Frame("{a} decreased by {b} is how much", kind="question", new=True)),
+    words={"calc": ("calculate", "compute"), "minus": (" - ", "-", " minus "),
+           "diff": ("difference",), "take": ("subtract", "take away"),
+           "what": ("what is", "how much is"), "subfn": ("sub", "minus")},
+    new_words={"calc": ("work out", "figure out"), "minus": (" take away ", " less "),
+               "diff": ("remainder",), "take": ("remove", "deduct"),
+               "what": ("whats", "what would be"), "subfn": ("diff",)})
+"""How people ask for sub (learn/wordings.py)."""
+
+
 TASK = Task(
     "sub", "sub", Operands.NUMBERS,
     # The program computes first − second: "subtract {b} from {a}" names b first in the
@@ -44,5 +66,6 @@ TASK = Task(
                      "calculate {a} - {b}", "from {a} subtract {b}", "{a} minus {b}"),
     heldout_templates=("how much is {a} take away {b}?", "compute {a}-{b}.",
                        "difference of {a} and {b}", "{a} less {b} is?"),
+    grammar=GRAMMAR,
     draw=draw, solve=solve, out_size=room(1), arity=2, fit=lambda ops: ordered(*ops),
     description="decimal subtraction, first minus second, first ≥ second")

@@ -45,7 +45,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from llamacpu.learn.tasks import SPLITS, TASKS, TASKS_ENV, Example, heldout_key
+from llamacpu.learn.tasks import ALL_SPLITS, TASKS, TASKS_ENV, Example, heldout_key
 
 __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
@@ -245,14 +245,15 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     """Fresh eval examples for a stage: distinct held-out prompts not in ``seen``.
 
     ``split="train"``: training wordings, prompts in the held-out partition only;
-    ``split="heldout"``: wordings training never uses, any prompt.
+    ``split="heldout"``: wordings training never uses, any prompt; ``"recombined"``,
+    ``"new_words"``: the grammar's held-out splits (``learn/wordings.py``), any prompt.
 
     Deterministic in (stage.index, stage.name, seed, size, seen, split), independent of any
     training RNG. ``split="heldout"`` uses wordings training never sees. Returns fewer than
     ``size`` (default ``stage.eval_size``) only when the stage has fewer such prompts.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(ALL_SPLITS)}, got {split!r}")
     size = stage.eval_size if size is None else size
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")

@@ -68,19 +68,27 @@ from pathlib import Path
 from llamacpu.core import golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
 from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program
+from llamacpu.learn.wordings import Frame, Grammar, Wording
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
-    "default_out_size", "render", "with_template", "SPLITS", "expert_program", "heldout_key",
+    "default_out_size", "render", "with_template", "SPLITS", "GRAMMAR_SPLITS", "ALL_SPLITS",
+    "expert_program", "heldout_key",
     "function_table", "load_tasks", "reference", "TASKS_ENV",
     # the draw helpers task files use
     "number", "pad", "shorter", "shuffled", "leading_zeros", "edge_case", "ordered", "room",
     "draw_digit_list", "draw_text", "draw_function", "apply_function", "function_key",
-    "fit_tokens", "fit_binary_pair",
+    "fit_tokens", "fit_binary_pair", "Grammar", "Frame",
 ]
 
 SPLITS = ("train", "heldout")
 """Template splits: wordings used in training, and wordings kept for generalisation tests."""
+
+GRAMMAR_SPLITS = ("recombined", "new_words")
+"""The held-out splits of a task's grammar (``learn/wordings.py``): seen words and
+structures in new combinations, and words and structures training never contains."""
+
+ALL_SPLITS = SPLITS + GRAMMAR_SPLITS
 
 
 class TaskError(LlamacpuError, ValueError):
@@ -185,6 +193,10 @@ class Task:
     #                                     position (evaluation.token_score)
     directory: Path | None = None       # where <program>.lasm is: the task file's directory
     #                                     (load_tasks sets it); None: golden.PROGRAMS_DIR
+    grammar: Grammar | None = None      # how people ask (learn/wordings.py): the splits
+    #                                     recombined and new_words; None: templates only
+    commutative: bool = False           # the answer does not depend on the operands' order,
+    #                                     so a wording may name b before a ("add {b} to {a}")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.edge_rate <= 1.0:
@@ -201,6 +213,9 @@ class Task:
     def _check_template(self, t: str) -> None:
         where = f"task {self.name}, template {t!r}"
         fields = re.findall(r"\{[^}]*\}", t)
+        if self.commutative and fields == ["{b}", "{a}"]:  # either order reads the same
+            fields, t = fields[::-1], t.replace("{a}", "{B}").replace("{b}", "{a}").replace(
+                "{B}", "{b}")
         literal = re.sub(r"\{[^}]*\}", "", t)
         if any(ch.isdigit() for ch in literal):
             raise ValueError(f"{where}: templates have no digits of their own (the "
@@ -252,12 +267,31 @@ class Task:
         return self.operands.unit
 
     def templates(self, split: str = "train") -> tuple[str, ...]:
-        """The wordings of a split: "train" or "heldout"."""
+        """The wordings of a split: "train" or "heldout" (the hand-written templates), or
+        "recombined" or "new_words" (the grammar's held-out splits, those the task's
+        program reads right: see :meth:`grammar_wordings`)."""
         if split == "train":
             return self.train_templates
         if split == "heldout":
             return self.heldout_templates
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if split in GRAMMAR_SPLITS:
+            out = tuple(w.text for w in self.grammar_wordings() if w.split == split)
+            if not out:
+                raise TaskError(f"task {self.name}: no grammar, so no {split} wordings")
+            return out
+        raise ValueError(f"split must be one of {', '.join(ALL_SPLITS)}, got {split!r}")
+
+    def grammar_wordings(self) -> tuple[Wording, ...]:
+        """The grammar's wordings in the task's alphabet, with their splits, that its
+        program reads right: operands in the order the program reads them (either order
+        for a commutative task); () without a grammar. The hand-written training templates
+        the grammar generates are in its train split, the held-out ones never are."""
+        if self.grammar is None:
+            return ()
+        orders = ("ab", "ba", "") if self.commutative else ("ab", "")
+        every = self.grammar.wordings(DEFAULT_ALPHABET, pinned=self.train_templates,
+                                      kept_out=self.heldout_templates)
+        return tuple(w for w in every if w.order in orders)
 
     def check_length(self, length: int) -> None:
         if length < 1 or (self.max_length is not None and length > self.max_length):
