@@ -281,20 +281,46 @@ def test_plan_soft_hard_of_a_trained_controller_is_the_program(trained):
 def test_emit_with_cache_equals_recompute(trained):
     ctl, _ = trained
     prompts = [p for p, _ in _prompts(TEST_PAIRS[:1])] + ["7-7", "what is 1 plus 9?"]
-    fast, lg_fast = ctl._emit(prompts, None, use_cache=True)
-    slow, lg_slow = ctl._emit(prompts, None, use_cache=False)
+    fast, lg_fast, c_fast = ctl._emit(prompts, None, use_cache=True)
+    slow, lg_slow, c_slow = ctl._emit(prompts, None, use_cache=False)
     assert [p.slots for p in fast] == [p.slots for p in slow]
+    torch.testing.assert_close(c_fast, c_slow, atol=1e-4, rtol=1e-4)
     assert len(lg_fast) == len(lg_slow) > 30
     for a, b in zip(lg_fast, lg_slow):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
     # an untrained controller, cut off by max_slots, agrees as well
     fresh = _controller(4).eval()
-    f, lf = fresh._emit(["1+2", "9-3"], 12, use_cache=True)
-    s, ls = fresh._emit(["1+2", "9-3"], 12, use_cache=False)
+    f, lf, _ = fresh._emit(["1+2", "9-3"], 12, use_cache=True)
+    s, ls, _ = fresh._emit(["1+2", "9-3"], 12, use_cache=False)
     assert [p.slots for p in f] == [p.slots for p in s]
     for a, b in zip(lf, ls):
         torch.testing.assert_close(a.args, b.args, atol=1e-4, rtol=1e-4)
+
+
+def test_plan_confidence_is_its_least_certain_decision(trained):
+    """emit_scored's confidence, recomputed from the head's logits: per row, the smallest
+    probability of a go decision and its fields over the emitted slots, and of the stop."""
+    ctl, _ = trained
+    prompts = [p for p, _ in _prompts(TEST_PAIRS[:2])] + ["what is 1 plus 9?"]
+    programs, history, conf = ctl._emit(prompts, None, use_cache=True)
+    assert torch.equal(conf, ctl.emit_scored(prompts)[1])
+    for b, prog in enumerate(programs):
+        n = len(prog.slots) - 2
+        probs = []
+        for k in range(n + 1):
+            lg = history[k]
+            p_stop = torch.sigmoid(lg.stop[b]).item()
+            if k == n:
+                probs.append(p_stop)
+                continue
+            probs.append(1 - p_stop)
+            for logits in (lg.kind[b], lg.op[b], lg.val[b], *lg.modes[b], *lg.args[b]):
+                probs.append(logits.softmax(-1).max().item())
+        assert conf[b].item() == pytest.approx(min(probs), abs=1e-6)
+    assert conf.min() > 0.9  # a trained controller on its own prompts is sure of them
+    fresh = _controller(4).eval()
+    assert fresh.emit_scored(["1+2"])[1].item() < 0.5  # an untrained one is not
 
 
 # ------------------------------------------------------------------------ execute phase

@@ -124,8 +124,8 @@ def test_pretrained_controller_plans_executes_and_trains_with_lora(arch, model_d
     # plan: greedy emission, the KV-cached path equal to recomputing the sequence
     ctl.eval()
     with torch.no_grad():
-        cached, h1 = ctl._emit(PROMPTS, 8, use_cache=True)
-        full, h2 = ctl._emit(PROMPTS, 8, use_cache=False)
+        cached, h1, _ = ctl._emit(PROMPTS, 8, use_cache=True)
+        full, h2, _ = ctl._emit(PROMPTS, 8, use_cache=False)
     assert [p.slots for p in cached] == [p.slots for p in full]
     assert all(len(p.slots) <= 8 for p in cached)
     torch.testing.assert_close(h1[-1].args, h2[-1].args, atol=1e-4, rtol=1e-4)

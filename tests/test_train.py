@@ -116,6 +116,33 @@ def test_compiled_execution_answers_exactly_what_the_neural_run_answers(stage0):
     assert model._compiled.stats.compiled >= len(prompts) // 2, model._compiled.stats
 
 
+def test_solve_declines_to_run_a_plan_below_its_threshold(stage0):
+    """abstain_below: a plan whose confidence is below the threshold is not run (its
+    Solution says "cannot compile"); the others run exactly as without a threshold."""
+    from llamacpu.learn.solution import CANNOT_COMPILE
+
+    out, _, _ = stage0
+    model = load_learned(out / "stage_0")
+    problems = _fresh_problems(12)
+    prompts = [e.prompt for e in problems] + ["hello there", "q"]
+    plain = model.solve(prompts)
+    _, conf = model.controller.emit_scored(prompts)
+    cut = float(conf.sort().values[len(prompts) // 2])
+    sols = model.solve(prompts, abstain_below=cut)
+    for s, p, c in zip(sols, plain, conf.tolist()):
+        assert s.confidence == pytest.approx(c)
+        if c < cut:
+            assert s.abstained and s.fault == CANNOT_COMPILE and s.output == "" and s.steps == 0
+            assert repr(s) == f"Solution(cannot compile, confidence={c:.2f})"
+        else:
+            assert not s.abstained and s._replace(confidence=None) == p
+    assert sum(s.abstained for s in sols) == sum(c < cut for c in conf.tolist()) > 0
+    assert model.solve(prompts, abstain_below=0.0) == [
+        p._replace(confidence=c) for p, c in zip(plain, conf.tolist())]
+    assert model.solve(prompts, abstain_below=0.0, compiled=True) == model.solve(
+        prompts, abstain_below=0.0)
+
+
 def test_rerun_resumes_instead_of_starting_over(stage0):
     out, _, st = stage0
     trainer = Trainer(TrainConfig(stages=(0,), steps=400, out=out, progress=False),

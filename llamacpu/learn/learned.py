@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from llamacpu.core.isa import PORT_OUT, Program
 from llamacpu.learn.checkpoint import Checkpoint, CheckpointError
-from llamacpu.learn.solution import Solution, default_max_steps
+from llamacpu.learn.solution import CANNOT_COMPILE, Solution, default_max_steps
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
 from llamacpu.llm.sequencer import ControllerSequencer
@@ -180,14 +180,19 @@ class LearnedMachine(nn.Module):
 
     @torch.no_grad()
     def solve(self, prompts: Sequence[str], max_steps: int | None = None,
-              out_sizes: Sequence[int] | None = None, *, compiled: bool = False
-              ) -> list[Solution]:
+              out_sizes: Sequence[int] | None = None, *, compiled: bool = False,
+              abstain_below: float | None = None) -> list[Solution]:
         """Compile and run each prompt, free: emitted program, neural OEU, learned steps.
         ``max_steps`` None: :func:`default_max_steps` of the prompts. ``compiled``: a prompt
         whose tables are certified runs on them instead (``llamacpu.learn.compiled``): the
-        same answers, far faster; the others run as without it."""
+        same answers, far faster; the others run as without it. ``abstain_below``: a prompt
+        whose plan's confidence (``Controller.emit_scored``) is below it is not run; its
+        solution says "cannot compile" (``Solution.abstained``)."""
         if max_steps is None:
             max_steps = default_max_steps(prompts)
+        if abstain_below is not None:
+            return self._solve_or_abstain(prompts, max_steps, out_sizes, compiled,
+                                          abstain_below)
         if compiled:
             if getattr(self, "_compiled", None) is None:
                 from llamacpu.learn.compiled import CompiledRunner
@@ -197,14 +202,39 @@ class LearnedMachine(nn.Module):
         was = self.training
         self.eval()
         try:
-            programs = self.controller.emit(prompts)
-            out_size = max(out_sizes) if out_sizes else None
-            results = self.machine(prompts).run_batch(
-                programs, prompts, max_steps=max_steps, on_limit="stop", out_size=out_size)
+            return self._run(prompts, self.controller.emit(prompts), max_steps, out_sizes)
         finally:
             self.train(was)
+
+    def _run(self, prompts: Sequence[str], programs: Sequence[Program], max_steps: int,
+             out_sizes: Sequence[int] | None) -> list[Solution]:
+        out_size = max(out_sizes) if out_sizes else None
+        results = self.machine(prompts).run_batch(
+            programs, prompts, max_steps=max_steps, on_limit="stop", out_size=out_size)
         return [Solution(r.output, r.steps, r.halted, r.fault, p)
                 for r, p in zip(results, programs)]
+
+    def _solve_or_abstain(self, prompts: Sequence[str], max_steps: int,
+                          out_sizes: Sequence[int] | None, compiled: bool,
+                          threshold: float) -> list[Solution]:
+        was = self.training
+        self.eval()
+        try:
+            programs, confidence = self.controller.emit_scored(prompts)
+            conf = confidence.tolist()
+            run = [i for i, c in enumerate(conf) if c >= threshold]
+            out: list[Solution] = [Solution("", 0, False, CANNOT_COMPILE, p, c)
+                                   for p, c in zip(programs, conf)]
+            if run:
+                sizes = [out_sizes[i] for i in run] if out_sizes else None
+                chosen = [prompts[i] for i in run]
+                solved = (self.solve(chosen, max_steps, sizes, compiled=True) if compiled
+                          else self._run(chosen, [programs[i] for i in run], max_steps, sizes))
+                for i, s in zip(run, solved):
+                    out[i] = s._replace(confidence=conf[i])
+        finally:
+            self.train(was)
+        return out
 
     def answer_loss(self, prompts: Sequence[str], answers: Sequence[str],
                     teacher: Sequence[Program], steps: int, *, sample_prob: float = 0.0,

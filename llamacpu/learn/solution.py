@@ -7,20 +7,35 @@ from typing import NamedTuple
 
 from llamacpu.core.isa import Program
 
-__all__ = ["Solution", "default_max_steps"]
+__all__ = ["Solution", "default_max_steps", "CANNOT_COMPILE"]
+
+
+CANNOT_COMPILE = "cannot compile"
+"""The fault of a solution whose plan was not run: its confidence was below the threshold."""
 
 
 class Solution(NamedTuple):
     """One free-running answer. Its repr is short (``Solution('47', steps=85)``, plus
-    ``halted=False`` or the fault when there is one); the emitted program is ``.program``."""
+    ``halted=False`` or the fault when there is one); the emitted program is ``.program``.
+    ``confidence`` is the plan's (``Controller.emit_scored``) when it was asked for; a plan
+    below ``solve``'s ``abstain_below`` is not run: ``Solution(cannot compile,
+    confidence=0.31)``, its fault :data:`CANNOT_COMPILE`."""
 
     output: str
     steps: int
     halted: bool
     fault: str | None
     program: Program
+    confidence: float | None = None
+
+    @property
+    def abstained(self) -> bool:
+        """The machine declined to run its plan (``fault == CANNOT_COMPILE``)."""
+        return self.fault == CANNOT_COMPILE
 
     def __repr__(self) -> str:
+        if self.abstained:
+            return f"Solution(cannot compile, confidence={self.confidence:.2f})"
         extra = "" if self.halted else ", halted=False"
         extra += "" if self.fault is None else f", fault={self.fault!r}"
         return f"Solution({self.output!r}, steps={self.steps}{extra})"

@@ -484,12 +484,25 @@ class Controller(nn.Module):
         row that has not stopped after ``max_slots`` (default ``cfg.max_slots``) slots in
         all is returned truncated there.
         """
-        programs, _ = self._emit(prompts, max_slots, use_cache)
+        programs, _, _ = self._emit(prompts, max_slots, use_cache)
         return programs
 
+    @torch.no_grad()
+    def emit_scored(self, prompts: Sequence[str], max_slots: int | None = None
+                    ) -> tuple[list[Program], Tensor]:
+        """:meth:`emit`, and the plan's confidence per prompt (``[B]`` in (0, 1]): the
+        probability of the least certain decision it took — every field of every emitted
+        slot (kind, op, each mode, each address, the value), each stop-or-go decision, and
+        each digit of a WEIGHTS slot's function. One doubtful field makes a doubtful
+        program, however sure the rest is; ``LearnedMachine.solve(abstain_below=...)``
+        declines to run a plan below a threshold."""
+        programs, _, confidence = self._emit(prompts, max_slots, True)
+        return programs, confidence
+
     def _emit(self, prompts: Sequence[str], max_slots: int | None,
-              use_cache: bool) -> tuple[list[Program], list[SlotLogits]]:
-        """:meth:`emit`, also returning the head's logits at every step (for tests)."""
+              use_cache: bool) -> tuple[list[Program], list[SlotLogits], Tensor]:
+        """:meth:`emit`, also returning the head's logits at every step (for tests) and the
+        confidence of :meth:`emit_scored`."""
         limit = self.cfg.max_slots if max_slots is None else max_slots
         if not N_PORTS < limit <= self.cfg.max_slots:
             raise ValueError(f"max_slots must be in {N_PORTS + 1}..{self.cfg.max_slots}, "
@@ -504,9 +517,15 @@ class Controller(nn.Module):
         length = torch.full((B,), limit - N_PORTS, dtype=torch.long, device=self.device)
         fields: list[tuple[Tensor, ...]] = []
         history: list[SlotLogits] = []
+        confidence = torch.ones(B, device=self.device)
         for k in range(limit - N_PORTS + 1):
             lg = self.slot_head(last)
             history.append(lg)
+            with torch.no_grad():  # go: the go decision and every field; stop: the stop
+                stop_p = torch.sigmoid(lg.stop.float())
+                sure = torch.where(lg.stop > 0, stop_p,
+                                   torch.minimum(1 - stop_p, _field_confidence(lg)))
+                confidence = torch.where(done, confidence, torch.minimum(confidence, sure))
             stop = (lg.stop > 0) & ~done
             length = torch.where(stop, torch.full_like(length, k), length)
             done = done | stop
@@ -541,10 +560,15 @@ class Controller(nn.Module):
             delta = self._decode_weights(prompt_embeds, prompt_mask, [b for b, _ in where])
             for (b, a), table in zip(where, delta.argmax(-2).tolist()):
                 bodies[b][a - N_PORTS] = Slot.weights(table)
+            # the function's digits, as APPLY reads them (weights_loss trains these)
+            with torch.no_grad():
+                digit_sure = self.apply_logits(delta).float().softmax(-1).amax(-1).amin(-1)
+            for (b, _), c in zip(where, digit_sure):
+                confidence[b] = torch.minimum(confidence[b], c)
         for b in range(B):
             programs.append(Program(ports + tuple(bodies[b]), N_PORTS, self.cfg.alphabet,
                                     name="<emitted>"))
-        return programs, history
+        return programs, history, confidence
 
     # ------------------------------------------------------------ execute phase
 
@@ -679,6 +703,16 @@ class Controller(nn.Module):
                     else 1.0 for i in range(3)]
             step_acc = float(ok.all(-1)[real].float().mean()) if real.any() else 1.0
         return loss, StepMetrics(float(loss.detach()), *accs, step_acc)
+
+
+def _field_confidence(lg: SlotLogits) -> Tensor:
+    """``[B]``: the probability of the least certain field of one emitted slot (the greedy
+    choice's softmax probability, per field; every mode and address field counts)."""
+    def top(logits: Tensor) -> Tensor:
+        return logits.float().softmax(-1).amax(-1)
+
+    return torch.stack([top(lg.kind), top(lg.op), top(lg.val), top(lg.modes).amin(-1),
+                        top(lg.args).amin(-1)], -1).amin(-1)
 
 
 def _positions(mask: Tensor) -> Tensor:
