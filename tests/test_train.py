@@ -143,6 +143,30 @@ def test_solve_declines_to_run_a_plan_below_its_threshold(stage0):
         prompts, abstain_below=0.0)
 
 
+def test_a_plan_that_is_the_decline_program_is_cannot_compile(stage0, monkeypatch):
+    """The decline program (what a controller emits for a request it has no program for)
+    is not an empty answer but "cannot compile", and it is the right answer exactly for
+    the tasks that decline."""
+    from llamacpu.learn.evaluation import exact
+    from llamacpu.learn.solution import is_decline
+
+    out, _, _ = stage0
+    model = load_learned(out / "stage_0")
+    decline = load_program("decline")
+    assert is_decline(decline) and not is_decline(load_program("add"))
+    prompts = ["divide 12 by 4", "12+35"]
+    real = model.controller.emit(prompts)
+    monkeypatch.setattr(model.controller, "emit", lambda ps: [decline, real[1]])
+    first, second = model.solve(prompts)
+    assert first.abstained and first.output == "" and repr(first) == "Solution(cannot compile)"
+    assert second.output == "47" and not second.abstained
+    assert first.program.slots == decline.slots  # the plan is kept, for inspection
+    foreign = TASKS["foreign_numbers"].make(("12", "4"), "divide {a} by {b}")
+    add = TASKS["add"].make(("12", "35"))
+    assert exact(foreign, first) and not exact(foreign, second)
+    assert exact(add, second) and not exact(add, first)
+
+
 def test_rerun_resumes_instead_of_starting_over(stage0):
     out, _, st = stage0
     trainer = Trainer(TrainConfig(stages=(0,), steps=400, out=out, progress=False),

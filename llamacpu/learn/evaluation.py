@@ -125,7 +125,10 @@ def solve_examples(model, examples: Sequence[Example], batch: int = 256,
 
 
 def exact(example: Example, solution: Solution) -> bool:
-    """Whether a free run answered ``example`` right: Python's answer, and no fault."""
+    """Whether a free run answered ``example`` right: Python's answer, and no fault; for a
+    task whose right answer is to decline (``Task.declines``), that it declined."""
+    if TASKS[example.task].declines:
+        return solution.abstained
     return solution.output == example.answer and solution.fault is None
 
 

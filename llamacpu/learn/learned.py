@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from llamacpu.core.isa import PORT_OUT, Program
 from llamacpu.learn.checkpoint import Checkpoint, CheckpointError
-from llamacpu.learn.solution import CANNOT_COMPILE, Solution, default_max_steps
+from llamacpu.learn.solution import CANNOT_COMPILE, Solution, declined, default_max_steps
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
 from llamacpu.llm.sequencer import ControllerSequencer
@@ -187,7 +187,8 @@ class LearnedMachine(nn.Module):
         whose tables are certified runs on them instead (``llamacpu.learn.compiled``): the
         same answers, far faster; the others run as without it. ``abstain_below``: a prompt
         whose plan's confidence (``Controller.emit_scored``) is below it is not run; its
-        solution says "cannot compile" (``Solution.abstained``)."""
+        solution says "cannot compile" (``Solution.abstained``), as does a prompt whose plan
+        is the decline program (``solution.declined``)."""
         if max_steps is None:
             max_steps = default_max_steps(prompts)
         if abstain_below is not None:
@@ -198,7 +199,7 @@ class LearnedMachine(nn.Module):
                 from llamacpu.learn.compiled import CompiledRunner
 
                 self._compiled = CompiledRunner(self)
-            return self._compiled.solve(prompts, max_steps, out_sizes)
+            return [declined(s) for s in self._compiled.solve(prompts, max_steps, out_sizes)]
         was = self.training
         self.eval()
         try:
@@ -211,7 +212,7 @@ class LearnedMachine(nn.Module):
         out_size = max(out_sizes) if out_sizes else None
         results = self.machine(prompts).run_batch(
             programs, prompts, max_steps=max_steps, on_limit="stop", out_size=out_size)
-        return [Solution(r.output, r.steps, r.halted, r.fault, p)
+        return [declined(Solution(r.output, r.steps, r.halted, r.fault, p))
                 for r, p in zip(results, programs)]
 
     def _solve_or_abstain(self, prompts: Sequence[str], max_steps: int,

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from llamacpu.core.isa import Program
 
-__all__ = ["Solution", "default_max_steps", "CANNOT_COMPILE"]
+__all__ = ["Solution", "default_max_steps", "CANNOT_COMPILE", "is_decline", "declined"]
 
 
 CANNOT_COMPILE = "cannot compile"
@@ -19,7 +19,8 @@ class Solution(NamedTuple):
     ``halted=False`` or the fault when there is one); the emitted program is ``.program``.
     ``confidence`` is the plan's (``Controller.emit_scored``) when it was asked for; a plan
     below ``solve``'s ``abstain_below`` is not run: ``Solution(cannot compile,
-    confidence=0.31)``, its fault :data:`CANNOT_COMPILE`."""
+    confidence=0.31)``, its fault :data:`CANNOT_COMPILE`; so is a plan that is the decline
+    program (:func:`declined`)."""
 
     output: str
     steps: int
@@ -35,10 +36,28 @@ class Solution(NamedTuple):
 
     def __repr__(self) -> str:
         if self.abstained:
+            if self.confidence is None:
+                return "Solution(cannot compile)"
             return f"Solution(cannot compile, confidence={self.confidence:.2f})"
         extra = "" if self.halted else ", halted=False"
         extra += "" if self.fault is None else f", fault={self.fault!r}"
         return f"Solution({self.output!r}, steps={self.steps}{extra})"
+
+
+def is_decline(program: Program) -> bool:
+    """Whether ``program`` is ``decline.lasm``'s (the program a controller emits for a
+    request it has no program for): the same instructions after the two ports."""
+    from llamacpu.core.golden import load_program
+
+    return program.slots[2:] == load_program("decline").slots[2:]
+
+
+def declined(solution: Solution) -> Solution:
+    """``solution`` as the machine reports it: a run of the decline program is "cannot
+    compile" (``Solution.abstained``), not an empty answer."""
+    if not is_decline(solution.program):
+        return solution
+    return Solution("", 0, True, CANNOT_COMPILE, solution.program, solution.confidence)
 
 
 def default_max_steps(prompts: Sequence[str]) -> int:

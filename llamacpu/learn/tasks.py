@@ -197,6 +197,9 @@ class Task:
     #                                     recombined and new_words; None: templates only
     commutative: bool = False           # the answer does not depend on the operands' order,
     #                                     so a wording may name b before a ("add {b} to {a}")
+    declines: bool = False              # a request the machine has no program for: its
+    #                                     expert is decline.lasm, and a free run is right when
+    #                                     the machine declines it (Solution.abstained)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.edge_rate <= 1.0:
@@ -339,7 +342,10 @@ class Task:
                         "alone")
 
     def reference(self, text: str) -> str:
-        """Python's answer for the expert program on free text: ``solve`` of :meth:`parse`."""
+        """Python's answer for the expert program on free text: ``solve`` of :meth:`parse`
+        (nothing, for a task that declines: decline.lasm reads no operands)."""
+        if self.declines:
+            return ""
         return self.solve(self.parse(text))
 
 

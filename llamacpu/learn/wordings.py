@@ -43,7 +43,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from llamacpu.core.isa import Alphabet
@@ -121,6 +121,7 @@ class Wording:
     new: bool                    # any part is new
     order: str                   # Frame.order
     split: str = ""              # one of WORDING_SPLITS (set by Grammar.wordings)
+    new_frame: bool = False      # its frame is new (a structure training never contains)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class Grammar:
                         text = _cased(p + body + e, case)
                         yield Wording(text, frozenset(parts | {f"prefix:{p}", f"end:{e}",
                                                                f"case:{case}"}),
-                                      new or p_new or e_new, frame.order)
+                                      new or p_new or e_new, frame.order, "", frame.new)
 
     @cached_property
     def _all(self) -> tuple[Wording, ...]:
@@ -191,7 +192,7 @@ class Grammar:
         every = self._all if alphabet is None else tuple(
             w for w in self._all if _writable(_FIELD.sub("", w.text), alphabet))
         splits = _partition(every, self.recombined, frozenset(pinned), frozenset(kept_out))
-        return tuple(Wording(w.text, w.parts, w.new, w.order, splits[w.text]) for w in every)
+        return tuple(replace(w, split=splits[w.text]) for w in every)
 
     def split(self, name: str, alphabet: Alphabet | None = None) -> tuple[str, ...]:
         """The templates of one split (``WORDING_SPLITS``), in generation order."""

@@ -56,7 +56,7 @@ import torch.nn.functional as F_nn
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel
 
-from llamacpu.core.isa import EMPTY_SLOT, N_PORTS, NUM_FIELDS, Kind, Mode, Op, Program, Slot
+from llamacpu.core.isa import EMPTY_SLOT, N_PORTS, Kind, Mode, Op, Program, Slot
 from llamacpu.llm.channel import MetaTokens, PromptLookup, WeightHead
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.heads import (
@@ -72,7 +72,7 @@ from llamacpu.llm.heads import (
 )
 from llamacpu.llm.models import build_lm, call_lm
 from llamacpu.llm.prompts import ChatPrompts, SymbolPrompts
-from llamacpu.llm.supervision import PlanTargets, weights_targets
+from llamacpu.llm.supervision import PlanTargets, plan_targets, weights_targets
 from llamacpu.llm.tokenizer import SymbolTokenizer
 from llamacpu.machine.addressing import straight_through
 from llamacpu.machine.interfaces import APPLY_SCALE
@@ -180,40 +180,7 @@ class Controller(nn.Module):
 
     def _targets(self, programs: Sequence[Program]) -> PlanTargets:
         """Index tensors of the programs' slots 2..P−1 (checks they fit the controller)."""
-        N, Q = self.cfg.max_slots, max(len(p.slots) for p in programs) - N_PORTS
-        if Q < 0:
-            raise ValueError("a program has fewer slots than the two ports")
-        rows = []
-        for b, p in enumerate(programs):
-            if p.entry != N_PORTS:
-                raise ValueError(f"program {b} ({p.name}) starts at {p.entry}; the controller "
-                                 f"emits programs that start at slot {N_PORTS}")
-            if len(p.slots) > N:
-                raise ValueError(f"program {b} ({p.name}) has {len(p.slots)} slots, more than "
-                                 f"max_slots = {N}")
-            if p.alphabet != self.cfg.alphabet:
-                raise ValueError(f"program {b} ({p.name}) uses {p.alphabet.describe()}, the "
-                                 f"controller {self.cfg.alphabet.describe()}")
-            body = list(p.slots[N_PORTS:]) + [EMPTY_SLOT] * (Q - len(p.slots) + N_PORTS)
-            for a, s in enumerate(body):
-                if max(s.args) >= N:
-                    raise ValueError(f"program {b} ({p.name}) slot {a + N_PORTS} points at "
-                                     f"{max(s.args)}, beyond the {N} candidate addresses")
-            rows.append(body)
-        flat = [s for r in rows for s in r]
-        B = len(programs)
-
-        def t(x: list) -> Tensor:
-            return torch.tensor(x, dtype=torch.long, device=self.device)
-
-        return PlanTargets(
-            kind=t([int(s.kind) for s in flat]).reshape(B, Q),
-            op=t([int(s.op) for s in flat]).reshape(B, Q),
-            modes=t([[int(m) for m in s.modes] for s in flat]).reshape(B, Q, NUM_FIELDS),
-            args=t([list(s.args) for s in flat]).reshape(B, Q, NUM_FIELDS),
-            val=t([s.val for s in flat]).reshape(B, Q),
-            n=t([len(p.slots) - N_PORTS for p in programs]),
-        )
+        return plan_targets(programs, self.cfg.max_slots, self.cfg.alphabet, self.device)
 
     def _target_slots(self, tg: PlanTargets) -> Tensor:
         """``[B, Q, D]`` exact slot vectors of the targets."""
@@ -524,7 +491,7 @@ class Controller(nn.Module):
             with torch.no_grad():  # go: the go decision and every field; stop: the stop
                 stop_p = torch.sigmoid(lg.stop.float())
                 sure = torch.where(lg.stop > 0, stop_p,
-                                   torch.minimum(1 - stop_p, _field_confidence(lg)))
+                                   torch.minimum(1 - stop_p, lg.field_confidence()))
                 confidence = torch.where(done, confidence, torch.minimum(confidence, sure))
             stop = (lg.stop > 0) & ~done
             length = torch.where(stop, torch.full_like(length, k), length)
@@ -703,16 +670,6 @@ class Controller(nn.Module):
                     else 1.0 for i in range(3)]
             step_acc = float(ok.all(-1)[real].float().mean()) if real.any() else 1.0
         return loss, StepMetrics(float(loss.detach()), *accs, step_acc)
-
-
-def _field_confidence(lg: SlotLogits) -> Tensor:
-    """``[B]``: the probability of the least certain field of one emitted slot (the greedy
-    choice's softmax probability, per field; every mode and address field counts)."""
-    def top(logits: Tensor) -> Tensor:
-        return logits.float().softmax(-1).amax(-1)
-
-    return torch.stack([top(lg.kind), top(lg.op), top(lg.val), top(lg.modes).amin(-1),
-                        top(lg.args).amin(-1)], -1).amin(-1)
 
 
 def _positions(mask: Tensor) -> Tensor:

@@ -73,6 +73,15 @@ class SlotLogits(NamedTuple):
     args: Tensor   # [B, Q, F, N]    pointer logits over the candidate addresses
     val: Tensor    # [B, Q, V]
 
+    def field_confidence(self) -> Tensor:
+        """``[B, Q]``: the probability of the least certain field of each slot (the greedy
+        choice's softmax probability, per field; every mode and address field counts)."""
+        def top(logits: Tensor) -> Tensor:
+            return logits.float().softmax(-1).amax(-1)
+
+        return torch.stack([top(self.kind), top(self.op), top(self.val),
+                            top(self.modes).amin(-1), top(self.args).amin(-1)], -1).amin(-1)
+
 
 class SlotHead(nn.Module):
     """Hidden states ``[..., H]`` → :class:`SlotLogits` for the next slot.

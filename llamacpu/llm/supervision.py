@@ -2,7 +2,7 @@
 do, from the expert programs and their reference runs.
 
 Plan phase: :class:`PlanTargets`, the expert's slots as index tensors
-(``Controller._targets`` builds them), and :func:`weights_targets`, the functions its
+(:func:`plan_targets` builds them), and :func:`weights_targets`, the functions its
 WEIGHTS slots hold. Execute phase: :func:`trace_to_steps` turns a reference run into step
 views and (taken, write, halt) targets (:class:`StepTrace`), and :func:`batch_steps` pads
 them into the arguments of :meth:`~llamacpu.llm.controller.Controller.step_loss`.
@@ -24,12 +24,22 @@ import torch
 import torch.nn.functional as F_nn
 from torch import Tensor
 
-from llamacpu.core.isa import N_PORTS, NUM_FIELDS, SPEC, Kind, Mode, Op, Program
+from llamacpu.core.isa import (
+    EMPTY_SLOT,
+    N_PORTS,
+    NUM_FIELDS,
+    SPEC,
+    Alphabet,
+    Kind,
+    Mode,
+    Op,
+    Program,
+)
 from llamacpu.core.runtypes import Result
 from llamacpu.llm.heads import StepView
 
 __all__ = [
-    "PlanTargets", "weights_targets", "StepTrace", "trace_to_steps", "result_to_steps",
+    "PlanTargets", "plan_targets", "weights_targets", "StepTrace", "trace_to_steps", "result_to_steps",
     "batch_steps",
 ]
 
@@ -47,6 +57,46 @@ class PlanTargets(NamedTuple):
     args: Tensor    # [B, Q, F]
     val: Tensor     # [B, Q]
     n: Tensor       # [B] emitted slots per program (P − 2)
+
+
+def plan_targets(programs: Sequence[Program], max_slots: int, alphabet: Alphabet,
+                 device: torch.device | str = "cpu") -> PlanTargets:
+    """Index tensors of the programs' slots 2..P−1, padded with EMPTY; checks that each
+    program fits a controller of ``max_slots`` candidate addresses and ``alphabet``."""
+    N, Q = max_slots, max(len(p.slots) for p in programs) - N_PORTS
+    if Q < 0:
+        raise ValueError("a program has fewer slots than the two ports")
+    rows = []
+    for b, p in enumerate(programs):
+        if p.entry != N_PORTS:
+            raise ValueError(f"program {b} ({p.name}) starts at {p.entry}; the controller "
+                             f"emits programs that start at slot {N_PORTS}")
+        if len(p.slots) > N:
+            raise ValueError(f"program {b} ({p.name}) has {len(p.slots)} slots, more than "
+                             f"max_slots = {N}")
+        if p.alphabet != alphabet:
+            raise ValueError(f"program {b} ({p.name}) uses {p.alphabet.describe()}, the "
+                             f"controller {alphabet.describe()}")
+        body = list(p.slots[N_PORTS:]) + [EMPTY_SLOT] * (Q - len(p.slots) + N_PORTS)
+        for a, s in enumerate(body):
+            if max(s.args) >= N:
+                raise ValueError(f"program {b} ({p.name}) slot {a + N_PORTS} points at "
+                                 f"{max(s.args)}, beyond the {N} candidate addresses")
+        rows.append(body)
+    flat = [s for r in rows for s in r]
+    B = len(programs)
+
+    def t(x: list) -> Tensor:
+        return torch.tensor(x, dtype=torch.long, device=device)
+
+    return PlanTargets(
+        kind=t([int(s.kind) for s in flat]).reshape(B, Q),
+        op=t([int(s.op) for s in flat]).reshape(B, Q),
+        modes=t([[int(m) for m in s.modes] for s in flat]).reshape(B, Q, NUM_FIELDS),
+        args=t([list(s.args) for s in flat]).reshape(B, Q, NUM_FIELDS),
+        val=t([s.val for s in flat]).reshape(B, Q),
+        n=t([len(p.slots) - N_PORTS for p in programs]),
+    )
 
 
 def weights_targets(programs: Sequence[Program]) -> tuple[list[tuple[int, int]], Tensor]:
