@@ -57,8 +57,12 @@ def _parser() -> Parser:
                    help="all: every view of the tasks' wordings (a checkpoint whose view "
                         "keeps payload content falls back to 100 sampled prompts per task); "
                         "N: N sampled prompts per task; 0: skip the plan and execute tables")
-    p.add_argument("--wordings", choices=("train", "heldout", "all"), default="train",
-                   help="the wordings those prompts are drawn in")
+    p.add_argument("--wordings", default="train",
+                   choices=("train", "heldout", "all", "grammar_train", "recombined",
+                            "new_words"),
+                   help="the wordings those prompts are drawn in (train: those the checkpoint "
+                        "trained on; all: those and heldout; the grammar's splits: "
+                        "docs/wordings.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled prompts")
     p.add_argument("--witnesses", type=int, default=3, metavar="K",
                    help="look for a witness prompt for the first K wrong entries (0: none)")
@@ -88,11 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llamacpu.learn.checkpoint import load_checkpoint
     from llamacpu.learn.learned import LearnedMachine
     from llamacpu.learn.tasks import TASKS
+    from llamacpu.learn.train_config import training_split
 
     torch.set_num_threads(args.threads)
     try:
         ck = load_checkpoint(args.checkpoint)
         model = LearnedMachine.from_checkpoint(ck).eval()
+        args.train_split = training_split(ck.config)  # the wordings it trained on
     except (LlamacpuError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -163,9 +169,10 @@ def _controller_certificate(model, tasks, trained, args):
     "never_drawn"}} (None when sampled)."""
 
     from llamacpu.learn.controller_tables import certify_controller, every_view
-    from llamacpu.learn.tasks import SPLITS, TASKS, expert_program
+    from llamacpu.learn.tasks import TASKS, expert_program
 
-    splits = SPLITS if args.wordings == "all" else (args.wordings,)
+    splits = {"all": (args.train_split, "heldout"), "train": (args.train_split,)}.get(
+        args.wordings, (args.wordings,))
     view = model.cfg.controller.view
     examples, per_task = [], {}
     if args.views == "all":

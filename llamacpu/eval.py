@@ -42,6 +42,7 @@ from llamacpu.learn.evaluation import (
     solve_examples,
 )
 from llamacpu.learn.tasks import ALL_SPLITS, TASKS
+from llamacpu.learn.train_config import training_split
 
 __all__ = ["load_learned", "solve_examples", "draw_examples", "evaluate_lengths", "main"]
 
@@ -127,9 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the paper scored 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn problems")
     p.add_argument("--split", default="train",
-                   help=f"prompt wordings: {', '.join(ALL_SPLITS)} (heldout: hand-written, "
-                        "never trained on; recombined, new_words: the task's grammar, "
-                        "docs/wordings.md)")
+                   help=f"prompt wordings: {', '.join(ALL_SPLITS)} (train: those the "
+                        "checkpoint trained on, grammar_train for a run with --wordings "
+                        "grammar; heldout: hand-written, never trained on; recombined, "
+                        "new_words: the task's grammar, docs/wordings.md)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
     p.add_argument("--json", action="store_true",
                    help="print JSON lines instead of a table (with --protocol: then a "
@@ -178,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     try:
         c, model = load_checkpoint_machine(a.checkpoint)
+        if a.split == "train":  # the wordings this checkpoint trained on
+            a.split = training_split(c.config)
         for task in tasks:
             note = _untrained_note(task, c.stage)
             if note:

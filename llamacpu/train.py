@@ -138,6 +138,11 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--keep-payload", action="store_true",
                    help="ablation: the LM reads the kept digits and characters as typed "
                         "(default: as placeholders, so every wording has a few views)")
+    p.add_argument("--wordings", default=TrainConfig.wordings, metavar="WHICH",
+                   help="what training prompts are worded as: templates (the tasks' "
+                        "hand-written ones) or grammar (those and the train split of each "
+                        "task's grammar; competence judged on its recombined split too; "
+                        f"docs/wordings.md) (default {TrainConfig.wordings})")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     a = p.parse_args(argv)
     try:
@@ -163,6 +168,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            absolute_positions=a.absolute_positions,
                            digit_window=a.digit_window, item_window=a.item_window,
                            text_window=a.text_window, abstract_payload=not a.keep_payload,
+                           wordings=a.wordings,
                            progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))

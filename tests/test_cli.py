@@ -58,3 +58,16 @@ def test_console_help_lists_every_command_without_importing_torch():
     assert last == "0 False"
     for name in COMMANDS:
         assert any(line.split()[:1] == [name] for line in listing), (name, listing)
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--stage", "4", "--wordings", "nope"], "--wordings must be one of templates, grammar"),
+])
+def test_train_flag_values_are_checked_in_one_line(argv, names, capsys):
+    from llamacpu.train import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and names in err[0], err

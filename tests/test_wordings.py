@@ -105,3 +105,29 @@ def test_grammar_errors_name_the_problem():
         Grammar(frames=(Frame("{a}", new=True),))
     with pytest.raises(ValueError, match="kind must be one of"):
         Frame("{a}", kind="poem")
+
+
+def test_a_grammar_run_trains_on_the_grammar_train_split_and_is_judged_on_recombined():
+    from llamacpu.learn.curriculum import STAGES, competence_set, is_heldout, sample_batch
+    from llamacpu.learn.train_config import TrainConfig, training_split
+
+    stage = STAGES[4]  # sub4
+    sub = TASKS["sub"]
+    train = set(sub.templates("grammar_train"))
+    assert set(sub.train_templates) < train
+    assert train.isdisjoint(sub.templates("recombined") + sub.templates("new_words")
+                            + sub.heldout_templates)
+    batch = sample_batch(stage, random.Random(0), 256, split="grammar_train", review=0.0)
+    assert {e.template for e in batch} <= train
+    assert len({e.template for e in batch}) > 50  # far more than the six templates
+    assert not any(is_heldout(e.prompt) for e in batch)
+    judged = competence_set(stage, seed=1, split="grammar_train")
+    kinds = Counter("recombined" if e.template in sub.templates("recombined") else
+                    "train" if e.template in train else "?" for e in judged)
+    assert kinds == {"train": stage.eval_size, "recombined": stage.eval_size // 2}
+    assert TrainConfig(stages=(4,), wordings="grammar").split == "grammar_train"
+    assert TrainConfig(stages=(4,)).split == "train"
+    with pytest.raises(ValueError, match="--wordings must be one of templates, grammar"):
+        TrainConfig(stages=(4,), wordings="nope")
+    assert training_split({"train": {"wordings": "grammar"}}) == "grammar_train"
+    assert training_split({"train": {}}) == training_split({}) == "train"  # older runs

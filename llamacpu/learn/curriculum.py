@@ -45,7 +45,14 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from llamacpu.learn.tasks import ALL_SPLITS, TASKS, TASKS_ENV, Example, heldout_key
+from llamacpu.learn.tasks import (
+    ALL_SPLITS,
+    TASKS,
+    TASKS_ENV,
+    TRAINING_SPLITS,
+    Example,
+    heldout_key,
+)
 
 __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
@@ -184,9 +191,9 @@ def is_heldout(key: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
 _MAX_TRIES = 1000  # rejection-sampling attempts per training example before giving up
 
 
-def _training_example(stage: Stage, rng: random.Random) -> Example:
+def _training_example(stage: Stage, rng: random.Random, split: str = "train") -> Example:
     for _ in range(_MAX_TRIES):
-        ex = stage.sample(rng)
+        ex = stage.sample(rng, split)
         if not is_heldout(heldout_key(ex)):
             return ex
     raise RuntimeError(f"stage {stage.name}: no training prompt outside the held-out "
@@ -212,9 +219,11 @@ def review_weights(retained: Mapping[str, float]) -> dict[str, float]:
 
 def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
                  stages: Sequence[Stage] = STAGES, *, review: float | None = None,
-                 weights: Mapping[str, float] | None = None) -> list[Example]:
+                 weights: Mapping[str, float] | None = None,
+                 split: str = "train") -> list[Example]:
     """A training batch: ``round(review · batch_size)`` examples from earlier stages, the
-    rest from this stage, shuffled. Never a held-out prompt (see the module docstring).
+    rest from this stage, shuffled, in the wordings of ``split`` (one of
+    ``tasks.TRAINING_SPLITS``). Never a held-out prompt (see the module docstring).
 
     ``review`` overrides the stage's own share. Each review example comes from an earlier
     stage chosen with probability proportional to ``weights[its task]`` (default 1 for every
@@ -222,6 +231,8 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if split not in TRAINING_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(TRAINING_SPLITS)}, got {split!r}")
     share = stage.review if review is None else review
     if not 0.0 <= share < 1.0:
         raise ValueError(f"review must be in [0, 1), got {share}")
@@ -234,8 +245,8 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
         if any(x < 0 for x in w) or not sum(w) > 0:
             raise ValueError(f"review weights must be >= 0 with a positive sum, got {weights}")
         pick = lambda: rng.choices(earlier, weights=w)[0]  # noqa: E731
-    batch = [_training_example(pick(), rng) for _ in range(n_review)]
-    batch += [_training_example(stage, rng) for _ in range(batch_size - n_review)]
+    batch = [_training_example(pick(), rng, split) for _ in range(n_review)]
+    batch += [_training_example(stage, rng, split) for _ in range(batch_size - n_review)]
     rng.shuffle(batch)
     return batch
 
@@ -244,7 +255,8 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
              seen: Collection[str] = frozenset(), split: str = "train") -> list[Example]:
     """Fresh eval examples for a stage: distinct held-out prompts not in ``seen``.
 
-    ``split="train"``: training wordings, prompts in the held-out partition only;
+    ``split="train"`` (or ``"grammar_train"``): training wordings, prompts in the held-out
+    partition only;
     ``split="heldout"``: wordings training never uses, any prompt; ``"recombined"``,
     ``"new_words"``: the grammar's held-out splits (``learn/wordings.py``), any prompt.
 
@@ -267,7 +279,7 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
         # held-out wordings need no partition (never trained on), unless the task holds
         # out something else too (fmap: its functions)
         keyed = TASKS[stage.task].heldout_key is not None
-        if (split == "train" or keyed) and not is_heldout(heldout_key(ex)):
+        if (split in TRAINING_SPLITS or keyed) and not is_heldout(heldout_key(ex)):
             continue
         taken.add(ex.prompt)
         out.append(ex)
@@ -276,7 +288,7 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     return out
 
 
-def competence_set(stage: Stage, seed: int) -> list[Example]:
+def competence_set(stage: Stage, seed: int, split: str = "train") -> list[Example]:
     """What the trainer's competence check solves: ``stage.eval_size`` held-out prompts of
     the training wordings, topped up with prompts of the held-out wordings when the
     training wordings' held-out partition has fewer (small stages).
@@ -288,7 +300,15 @@ def competence_set(stage: Stage, seed: int) -> list[Example]:
     the task with words training never used, which a from-scratch LM cannot be asked to
     read (measured: the subtraction stage stuck at 86% on such a check, every miss a
     held-out wording compiled as addition).
+
+    ``split="grammar_train"`` (a run trained on the tasks' grammars, ``train --wordings
+    grammar``): ``stage.eval_size`` held-out prompts of those wordings and half as many in
+    the recombined split (words and structures trained, in combinations never trained).
     """
+    if split == "grammar_train":  # the run trains on the grammar: judge recombined too
+        first = eval_set(stage, seed=seed, size=stage.eval_size, split=split)
+        return first + eval_set(stage, seed=seed, size=stage.eval_size // 2,
+                                split="recombined", seen={e.prompt for e in first})
     first = eval_set(stage, seed=seed, size=stage.eval_size)
     if len(first) >= stage.eval_size:
         return first

@@ -73,6 +73,7 @@ from llamacpu.learn.wordings import Frame, Grammar, Wording
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
     "default_out_size", "render", "with_template", "SPLITS", "GRAMMAR_SPLITS", "ALL_SPLITS",
+    "TRAINING_SPLITS",
     "expert_program", "heldout_key",
     "function_table", "load_tasks", "reference", "TASKS_ENV",
     # the draw helpers task files use
@@ -88,7 +89,11 @@ GRAMMAR_SPLITS = ("recombined", "new_words")
 """The held-out splits of a task's grammar (``learn/wordings.py``): seen words and
 structures in new combinations, and words and structures training never contains."""
 
-ALL_SPLITS = SPLITS + GRAMMAR_SPLITS
+TRAINING_SPLITS = ("train", "grammar_train")
+"""The wordings a run may train on: the hand-written training templates (``train``), or
+those and the grammar's train split (``grammar_train``; ``train --wordings grammar``)."""
+
+ALL_SPLITS = ("train", "grammar_train", "heldout", *GRAMMAR_SPLITS)
 
 
 class TaskError(LlamacpuError, ValueError):
@@ -270,13 +275,17 @@ class Task:
         return self.operands.unit
 
     def templates(self, split: str = "train") -> tuple[str, ...]:
-        """The wordings of a split: "train" or "heldout" (the hand-written templates), or
-        "recombined" or "new_words" (the grammar's held-out splits, those the task's
-        program reads right: see :meth:`grammar_wordings`)."""
+        """The wordings of a split: "train" or "heldout" (the hand-written templates);
+        "grammar_train" (those for training and the grammar's train split); "recombined" or
+        "new_words" (the grammar's held-out splits). Grammar wordings are those the task's
+        program reads right (:meth:`grammar_wordings`)."""
         if split == "train":
             return self.train_templates
         if split == "heldout":
             return self.heldout_templates
+        if split == "grammar_train":
+            return tuple(dict.fromkeys(self.train_templates + tuple(
+                w.text for w in self.grammar_wordings() if w.split == "train")))
         if split in GRAMMAR_SPLITS:
             out = tuple(w.text for w in self.grammar_wordings() if w.split == split)
             if not out:

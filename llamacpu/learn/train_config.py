@@ -6,8 +6,10 @@ turn bad values into one-line errors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,7 +19,17 @@ from llamacpu.llm.models import ModelError, resolve
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
-__all__ = ["OPTIMIZERS", "TrainConfig"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "WORDINGS", "training_split"]
+
+
+WORDINGS = {"templates": "train", "grammar": "grammar_train"}
+"""``TrainConfig.wordings`` → the split its prompts are drawn from (``tasks.TRAINING_SPLITS``)."""
+
+
+def training_split(config: Mapping[str, Any]) -> str:
+    """The split a checkpoint's run drew its prompts from, from the checkpoint's ``config``
+    (``train`` for runs from before ``--wordings``)."""
+    return WORDINGS.get(config.get("train", {}).get("wordings", "templates"), "train")
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,10 @@ class TrainConfig:
     item_window: int = ControllerConfig.item_window    #   (llamacpu.llm.view): digits of a
     text_window: int = ControllerConfig.text_window    #   run, items of a list, characters
     abstract_payload: bool = ControllerConfig.abstract_payload  # after ':'; 0: all
+    wordings: str = "templates"         # what the prompts are worded as: the tasks'
+    #                                     hand-written templates, or "grammar": those and the
+    #                                     train split of each task's grammar, with competence
+    #                                     judged on the recombined split too (docs/wordings.md)
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -127,6 +143,9 @@ class TrainConfig:
                                  f"got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.wordings not in WORDINGS:
+            raise ValueError(f"--wordings must be one of {', '.join(WORDINGS)}, "
+                             f"got {self.wordings!r}")
         if self.eval_screen < 0:
             raise ValueError(f"--eval-screen must be >= 0 (0: off), got {self.eval_screen}")
         if self.certify_patterns < 0:
@@ -179,6 +198,11 @@ class TrainConfig:
         if self.answer_every is None:
             return 8 if self.model == "tiny" else 0
         return self.answer_every
+
+    @property
+    def split(self) -> str:
+        """The split the run's prompts are drawn from: ``train`` or ``grammar_train``."""
+        return WORDINGS[self.wordings]
 
     def model_config(self) -> LearnedConfig:
         return LearnedConfig(ControllerConfig(

@@ -268,10 +268,11 @@ class Trainer:
         rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
         if st.resume and "sampler" in st.resume:  # where the interrupted run's draws stood
             rng.setstate(_as_tuple(st.resume["sampler"]))
-        heldout = competence_set(stage, seed=cfg.seed + 1)
+        heldout = competence_set(stage, seed=cfg.seed + 1, split=cfg.split)
         looking_back = cfg.retention_size > 0 and cfg.retention > 0
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
-        retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size))
+        retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size,
+                                               split=cfg.split))
                           for s in retention_stages(stage)} if looking_back else {}
         self.certifier = certifier = Certifier(
             stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
@@ -283,8 +284,8 @@ class Trainer:
         if certifier is not None:  # the OEU table of every task so far, exact targets
             replay = merge_examples(replay, certifier.oeu_table())
             cert_sets = {stage.task: heldout, **{s.task: eval_set(
-                s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views))
-                for s in retention_stages(stage)}}
+                s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views),
+                split=cfg.split) for s in retention_stages(stage)}}
         started = time.time()
         resumed_from = st.step  # 0 for a fresh stage: tells this run's records from others'
         main = self.dist.main
@@ -390,7 +391,8 @@ class Trainer:
         if not earlier:
             return
         seed = self.cfg.seed + 3
-        got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size),
+        got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size,
+                                                split=self.cfg.split),
                                 s.max_steps, dist=self.dist) for s in earlier}
         self.log(f"stage {stage.index} ({stage.name}): retained " + _fmt(got))
         if self.dist.main:
@@ -433,7 +435,7 @@ class Trainer:
             weights = review_weights(retained)
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
                  for e in sample_batch(stage, rng, cfg.batch_size, review=review,
-                                       weights=weights)]
+                                       weights=weights, split=cfg.split)]
         if self.certifier is not None:  # prompts whose plan the last certificate found wrong
             wrong = self.certifier.plan_rows(rng, len(batch))
             if wrong:
