@@ -245,3 +245,26 @@ def test_the_protocol_draws_uniformly_and_plain_eval_keeps_edge_cases():
     def monotone(es):
         return sum(e.answer == e.operands[0] for e in es)  # already sorted: an edge case
     assert monotone(plain) > 3 * max(1, monotone(uniform))
+
+
+def test_the_step_budget_covers_the_costliest_example_not_the_longest():
+    """A binary product's cost depends on its operands, not only on the prompt's length:
+    at 60 bits the longest prompt of these ten is far from the costliest, and a budget
+    measured on it stopped correct runs short (they were scored wrong)."""
+    from llamacpu.learn.evaluation import reference_run, solve_examples, step_budget
+
+    examples = draw_examples("binary_multiplication", 60, 10, seed=0, uniform=True)
+    costs = [reference_run(e).steps for e in examples]
+    longest = max(examples, key=lambda e: len(e.prompt))
+    assert step_budget(reference_run(longest).steps) < max(costs)  # the old budget's trap
+    budgets = []
+
+    class Budget:  # records the budget each batch gets
+        def solve(self, prompts, max_steps, out_sizes):
+            budgets.append(max_steps)
+            return [Solution("", 0, True, None, None) for _ in prompts]
+
+    list(solve_examples(Budget(), examples, batch=4))
+    assert budgets == [step_budget(max(costs[i:i + 4])) for i in range(0, 10, 4)]
+    list(solve_examples(Budget(), examples, max_steps=7))
+    assert budgets[-1] == 7

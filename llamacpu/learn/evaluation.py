@@ -108,15 +108,14 @@ def solve_examples(model, examples: Sequence[Example], batch: int = 256,
                    max_steps: int | None = None) -> Iterator[tuple[Example, Solution]]:
     """The machine running free on ``examples`` in batches of ``batch``: yields ``(example,
     Solution)`` in order. ``model``: anything with ``LearnedMachine.solve``. ``max_steps``
-    None: a generous budget measured once on the longest example (the expert's cost grows
-    linearly, quadratically for mul and sort, with the length: :func:`step_budget` of its
-    reference run)."""
-    if max_steps is None and examples:
-        longest = max(examples, key=lambda e: len(e.prompt))
-        max_steps = step_budget(reference_run(longest).steps)
+    None: a generous budget per batch, :func:`step_budget` of the costliest reference run
+    among its examples (not of the longest prompt: a binary product, a bubble sort or a
+    square root costs more or less at the same length, with the operands)."""
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
-        sols = model.solve([e.prompt for e in chunk], max_steps=max_steps,
+        budget = max_steps if max_steps is not None else step_budget(
+            max(reference_run(e).steps for e in chunk))
+        sols = model.solve([e.prompt for e in chunk], max_steps=budget,
                            out_sizes=[default_out_size(e) for e in chunk])
         yield from zip(chunk, sols)
 
