@@ -13,10 +13,9 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
-    Frame,
-    Grammar,
     Operands,
     Task,
+    bits_grammar,
     edge_case,
     fit_tokens,
 )
@@ -40,14 +39,11 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
-GRAMMAR = Grammar(
-    frames=(Frame("<dup> the bits: {text}", kind="label"),
-            Frame("<dup> the <bits>: {text}", kind="label"),
-            Frame("<dup> these <bits>: {text}", kind="label"),
-            Frame("write the binary string twice: {text}", kind="label"),
-            Frame("the bits, then the same bits again: {text}", kind="label", new=True),),
-    words={"dup": ("duplicate", "double", "repeat twice"), "bits": ("binary string", "bit string", "bits")},
-    new_words={"dup": ("clone", "say twice"), "bits": ("binary word", "sequence of bits")})
+GRAMMAR = bits_grammar(
+    ("duplicate", "double", "repeat twice"),
+    ("clone", "say twice"),
+    "write the binary string twice: {text}",
+    "the bits, then the same bits again: {text}")
 """How people ask for duplicate_string (learn/wordings.py)."""
 
 

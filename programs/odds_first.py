@@ -17,10 +17,9 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
-    Frame,
-    Grammar,
     Operands,
     Task,
+    bits_grammar,
     edge_case,
     fit_tokens,
 )
@@ -45,14 +44,12 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
-GRAMMAR = Grammar(
-    frames=(Frame("<odd> the bits: {text}", kind="label"),
-            Frame("<odd> the <bits>: {text}", kind="label"),
-            Frame("<odd> these <bits>: {text}", kind="label"),
-            Frame("odds first: {text}", kind="label"),
-            Frame("first the bits at odd indices, then the rest: {text}", kind="label", new=True),),
-    words={"odd": ("put odd indices first in", "reorder by index parity, odds first,", "odds first for"), "bits": ("binary string", "bit string", "bits")},
-    new_words={"odd": ("split odd and even positions of", "interleave backwards"), "bits": ("binary word", "sequence of bits")})
+GRAMMAR = bits_grammar(
+    ("put odd indices first in", "reorder by index parity, odds first,",
+     "odds first for"),
+    ("split odd and even positions of", "interleave backwards"),
+    "odds first: {text}",
+    "first the bits at odd indices, then the rest: {text}")
 """How people ask for odds_first (learn/wordings.py)."""
 
 

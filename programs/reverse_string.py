@@ -13,10 +13,9 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
-    Frame,
-    Grammar,
     Operands,
     Task,
+    bits_grammar,
     edge_case,
     fit_tokens,
 )
@@ -44,14 +43,11 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_tokens("01")  # any payload: a bit string of its length
 
 
-GRAMMAR = Grammar(
-    frames=(Frame("<rev> the bits: {text}", kind="label"),
-            Frame("<rev> the <bits>: {text}", kind="label"),
-            Frame("<rev> these <bits>: {text}", kind="label"),
-            Frame("write these bits backwards: {text}", kind="label"),
-            Frame("read the bits from right to left: {text}", kind="label", new=True),),
-    words={"rev": ("reverse", "mirror", "flip the order of"), "bits": ("binary string", "bit string", "bits")},
-    new_words={"rev": ("invert", "turn around"), "bits": ("binary word", "sequence of bits")})
+GRAMMAR = bits_grammar(
+    ("reverse", "mirror", "flip the order of"),
+    ("invert", "turn around"),
+    "write these bits backwards: {text}",
+    "read the bits from right to left: {text}")
 """How people ask for reverse_string (learn/wordings.py)."""
 
 

@@ -48,7 +48,8 @@ from functools import cached_property
 
 from llamacpu.core.isa import Alphabet
 
-__all__ = ["Frame", "Grammar", "Wording", "WORDING_SPLITS", "KINDS", "PREFIXES", "ENDINGS"]
+__all__ = ["Frame", "Grammar", "Wording", "WORDING_SPLITS", "KINDS", "PREFIXES", "ENDINGS",
+           "bits_grammar"]
 
 WORDING_SPLITS = ("train", "recombined", "new_words")
 """The splits of a grammar's wordings (module docstring)."""
@@ -246,3 +247,21 @@ def _writable(text: str, alphabet: Alphabet) -> bool:
     except ValueError:
         return False
     return True
+
+
+BITS = (("binary string", "bit string", "bits"), ("binary word", "sequence of bits"))
+"""(seen, new) names of a bit string, shared by the benchmark's bit-string tasks."""
+
+
+def bits_grammar(verbs: tuple[str, ...], new_verbs: tuple[str, ...], also: str,
+                 also_new: str) -> Grammar:
+    """The grammar of a task on a bit string (reverse_string, duplicate_string,
+    odds_first): ``<verb> the bits: …``, ``<verb> the <bits>: …``, ``<verb> these <bits>:
+    …`` and one more seen frame (``also``) and one new (``also_new``), all labels."""
+    return Grammar(
+        frames=(Frame("<verb> the bits: {text}", kind="label"),
+                Frame("<verb> the <bits>: {text}", kind="label"),
+                Frame("<verb> these <bits>: {text}", kind="label"),
+                Frame(also, kind="label"), Frame(also_new, kind="label", new=True)),
+        words={"verb": verbs, "bits": BITS[0]},
+        new_words={"verb": new_verbs, "bits": BITS[1]})
