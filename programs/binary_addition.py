@@ -22,10 +22,9 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
-    Frame,
-    Grammar,
     Operands,
     Task,
+    binary_op_grammar,
     edge_case,
     fit_binary_pair,
 )
@@ -75,15 +74,8 @@ def out_size(ops: tuple[str, ...]) -> int:
     return max(len(n), len(m)) + 2
 
 
-GRAMMAR = Grammar(
-    frames=(Frame("<add> in binary: {text}", kind="label"),
-            Frame("<add> these binary numbers: {text}", kind="label"),
-            Frame("binary <sum>: {text}", kind="label"),
-            Frame("<sum> of the bits, lowest first: {text}", kind="label"),
-            Frame("what is this <sum> in binary: {text}", kind="label", new=True),
-            Frame("little endian binary <sum>, please: {text}", kind="label", new=True)),
-    words={"add": ("add", "sum up", "add up"), "sum": ("sum", "addition", "plus")},
-    new_words={"add": ("total", "combine"), "sum": ("total",)})
+GRAMMAR = binary_op_grammar(("add", "sum up", "add up"), ("total", "combine"),
+                            ("sum", "addition", "plus"), ("total",))
 """How people ask for binary_addition (learn/wordings.py)."""
 
 

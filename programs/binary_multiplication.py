@@ -22,10 +22,9 @@ from __future__ import annotations
 import random
 
 from llamacpu.learn.tasks import (
-    Frame,
-    Grammar,
     Operands,
     Task,
+    binary_op_grammar,
     edge_case,
     fit_binary_pair,
 )
@@ -74,15 +73,8 @@ def solve(ops: tuple[str, ...]) -> str:
 fit = fit_binary_pair(OP)  # any payload: N OP M of its length
 
 
-GRAMMAR = Grammar(
-    frames=(Frame("<mul> in binary: {text}", kind="label"),
-            Frame("<mul> these binary numbers: {text}", kind="label"),
-            Frame("binary <prod>: {text}", kind="label"),
-            Frame("<prod> of the bits, lowest first: {text}", kind="label"),
-            Frame("what is this <prod> in binary: {text}", kind="label", new=True),
-            Frame("little endian binary <prod>, please: {text}", kind="label", new=True)),
-    words={"mul": ("multiply", "times", "multiply out"), "prod": ("product", "multiplication")},
-    new_words={"mul": ("scale",), "prod": ("times table",)})
+GRAMMAR = binary_op_grammar(("multiply", "times", "multiply out"), ("scale",),
+                            ("product", "multiplication"), ("times table",))
 """How people ask for binary_multiplication (learn/wordings.py)."""
 
 

@@ -68,7 +68,7 @@ from pathlib import Path
 from llamacpu.core import golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
 from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program
-from llamacpu.learn.wordings import Frame, Grammar, Wording, bits_grammar
+from llamacpu.learn.wordings import Frame, Grammar, Wording, binary_op_grammar, bits_grammar
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
@@ -80,6 +80,7 @@ __all__ = [
     "number", "pad", "shorter", "shuffled", "leading_zeros", "edge_case", "ordered", "room",
     "draw_digit_list", "draw_text", "draw_function", "apply_function", "function_key",
     "fit_tokens", "fit_binary_pair", "Grammar", "Frame", "bits_grammar",
+    "binary_op_grammar",
 ]
 
 SPLITS = ("train", "heldout")

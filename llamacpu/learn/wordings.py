@@ -49,7 +49,7 @@ from functools import cached_property
 from llamacpu.core.isa import Alphabet
 
 __all__ = ["Frame", "Grammar", "Wording", "WORDING_SPLITS", "KINDS", "PREFIXES", "ENDINGS",
-           "bits_grammar"]
+           "bits_grammar", "binary_op_grammar"]
 
 WORDING_SPLITS = ("train", "recombined", "new_words")
 """The splits of a grammar's wordings (module docstring)."""
@@ -265,3 +265,19 @@ def bits_grammar(verbs: tuple[str, ...], new_verbs: tuple[str, ...], also: str,
                 Frame(also, kind="label"), Frame(also_new, kind="label", new=True)),
         words={"verb": verbs, "bits": BITS[0]},
         new_words={"verb": new_verbs, "bits": BITS[1]})
+
+
+def binary_op_grammar(verbs: tuple[str, ...], new_verbs: tuple[str, ...],
+                      nouns: tuple[str, ...], new_nouns: tuple[str, ...]) -> Grammar:
+    """The grammar of an operation on two little-endian binary numbers (binary_addition,
+    binary_multiplication): ``<verb> in binary: …``, ``<verb> these binary numbers: …``,
+    ``binary <noun>: …``, ``<noun> of the bits, lowest first: …``, and two new frames."""
+    return Grammar(
+        frames=(Frame("<verb> in binary: {text}", kind="label"),
+                Frame("<verb> these binary numbers: {text}", kind="label"),
+                Frame("binary <noun>: {text}", kind="label"),
+                Frame("<noun> of the bits, lowest first: {text}", kind="label"),
+                Frame("what is this <noun> in binary: {text}", kind="label", new=True),
+                Frame("little endian binary <noun>, please: {text}", kind="label", new=True)),
+        words={"verb": verbs, "noun": nouns},
+        new_words={"verb": new_verbs, "noun": new_nouns})
