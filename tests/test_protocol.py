@@ -113,7 +113,7 @@ def _cli(argv, capsys, monkeypatch, machine=None, stage=0):
     (exit code, stdout, stderr)."""
     if machine is not None:
         monkeypatch.setattr(eval_cli, "load_checkpoint_machine",
-                            lambda path: (SimpleNamespace(stage=stage), machine))
+                            lambda path: (SimpleNamespace(stage=stage, config={}), machine))
     try:
         code = eval_cli.main(argv)
     except SystemExit as e:

@@ -413,9 +413,10 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
 
     batches: list[tuple] = []
 
-    def spy_sample_batch(stage, rng, batch_size, stages=STAGES, *, review=None, weights=None):
+    def spy_sample_batch(stage, rng, batch_size, stages=STAGES, *, review=None, weights=None,
+                         split="train"):
         batch = real_sample_batch(stage, rng, batch_size, stages, review=review,
-                                  weights=weights)
+                                  weights=weights, split=split)
         batches.append((review, weights, batch))
         return batch
 

@@ -9,6 +9,7 @@ the task's program does: sampled wordings run on the interpreter and answer as P
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
@@ -79,7 +80,7 @@ def test_templates_of_the_grammar_splits_and_a_task_without_a_grammar():
     assert "what do you get when you add {b} to {a}" in add.templates("new_words")
     # sub's program reads the minuend first: wordings naming b first are not sub's (yet)
     assert not any(w.order == "ba" for w in TASKS["sub"].grammar_wordings())
-    bare = TASKS["add"].__class__(**{**add.__dict__, "grammar": None})
+    bare = dataclasses.replace(add, grammar=None)
     with pytest.raises(TaskError, match="no grammar"):
         bare.templates("recombined")
     with pytest.raises(ValueError, match="split must be one of"):

@@ -63,12 +63,20 @@ import string
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from llamacpu.core import golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
 from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program
-from llamacpu.learn.wordings import Frame, Grammar, Wording, binary_op_grammar, bits_grammar
+from llamacpu.learn.wordings import (
+    WORDING_SPLITS,
+    Frame,
+    Grammar,
+    Wording,
+    binary_op_grammar,
+    bits_grammar,
+)
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
@@ -285,26 +293,35 @@ class Task:
         if split == "heldout":
             return self.heldout_templates
         if split == "grammar_train":
-            return tuple(dict.fromkeys(self.train_templates + tuple(
-                w.text for w in self.grammar_wordings() if w.split == "train")))
+            return self._split_templates["grammar_train"] if self.grammar else self.train_templates
         if split in GRAMMAR_SPLITS:
-            out = tuple(w.text for w in self.grammar_wordings() if w.split == split)
+            out = self._split_templates[split] if self.grammar else ()
             if not out:
                 raise TaskError(f"task {self.name}: no grammar, so no {split} wordings")
             return out
         raise ValueError(f"split must be one of {', '.join(ALL_SPLITS)}, got {split!r}")
+
+    @cached_property
+    def _grammar_wordings(self) -> tuple[Wording, ...]:
+        orders = ("ab", "ba", "") if self.commutative else ("ab", "")
+        every = self.grammar.wordings(DEFAULT_ALPHABET, pinned=self.train_templates,
+                                      kept_out=self.heldout_templates)
+        return tuple(w for w in every if w.order in orders)
+
+    @cached_property
+    def _split_templates(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {s: [] for s in WORDING_SPLITS}
+        for w in self.grammar_wordings():
+            out[w.split].append(w.text)
+        out["grammar_train"] = list(dict.fromkeys(self.train_templates + tuple(out["train"])))
+        return {k: tuple(v) for k, v in out.items()}
 
     def grammar_wordings(self) -> tuple[Wording, ...]:
         """The grammar's wordings in the task's alphabet, with their splits, that its
         program reads right: operands in the order the program reads them (either order
         for a commutative task); () without a grammar. The hand-written training templates
         the grammar generates are in its train split, the held-out ones never are."""
-        if self.grammar is None:
-            return ()
-        orders = ("ab", "ba", "") if self.commutative else ("ab", "")
-        every = self.grammar.wordings(DEFAULT_ALPHABET, pinned=self.train_templates,
-                                      kept_out=self.heldout_templates)
-        return tuple(w for w in every if w.order in orders)
+        return () if self.grammar is None else self._grammar_wordings
 
     def check_length(self, length: int) -> None:
         if length < 1 or (self.max_length is not None and length > self.max_length):
