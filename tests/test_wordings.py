@@ -132,3 +132,20 @@ def test_a_grammar_run_trains_on_the_grammar_train_split_and_is_judged_on_recomb
         TrainConfig(stages=(4,), wordings="nope")
     assert training_split({"train": {"wordings": "grammar"}}) == "grammar_train"
     assert training_split({"train": {}}) == training_split({}) == "train"  # older runs
+
+
+def test_the_foreign_tasks_hold_out_whole_families_of_requests():
+    """The requests of tasks the machine never learned are measured on frames (families)
+    training never contains: division, counting and translation among them."""
+    for name, family in (("foreign_numbers", "divide {a} by {b}"),
+                         ("foreign_list", "count the digits in {digits}"),
+                         ("foreign_text", "translate to french: {text}")):
+        task = TASKS[name]
+        assert task.declines and task.program == "decline"
+        words = task.grammar_wordings()
+        unseen = [w for w in words if w.new_frame]
+        assert unseen and all(w.split == "new_words" for w in unseen)
+        assert family in {w.text for w in unseen}
+        trained = {w.text for w in words if w.split == "train"}
+        assert not any(w.new_frame for w in words if w.text in trained)
+        assert family not in set(task.templates("grammar_train"))

@@ -57,7 +57,7 @@ def declined(solution: Solution) -> Solution:
     compile" (``Solution.abstained``), not an empty answer."""
     if not is_decline(solution.program):
         return solution
-    return Solution("", 0, True, CANNOT_COMPILE, solution.program, solution.confidence)
+    return Solution("", 0, False, CANNOT_COMPILE, solution.program, solution.confidence)
 
 
 def default_max_steps(prompts: Sequence[str]) -> int:

@@ -195,12 +195,6 @@ class Grammar:
         splits = _partition(every, self.recombined, frozenset(pinned), frozenset(kept_out))
         return tuple(replace(w, split=splits[w.text]) for w in every)
 
-    def split(self, name: str, alphabet: Alphabet | None = None) -> tuple[str, ...]:
-        """The templates of one split (``WORDING_SPLITS``), in generation order."""
-        if name not in WORDING_SPLITS:
-            raise ValueError(f"split must be one of {', '.join(WORDING_SPLITS)}, got {name!r}")
-        return tuple(w.text for w in self.wordings(alphabet) if w.split == name)
-
 
 def _partition(every: tuple[Wording, ...], fraction: float, pinned: frozenset[str],
                kept_out: frozenset[str]) -> dict[str, str]:
