@@ -11,7 +11,8 @@ __all__ = ["Solution", "default_max_steps", "CANNOT_COMPILE", "is_decline", "dec
 
 
 CANNOT_COMPILE = "cannot compile"
-"""The fault of a solution whose plan was not run: its confidence was below the threshold."""
+"""The fault of a solution whose plan was not run: its confidence was below ``solve``'s
+threshold, or the plan is the decline program (:func:`declined`)."""
 
 
 class Solution(NamedTuple):
