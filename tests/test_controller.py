@@ -38,6 +38,7 @@ from llamacpu.core.isa import (  # noqa: E402
     Program,
     Slot,
 )
+from llamacpu.core.ops import SPEC  # noqa: E402
 from llamacpu.learn.tasks import reference  # noqa: E402
 from llamacpu.llm.config import ControllerConfig  # noqa: E402
 from llamacpu.llm.controller import Controller  # noqa: E402
@@ -439,6 +440,34 @@ def test_trace_to_steps_targets_follow_the_interpreter():
             assert tr.targets[i, 0] == 0
     assert 0 < tr.targets[:, 0].sum() < T
 
+
+
+@pytest.mark.parametrize("task,prompt", [("add", "907+96"), ("sort", "sort: 3 1 2"),
+                                         ("mul", "12*34"), ("reverse", "reverse: abc")])
+def test_trace_to_steps_views_are_the_operands_the_interpreter_read(task, prompt):
+    """Every field of every step's view, entry by entry, against the traced run: one-hot op,
+    modes and carry; per operand field the value it read (immediate or the slot at its
+    effective address, memory as it was at that step); zeros for unused fields."""
+    prog = load_program(task)
+    res = run(prog, prompt, trace=True)
+    tr = trace_to_steps(prog, prompt)
+    memory = list(res.image.slots)
+    assert len(tr.targets) == res.steps > 0
+    for i, st in enumerate(res.trace):
+        ins = memory[st.pc]
+        assert tr.view.op[i].nonzero().flatten().tolist() == [st.op]
+        assert tr.view.carry[i].nonzero().flatten().tolist() == [st.carry_in]
+        for f in range(NUM_FIELDS):
+            assert tr.view.modes[i, f].nonzero().flatten().tolist() == [ins.modes[f]]
+            want = []
+            if f < SPEC[st.op].arity:
+                if ins.modes[f] == Mode.IMMEDIATE:
+                    want = [ins.val]
+                elif st.addrs[f] is not None:
+                    want = [memory[st.addrs[f]].val]
+            assert tr.view.values[i, f].nonzero().flatten().tolist() == want
+        if st.write_addr is not None:
+            memory[st.write_addr] = st.written
 
 def _step_batch(ctl: Controller, pairs, rng: random.Random):
     prompts = [rng.choice(TEMPLATES["add"]).format(a=a, b=b) for a, b in pairs]

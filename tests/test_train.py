@@ -253,7 +253,7 @@ def test_review_examples_get_their_own_stages_step_budget():
     assert add4.max_steps > copy8.max_steps
     prompt = "please add 9999 and 9999 together, and tell me the sum now"  # filler words
     ex = Example("add", prompt, "19998", "add", ("9999", "9999"), 4)
-    sup = _supervise([ex], copy8, 24, [0])
+    sup = _supervise([ex], 24, [0])
     assert sup.steps[0] > copy8.max_steps
 
 

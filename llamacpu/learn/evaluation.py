@@ -131,11 +131,12 @@ def exact(example: Example, solution: Solution) -> bool:
     return solution.output == example.answer and solution.fault is None
 
 
-def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+def evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int | None,
              batch: int = 256, dist: distributed.Dist | None = None) -> float:
-    """Exact-match accuracy of the free-running machine on ``examples``; with ``dist``, each
-    rank solves its stride of them and the counts are summed (the same number on every
-    rank)."""
+    """Exact-match accuracy of the free-running machine on ``examples`` (``max_steps``
+    None: each batch's budget from its reference runs, see :func:`solve_examples`); with
+    ``dist``, each rank solves its stride of them and the counts are summed (the same
+    number on every rank)."""
     mine = dist.take(examples) if dist is not None else list(examples)
     correct = sum(exact(e, s) for e, s in solve_examples(model, mine, batch, max_steps))
     if dist is not None:
@@ -161,7 +162,8 @@ class Check(NamedTuple):
         return (self.correct + self.total - self.solved) / max(1, self.total)
 
 
-def screened_evaluate(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+def screened_evaluate(model: LearnedMachine, examples: Sequence[Example],
+                      max_steps: int | None,
                       screen: int, competence: float,
                       dist: distributed.Dist | None = None) -> Check:
     """:func:`evaluate` that solves the first ``screen`` prompts and stops there when the
@@ -178,7 +180,7 @@ def screened_evaluate(model: LearnedMachine, examples: Sequence[Example], max_st
     return Check(correct + rest, n, n)
 
 
-def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps: int,
+def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps: int | None,
                    batch: int = 256, dist: distributed.Dist | None = None) -> int:
     return round(evaluate(model, examples, max_steps, batch, dist) * len(examples))
 

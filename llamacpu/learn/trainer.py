@@ -303,7 +303,7 @@ class Trainer:
                     cfg.time_budget is not None
                     and time.time() - started >= 60 * cfg.time_budget)
                 if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
-                    check = screened_evaluate(model, heldout, stage.max_steps,
+                    check = screened_evaluate(model, heldout, self._budget(stage),
                                               cfg.eval_screen, stage.competence, self.dist)
                     acc = check.accuracy
                     metrics.update(accuracy=acc, eval_size=check.solved)
@@ -311,7 +311,7 @@ class Trainer:
                         metrics.update(eval_screened=check.total)
                     retained = None
                     if retention_sets and check.best >= stage.competence:  # competent: look
-                        retained = {t: evaluate(model, ex, s.max_steps, dist=self.dist)  # back
+                        retained = {t: evaluate(model, ex, self._budget(s), dist=self.dist)  # back
                                     for t, (s, ex) in retention_sets.items()}
                         metrics.update({f"retained/{t}": a for t, a in retained.items()})
                     cert = None
@@ -382,6 +382,12 @@ class Trainer:
                  + _fmt(low) + f" below the retention floor {self.cfg.retention:g}: "
                  f"consolidating (review {CONSOLIDATE_REVIEW:.0%}, weighted to what dropped)")
 
+    def _budget(self, stage: Stage) -> int | None:
+        """Machine steps a check's free runs may take: the stage's own budget, sized for its
+        template wordings; with grammar wordings (a question around the operands makes a
+        run longer) each batch's from its costliest reference run (``step_budget``)."""
+        return stage.max_steps if self.cfg.wordings == "templates" else None
+
     def _report_retention(self, stage: Stage, model: LearnedMachine, st: _StageState) -> None:
         """Forgetting, measured after the stage: free-running exact match on FRESH held-out
         prompts of every earlier task (at the widest stage it was trained at; not the sets
@@ -393,7 +399,7 @@ class Trainer:
         seed = self.cfg.seed + 3
         got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size,
                                                 split=self.cfg.split),
-                                s.max_steps, dist=self.dist) for s in earlier}
+                                self._budget(s), dist=self.dist) for s in earlier}
         self.log(f"stage {stage.index} ({stage.name}): retained " + _fmt(got))
         if self.dist.main:
             _log_jsonl(self.cfg.out, {"stage": stage.index, "step": st.step, "retained": got})
@@ -447,7 +453,7 @@ class Trainer:
         programs = [expert_program(e) for e in batch]
         mine = dist.rows(len(batch))
         # this rank's rows: expert runs, then their share of each loss
-        sup = _supervise([batch[i] for i in mine], stage, cfg.step_sample,
+        sup = _supervise([batch[i] for i in mine], cfg.step_sample,
                          [seeds[i] for i in mine], dist)
         replay = merge_examples(replay, _gather_examples(dist, sup.oeu))  # all ALU steps seen
         ctl = model.controller

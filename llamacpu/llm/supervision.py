@@ -156,27 +156,35 @@ def result_to_steps(program: Program, result: Result) -> StepTrace:
     V, Vc = alpha.size, alpha.base
     memory = list(result.image.slots)
     T = len(result.trace)
-    op = torch.zeros(T, _OPS)
-    modes = torch.zeros(T, NUM_FIELDS, _MODES)
-    values = torch.zeros(T, NUM_FIELDS, V)
-    carry = torch.zeros(T, Vc)
-    targets = torch.zeros(T, 3)
+    # indices of the ones, gathered in Python and scattered once (a tensor write per
+    # entry costs microseconds; the expert runs of a batch have thousands of steps)
+    ops, carries, mode_idx, value_idx, rows = [], [], [], [], []
     for i, st in enumerate(result.trace):
         ins = memory[st.pc]
-        op[i, st.op] = 1
-        for f in range(NUM_FIELDS):
-            modes[i, f, ins.modes[f]] = 1
+        ops.append(st.op)
+        carries.append(st.carry_in)
+        mode_idx.extend(ins.modes[f] for f in range(NUM_FIELDS))
         for f in range(SPEC[st.op].arity):
             if ins.modes[f] == Mode.IMMEDIATE:
-                values[i, f, ins.val] = 1
+                value_idx.append((i, f, ins.val))
             elif st.addrs[f] is not None:
-                values[i, f, memory[st.addrs[f]].val] = 1  # type: ignore[index]
-        carry[i, st.carry_in] = 1
-        targets[i] = torch.tensor([float(_taken(st.op, st.values)),
-                                   float(st.write_addr is not None),
-                                   float(st.op == Op.HALT)])
+                value_idx.append((i, f, memory[st.addrs[f]].val))  # type: ignore[index]
+        rows.append((float(_taken(st.op, st.values)), float(st.write_addr is not None),
+                     float(st.op == Op.HALT)))
         if st.write_addr is not None:
             memory[st.write_addr] = st.written  # type: ignore[assignment]
+    steps = torch.arange(T)
+    op = torch.zeros(T, _OPS)
+    op[steps, torch.tensor(ops, dtype=torch.long)] = 1
+    modes = torch.zeros(T * NUM_FIELDS, _MODES)
+    modes[torch.arange(T * NUM_FIELDS), torch.tensor(mode_idx, dtype=torch.long)] = 1
+    modes = modes.view(T, NUM_FIELDS, _MODES)
+    values = torch.zeros(T, NUM_FIELDS, V)
+    if value_idx:
+        values[tuple(torch.tensor(value_idx, dtype=torch.long).T)] = 1
+    carry = torch.zeros(T, Vc)
+    carry[steps, torch.tensor(carries, dtype=torch.long)] = 1
+    targets = torch.tensor(rows, dtype=torch.float32).reshape(T, 3)
     return StepTrace(StepView(op, modes, values, carry), targets)
 
 
