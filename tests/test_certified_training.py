@@ -55,7 +55,7 @@ def test_the_certify_flags_parse():
     cfg = parse_args(["--stage", "0", "--no-certify", "--certify-views", "4",
                       "--certify-patterns", "0"])
     assert (cfg.certify, cfg.certify_views, cfg.certify_patterns) == (False, 4, 0)
-    assert cfg.oeu_steps == 1 and parse_args(["--stage", "0"]).oeu_steps == 2
+    assert cfg.oeu_steps == 1 and parse_args(["--stage", "0"]).oeu_steps == 3
     with pytest.raises(SystemExit):
         parse_args(["--stage", "0", "--certify-views", "0"])
 

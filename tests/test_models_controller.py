@@ -361,7 +361,7 @@ def test_training_step_with_shared_prompt_matches_the_separate_passes(model_dirs
 def test_pretrained_defaults_fit_a_cpu_and_tiny_keeps_its_own(model_dirs):
     tiny, pre = TrainConfig(), TrainConfig(model=str(model_dirs["gpt2"]))
     assert (tiny.lr, tiny.batch_size, tiny.eval_every, tiny.step_sample, tiny.oeu_steps,
-            tiny.eval_screen, tiny.shared_prompt) == (3e-3, 32, 25, 24, 2, 0, False)
+            tiny.eval_screen, tiny.shared_prompt) == (3e-3, 32, 25, 24, 3, 0, False)
     assert TrainConfig(certify=False).oeu_steps == 1  # the sampled-only ablation: as before
     assert (pre.lr, pre.batch_size, pre.eval_every, pre.step_sample, pre.oeu_steps,
             pre.eval_screen, pre.shared_prompt) == (1e-3, 8, 20, 12, 8, 16, True)
