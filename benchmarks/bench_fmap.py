@@ -1,7 +1,7 @@
 """The in-context op as curriculum stages: weight-token channel on (fmap5) vs off (fmap5_data).
 
-Trains stage 19 (``fmap5``: the controller's plan emits the whole program, its WEIGHTS
-slot decoded by the weight head) and stage 20 (``fmap5_data``: the same problem, the
+Trains stage ``fmap5`` (the controller's plan emits the whole program, its WEIGHTS
+slot decoded by the weight head) and stage ``fmap5_data`` (the same problem, the
 function emitted as ten DATA slots by the plan's value head) with the normal trainer
 (``llamacpu.train``), the same budget each, from scratch or from a given checkpoint; then
 runs the hard machine free (emitted program, neural OEU, learned execute phase) on

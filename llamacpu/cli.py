@@ -183,6 +183,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("llamacpu.eval", "main", "evaluate a checkpoint running free"),
     "run": ("llamacpu.run", "entry", "assemble a .lasm program and run it on an input"),
     "asm": ("llamacpu.asm", "main", "assemble, validate and disassemble a .lasm file"),
+    "compile": ("llamacpu.compile", "main", "print the program a learned machine compiles a "
+                "prompt to; --run runs it"),
     "check": ("llamacpu.check", "main", "property-check a learned machine"),
     "certify": ("llamacpu.certify", "main", "certify a learned machine's tables, entry by entry"),
     "models": ("llamacpu.models", "main", "fetch and list pretrained controller models"),

@@ -7,8 +7,8 @@ wordings training never saw) are compiled by the controller and run on the machi
 neural OEU and the learned execute phase; nothing symbolic takes part.
 Prints exact match and wall time per length as a markdown table on stdout; a progress bar
 (problems solved, per length) and notes go to stderr (``--quiet``: no bar). A task the
-checkpoint's stages never trained (``fib``, ``gcd`` and the Chomsky-hierarchy benchmark's
-tasks are in no curriculum stage yet, so no checkpoint has) is still evaluated, with a one-line note on stderr that the machine never
+checkpoint's stages never trained (``fib`` and ``gcd`` are in no curriculum stage, so no
+checkpoint has) is still evaluated, with a one-line note on stderr that the machine never
 trained on it. The command line of :func:`llamacpu.learn.evaluation.evaluate_lengths`
 (loading, drawing, running and scoring live in that module; this one re-exports them).
 

@@ -534,7 +534,7 @@ def test_parse_stages_errors_name_the_allowed_range(text: str, match: str) -> No
 
 def test_parse_stage() -> None:
     assert parse_stage("0") == 0 and parse_stage("mul3") == 11
-    assert parse_stage("fmap5") == 19 and parse_stage("fmap5_data") == 20
+    assert parse_stage("fmap5") == 22 and parse_stage("fmap5_data") == 23
     with pytest.raises(ValueError, match="out of range"):
         parse_stage(str(len(STAGES)))
     with pytest.raises(ValueError, match="unknown stage"):

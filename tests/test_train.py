@@ -504,3 +504,56 @@ def test_screened_check_stops_only_when_the_full_set_cannot_pass():
     solver = _Solver(set())
     solver.answers = {e.prompt: e.answer for e in held}
     assert screened_evaluate(solver, held, 10, 0, competence).solved == n  # 0: no screen
+
+
+def test_the_compile_command_prints_the_emitted_program_and_runs_it(stage0, capsys):
+    """python -m llamacpu.compile: the program it prints assembles back to exactly the one
+    the controller emitted; --run answers as solve does; a character outside the alphabet
+    is one error line naming it and its position (exit 2)."""
+    from llamacpu.compile import main as compile_main
+    from llamacpu.core.asm import assemble
+
+    out, _, _ = stage0
+    ck = out / "stage_0"
+    model = load_learned(ck)
+    prompt = "what is 7 plus 8?"
+    assert compile_main(["--checkpoint", str(ck), prompt]) == 0
+    text = capsys.readouterr().out
+    header = [line for line in text.splitlines() if line.startswith(";")]
+    assert repr(prompt) in header[0] and "plan confidence" in header[1]
+    emitted = model.controller.emit([prompt])[0]
+    assert assemble(text).slots[2:] == emitted.slots[2:]
+    assert ("equals the expert program add.lasm" in header[1]) == (
+        emitted.slots[2:] == load_program("add").slots[2:])
+    assert compile_main(["--checkpoint", str(ck), "--run", prompt]) == 0
+    ran = capsys.readouterr().out.splitlines()
+    assert ran[-1] == model.solve([prompt])[0].output == "15"
+    assert compile_main(["--checkpoint", str(ck), "Add 7 and 8."]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "position 0" in err[0] and "'A'" in err[0]
+
+
+def test_the_compile_command_says_cannot_compile(stage0, capsys, monkeypatch):
+    """The decline program, or a plan below --abstain-below, is "cannot compile" (exit 1)
+    and no program is printed."""
+    from llamacpu.compile import main as compile_main
+    from llamacpu.llm.controller import Controller
+
+    ck = str(stage0[0] / "stage_0")
+    with pytest.raises(SystemExit) as bad:
+        compile_main(["--checkpoint", ck, "--abstain-below", "1.5", "1+2"])
+    assert bad.value.code == 2 and "--abstain-below" in capsys.readouterr().err
+    assert compile_main(["--checkpoint", ck, "1+2"]) == 0
+    conf = float(capsys.readouterr().out.splitlines()[1].split()[3].rstrip(";"))
+    if conf + 1e-4 <= 1.0:
+        assert compile_main(["--checkpoint", ck, "--abstain-below", f"{conf + 1e-4}",
+                             "1+2"]) == 1
+        assert capsys.readouterr().out.splitlines()[-1].startswith("cannot compile: plan "
+                                                                  "confidence")
+    decline = load_program("decline")
+    monkeypatch.setattr(Controller, "emit_scored",
+                        lambda self, ps: ([decline] * len(ps), torch.ones(len(ps))))
+    assert compile_main(["--checkpoint", ck, "--run", "divide 12 by 4"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("cannot compile: the controller emitted the decline program")
+    assert not any(line.startswith(" ") for line in lines)  # no program text

@@ -137,12 +137,21 @@ STAGES: tuple[Stage, ...] = (
           "multiply two little-endian binary numbers, 8 symbols"),
     Stage(18, "sqrt8", "compute_sqrt", 1, 8, 0.25, 600, "floor of the square root "
                                                                 "of a binary number, 8 bits"),
+    # Requests no program of the machine computes (docs/wordings.md): the plan is the
+    # decline program, which solve reports as "cannot compile". Half of each batch reviews
+    # the known tasks, so the controller learns where the line between them runs.
+    Stage(19, "declnum4", "foreign_numbers", 1, 4, 0.5, 100,
+          "decline requests about two numbers it has no program for"),
+    Stage(20, "decllist6", "foreign_list", 1, 6, 0.5, 100,
+          "decline requests about a list of digits"),
+    Stage(21, "decltext8", "foreign_text", 1, 8, 0.5, 100,
+          "decline requests about a text"),
     # The weight-token channel (docs/weights.md): f is written into a WEIGHTS slot by the
-    # controller's weight head; held out by function. Stage 20 is the same problem with f
+    # controller's weight head; held out by function. fmap5_data is the same problem with f
     # in ten DATA slots (the channel-off baseline, its own wordings).
-    Stage(19, "fmap5",   "fmap",    1, 5,  0.2,   600,  "apply an in-context digit function "
+    Stage(22, "fmap5",   "fmap",    1, 5,  0.2,   600,  "apply an in-context digit function "
                                                           "to up to 5 digits (WEIGHTS slot)"),
-    Stage(20, "fmap5_data", "fmap_data", 1, 5, 0.2, 800, "the same with the function in "
+    Stage(23, "fmap5_data", "fmap_data", 1, 5, 0.2, 800, "the same with the function in "
                                                           "DATA slots (channel off)"),
 )
 
