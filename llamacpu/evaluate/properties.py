@@ -240,11 +240,13 @@ def _run_machine(machine, examples: list, max_steps: int, trace: bool = False) -
             out_size=max(default_out_size(e) for e in examples)), programs
 
 
-def _verdict(example, result, reference: str) -> str | None:
+def _verdict(example, result, program, reference: str) -> str | None:
     """None if the machine's answer is right, else why not. Stricter than the evaluation
     core's ``exact``: the run must also halt, and the reference interpreter must agree
-    with Python."""
+    with Python. A run of the decline program is "cannot compile" (``solution.declined``):
+    right for the tasks that decline, wrong for every other."""
     from llamacpu.learn.evaluation import exact
+    from llamacpu.learn.solution import Solution, declined
 
     if result.fault is not None:
         return result.fault
@@ -252,7 +254,8 @@ def _verdict(example, result, reference: str) -> str | None:
         return "did not halt within the step budget"
     if reference != example.answer:
         return f"the reference interpreter answers {reference!r}, Python {example.answer!r}"
-    if not exact(example, result):
+    if not exact(example, declined(Solution(result.output, result.steps, result.halted,
+                                            result.fault, program))):
         return "wrong answer"
     return None
 
@@ -349,9 +352,9 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
         for i in range(0, len(order), batch):
             chunk = [todo[p] for p in order[i:i + batch]]
             budget = step_budget(max(refs[e.prompt].steps for e in chunk))
-            results, _ = _run_machine(machine, chunk, budget)
-            for e, r in zip(chunk, results):
-                verdicts[e.prompt] = _verdict(e, r, refs[e.prompt].output)
+            results, programs = _run_machine(machine, chunk, budget)
+            for e, r, prog in zip(chunk, results, programs):
+                verdicts[e.prompt] = _verdict(e, r, prog, refs[e.prompt].output)
         for e in drawn:
             seen[e.prompt] = e
             c = counts.setdefault(e.length, [0, 0])
@@ -375,8 +378,8 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
                 if time.time() > deadline:
                     return  # out of shrinking time: treat unseen candidates as passing
                 ref = reference_run(example)
-                (r,), _ = _run_machine(machine, [example], step_budget(ref.steps))
-                verdicts[example.prompt] = _verdict(example, r, ref.output)
+                (r,), (prog,) = _run_machine(machine, [example], step_budget(ref.steps))
+                verdicts[example.prompt] = _verdict(example, r, prog, ref.output)
             if verdicts[example.prompt] is not None:
                 raise _Failed(example)
 
