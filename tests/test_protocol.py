@@ -173,10 +173,11 @@ def test_the_protocol_end_to_end_on_the_stage0_checkpoint(stage0, tmp_path, caps
     *rows, summary = [json.loads(line) for line in out.splitlines()]
     assert [r["length"] for r in rows] == [2, 3]
     assert set(rows[0]) >= {"task", "length", "n", "per_token_accuracy", "exact_match",
-                            "seconds", "max_machine_steps", "failures"}
+                            "seconds", "max_machine_steps", "wordings", "failures"}
     model = load_learned(ck)                # the same problems, scored here by hand
     for r in rows:
         examples = draw_examples("add", r["length"], 4, seed=3)
+        assert r["wordings"] == len({e.template for e in examples}) >= 1
         sols = [s for _, s in solve_examples(model, examples)]
         scores = [token_score(None if s.fault else s.output, e.answer)
                   for e, s in zip(examples, sols)]

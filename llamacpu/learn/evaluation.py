@@ -190,8 +190,9 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
                      log=None, sub_batch: int = 64, uniform: bool = False) -> list[dict]:
     """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
     ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
-    :func:`draw_examples` each), with wall time, the most machine steps a run took and the
-    first three failing prompts (cut to 60 characters)."""
+    :func:`draw_examples` each), with wall time, the most machine steps a run took, how many
+    distinct wordings the problems were asked in and the first three failing prompts (cut
+    to 60 characters)."""
     terminated = TASKS[task].terminated
     rows = []
     for length in lengths:
@@ -209,7 +210,7 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
         row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
                "per_token_accuracy": per_token_accuracy(scores, sub_batch),
                "seconds": time.time() - start, "max_machine_steps": steps,
-               "failures": failures}
+               "wordings": len({e.template for e in examples}), "failures": failures}
         rows.append(row)
         if log:
             log(row)
