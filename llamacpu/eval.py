@@ -34,6 +34,7 @@ from llamacpu.evaluate.report import protocol_plot, protocol_table, trained_task
 from llamacpu.learn.curriculum import STAGES
 from llamacpu.learn.evaluation import (
     PROTOCOLS,
+    calibrate_abstention,
     draw_examples,
     evaluate_lengths,
     load_checkpoint_machine,
@@ -48,11 +49,12 @@ __all__ = ["load_learned", "solve_examples", "draw_examples", "evaluate_lengths"
 
 
 def _table(rows: list[dict]) -> str:
-    out = ["| task | digits | problems | exact match | machine steps (max) | wall time |",
-           "|---|---:|---:|---:|---:|---:|"]
+    out = ["| task | digits | problems | exact match | cannot compile | machine steps (max) "
+           "| wall time |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['task']} | {r['length']} | {r['n']} | {100 * r['exact_match']:.1f}% | "
-                   f"{r['max_machine_steps']:,} | {r['seconds']:.1f} s |")
+                   f"{r['abstained']} | {r['max_machine_steps']:,} | {r['seconds']:.1f} s |")
     return "\n".join(out)
 
 
@@ -143,6 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run a prompt on its certified tables (the same answers, far faster); "
                         "a prompt whose tables are not certified runs on the neural machine "
                         "(docs/certify.md)")
+    p.add_argument("--abstain-below", type=float, default=None, metavar="T",
+                   help="do not run a plan whose confidence is below T (in [0, 1]): it counts "
+                        "as cannot compile, in each row's 'abstained' (docs/wordings.md)")
+    p.add_argument("--calibrate", type=float, default=None, metavar="RATE",
+                   help="score nothing: print the confidence threshold at which the machine "
+                        "declines at most RATE (in [0, 1)) of the drawn problems (tasks it "
+                        "knows, in held-out wordings: --split recombined); then measure it "
+                        "with --abstain-below on another --seed")
     add_verbosity(p)
     a = p.parse_args(argv)
     log = setup_logging(a.verbose, a.quiet)
@@ -173,6 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = a.n if a.n is not None else 10 if protocol else 20
     if n < 1:
         p.error(f"--n must be at least 1, got {n}")
+    if a.abstain_below is not None and not 0.0 <= a.abstain_below <= 1.0:
+        p.error(f"--abstain-below must be in [0, 1], got {a.abstain_below}")
+    if a.calibrate is not None and not 0.0 <= a.calibrate < 1.0:
+        p.error(f"--calibrate must be a rate in [0, 1), got {a.calibrate}")
+    if a.calibrate is not None and (protocol or a.abstain_below is not None or a.plot):
+        p.error("--calibrate scores nothing: it takes no --protocol, --abstain-below or "
+                "--plot")
     if a.plot is not None:
         p.check_out_file(a.plot, "--plot")
     if not a.checkpoint.is_dir():
@@ -186,6 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             note = _untrained_note(task, c.stage)
             if note:
                 log.warning(note)
+        if a.calibrate is not None:
+            examples = [e for task in tasks for length in lengths
+                        for e in draw_examples(task, length, n, a.seed, a.split)]
+            cal = calibrate_abstention(model, examples, a.calibrate)
+            cal.update(split=a.split, seed=a.seed, lengths=lengths, n=n)
+            print(json.dumps({"calibration": cal}) if a.json else
+                  f"threshold {cal['threshold']:.6g}: declines {cal['abstained']} of "
+                  f"{cal['prompts']} prompts ({', '.join(tasks)}; split {a.split}, seed "
+                  f"{a.seed}); use --abstain-below {cal['threshold']:.6g}")
+            return 0
         emit = (lambda r: print(json.dumps(r), flush=True)) if a.json else None
         rows = []
         for task in tasks:
@@ -196,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              n, a.seed, a.split, log=emit,
                                              sub_batch=(protocol.sub_batch if protocol
                                                         else 64),
-                                             uniform=protocol is not None and protocol.uniform)
+                                             uniform=protocol is not None and protocol.uniform,
+                                             abstain_below=a.abstain_below)
         summary = protocol_summary(rows, protocol) if protocol else None
         if a.plot is not None:
             protocol_plot(rows, a.plot, f"{a.checkpoint} (stage {c.stage}), {n} problems per "

@@ -557,3 +557,38 @@ def test_the_compile_command_says_cannot_compile(stage0, capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("cannot compile: the controller emitted the decline program")
     assert not any(line.startswith(" ") for line in lines)  # no program text
+
+
+def test_a_calibrated_threshold_declines_at_most_its_rate(stage0, capsys):
+    """calibrate_abstention: the threshold abstains on at most floor(rate · n) of the
+    prompts it was chosen on; eval --abstain-below counts what it declines per row."""
+    from llamacpu.eval import main as eval_main
+    from llamacpu.learn.evaluation import (
+        calibrate_abstention,
+        draw_examples,
+        evaluate_lengths,
+    )
+
+    out, _, _ = stage0
+    model = load_learned(out / "stage_0")
+    examples = draw_examples("add", 1, 40, seed=5, split="heldout")
+    _, conf = model.controller.emit_scored([e.prompt for e in examples])
+    for rate in (0.0, 0.1, 0.5):
+        cal = calibrate_abstention(model, examples, rate)
+        assert cal["prompts"] == 40 and cal["abstained"] <= int(rate * 40)
+        assert cal["abstained"] == sum(c < cal["threshold"] for c in conf.tolist())
+    with pytest.raises(ValueError, match="rate"):
+        calibrate_abstention(model, examples, 1.0)
+    cut = calibrate_abstention(model, examples, 0.5)["threshold"]
+    row, = evaluate_lengths(model, "add", [1], 40, seed=5, split="heldout", abstain_below=cut)
+    assert row["abstained"] == sum(c < cut for c in conf.tolist()) > 0
+    assert row["exact_match"] <= 1 - row["abstained"] / 40
+    ck = str(out / "stage_0")
+    assert eval_main(["--checkpoint", ck, "--task", "add", "--digits", "1", "--n", "40",
+                      "--seed", "5", "--split", "heldout", "--calibrate", "0.5", "--json",
+                      "-q"]) == 0
+    got = json.loads(capsys.readouterr().out)["calibration"]
+    assert got["threshold"] == pytest.approx(cut) and got["split"] == "heldout"
+    with pytest.raises(SystemExit):
+        eval_main(["--checkpoint", ck, "--calibrate", "0.5", "--abstain-below", "0.3"])
+    assert "--calibrate" in capsys.readouterr().err

@@ -41,7 +41,8 @@ from llamacpu.learn.learned import LearnedMachine, Solution
 from llamacpu.learn.tasks import TASKS, Example, default_out_size, heldout_key
 
 __all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages", "exact",
-           "step_budget", "reference_run", "solve_examples", "draw_examples",
+           "step_budget", "reference_run", "solve_examples", "calibrate_abstention",
+           "draw_examples",
            "evaluate_lengths", "load_learned", "load_checkpoint_machine", "Protocol",
            "CHOMSKY", "PROTOCOLS", "token_score", "per_token_accuracy", "protocol_summary"]
 
@@ -105,19 +106,47 @@ def step_budget(steps: int) -> int:
 
 
 def solve_examples(model, examples: Sequence[Example], batch: int = 256,
-                   max_steps: int | None = None) -> Iterator[tuple[Example, Solution]]:
+                   max_steps: int | None = None, abstain_below: float | None = None
+                   ) -> Iterator[tuple[Example, Solution]]:
     """The machine running free on ``examples`` in batches of ``batch``: yields ``(example,
     Solution)`` in order. ``model``: anything with ``LearnedMachine.solve``. ``max_steps``
     None: a generous budget per batch, :func:`step_budget` of the costliest reference run
     among its examples (not of the longest prompt: a binary product, a bubble sort or a
-    square root costs more or less at the same length, with the operands)."""
+    square root costs more or less at the same length, with the operands).
+    ``abstain_below``: ``solve``'s threshold on the plan's confidence."""
+    extra = {} if abstain_below is None else {"abstain_below": abstain_below}
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
         budget = max_steps if max_steps is not None else step_budget(
             max(reference_run(e).steps for e in chunk))
         sols = model.solve([e.prompt for e in chunk], max_steps=budget,
-                           out_sizes=[default_out_size(e) for e in chunk])
+                           out_sizes=[default_out_size(e) for e in chunk], **extra)
         yield from zip(chunk, sols)
+
+
+def calibrate_abstention(model: LearnedMachine, examples: Sequence[Example], rate: float,
+                         batch: int = 256) -> dict:
+    """The threshold on the plan's confidence (``Controller.emit_scored``) at which the
+    machine declines to run at most ``rate`` of ``examples`` — prompts of tasks it knows,
+    in held-out wordings: the confidence of the ``floor(rate · n)``-th least sure plan (a
+    plan below it abstains, so at most that many do). Measure what it declines elsewhere
+    on fresh problems (``evaluate_lengths(..., abstain_below=t)``): a threshold is only
+    honest on prompts it was not chosen on."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    if not examples:
+        raise ValueError("calibration needs at least one prompt")
+    conf: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(examples), batch):
+            _, c = model.controller.emit_scored([e.prompt for e in examples[i:i + batch]])
+            conf += c.tolist()
+    ranked = sorted(conf)
+    threshold = ranked[int(rate * len(ranked))]
+    return {"threshold": threshold, "rate": rate, "prompts": len(ranked),
+            "abstained": sum(c < threshold for c in conf),
+            "tasks": sorted({e.task for e in examples}),
+            "least_sure": [round(c, 6) for c in ranked[:5]]}
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -187,22 +216,25 @@ def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps
 
 def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n: int,
                      seed: int = 0, split: str = "train", batch: int = 64,
-                     log=None, sub_batch: int = 64, uniform: bool = False) -> list[dict]:
+                     log=None, sub_batch: int = 64, uniform: bool = False,
+                     abstain_below: float | None = None) -> list[dict]:
     """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
     ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
     :func:`draw_examples` each), with wall time, the most machine steps a run took, how many
-    distinct wordings the problems were asked in and the first three failing prompts (cut
-    to 60 characters)."""
+    distinct wordings the problems were asked in, how many the machine declined ("cannot
+    compile": the decline program, or a plan below ``abstain_below``) and the first three
+    failing prompts (cut to 60 characters)."""
     terminated = TASKS[task].terminated
     rows = []
     for length in lengths:
         examples = draw_examples(task, length, n, seed, split, uniform)
         start = time.time()
-        correct, steps = 0, 0
+        correct, steps, abstained = 0, 0, 0
         failures, scores = [], []
-        for e, s in solve_examples(model, examples, batch):
+        for e, s in solve_examples(model, examples, batch, abstain_below=abstain_below):
             ok = exact(e, s)
             correct += ok
+            abstained += s.abstained
             steps = max(steps, s.steps)
             scores.append(token_score(None if s.fault else s.output, e.answer, terminated))
             if not ok and len(failures) < 3:
@@ -210,7 +242,8 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
         row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
                "per_token_accuracy": per_token_accuracy(scores, sub_batch),
                "seconds": time.time() - start, "max_machine_steps": steps,
-               "wordings": len({e.template for e in examples}), "failures": failures}
+               "wordings": len({e.template for e in examples}), "abstained": abstained,
+               "failures": failures}
         rows.append(row)
         if log:
             log(row)
