@@ -170,28 +170,23 @@ def test_the_program_domain_is_much_smaller_than_the_isa_domain():
     assert len(prog) < len(isa_domain(A, ops)) / 10
 
 
-def test_the_cli_reports_a_wrong_table_with_a_witness_and_exits_1(tmp_path):
-    train = subprocess.run(
-        [sys.executable, "-m", "llamacpu.train", "--stage", "0", "--out", str(tmp_path),
-         "--steps", "2", "--eval-size", "8", "--threads", "1", "--no-progress"],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert "Traceback" not in train.stderr, train.stderr[-2000:]
-    out = subprocess.run(
-        [sys.executable, "-m", "llamacpu.certify", "--checkpoint", str(tmp_path / "stage_0"),
-         "--witnesses", "1"], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert out.returncode == 1, out.stderr[-2000:]
-    assert "OEU table NOT CERTIFIED" in out.stdout
-    assert "tasks add, domain: program" in out.stdout
+def test_the_cli_reports_a_wrong_table_with_a_witness_and_exits_1(two_step_run, capsys):
+    from llamacpu.certify import main as certify_main
+    from llamacpu.check import main as check_main
+
+    ck = two_step_run / "stage_0"
+    assert certify_main(["--checkpoint", str(ck), "--witnesses", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "OEU table NOT CERTIFIED" in out
+    assert "tasks add, domain: program" in out
     # the sampled check reports the certificate beside its pass rates
-    check = subprocess.run(
-        [sys.executable, "-m", "llamacpu.check", "--checkpoint", str(tmp_path / "stage_0"),
-         "--task", "add", "--examples", "5", "--quiet"],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert "OEU table NOT CERTIFIED" in check.stdout, check.stdout[-2000:]
+    check_main(["--checkpoint", str(ck), "--task", "add", "--examples", "5", "--quiet"])
+    out = capsys.readouterr().out
+    assert "OEU table NOT CERTIFIED" in out, out[-2000:]
     # compiled execution on a machine that is not certified falls back, answers unchanged
     import llamacpu
 
-    model = llamacpu.load(tmp_path / "stage_0")
+    model = llamacpu.load(ck)
     prompts = ["1+2=", "what is 45 plus 7?"]
     assert model.solve(prompts, compiled=True, max_steps=400) == model.solve(prompts,
                                                                             max_steps=400)
