@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llamacpu.core.asm import AssemblyError, assemble
 from llamacpu.core.golden import GOLDEN, PROGRAM_NAMES, PROGRAMS_DIR, load_program
 from llamacpu.core.graph import validate
 from llamacpu.core.interp import MachineFault, run
-from llamacpu.core.isa import DEFAULT_ALPHABET, Kind, Slot
+from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, Alphabet, Kind, Slot
 from llamacpu.evaluate.strategies import (
     DIGITS,
     TEXT_CHARS,
@@ -34,13 +35,14 @@ from llamacpu.evaluate.strategies import (
     numerals,
     operand_pairs,
     ordered_pairs,
+    task_examples,
     texts,
     worded,
     worded_digit_lists,
     worded_payloads,
     zero_padded,
 )
-from llamacpu.learn.tasks import reference
+from llamacpu.learn.tasks import TASKS, reference
 
 # ------------------------------------------------------------------ helpers
 
@@ -93,9 +95,9 @@ def test_golden_case(case):
 
 @pytest.mark.parametrize("name, text", [
     ("add", "1+"), ("add", "12"), ("add", "what is 5 plus?"), ("cmp", "1?x"), ("max", ""),
-    ("max", "max of none"), ("sort", "SORT 3 1"), ("gcd", "0,5"), ("gcd", "gcd of 7"),
-    ("fib", "fib of what?"), ("sub", "12 minus"), ("mul", ""), ("copy", "ABC"),
-    ("reverse", "reverse: A"),
+    ("max", "max of none"), ("sort", "sört 3 1"), ("gcd", "0,5"), ("gcd", "gcd of 7"),
+    ("fib", "fib of what?"), ("sub", "12 minus"), ("mul", ""), ("copy", "café"),
+    ("reverse", "reverse: \t"),  # characters outside printable ASCII
 ])
 def test_reference_rejects_inputs_outside_the_format(name, text):
     with pytest.raises(ValueError):
@@ -422,3 +424,51 @@ SCALING = [
 def test_steps_grow_with_input_as_documented(name, small, large, growth):
     ratio = run_program(name, large).steps / run_program(name, small).steps
     assert 0.75 * growth <= ratio <= 1.1 * growth, ratio
+
+
+_PRINTABLE = "".join(chr(c) for c in range(32, 127))
+_WORDY = "".join(c for c in _PRINTABLE if not c.isdigit() and c not in ":;")
+
+
+@pytest.mark.parametrize("task", sorted(t for t, s in TASKS.items()
+                                        if s.program_for is None and not s.declines))
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_every_expert_program_runs_in_printable_ascii(task, data):
+    """Assembled in PRINTABLE_ALPHABET (capitals and every printable character added after
+    the default symbols), each expert program answers as Python does on its prompts typed
+    with them: a capitalised request, words of any printable character around it."""
+    spec = TASKS[task]
+    program = load_program(spec.program, spec.directory, PRINTABLE_ALPHABET)
+    assert program.alphabet == PRINTABLE_ALPHABET
+    length = data.draw(st.integers(1, min(6, spec.max_length or 6)))
+    ex = data.draw(task_examples(task, length, length))
+    words = st.text(st.sampled_from([c for c in _WORDY if c not in spec.reserved]),
+                    max_size=12)
+    head, colon, payload = ex.prompt.partition(":")
+    prompt = data.draw(words).lstrip() + " " + head[:1].upper() + head[1:] + colon + payload
+    if not colon:
+        prompt += data.draw(words)
+    want = spec.reference(prompt)
+    assert want == ex.answer  # the words changed nothing Python reads
+    assert run(program, prompt, 1_000_000, out_size=4 * len(prompt) + 256).output == want
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.text(st.sampled_from(_PRINTABLE), min_size=1, max_size=40))
+def test_copy_and_reverse_take_any_printable_payload(text):
+    copy = load_program("copy", alphabet=PRINTABLE_ALPHABET)
+    rev = load_program("reverse", alphabet=PRINTABLE_ALPHABET)
+    payload = text.lstrip(" ") or "x"
+    assert run(copy, "Copy: " + payload).output == payload
+    assert run(rev, "Reverse this: " + payload).output == payload[::-1]
+
+
+def test_a_program_assembles_only_in_an_alphabet_that_extends_its_own():
+    assert PRINTABLE_ALPHABET.extends(DEFAULT_ALPHABET)
+    assert not DEFAULT_ALPHABET.extends(PRINTABLE_ALPHABET)
+    add = load_program("add", alphabet=PRINTABLE_ALPHABET)
+    assert add.slots[2:] != load_program("add").slots[2:]  # END has a new number
+    assert run(add, "What is 12 plus 35?").output == "47"
+    with pytest.raises(AssemblyError, match="not part of the one asked for"):
+        assemble(".alphabet base 10\nhalt", alphabet=Alphabet.numeric(16))

@@ -269,6 +269,8 @@ class _State:
     memory_size: int
     alphabet: Alphabet = DEFAULT_ALPHABET
     alphabet_set: bool = False
+    requested: Alphabet | None = None  # assemble(alphabet=...): wins over an .alphabet line
+    #                                    that it extends (the same symbols, more after them)
     slots: list[Slot] = field(default_factory=lambda: [Slot.data(0, 0)] * N_PORTS)
     source_map: dict[int, SourceLoc] = field(default_factory=dict)
     symbols: dict[str, int] = field(default_factory=lambda: dict(RESERVED_LABELS))
@@ -334,16 +336,22 @@ def _describe(t: _Tok | None) -> str:
     return "end of line" if t is None else repr(t.text)
 
 
-def assemble(text: str, file: str = "<string>", memory_size: int = DEFAULT_MEMORY_SIZE
-             ) -> Program:
+def assemble(text: str, file: str = "<string>", memory_size: int = DEFAULT_MEMORY_SIZE,
+             alphabet: Alphabet | None = None) -> Program:
     """Assemble ``.lasm`` source into a Program; raises AssemblyError on malformed input.
 
     ``file`` names the source in errors and ``source_map``; ``memory_size`` bounds the
-    program's size in slots (ports included).
+    program's size in slots (ports included). ``alphabet``: the alphabet to assemble in
+    (default: the source's ``.alphabet`` line, else :data:`DEFAULT_ALPHABET`); it must
+    extend the source's own (:meth:`Alphabet.extends`: the same symbols with the same
+    numbers, more after them), so a program written for the default alphabet runs on a
+    machine with every printable character (:data:`PRINTABLE_ALPHABET`).
     """
     if memory_size < N_PORTS + 1:
         raise ValueError(f"memory_size must be at least {N_PORTS + 1}, got {memory_size}")
-    st = _State(file=file, memory_size=memory_size)
+    st = _State(file=file, memory_size=memory_size, requested=alphabet)
+    if alphabet is not None:
+        st.alphabet = alphabet
     lines = [_Line(file, k + 1, t[:-1] if t.endswith("\r") else t)
              for k, t in enumerate(text.split("\n"))]
     for line in lines:
@@ -614,6 +622,11 @@ def _alphabet(st: _State, cur: _Cursor, d: _Tok) -> None:
     else:
         raise cur.error(f"expected 'base N [charset \"...\"]' or 'bytes' after .alphabet, "
                         f"found {_describe(kw)}", kw)
+    if st.requested is not None:  # assembling for a machine with a larger alphabet
+        if not st.requested.extends(st.alphabet):
+            raise cur.error(f"the program's alphabet ({st.alphabet.describe()}) is not part "
+                            f"of the one asked for ({st.requested.describe()})", d)
+        st.alphabet = st.requested
     st.alphabet_set = True
 
 

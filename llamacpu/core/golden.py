@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamacpu.core.asm import assemble
-from llamacpu.core.isa import DEFAULT_ALPHABET, Program
+from llamacpu.core.isa import PRINTABLE_ALPHABET, Alphabet, Program
 
 __all__ = [
     "GoldenCase", "GOLDEN", "PROGRAMS_DIR", "PROGRAM_NAMES", "load_program", "reference",
@@ -257,19 +257,22 @@ GOLDEN: tuple[GoldenCase, ...] = (
 )
 
 
-def load_program(name: str, directory: str | Path | None = None) -> Program:
-    """Assemble ``<directory>/<name>.lasm``, by default from :data:`PROGRAMS_DIR` (cached:
-    programs are immutable)."""
-    return _load(name, PROGRAMS_DIR if directory is None else Path(directory).resolve())
+def load_program(name: str, directory: str | Path | None = None,
+                 alphabet: Alphabet | None = None) -> Program:
+    """Assemble ``<directory>/<name>.lasm``, by default from :data:`PROGRAMS_DIR`, in
+    ``alphabet`` (default: the default alphabet; a file's own ``.alphabet`` line wins).
+    Cached: programs are immutable."""
+    return _load(name, PROGRAMS_DIR if directory is None else Path(directory).resolve(),
+                 alphabet)
 
 
 @functools.cache
-def _load(name: str, directory: Path) -> Program:
+def _load(name: str, directory: Path, alphabet: Alphabet | None) -> Program:
     path = directory / f"{name}.lasm"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.lasm")))
         raise FileNotFoundError(f"no expert program {name!r} at {path} (known: {known})")
-    return assemble(path.read_text(encoding="utf-8"), file=str(path))
+    return assemble(path.read_text(encoding="utf-8"), file=str(path), alphabet=alphabet)
 
 
 def reference(name: str, input_text: str) -> str:
@@ -294,7 +297,9 @@ _NUMBER = re.compile(r"[0-9]+")
 
 
 def _text(text: str) -> str:
-    DEFAULT_ALPHABET.encode(text)  # raises InputError (a ValueError) outside the alphabet
+    """``text``, if every character is printable ASCII (the largest alphabet the expert
+    programs assemble in, ``PRINTABLE_ALPHABET``); InputError (a ValueError) otherwise."""
+    PRINTABLE_ALPHABET.encode(text)
     return text
 
 

@@ -85,7 +85,7 @@ from llamacpu.core.ops import (
 
 __all__ = [
     "Kind", "Mode", "Role", "Op", "OpSpec", "OPS", "SPEC", "MNEMONICS", "NUM_FIELDS",
-    "Alphabet", "DEFAULT_ALPHABET", "Slot", "EMPTY_SLOT", "Program", "SourceLoc",
+    "Alphabet", "DEFAULT_ALPHABET", "PRINTABLE_ALPHABET", "Slot", "EMPTY_SLOT", "Program", "SourceLoc",
     "MemoryImage", "memory_image", "PORT_IN", "PORT_OUT", "N_PORTS", "RESERVED_LABELS",
     "LlamacpuError", "InputError", "DEFAULT_MEMORY_SIZE", "Group", "default_out_size",
     "isa_table_markdown", "Write", "Jump", "AluFn", "ExtOp", "op_specs", "n_ops", "opcode",
@@ -125,6 +125,9 @@ class Kind(enum.IntEnum):
 
 _DIGIT_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _DEFAULT_CHARSET = " +-*/%=<>,;:.()?!_abcdefghijklmnopqrstuvwxyz"
+_PRINTABLE_EXTRA = "ABCDEFGHIJKLMNOPQRSTUVWXYZ\"#$&'@[\\]^`{|}~"
+"""The printable ASCII characters the default charset lacks, in the order they are added
+after it: every symbol of the default alphabet keeps its number (only END moves)."""
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,25 @@ class Alphabet:
         return cls(base=base, charset=charset)
 
     @classmethod
+    def printable(cls, base: int = 10) -> Alphabet:
+        """Digits of ``base`` and every other printable ASCII character (space to ``~``):
+        :meth:`numeric`'s symbols first, in their order, then capitals and the remaining
+        punctuation. With ``base`` > 10 the letters that are digits are digits in either
+        case (``encode_char`` reads ``A`` as ``a``), so their capitals are left out."""
+        digits = _DIGIT_CHARS[:base]
+        extra = "".join(c for c in _PRINTABLE_EXTRA if c.lower() not in digits)
+        return cls.numeric(base, cls.numeric(base).charset + extra)
+
+    @classmethod
     def byte_alphabet(cls) -> Alphabet:
         return cls(base=256, raw_bytes=True)
+
+    def extends(self, other: Alphabet) -> bool:
+        """Whether this alphabet holds every symbol of ``other`` under the same number (END
+        aside, which is always the last): same digits, ``other``'s charset first."""
+        if self.raw_bytes or other.raw_bytes:
+            return self == other
+        return self.base == other.base and self.charset.startswith(other.charset)
 
     @property
     def size(self) -> int:
@@ -250,6 +270,9 @@ def _quote(s: str) -> str:
 
 
 DEFAULT_ALPHABET = Alphabet.numeric(10)
+PRINTABLE_ALPHABET = Alphabet.printable(10)
+"""Every printable ASCII character: the default alphabet's symbols, then the capitals and
+the rest of the punctuation (95 characters and END)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +389,13 @@ class MemoryImage:
     in_len: int    # input symbols, END excluded
     out_base: int  # first slot of the output region
     out_size: int
+
+    def extends(self, other: Alphabet) -> bool:
+        """Whether this alphabet holds every symbol of ``other`` under the same number (END
+        aside, which is always the last): same digits, ``other``'s charset first."""
+        if self.raw_bytes or other.raw_bytes:
+            return self == other
+        return self.base == other.base and self.charset.startswith(other.charset)
 
     @property
     def size(self) -> int:
