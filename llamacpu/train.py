@@ -107,6 +107,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--certify-views", type=int, default=None, metavar="K",
                    help="views per task a controller certificate checks (default 32 for "
                         "tiny, 8 for pretrained models)")
+    p.add_argument("--certify-all-views", action="store_true",
+                   help="before a stage passes, certify every view of the trained tasks' "
+                        "training wordings, not only the sampled ones (minutes a check on "
+                        "the later stages; docs/certify.md)")
     p.add_argument("--certify-patterns", type=int, default=TrainConfig.certify_patterns,
                    metavar="P", help="execute-table rows per batch row per training step "
                                      "(0: none)")
@@ -159,6 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            shared_prompt=False if a.no_shared_prompt else None,
                            retention_size=a.retention_size, retention=a.retention,
                            certify=not a.no_certify, certify_views=a.certify_views,
+                           certify_all=a.certify_all_views,
                            certify_patterns=a.certify_patterns, anneal=a.anneal,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,

@@ -210,3 +210,44 @@ def test_competent_but_uncertified_checks_anneal_the_learning_rate(tmp_path, mon
     assert _StageState(metrics=logged).uncertified == 2
     with pytest.raises(ValueError, match="--anneal"):
         TrainConfig(anneal=0.0)
+
+
+@pytest.mark.parametrize("every_view", [False, True])
+def test_certify_all_views_passes_a_stage_only_when_every_view_is_certified(
+        tmp_path, monkeypatch, every_view):
+    """--certify-all-views: a check whose sampled views pass certifies every view of the
+    trained tasks' training wordings (controller_tables.every_view) too, and the stage
+    passes only when those pass (scripted: every view fails at the first check)."""
+    from llamacpu.learn import certified as certified_mod
+    from llamacpu.learn import evaluation
+    from llamacpu.learn.controller_tables import ControllerCertificate
+    from llamacpu.learn.controller_tables import Decision as Wrong
+    from llamacpu.learn.controller_tables import every_view as enumerate_views
+    from llamacpu.learn.trainer import TrainConfig, Trainer
+
+    calls = []
+
+    def scripted(self, model, cert, sets, step, every=False):  # noqa: ARG001
+        calls.append((step, every, {t: len(x) for t, x in sets.items()}))
+        failed = every and len([c for c in calls if c[1]]) == 1
+        wrong = [Wrong("p", 2, "", (), "plan", "x", "y")] if failed else []
+        cert.controller = {"add": ControllerCertificate(1, 1, 0, plan_failures=wrong)}
+        return cert
+
+    monkeypatch.setattr(certified_mod.Certifier, "check_controller", scripted)
+    monkeypatch.setattr(certified_mod.Certifier, "check_oeu", lambda self, model: (
+        certified_mod.StageCertificate(SimpleNamespace(certified=True, failures=[],
+                                                       outputs=0))))
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: 1.0)
+    cfg = TrainConfig(stages=(0,), steps=40, eval_every=2, batch_size=4, seed=0, warmup=1,
+                      retention_size=0, out=tmp_path, progress=False, answer_loss=False,
+                      certify_all=every_view)
+    st = Trainer(cfg, log=lambda _: None).run()[0]
+    if not every_view:
+        assert st.passed and st.step == 2 and [c[1] for c in calls] == [False]
+        return
+    assert st.passed and st.step == 4
+    assert [(c[0], c[1]) for c in calls] == [(2, False), (2, True), (4, False), (4, True)]
+    views = enumerate_views("add", Trainer(cfg)._new_model().cfg.controller.view, ("train",))
+    assert calls[1][2] == {"add": len(views.examples)} and views.grid == len(views.examples)
+    assert parse_args(["--stage", "0", "--certify-all-views"]).certify_all

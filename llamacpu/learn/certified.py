@@ -153,14 +153,17 @@ class Certifier:
         return StageCertificate(certify_oeu(model.oeu, self.alphabet, self.domain))
 
     def check_controller(self, model, cert: StageCertificate,
-                         sets: Mapping[str, Sequence[Example]], step: int) -> StageCertificate:
+                         sets: Mapping[str, Sequence[Example]], step: int,
+                         every: bool = False) -> StageCertificate:
         """Certify the controller on ``views`` examples per task of ``sets`` (drawn by
-        ``step``), and replace the buffer with the rows that failed."""
+        ``step``; ``every``: on all of them), and replace the buffer with the rows that
+        failed."""
         cert.controller = {}
         self._buffer = []
         self.plan_buffer = []
         for task, examples in sets.items():
-            pick = random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
+            pick = list(examples) if every else random.Random(
+                f"certify/{self.stage.index}/{task}/{step}").sample(
                 list(examples), min(self.views, len(examples)))
             programs = [expert_program(e) for e in pick]
             c = certify_controller(model, [e.prompt for e in pick], programs)

@@ -76,6 +76,9 @@ class TrainConfig:
     #                                     task and of every earlier task certified
     #                                     (learn/certified.py); False: sampled-only (ablation)
     certify_views: int | None = None    # views per task a controller certificate checks
+    certify_all: bool = False           # a check whose sampled views all pass then checks
+    #                                     every view of the trained tasks' training wordings
+    #                                     before the stage may pass (minutes at stage 18)
     #                                     (None: 32 for the tiny model, 8 for a pretrained one)
     certify_patterns: int = 8           # execute-table rows per batch row per step (0: none)
     anneal: float = 0.5                 # learning-rate factor per check that found the stage

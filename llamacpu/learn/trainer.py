@@ -319,6 +319,10 @@ class Trainer:
                         cert = certifier.check_oeu(model)
                         if check.best >= stage.competence:
                             certifier.check_controller(model, cert, cert_sets, st.step)
+                            if cert.certified and cfg.certify_all:  # sampled views pass:
+                                certifier.check_controller(  # now every view, or no pass
+                                    model, cert, self._every_view(stage, model, cert_sets),
+                                    st.step, every=True)
                             if not cert.certified:
                                 self.log(f"stage {stage.index} ({stage.name}): competent at "
                                          f"step {st.step}, not certified: {cert.describe()}")
@@ -381,6 +385,24 @@ class Trainer:
         self.log(f"stage {stage.index} ({stage.name}): competent at step {step}, but "
                  + _fmt(low) + f" below the retention floor {self.cfg.retention:g}: "
                  f"consolidating (review {CONSOLIDATE_REVIEW:.0%}, weighted to what dropped)")
+
+    def _every_view(self, stage: Stage, model: LearnedMachine,
+                    sampled: dict[str, list[Example]]) -> dict[str, list[Example]]:
+        """One prompt per view of each trained task's training wordings
+        (``controller_tables.every_view``; computed once per stage), for ``--certify-all-
+        views``; a task whose views cannot be enumerated (fmap) keeps its sampled set."""
+        from llamacpu.learn.controller_tables import every_view
+
+        if getattr(self, "_views_of", (None,))[0] != stage.index:
+            view, out = model.cfg.controller.view, {}
+            for task, examples in sampled.items():
+                try:
+                    out[task] = every_view(task, view, (self.cfg.split,),
+                                           seed=self.cfg.seed).examples
+                except ValueError:
+                    out[task] = list(examples)
+            self._views_of = (stage.index, out)
+        return self._views_of[1]
 
     def _budget(self, stage: Stage) -> int | None:
         """Machine steps a check's free runs may take: the stage's own budget, sized for its
