@@ -173,16 +173,32 @@ def test_prompts_whose_plan_was_wrong_join_the_next_batches():
     assert c.plan_rows(rng_a, 8) == [] and rng_a.random() == rng_b.random()  # no draw
 
 
+def _scripted_stage0(monkeypatch, out, check_controller, **config):
+    """Stage 0 trained with the controller certificate ``check_controller`` scripted, the
+    OEU certificate always passing and every free-running check exact; checks every 2
+    steps. Returns (the config, the stage's final state)."""
+    from llamacpu.learn import certified as certified_mod
+    from llamacpu.learn import evaluation
+    from llamacpu.learn.trainer import TrainConfig, Trainer
+
+    monkeypatch.setattr(certified_mod.Certifier, "check_controller", check_controller)
+    monkeypatch.setattr(certified_mod.Certifier, "check_oeu", lambda self, model: (
+        certified_mod.StageCertificate(SimpleNamespace(certified=True, failures=[],
+                                                       outputs=0))))
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: 1.0)
+    cfg = TrainConfig(stages=(0,), steps=40, eval_every=2, batch_size=4, seed=0, warmup=1,
+                      retention_size=0, out=out, progress=False, answer_loss=False, **config)
+    return cfg, Trainer(cfg, log=lambda _: None).run()[0]
+
+
 def test_competent_but_uncertified_checks_anneal_the_learning_rate(tmp_path, monkeypatch):
     """Near convergence the peak rate moves earlier tasks' plans back and forth: each check
     that finds the stage competent but not certified multiplies the rate by ``anneal``
     (scripted: two uncertified checks, then a certified one), and the exponent is counted
     from the logged records, so a resumed run anneals as far as the interrupted one."""
-    from llamacpu.learn import certified as certified_mod
-    from llamacpu.learn import evaluation
     from llamacpu.learn.controller_tables import ControllerCertificate
     from llamacpu.learn.controller_tables import Decision as Wrong
-    from llamacpu.learn.trainer import TrainConfig, Trainer, _StageState, lr_at
+    from llamacpu.learn.trainer import TrainConfig, _StageState, lr_at
 
     checks = []
 
@@ -192,15 +208,7 @@ def test_competent_but_uncertified_checks_anneal_the_learning_rate(tmp_path, mon
         cert.controller = {"add": ControllerCertificate(1, 1, 0, plan_failures=wrong)}
         return cert
 
-    monkeypatch.setattr(certified_mod.Certifier, "check_controller", scripted)
-    monkeypatch.setattr(certified_mod.Certifier, "check_oeu", lambda self, model: (
-        certified_mod.StageCertificate(SimpleNamespace(certified=True, failures=[],
-                                                       outputs=0))))
-    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: 1.0)
-    cfg = TrainConfig(stages=(0,), steps=40, eval_every=2, batch_size=4, seed=0, warmup=1,
-                      retention_size=0, out=tmp_path, progress=False, answer_loss=False,
-                      anneal=0.5)
-    st = Trainer(cfg, log=lambda _: None).run()[0]
+    cfg, st = _scripted_stage0(monkeypatch, tmp_path, scripted, anneal=0.5)
     assert st.passed and st.step == 6 and checks == [2, 4, 6]
     logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     peak = cfg.lr or 3e-3
@@ -218,12 +226,10 @@ def test_certify_all_views_passes_a_stage_only_when_every_view_is_certified(
     """--certify-all-views: a check whose sampled views pass certifies every view of the
     trained tasks' training wordings (controller_tables.every_view) too, and the stage
     passes only when those pass (scripted: every view fails at the first check)."""
-    from llamacpu.learn import certified as certified_mod
-    from llamacpu.learn import evaluation
     from llamacpu.learn.controller_tables import ControllerCertificate
     from llamacpu.learn.controller_tables import Decision as Wrong
     from llamacpu.learn.controller_tables import every_view as enumerate_views
-    from llamacpu.learn.trainer import TrainConfig, Trainer
+    from llamacpu.learn.trainer import Trainer
 
     calls = []
 
@@ -234,15 +240,7 @@ def test_certify_all_views_passes_a_stage_only_when_every_view_is_certified(
         cert.controller = {"add": ControllerCertificate(1, 1, 0, plan_failures=wrong)}
         return cert
 
-    monkeypatch.setattr(certified_mod.Certifier, "check_controller", scripted)
-    monkeypatch.setattr(certified_mod.Certifier, "check_oeu", lambda self, model: (
-        certified_mod.StageCertificate(SimpleNamespace(certified=True, failures=[],
-                                                       outputs=0))))
-    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: 1.0)
-    cfg = TrainConfig(stages=(0,), steps=40, eval_every=2, batch_size=4, seed=0, warmup=1,
-                      retention_size=0, out=tmp_path, progress=False, answer_loss=False,
-                      certify_all=every_view)
-    st = Trainer(cfg, log=lambda _: None).run()[0]
+    cfg, st = _scripted_stage0(monkeypatch, tmp_path, scripted, certify_all=every_view)
     if not every_view:
         assert st.passed and st.step == 2 and [c[1] for c in calls] == [False]
         return
