@@ -45,13 +45,13 @@ class _Supervision:
 
 
 @functools.lru_cache(maxsize=50_000)
-def _expert(example: Example, max_steps: int, out_size: int):
+def _expert(example: Example, out_size: int):
     """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
     early stages draw the same prompts again and again), and which steps are *rare*: at a
     pc the run visits several times, a decision other than the one it makes most often
     there — a loop's exit."""
     prog = expert_program(example)
-    res = interp_run(prog, example.prompt, max_steps, trace=True, out_size=out_size)
+    res = interp_run(prog, example.prompt, EXPERT_MAX_STEPS, trace=True, out_size=out_size)
     steps = result_to_steps(prog, res)
     keys = [(t.pc, tuple(d)) for t, d in zip(res.trace, steps.targets.tolist())]
     counts: dict = {}
@@ -138,7 +138,7 @@ def _supervise(batch: Sequence[Example], step_sample: int,
     # operands): the cap only stops an expert program that loops.
     for ex, seed in zip(batch, seeds):
         size = default_out_size(ex)
-        steps, alu, T, rare = _expert(ex, EXPERT_MAX_STEPS, size)
+        steps, alu, T, rare = _expert(ex, size)
         sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
         programs.append(expert_program(ex))
         runs.append(sub)

@@ -133,6 +133,7 @@ class Trainer:
         self.certifier: Certifier | None = None  # the running stage's (cfg.certify)
         self._sampler: random.Random | None = None  # the running stage's data sampler
         self.run_id = uuid.uuid4().hex[:12]  # in every metrics record of this process
+        self._views_of: tuple[int | None, dict] = (None, {})  # (stage, _every_view's sets)
 
     # ------------------------------------------------------------------ helpers
 
@@ -393,7 +394,7 @@ class Trainer:
         views``; a task whose views cannot be enumerated (fmap) keeps its sampled set."""
         from llamacpu.learn.controller_tables import every_view
 
-        if getattr(self, "_views_of", (None,))[0] != stage.index:
+        if self._views_of[0] != stage.index:
             view, out = model.cfg.controller.view, {}
             for task, examples in sampled.items():
                 try:
