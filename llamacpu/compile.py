@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(disassemble(program), end="")
     if not a.run:
         return 0
-    solution = model.solve([prompt], max_steps=a.max_steps)[0]  # the same plan, then run
+    solution = model.run_programs([prompt], [program], a.max_steps)[0]  # not planned again
     if solution.fault is not None or not solution.halted:
         print(f"; run: {solution.steps} steps, "
               + (f"fault: {solution.fault}" if solution.fault else "did not halt"))

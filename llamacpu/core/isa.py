@@ -390,13 +390,6 @@ class MemoryImage:
     out_base: int  # first slot of the output region
     out_size: int
 
-    def extends(self, other: Alphabet) -> bool:
-        """Whether this alphabet holds every symbol of ``other`` under the same number (END
-        aside, which is always the last): same digits, ``other``'s charset first."""
-        if self.raw_bytes or other.raw_bytes:
-            return self == other
-        return self.base == other.base and self.charset.startswith(other.charset)
-
     @property
     def size(self) -> int:
         return len(self.slots)

@@ -207,6 +207,22 @@ class LearnedMachine(nn.Module):
         finally:
             self.train(was)
 
+    @torch.no_grad()
+    def run_programs(self, prompts: Sequence[str], programs: Sequence[Program],
+                     max_steps: int | None = None,
+                     out_sizes: Sequence[int] | None = None) -> list[Solution]:
+        """Run ``programs`` (one per prompt: plans emitted earlier, e.g. by
+        ``controller.emit_scored``) on the learned machine, free, without planning again;
+        ``max_steps`` as in :meth:`solve`."""
+        if max_steps is None:
+            max_steps = default_max_steps(prompts)
+        was = self.training
+        self.eval()
+        try:
+            return self._run(prompts, programs, max_steps, out_sizes)
+        finally:
+            self.train(was)
+
     def _run(self, prompts: Sequence[str], programs: Sequence[Program], max_steps: int,
              out_sizes: Sequence[int] | None) -> list[Solution]:
         out_size = max(out_sizes) if out_sizes else None
