@@ -25,7 +25,7 @@ from llamacpu.learn.logs import read_curve
 from llamacpu.learn.trainer import TrainConfig
 
 KILLS = 20
-STEPS = 48
+STEPS = 60
 VOLATILE = {"time", "run", "resumed_from"}  # wall clock and which process wrote the record
 
 
@@ -108,7 +108,14 @@ def test_a_run_stopped_at_random_moments_ends_as_if_never_stopped(stage0, ctx, r
             while (_records(tmp_path) < before + wait_for and p.is_alive()
                    and time.time() < deadline):
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.3))
+            # then a random delay, cut short by the run's next record. A run so adds at most
+            # two steps past the records it waited for (the one that cut the delay short,
+            # and the one a Ctrl-C lets finish): the 20 stops fit in the run however fast
+            # the machine steps (at most 15 + 2 * 20 = 55 of STEPS with this seed's draws)
+            until = time.time() + rng.uniform(0.0, 0.3)
+            while (time.time() < until and _records(tmp_path) <= before + wait_for
+                   and p.is_alive()):
+                time.sleep(0.002)
             if p.is_alive():
                 os.kill(p.pid, sig)
                 stops += 1
