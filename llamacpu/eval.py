@@ -43,9 +43,14 @@ from llamacpu.learn.evaluation import (
     solve_examples,
 )
 from llamacpu.learn.tasks import ALL_SPLITS, TASKS
-from llamacpu.learn.train_config import training_split
+from llamacpu.learn.train_config import resolve_split
 
 __all__ = ["load_learned", "solve_examples", "draw_examples", "evaluate_lengths", "main"]
+
+EVAL_SPLITS = ("train", "templates", *(s for s in ALL_SPLITS if s != "train"))
+"""``--split``'s choices: the tasks' splits, ``train`` meaning the wordings the checkpoint
+trained on, and ``templates`` the hand-written training templates (``train`` of a run on
+templates, a part of ``grammar_train``)."""
 
 
 def _table(rows: list[dict]) -> str:
@@ -130,10 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the paper scored 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn problems")
     p.add_argument("--split", default="train",
-                   help=f"prompt wordings: {', '.join(ALL_SPLITS)} (train: those the "
+                   help=f"prompt wordings: {', '.join(EVAL_SPLITS)} (train: those the "
                         "checkpoint trained on, grammar_train for a run with --wordings "
-                        "grammar; heldout: hand-written, never trained on; recombined, "
-                        "new_words: the task's grammar, docs/wordings.md)")
+                        "grammar; templates: the hand-written training templates, whatever "
+                        "the run trained on; heldout: hand-written, never trained on; "
+                        "recombined, new_words, new_frames: the task's grammar, "
+                        "docs/wordings.md)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (at least 1)")
     p.add_argument("--json", action="store_true",
                    help="print JSON lines instead of a table (with --protocol: then a "
@@ -166,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--protocol {a.protocol!r} is not a protocol: choose from "
                 f"{', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS.get(a.protocol)
-    if a.split not in ALL_SPLITS:
-        p.error(f"--split must be one of {', '.join(ALL_SPLITS)}, got {a.split!r}")
+    if a.split not in EVAL_SPLITS:
+        p.error(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {a.split!r}")
     if a.digits is not None:
         lengths = _lengths(p, a.digits)
     else:
@@ -197,8 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     try:
         c, model = load_checkpoint_machine(a.checkpoint)
-        if a.split == "train":  # the wordings this checkpoint trained on
-            a.split = training_split(c.config)
+        a.split = resolve_split(a.split, c.config)
         for task in tasks:
             note = _untrained_note(task, c.stage)
             if note:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from llamacpu.core.interp import run
 from llamacpu.core.isa import Alphabet
 from llamacpu.learn.tasks import GRAMMAR_SPLITS, TASKS, TaskError, default_out_size
+from llamacpu.learn.train_config import resolve_split
 from llamacpu.learn.wordings import Frame, Grammar
 
 GRAMMAR_TASKS = sorted(n for n, t in TASKS.items() if t.grammar is not None)
@@ -85,6 +86,30 @@ def test_templates_of_the_grammar_splits_and_a_task_without_a_grammar():
         bare.templates("recombined")
     with pytest.raises(ValueError, match="split must be one of"):
         add.templates("nope")
+
+
+def test_new_frames_are_the_new_words_wordings_in_structures_training_never_saw():
+    for name in ("add", "foreign_numbers"):
+        task = TASKS[name]
+        def frame(w):
+            return next(p for p in w.parts if p.startswith("frame:"))
+        seen = {frame(w) for w in task.grammar_wordings() if w.split == "train"}
+        new_frames = task.templates("new_frames")
+        assert new_frames and set(new_frames) < set(task.templates("new_words"))
+        by_text = {w.text: w for w in task.grammar_wordings()}
+        assert all(by_text[t].new_frame and frame(by_text[t]) not in seen for t in new_frames)
+    # for the decline tasks: requests of families the machine never trained to decline
+    numbers = TASKS["foreign_numbers"].templates("new_frames")
+    assert any(t.startswith("divide {a} by {b}") for t in numbers)
+    assert not any("power" in t for t in numbers)
+
+
+def test_templates_names_the_hand_written_training_wordings_whatever_a_run_trained_on():
+    grammar_run = {"train": {"wordings": "grammar"}}
+    assert resolve_split("train", grammar_run) == "grammar_train"
+    assert resolve_split("templates", grammar_run) == "train"
+    assert resolve_split("train", {}) == resolve_split("templates", {}) == "train"
+    assert resolve_split("recombined", grammar_run) == "recombined"
 
 
 def test_capitals_appear_only_where_the_alphabet_has_them():

@@ -80,7 +80,8 @@ from llamacpu.learn.wordings import (
 
 __all__ = [
     "Operands", "Example", "Task", "TASKS", "TaskError", "ExpertRun", "expert",
-    "default_out_size", "render", "with_template", "SPLITS", "GRAMMAR_SPLITS", "ALL_SPLITS",
+    "default_out_size", "render", "with_template", "SPLITS", "GRAMMAR_SPLITS", "NEW_FRAMES",
+    "ALL_SPLITS",
     "TRAINING_SPLITS",
     "expert_program", "heldout_key",
     "function_table", "load_tasks", "reference", "TASKS_ENV",
@@ -102,7 +103,11 @@ TRAINING_SPLITS = ("train", "grammar_train")
 """The wordings a run may train on: the hand-written training templates (``train``), or
 those and the grammar's train split (``grammar_train``; ``train --wordings grammar``)."""
 
-ALL_SPLITS = ("train", "grammar_train", "heldout", *GRAMMAR_SPLITS)
+NEW_FRAMES = "new_frames"
+"""The part of ``new_words`` whose frame is new: requests in a structure training never
+contains (for the decline tasks, families of requests the machine never saw)."""
+
+ALL_SPLITS = ("train", "grammar_train", "heldout", *GRAMMAR_SPLITS, NEW_FRAMES)
 
 
 class TaskError(LlamacpuError, ValueError):
@@ -286,15 +291,16 @@ class Task:
     def templates(self, split: str = "train") -> tuple[str, ...]:
         """The wordings of a split: "train" or "heldout" (the hand-written templates);
         "grammar_train" (those for training and the grammar's train split); "recombined" or
-        "new_words" (the grammar's held-out splits). Grammar wordings are those the task's
-        program reads right (:meth:`grammar_wordings`)."""
+        "new_words" (the grammar's held-out splits); "new_frames" (those of "new_words"
+        whose frame is new). Grammar wordings are those the task's program reads right
+        (:meth:`grammar_wordings`)."""
         if split == "train":
             return self.train_templates
         if split == "heldout":
             return self.heldout_templates
         if split == "grammar_train":
             return self._split_templates["grammar_train"] if self.grammar else self.train_templates
-        if split in GRAMMAR_SPLITS:
+        if split in (*GRAMMAR_SPLITS, NEW_FRAMES):
             out = self._split_templates[split] if self.grammar else ()
             if not out:
                 raise TaskError(f"task {self.name}: no grammar, so no {split} wordings")
@@ -314,6 +320,8 @@ class Task:
         for w in self.grammar_wordings():
             out[w.split].append(w.text)
         out["grammar_train"] = list(dict.fromkeys(self.train_templates + tuple(out["train"])))
+        out[NEW_FRAMES] = [w.text for w in self.grammar_wordings()
+                           if w.split == "new_words" and w.new_frame]
         return {k: tuple(v) for k, v in out.items()}
 
     def grammar_wordings(self) -> tuple[Wording, ...]:

@@ -19,7 +19,7 @@ from llamacpu.llm.models import ModelError, resolve
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "WORDINGS", "training_split"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "WORDINGS", "resolve_split", "training_split"]
 
 
 WORDINGS = {"templates": "train", "grammar": "grammar_train"}
@@ -30,6 +30,16 @@ def training_split(config: Mapping[str, Any]) -> str:
     """The split a checkpoint's run drew its prompts from, from the checkpoint's ``config``
     (``train`` for runs from before ``--wordings``)."""
     return WORDINGS.get(config.get("train", {}).get("wordings", "templates"), "train")
+
+
+def resolve_split(split: str, config: Mapping[str, Any]) -> str:
+    """The task split a command's ``--split`` names for a checkpoint: ``train`` is the
+    wordings its run trained on (:func:`training_split`), ``templates`` the hand-written
+    training templates whatever it trained on (what ``--wordings templates`` trains on);
+    any other split is itself."""
+    if split == "train":
+        return training_split(config)
+    return WORDINGS["templates"] if split == "templates" else split
 
 
 @dataclass(frozen=True)
