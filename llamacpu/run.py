@@ -1,9 +1,11 @@
 """``python -m llamacpu.run PROGRAM.lasm --input "123+456"``: assemble, run, print the answer.
 
 Prints the answer on the first line and ``steps: N`` on the second; ``--trace`` prints a
-table of every step before them. Every error (unreadable file, assembly error, machine
-fault, input outside the alphabet, bad flag) is one ``error: ...`` on stderr (an assembly
-error adds its source line and caret) and exit code 2, never a traceback.
+table of every step before them. ``--link LIB.lasm`` links the program, then a main
+program, onto a library of routines first (``llamacpu.core.link``). Every error
+(unreadable file, assembly error, machine fault, input outside the alphabet, bad flag) is
+one ``error: ...`` on stderr (an assembly error adds its source line and caret) and exit
+code 2, never a traceback.
 
 A backend is a function ``(program, input_text, config) -> Result``; :data:`BACKENDS` maps
 the names ``--backend`` accepts to them: ``reference`` (the interpreter) and ``machine`` (the
@@ -29,6 +31,7 @@ from llamacpu.core.interp import (
     run,
 )
 from llamacpu.core.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role, Write
+from llamacpu.core.link import link
 
 __all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "machine_backend",
            "format_trace", "read_input", "main"]
@@ -48,6 +51,7 @@ class RunConfig:
     backend: str = "reference"                # which machine runs the program
     soft: bool = False                        # machine backend: soft (attention) reads
     heatmap: str | None = None                # machine backend: draw the read attention here
+    link: str | None = None                   # a library .lasm the program is linked onto
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -207,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="machine backend: soft attention reads instead of exact ones")
     ap.add_argument("--heatmap", default=None, metavar="PATH",
                     help="machine backend: draw the pointer attention per step to PATH (.png)")
+    ap.add_argument("--link", default=None, metavar="LIBRARY",
+                    help="the program is a main program: link it onto this library of "
+                         "routines (a .lasm file, e.g. programs/lib/lib.lasm) and run that")
     return ap
 
 
@@ -241,19 +248,27 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(program=args.program, input=given, trace=args.trace,
                         max_steps=args.max_steps, out_size=args.out_size,
                         stack_size=args.stack_size, graph=args.graph, backend=args.backend,
-                        soft=args.soft, heatmap=args.heatmap)
+                        soft=args.soft, heatmap=args.heatmap, link=args.link)
     except ValueError as e:
         return _fail(str(e))
+    texts = []
+    for path in (cfg.program, cfg.link):
+        try:
+            if path is not None:
+                with open(path, encoding="utf-8") as f:
+                    texts.append(f.read())
+        except (OSError, UnicodeDecodeError) as e:
+            return _fail(f"cannot read {path}: {e}")
     try:
-        with open(cfg.program, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        return _fail(f"cannot read {cfg.program}: {e}")
-    try:
-        program = assemble(text, file=cfg.program)
+        if cfg.link is None:
+            program = assemble(texts[0], file=cfg.program)
+        else:
+            program = link(texts[0], assemble(texts[1], file=cfg.link), file=cfg.program)
     except AssemblyError as e:  # already `file:line:col: error: ...`, source line, caret
         print(e, file=sys.stderr)
         return 2
+    except ValueError as e:  # a library with an entry of its own
+        return _fail(str(e))
     if cfg.graph is not None:
         try:
             from llamacpu.core.graph import draw  # networkx and matplotlib load only for --graph

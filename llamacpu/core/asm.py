@@ -11,6 +11,11 @@ Addresses. An operand or ``.ptr`` target is a label plus an optional offset and 
 inside the program, or just past its end (address ``len(program)``, where the input region
 starts at run time: the assembler's counterpart of C's one-past-the-end pointer).
 
+Linking. ``assemble(text, base=library)`` lays the text's slots out after the slots of an
+assembled ``base`` program instead of after the ports: the text may refer to every label
+of ``base`` and may define none of them (an error at the label), and execution starts at
+the text's own ``start`` label or first instruction. :mod:`llamacpu.core.link` builds on it.
+
 CLI: ``python -m llamacpu.asm FILE [--memory-size N]`` assembles, validates (when
 ``llamacpu.core.graph`` exists) and prints the disassembly; exit code 2 on any bad input.
 """
@@ -277,6 +282,7 @@ class _State:
     label_defs: dict[str, tuple[_Line, int]] = field(default_factory=dict)
     waiting: list[tuple[str, _Line, int]] = field(default_factory=list)  # labels, no slot yet
     pending: list[_Pending | _PendingPtr] = field(default_factory=list)
+    base: Program | None = None  # assemble(base=...): the program the text is laid after
 
 
 class _Cursor:
@@ -337,7 +343,7 @@ def _describe(t: _Tok | None) -> str:
 
 
 def assemble(text: str, file: str = "<string>", memory_size: int = DEFAULT_MEMORY_SIZE,
-             alphabet: Alphabet | None = None) -> Program:
+             alphabet: Alphabet | None = None, base: Program | None = None) -> Program:
     """Assemble ``.lasm`` source into a Program; raises AssemblyError on malformed input.
 
     ``file`` names the source in errors and ``source_map``; ``memory_size`` bounds the
@@ -346,12 +352,24 @@ def assemble(text: str, file: str = "<string>", memory_size: int = DEFAULT_MEMOR
     extend the source's own (:meth:`Alphabet.extends`: the same symbols with the same
     numbers, more after them), so a program written for the default alphabet runs on a
     machine with every printable character (:data:`PRINTABLE_ALPHABET`).
+
+    ``base``: an assembled program (a library) whose slots, labels and source map come
+    first; the text's slots follow them and may refer to its labels (see "Linking" above).
+    The text takes ``base``'s alphabet and has no ``.alphabet`` line.
     """
     if memory_size < N_PORTS + 1:
         raise ValueError(f"memory_size must be at least {N_PORTS + 1}, got {memory_size}")
     st = _State(file=file, memory_size=memory_size, requested=alphabet)
     if alphabet is not None:
         st.alphabet = alphabet
+    if base is not None:
+        if alphabet is not None and alphabet != base.alphabet:
+            raise ValueError(f"alphabet ({alphabet.describe()}) differs from the base "
+                             f"program's ({base.alphabet.describe()}): assemble the base in it")
+        st.base, st.alphabet, st.alphabet_set = base, base.alphabet, True
+        st.slots = list(base.slots)
+        st.source_map = dict(base.source_map)
+        st.symbols = {**base.symbols, **RESERVED_LABELS}
     lines = [_Line(file, k + 1, t[:-1] if t.endswith("\r") else t)
              for k, t in enumerate(text.split("\n"))]
     for line in lines:
@@ -386,6 +404,12 @@ def _define_label(st: _State, line: _Line, t: _Tok) -> None:
     name = t.text
     if name in _RESERVED:
         raise line.error(f"'{name}' is reserved and cannot be a label", t.col)
+    if st.base is not None and name in st.base.symbols:
+        addr = st.base.symbols[name]
+        loc = st.base.source_map.get(addr)
+        where = f"{loc.file}:{loc.line}" if loc is not None else f"{st.base.name} (slot {addr})"
+        raise line.error(f"label '{name}' is already defined in {where}, which this program "
+                         f"is linked onto", t.col)
     if name in st.label_defs:
         prev, _ = st.label_defs[name]
         raise line.error(f"duplicate label '{name}' (first defined on line {prev.number})",
@@ -595,6 +619,9 @@ def _weights(st: _State, cur: _Cursor) -> Slot:
 
 def _alphabet(st: _State, cur: _Cursor, d: _Tok) -> None:
     """``.alphabet base N [charset "..."]`` or ``.alphabet bytes``, before anything else."""
+    if st.base is not None:
+        raise cur.error(f"no .alphabet in a program linked onto {st.base.name}: it takes "
+                        f"that program's alphabet", d)
     if len(st.slots) > N_PORTS or st.waiting or st.alphabet_set:
         what = "a second .alphabet" if st.alphabet_set else ".alphabet"
         raise cur.error(f"{what} is not allowed here: declare the alphabet once, before any "
@@ -665,10 +692,11 @@ def _link(st: _State, first: _Line) -> Program:
             else:
                 operands.append((o.mode, _resolve(st, p.line, o.ref)))
         st.slots[p.addr] = Slot.instr(p.op, tuple(operands), imm)
-    instrs = [a for a, s in enumerate(st.slots) if s.kind == Kind.INSTR]
+    own = len(st.base.slots) if st.base is not None else 0  # the text's first slot
+    instrs = [a for a in range(own, len(st.slots)) if st.slots[a].kind == Kind.INSTR]
     if not instrs:
         raise first.error("no instructions: a program needs at least one (e.g. halt)", 1)
-    entry = st.symbols.get("start", instrs[0])
+    entry = st.symbols["start"] if "start" in st.label_defs else instrs[0]
     if st.slots[entry].kind != Kind.INSTR:
         line, col = st.label_defs["start"]
         raise line.error("'start' must label an instruction: execution starts there", col)

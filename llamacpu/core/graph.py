@@ -26,6 +26,12 @@ Indirect targets (``JMP [p]``) are unknown statically: the node gets ``dynamic=T
 no edge for that target. :func:`validate` then assumes such a jump may land on any
 *address-taken* instruction (one named by a ``LEA p, label`` or held by a DATA slot's
 pointer, e.g. ``.ptr label``) and never reports an error that depends on where it lands.
+
+A linked program (``program.linkage``, :mod:`llamacpu.core.link`) holds a library whose
+routines are entered only by CALL, and a main program may call only some of them: the
+routines are roots of reachability beside the entry, so the library's unused routines are
+not unreachable code (its dead code still is), while a HALT must be reachable from the
+entry itself.
 """
 
 from __future__ import annotations
@@ -237,17 +243,21 @@ def address_taken(program: Program) -> frozenset[int]:
     return frozenset(out)
 
 
-def reachable(program: Program, g: nx.DiGraph | None = None) -> tuple[frozenset[int], bool]:
+def reachable(program: Program, g: nx.DiGraph | None = None, *,
+              routines: bool = True) -> tuple[frozenset[int], bool]:
     """Instructions reachable from the entry, and whether a reachable jump is indirect.
 
     Once an indirect jump is reachable, every :func:`address_taken` instruction is treated
-    as reachable too.
+    as reachable too. With ``routines``, a linked program's library routines are reached
+    as well, as if called (see the module docstring).
     """
     if g is None:
         g = build_cfg(program)
     if program.entry not in g:
         return frozenset(), False
     seen = {program.entry}
+    if routines and program.linkage is not None:
+        seen.update(a for a in program.linkage.routines.values() if a in g)
     todo = deque(seen)
     dynamic = False
     while todo:
@@ -340,7 +350,10 @@ def validate(program: Program) -> list[Diagnostic]:
                 err(addr, f"'{text}' falls through into {_describe_slot(program, addr + 1)}")
     if _is_instr(program, program.entry):
         seen, dynamic = reachable(program, g)
-        if not any(g.nodes[a]["op"] == Op.HALT for a in seen):
+        from_entry = seen
+        if program.linkage is not None:  # a HALT only the library reaches does not count
+            from_entry, dynamic = reachable(program, g, routines=False)
+        if not any(g.nodes[a]["op"] == Op.HALT for a in from_entry):
             sev = "warning" if dynamic else "error"
             found.append((program.entry, sev, "no HALT is reachable from the entry"
                           + (" except perhaps through an indirect jump" if dynamic else "")))

@@ -86,6 +86,7 @@ from llamacpu.core.ops import (
 __all__ = [
     "Kind", "Mode", "Role", "Op", "OpSpec", "OPS", "SPEC", "MNEMONICS", "NUM_FIELDS",
     "Alphabet", "DEFAULT_ALPHABET", "PRINTABLE_ALPHABET", "Slot", "EMPTY_SLOT", "Program", "SourceLoc",
+    "Linkage",
     "MemoryImage", "memory_image", "PORT_IN", "PORT_OUT", "N_PORTS", "RESERVED_LABELS",
     "LlamacpuError", "InputError", "DEFAULT_MEMORY_SIZE", "Group", "default_out_size",
     "isa_table_markdown", "Write", "Jump", "AluFn", "ExtOp", "op_specs", "n_ops", "opcode",
@@ -351,12 +352,24 @@ class SourceLoc:
 
 
 @dataclass(frozen=True)
+class Linkage:
+    """How a linked program is laid out (``llamacpu.core.link``):
+    ``[IN, OUT | library slots 2..main-1 | main program slots main..]``."""
+
+    library: str                 # the library's name (its source file)
+    main: int                    # address of the main program's first slot
+    routines: Mapping[str, int]  # the library's routines, label -> address: code that is
+    #                              entered only by CALL (a main program may call any of them)
+
+
+@dataclass(frozen=True)
 class Program:
     """An assembled program: the slots it occupies from address 0, and how to read them.
 
     ``slots[0]`` and ``slots[1]`` are the IN and OUT ports; ``entry`` is where execution
     starts (the label ``start`` if defined, else the first instruction). Equality compares
-    what runs (slots, entry, alphabet, labels), not where it came from.
+    what runs (slots, entry, alphabet, labels), not where it came from. ``linkage`` is set
+    on a program linked onto a library (``llamacpu.core.link``).
     """
 
     slots: tuple[Slot, ...]
@@ -365,6 +378,7 @@ class Program:
     symbols: Mapping[str, int] = field(default_factory=dict)  # label -> address
     source_map: Mapping[int, SourceLoc] = field(default_factory=dict, compare=False)
     name: str = field(default="<program>", compare=False)
+    linkage: Linkage | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.slots)
