@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_learned(a.checkpoint)
     rows = []
     for length in [int(x) for x in a.digits.split(",")]:
-        examples = draw_examples(a.task, length, a.n, a.seed, "train")
+        examples = draw_examples(a.task, length, a.n, a.seed, "train", alphabet=model.alphabet)
         prompts = [e.prompt for e in examples]
         runner = CompiledRunner(model)
         start = time.perf_counter()

@@ -50,7 +50,7 @@ def _train(stage: int, out: Path, args) -> tuple[float, int]:
 
 
 def _evaluate(model: LearnedMachine, task: str, digits: int, n: int, seed: int) -> dict:
-    examples = draw_examples(task, digits, n, seed=seed)
+    examples = draw_examples(task, digits, n, seed=seed, alphabet=model.alphabet)
     t0 = time.time()
     ok = sum(s.output == e.answer and s.fault is None
              for e, s in solve_examples(model, examples, batch=100))

@@ -178,10 +178,11 @@ def _controller_certificate(model, tasks, trained, args):
     if args.views == "all":
         for task in tasks:
             try:
-                vs = every_view(task, view, splits, seed=args.seed)
+                vs = every_view(task, view, splits, seed=args.seed, alphabet=model.alphabet)
             except ValueError as e:
                 print(f"views of {task}: {e}; sampling 100 prompts instead")
-                examples += _sampled(TASKS[task], 100, trained.get(task, 1), splits, args.seed)
+                examples += _sampled(TASKS[task], 100, trained.get(task, 1), splits, args.seed,
+                                     model.alphabet)
                 continue
             examples += vs.examples
             per_task[task] = {"views": vs.grid, "drawn": len(vs.examples),
@@ -193,18 +194,20 @@ def _controller_certificate(model, tasks, trained, args):
     else:
         for task in tasks:
             examples += _sampled(TASKS[task], args.views, trained.get(task, 1), splits,
-                                 args.seed)
+                                 args.seed, model.alphabet)
     prompts = [ex.prompt for ex in examples]
     cert = certify_controller(model, prompts, [expert_program(ex) for ex in examples])
     cert.enumerated = bool(per_task) and len(per_task) == len(tasks)
     return cert, {ex.prompt: ex.answer for ex in examples}, per_task or None
 
 
-def _sampled(t, n: int, top: int, splits, seed: int) -> list:
+def _sampled(t, n: int, top: int, splits, seed: int, alphabet) -> list:
+    """``n`` prompts of task ``t`` at lengths 1..``top``, in ``splits`` by turns, written in
+    ``alphabet`` (the checkpoint's)."""
     import random
 
     rng = random.Random(f"certify/{t.name}/{seed}")
-    return [t.sample(rng, 1 + i % top, splits[i % len(splits)]) for i in range(n)]
+    return [t.sample(rng, 1 + i % top, splits[i % len(splits)], alphabet) for i in range(n)]
 
 
 def _plan_witnesses(model, ctl, answers: dict[str, str], k: int) -> list[dict]:

@@ -30,15 +30,16 @@ __all__ = ["main", "expert_match"]
 
 def expert_match(program) -> str | None:
     """The stem of the expert program that ``program`` equals (the same instructions after
-    the two ports), or None: which task's program the controller recalled. Tasks whose
-    program is written per prompt (fmap) never match."""
+    the two ports, the expert assembled in ``program``'s alphabet), or None: which task's
+    program the controller recalled. Tasks whose program is written per prompt (fmap)
+    never match."""
     from llamacpu.core.golden import load_program
     from llamacpu.learn.tasks import TASKS
 
     places = dict.fromkeys((t.program, t.directory) for t in TASKS.values()
                            if t.program_for is None)
     for stem, directory in places:
-        if load_program(stem, directory).slots[2:] == program.slots[2:]:
+        if load_program(stem, directory, program.alphabet).slots[2:] == program.slots[2:]:
             return stem
     return None
 
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     try:
         c, model = load_checkpoint_machine(a.checkpoint)
-        model.cfg.controller.alphabet.encode(prompt)  # a character outside it: one clear line
+        model.check_prompts([prompt])  # a character outside its alphabet: one clear line
         programs, confidence = model.controller.emit_scored([prompt])
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")

@@ -4,7 +4,9 @@
 
 For each length, fresh problems (drawn from a separate seed; ``--split heldout`` also uses
 wordings training never saw) are compiled by the controller and run on the machine with the
-neural OEU and the learned execute phase; nothing symbolic takes part.
+neural OEU and the learned execute phase; nothing symbolic takes part. Problems are
+written in the checkpoint's alphabet (a run trained with ``--alphabet printable`` is asked
+capitalised wordings and payloads of any printable character).
 Prints exact match and wall time per length as a markdown table on stdout; a progress bar
 (problems solved, per length) and notes go to stderr (``--quiet``: no bar). A task the
 checkpoint's stages never trained (``fib`` and ``gcd`` are in no curriculum stage, so no
@@ -34,6 +36,7 @@ from llamacpu.evaluate.report import protocol_plot, protocol_table, trained_task
 from llamacpu.learn.curriculum import STAGES
 from llamacpu.learn.evaluation import (
     PROTOCOLS,
+    alphabet_of,
     calibrate_abstention,
     draw_examples,
     evaluate_lengths,
@@ -69,6 +72,7 @@ class _Counted:
 
     def __init__(self, model, bar, compiled: bool = False) -> None:
         self.model, self.bar, self.compiled = model, bar, compiled
+        self.alphabet = alphabet_of(model)  # the problems are drawn in it
 
     def solve(self, prompts, *args, **kwargs):
         if self.compiled:
@@ -211,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning(note)
         if a.calibrate is not None:
             examples = [e for task in tasks for length in lengths
-                        for e in draw_examples(task, length, n, a.seed, a.split)]
+                        for e in draw_examples(task, length, n, a.seed, a.split,
+                                               alphabet=alphabet_of(model))]
             cal = calibrate_abstention(model, examples, a.calibrate)
             cal.update(split=a.split, seed=a.seed, lengths=lengths, n=n)
             print(json.dumps({"calibration": cal}) if a.json else

@@ -147,6 +147,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                         "hand-written ones) or grammar (those and the train split of each "
                         "task's grammar; competence judged on its recombined split too; "
                         f"docs/wordings.md) (default {TrainConfig.wordings})")
+    p.add_argument("--alphabet", default=TrainConfig.alphabet, metavar="NAME",
+                   help="the symbols the machine reads and writes: default (digits, "
+                        "' +-*/%%=<>,;:.()?!_' and a-z; V = 55) or printable (every printable "
+                        "ASCII character, capitals included, so a prompt can be typed as "
+                        "people type it; V = 96): the run's prompts, payloads and expert "
+                        f"programs are written in it (default {TrainConfig.alphabet})")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     a = p.parse_args(argv)
     try:
@@ -173,7 +179,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            absolute_positions=a.absolute_positions,
                            digit_window=a.digit_window, item_window=a.item_window,
                            text_window=a.text_window, abstract_payload=not a.keep_payload,
-                           wordings=a.wordings,
+                           wordings=a.wordings, alphabet=a.alphabet,
                            progress=not a.no_progress)
     except ValueError as e:
         p.error(str(e))

@@ -21,8 +21,9 @@ from llamacpu.learn.tasks import (
 
 
 def program_for(ex: Example) -> Program:
-    """fmap.lasm with the example's function in WEIGHTS slot f (other symbols map to END)."""
-    p = golden.load_program("fmap")
+    """fmap.lasm, in the example's alphabet, with the example's function in WEIGHTS slot f
+    (other symbols map to END)."""
+    p = golden.load_program("fmap", alphabet=ex.alphabet)
     end = p.alphabet.end
     table = list(function_table(ex.operands[0])) + [end] * (p.alphabet.size - 10)
     slots = list(p.slots)

@@ -21,8 +21,9 @@ from llamacpu.learn.tasks import (
 
 
 def program_for(ex: Example) -> Program:
-    """fmap_data.lasm with the example's f(0..9) in its ten DATA slots tab+0..9."""
-    p = golden.load_program("fmap_data")
+    """fmap_data.lasm, in the example's alphabet, with the example's f(0..9) in its ten
+    DATA slots tab+0..9."""
+    p = golden.load_program("fmap_data", alphabet=ex.alphabet)
     slots = list(p.slots)
     tab = p.symbols["tab"]
     for x, y in enumerate(function_table(ex.operands[0])):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn.tasks import Frame, Grammar, Operands, Task, draw_text
 
 
@@ -13,9 +14,10 @@ def solve(ops: tuple[str, ...]) -> str:  # noqa: ARG001
     return ""
 
 
-def draw(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:  # noqa: ARG001
-    """A payload of ``length`` characters."""
-    return draw_text(rng, length, 0.0)
+def draw(rng: random.Random, length: int, edge_rate: float,  # noqa: ARG001
+         alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
+    """A payload of ``length`` characters of ``alphabet``."""
+    return draw_text(rng, length, 0.0, alphabet)
 
 
 # Frames are families of requests: seen ones train the controller to decline, new ones

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llamacpu.core.golden import load_program
-from llamacpu.core.isa import DEFAULT_ALPHABET, Op
+from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, Op
 from llamacpu.learn.certified import Certifier, domain_examples
 from llamacpu.learn.certify import certify_oeu, tasks_domain
 from llamacpu.learn.controller_tables import failing_rows, step_patterns
@@ -171,6 +171,25 @@ def test_prompts_whose_plan_was_wrong_join_the_next_batches():
     c.plan_buffer = []
     rng_a, rng_b = random.Random(5), random.Random(5)
     assert c.plan_rows(rng_a, 8) == [] and rng_a.random() == rng_b.random()  # no draw
+
+
+def test_the_buffers_resume_in_the_runs_alphabet():
+    """The plan buffer and the failing rows go into a checkpoint as plain JSON without an
+    alphabet per example (a default run's state is what it was); they come back in the
+    certifier's alphabet, with their expert programs assembled in it."""
+    stage = STAGES[6]
+    c = Certifier(stage, PRINTABLE_ALPHABET, raw=False, views=4, patterns=0)
+    rng = random.Random(0)
+    c.plan_buffer = [TASKS["copy"].sample(rng, 6, "grammar_train", PRINTABLE_ALPHABET)
+                     for _ in range(3)]
+    c._buffer = [(e, expert_program(e), 1) for e in c.plan_buffer[:2]]
+    state = json.loads(json.dumps(c.state()))
+    assert all("alphabet" not in d for d in state["plan"])
+    again = Certifier(stage, PRINTABLE_ALPHABET, raw=False, views=4, patterns=0)
+    again.load_state(state)
+    assert again.plan_buffer == c.plan_buffer
+    assert [(e, p.alphabet, i) for e, p, i in again._buffer] == [
+        (e, PRINTABLE_ALPHABET, 1) for e in c.plan_buffer[:2]]
 
 
 def _scripted_stage0(monkeypatch, out, check_controller, **config):

@@ -8,9 +8,12 @@ every template of every task at the output-region size ``default_out_size`` give
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import random
 import re
+import string
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +21,7 @@ from hypothesis import strategies as st
 
 from llamacpu.core import golden
 from llamacpu.core.interp import MachineFault, run
-from llamacpu.core.isa import DEFAULT_ALPHABET, InputError, Op
+from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, InputError, Op
 from llamacpu.learn.curriculum import (
     HOLDOUT_BUCKETS,
     STAGES,
@@ -119,7 +122,7 @@ def _check(ex: Example) -> None:
     # is apply.lasm's, which reads the definitions from the text
     assert ex.answer == reference("apply" if kind is Operands.FUNCTION else ex.program,
                                   ex.prompt)
-    DEFAULT_ALPHABET.encode(ex.prompt)  # raises InputError outside the alphabet
+    ex.alphabet.encode(ex.prompt)  # raises InputError outside the example's alphabet
     assert _measure(ex) == ex.length
     kind = TASKS[ex.task].operands
     if kind is Operands.NUMBERS:  # the operands are the prompt's numbers, in order
@@ -132,8 +135,9 @@ def _check(ex: Example) -> None:
         assert "".join(re.findall(r"\d", payload)) == ex.operands[1]
     else:
         assert ex.prompt.split(":", 1)[1].lstrip(" ") == ex.operands[0]
-    result = run(expert_program(ex), ex.prompt, 100_000,
-                 out_size=default_out_size(ex))
+    program = expert_program(ex)
+    assert program.alphabet == ex.alphabet
+    result = run(program, ex.prompt, 100_000, out_size=default_out_size(ex))
     assert result.output == ex.answer, ex
 
 
@@ -323,6 +327,102 @@ def test_property_sampled_examples_are_right(name: str, length: int, seed: int,
     ex = TASKS[name].sample(random.Random(seed), length, split)
     assert ex.length == length and ex.task == name and ex.program == TASKS[name].program
     _check(ex)
+
+
+# ---------------------------------------------------------------------------- alphabets
+#
+# A run draws in its alphabet (``train --alphabet``). The default alphabet's draws are pinned
+# by a fixed hash, so no other alphabet can change what a default run trains and is judged
+# on; the printable alphabet's draws hold capitals and any printable character, and their
+# expert programs (assembled in it) still answer as Python.
+
+DEFAULT_DRAWS_SHA256 = "6230fa0219c2b19335c38d9680515b47ec9f6a6763e76fb37974449d0da3efed"
+"""sha256 of :func:`_default_draws`: a default run's batches (with filler words), evaluation
+and competence sets, evaluation draws and hypothesis examples. A legitimate change of a
+task's draws or wordings changes it; recompute it then (print ``_default_draws()``'s hash)."""
+
+
+def _default_draws() -> str:
+    """What a default-alphabet run draws, made with calls that name no alphabet."""
+    from llamacpu.evaluate.properties import draw_examples as hypothesis_examples
+    from llamacpu.learn.evaluation import draw_examples
+    from llamacpu.learn.supervise import _with_filler
+
+    def row(e: Example) -> list:
+        return [e.task, e.prompt, e.answer, e.template, list(e.operands), e.length]
+
+    out: dict[str, list] = {}
+    for i in (0, 6, 7, 21, 22):
+        for split in ("train", "grammar_train"):
+            rng = random.Random(i)
+            batch = sample_batch(STAGES[i], rng, 16, split=split)
+            out[f"batch/{i}/{split}"] = [row(_with_filler(e, rng)) for e in batch]
+    for split in ("recombined", "new_words"):
+        out[f"eval/6/{split}"] = [row(e) for e in eval_set(STAGES[6], seed=1, size=10,
+                                                           split=split)]
+    out["competence/0"] = [row(e) for e in competence_set(STAGES[0], seed=1)]
+    for task in ("copy", "reverse", "foreign_text"):
+        out[f"draw/{task}"] = [row(e) for e in draw_examples(task, 7, 10, seed=3)]
+        out[f"hypothesis/{task}"] = [row(e) for e in hypothesis_examples(task, 6, 5, seed=0)]
+    return hashlib.sha256(json.dumps(out, sort_keys=True).encode()).hexdigest()
+
+
+def test_the_default_alphabets_draws_are_pinned() -> None:
+    assert _default_draws() == DEFAULT_DRAWS_SHA256
+    explicit = sample_batch(STAGES[7], random.Random(5), 32, split="grammar_train",
+                            alphabet=DEFAULT_ALPHABET)
+    assert explicit == sample_batch(STAGES[7], random.Random(5), 32, split="grammar_train")
+    for e in explicit:  # the expert programs are the files as the default alphabet reads them
+        assert e.alphabet == DEFAULT_ALPHABET
+        assert expert_program(e) == golden.load_program(e.program, TASKS[e.task].directory)
+
+
+def test_printable_draws_hold_capitals_and_any_printable_character_but_the_colon() -> None:
+    P = PRINTABLE_ALPHABET
+    rng = random.Random(0)
+    for name in ("copy", "reverse", "foreign_text"):
+        task = TASKS[name]
+        payloads = [task.sample(rng, 12, alphabet=P).operands[0] for _ in range(300)]
+        chars = set("".join(payloads))
+        assert chars & set(string.ascii_uppercase), name  # capitals, in words and anywhere
+        assert chars & set("#$&@[]^`{|}~"), name  # punctuation the default lacks
+        assert ":" not in chars and not any(p.startswith(" ") for p in payloads)
+        with pytest.raises(InputError):  # such a prompt is beyond the default alphabet
+            DEFAULT_ALPHABET.encode("".join(payloads))
+    batch = sample_batch(STAGES[7], random.Random(1), 64, split="grammar_train", alphabet=P)
+    assert all(e.alphabet == P for e in batch)
+    assert any(e.template[:1].isupper() for e in batch)  # the grammar's capitalised wordings
+    assert {e.prompt for e in batch} != {e.prompt for e in sample_batch(
+        STAGES[7], random.Random(1), 64, split="grammar_train")}
+    held = eval_set(STAGES[6], seed=0, size=50, split="recombined", alphabet=P)
+    assert all(e.template in TASKS["copy"].templates("recombined", P) for e in held)
+    bits = TASKS["reverse_string"].sample(rng, 8, alphabet=P)  # its own draw: bits only
+    assert set(bits.operands[0]) <= {"0", "1"} and bits.alphabet == P
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(name=st.sampled_from(sorted(TASKS)), length=st.integers(1, 5),
+       seed=st.integers(0, 2**32 - 1),
+       split=st.sampled_from(["train", "heldout", "grammar_train", "recombined",
+                              "new_words"]),
+       filler=st.booleans())
+def test_property_printable_examples_run_their_experts_and_answer_as_python(
+        name: str, length: int, seed: int, split: str, filler: bool) -> None:
+    """Examples drawn in the printable alphabet — capitalised wordings, payloads of any
+    printable character, filler words of its characters in front — are right, and their
+    expert programs, assembled in it, answer them as Python does."""
+    from llamacpu.learn.supervise import _with_filler
+
+    length = min(length, TASKS[name].max_length or length)
+    rng = random.Random(seed)
+    ex = TASKS[name].sample(rng, length, split, alphabet=PRINTABLE_ALPHABET)
+    assert ex.alphabet == PRINTABLE_ALPHABET
+    _check(ex)
+    if filler:
+        worded = _with_filler(ex, rng)
+        out = run(expert_program(worded), worded.prompt, 100_000,
+                  out_size=default_out_size(worded))
+        assert out.output == ex.answer, worded.prompt
 
 
 # ---------------------------------------------------------------------------- curriculum

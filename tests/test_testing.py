@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from llamacpu import check
 from llamacpu.core.golden import load_program
 from llamacpu.core.interp import run
-from llamacpu.core.isa import Op
+from llamacpu.core.isa import PRINTABLE_ALPHABET, Op
 from llamacpu.evaluate.properties import (
     ExpertMachine,
     check_learned,
     corrupt_oeu,
+    draw_examples,
     first_divergence,
     learned_check,
 )
@@ -79,6 +80,40 @@ def test_task_examples_have_the_drawn_length_and_the_reference_answer(task, leng
     result = run(expert_program(ex), ex.prompt, 10_000_000,
                  out_size=default_out_size(ex))
     assert result.output == ex.answer
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(st.sampled_from(sorted(TASKS)), st.integers(1, 6),
+       st.sampled_from(("train", "heldout", "grammar_train", "recombined", "new_words")),
+       st.data())
+def test_printable_task_examples_run_their_experts_and_answer_as_python(task, length, split,
+                                                                         data):
+    """Drawn in the printable alphabet: capitalised wordings and payloads of any printable
+    character but ':', which the expert program, assembled in that alphabet, answers as
+    Python does."""
+    length = min(length, TASKS[task].max_length or length)
+    ex = data.draw(task_examples(task, length, length, split, alphabet=PRINTABLE_ALPHABET))
+    assert ex.task == task and ex.length == length and ex.alphabet == PRINTABLE_ALPHABET
+    assert ex.template in TASKS[task].templates(split, PRINTABLE_ALPHABET)
+    PRINTABLE_ALPHABET.encode(ex.prompt)
+    program = expert_program(ex)
+    assert program.alphabet == PRINTABLE_ALPHABET
+    result = run(program, ex.prompt, 10_000_000, out_size=default_out_size(ex))
+    assert result.output == ex.answer, ex.prompt
+
+
+def test_the_exact_machine_in_the_printable_alphabet_passes_what_people_type():
+    """check_learned draws in the machine's alphabet: the expert programs on the tensor
+    machine of the printable alphabet pass on prompts with capitals and punctuation."""
+    exact = ExpertMachine(alphabet=PRINTABLE_ALPHABET)
+    for task in ("add", "copy", "reverse"):
+        report = check_learned(exact, task, max_length=4, examples=40, seed=1)
+        assert report.ok and report.n >= 30, report.describe()
+    drawn = draw_examples("copy", 8, 40, seed=0, alphabet=PRINTABLE_ALPHABET)
+    assert any(c.isupper() for e in drawn for c in e.operands[0])
+    assert any(c.isupper() for e in draw_examples("add", 2, 40, seed=0, split="recombined",
+                                                  alphabet=PRINTABLE_ALPHABET)
+               for c in e.prompt)
 
 
 @pytest.mark.parametrize("wanted", [

@@ -182,6 +182,8 @@ def test_rerun_resumes_instead_of_starting_over(stage0):
     (["--stage", "0", "--device", "tpu"], "--device"),
     (["--stage", "0", "--model", "gpt9"], "--model"),
     (["--stage", "0", "--digit-window", "-1"], "--digit-window"),
+    (["--stage", "0", "--alphabet", "klingon"],
+     "--alphabet must be one of default, printable, got 'klingon'"),
 ])
 def test_bad_cli_input_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -195,6 +197,45 @@ def test_digit_window_flag_reaches_the_controller():
     assert parse_args(["--stage", "0"]).model_config().controller.digit_window == 3
     cfg = parse_args(["--stage", "0", "--digit-window", "0"]).model_config()
     assert cfg.controller.digit_window == 0
+
+
+def test_a_printable_run_trains_and_its_machine_reads_what_people_type(two_step_run, tmp_path):
+    """--alphabet printable: a run of a few steps trains, its checkpoint records the
+    alphabet and loads with V = 96, and its machine runs a capitalised, punctuated prompt
+    (right or not: two steps teach nothing). A default machine names the capital it cannot
+    read and where it is; resuming a run in another alphabet is refused in one line."""
+    from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, InputError
+    from llamacpu.learn.checkpoint import CheckpointError
+    from llamacpu.learn.learned import Solution
+
+    flags = parse_args(["--stage", "0", "--alphabet", "printable"]).model_config()
+    assert flags.controller.alphabet == flags.oeu.alphabet == PRINTABLE_ALPHABET
+    assert parse_args(["--stage", "0"]).alphabet == "default"
+    threads = torch.get_num_threads()
+    cfg = TrainConfig(stages=(0,), steps=2, eval_size=8, retention_size=0, threads=1,
+                      seed=0, out=tmp_path, progress=False, alphabet="printable")
+    try:
+        Trainer(cfg, log=lambda s: None).run()
+        c = load_checkpoint(tmp_path / "stage_0")
+        assert c.config["train"]["alphabet"] == "printable" and c.step == 2
+        machine = load_learned(tmp_path / "stage_0")
+        assert machine.alphabet == PRINTABLE_ALPHABET and machine.alphabet.size == 96
+        assert machine.controller.cfg.alphabet.size == machine.oeu.cfg.alphabet.size == 96
+        (got,) = machine.solve(["Add 1 and 3."])
+        assert isinstance(got, Solution)
+        with pytest.raises(CheckpointError, match="trained in the printable alphabet "
+                                                  r"\(V = 96\), not --alphabet default"):
+            Trainer(TrainConfig(stages=(0,), steps=3, eval_size=8, threads=1, out=tmp_path,
+                                progress=False), log=lambda s: None).run()
+    finally:
+        torch.set_num_threads(threads)
+    default = load_learned(two_step_run / "stage_0")
+    assert default.alphabet == DEFAULT_ALPHABET
+    with pytest.raises(InputError) as e:
+        default.solve(["what is 1234567 plus 3?", "Add 1 and 3."])
+    message = str(e.value)
+    assert "prompt 1 'Add 1 and 3.'" in message and "position 0" in message
+    assert "'A'" in message and "--alphabet printable" in message
 
 
 def _cli(args, **kw):
@@ -416,9 +457,9 @@ def test_a_competent_stage_that_forgot_an_earlier_task_consolidates(tmp_path, mo
     batches: list[tuple] = []
 
     def spy_sample_batch(stage, rng, batch_size, stages=STAGES, *, review=None, weights=None,
-                         split="train"):
+                         **draw):  # split, alphabet
         batch = real_sample_batch(stage, rng, batch_size, stages, review=review,
-                                  weights=weights, split=split)
+                                  weights=weights, **draw)
         batches.append((review, weights, batch))
         return batch
 

@@ -20,7 +20,7 @@ import torch
 from llamacpu.core import interp
 from llamacpu.core.asm import assemble
 from llamacpu.core.golden import PROGRAMS_DIR, load_program, reference
-from llamacpu.core.isa import DEFAULT_ALPHABET, Kind, Slot
+from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, Kind, Slot
 from llamacpu.learn.incontext import (
     CHANNEL_PROGRAM,
     TABLE_PROGRAM,
@@ -29,6 +29,7 @@ from llamacpu.learn.incontext import (
     Problem,
     answer_loss,
     apply_logits,
+    fixed_program,
     make_problem,
     programs_for,
 )
@@ -138,16 +139,25 @@ def test_with_weights_is_differentiable_and_checks_the_slot():
         with_weights(s, 999, delta)
 
 
+@pytest.mark.parametrize("alphabet", [DEFAULT_ALPHABET, PRINTABLE_ALPHABET],
+                         ids=["default", "printable"])
 @pytest.mark.parametrize("channel", [True, False])
-def test_expert_programs_with_the_true_function_are_exact(channel):
+def test_expert_programs_with_the_true_function_are_exact(channel, alphabet):
     """What the controller has to produce is enough: with f written in exactly (crisp
-    logits), both expert programs answer every problem, 100-digit payloads included."""
+    logits), both expert programs answer every problem, 100-digit payloads included; in
+    the printable alphabet too (V = 96, a capitalised prompt)."""
+    V = alphabet.size
     rng = random.Random(3)
     probs = [make_problem(tuple(rng.randrange(10) for _ in range(10)),
                           "".join(str(rng.randrange(10)) for _ in range(n))) for n in (5, 100)]
+    if alphabet != DEFAULT_ALPHABET:
+        probs = [p._replace(prompt=p.prompt.replace("f: ", "F: ").replace("apply", "Apply"))
+                 for p in probs]
     f = torch.tensor([p.f for p in probs])
     onehot = torch.nn.functional.one_hot(f, V).float()                      # [B, K, V]
-    reader = FunctionReader(IncontextConfig(channel=channel, hidden=16, layers=1, heads=2))
+    reader = FunctionReader(IncontextConfig(channel=channel, hidden=16, layers=1, heads=2,
+                                            alphabet=alphabet))
+    assert reader.tokens([probs[0].prompt]).max() < reader.vocab == V + 10
     if channel:
         out = torch.zeros(2, V, V)
         out[:, :, :10] = onehot.transpose(1, 2)                             # Δ[v, x] = [f(x) = v]
@@ -155,7 +165,10 @@ def test_expert_programs_with_the_true_function_are_exact(channel):
     else:
         out = onehot * 10
     progs = programs_for(reader, out)
-    assert progs[0].slots[:4] == (CHANNEL_PROGRAM if channel else TABLE_PROGRAM).slots[:4]
+    assert progs[0].alphabet == alphabet
+    assert progs[0].slots[:4] == fixed_program(channel, alphabet).slots[:4]
+    if alphabet == DEFAULT_ALPHABET:
+        assert fixed_program(channel) is (CHANNEL_PROGRAM if channel else TABLE_PROGRAM)
     results = run_batch(progs, [p.prompt for p in probs])
     assert [r.output for r in results] == [p.answer for p in probs]
     assert [interp.run(q, p.prompt).output for q, p in zip(progs, probs)] == \

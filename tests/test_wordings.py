@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llamacpu.core.interp import run
-from llamacpu.core.isa import Alphabet
+from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, Alphabet
 from llamacpu.learn.tasks import GRAMMAR_SPLITS, TASKS, TaskError, default_out_size
 from llamacpu.learn.train_config import resolve_split
 from llamacpu.learn.wordings import Frame, Grammar
@@ -120,6 +120,38 @@ def test_capitals_appear_only_where_the_alphabet_has_them():
     texts = {w.text for w in g.wordings(wide)}
     assert "Add {a} and {b}" in texts and "Sum {a} and {b}." in texts
     assert lower < texts
+
+
+@pytest.mark.parametrize("name", GRAMMAR_TASKS)
+def test_printable_wordings_add_capitals_and_keep_every_split(name):
+    """In the printable alphabet a task has its default wordings, each in the same split,
+    and their capitalised forms, each in the split of its as-written form (case never
+    separates training from evaluation: a held-out template's capitalised form is held out
+    too); the splits keep their promises, and every wording is a template of the task."""
+    task = TASKS[name]
+    lower = {w.text: w.split for w in task.grammar_wordings(DEFAULT_ALPHABET)}
+    words = task.grammar_wordings(PRINTABLE_ALPHABET)
+    split_of = {w.text: w.split for w in words}
+    assert all(split_of[t] == s for t, s in lower.items())  # the same split in both
+    capital = [w for w in words if "case:capital" in w.parts]
+    assert len(capital) > len(lower) / 2 and all(w.text not in lower for w in capital)
+    as_written = {w.text: w for w in words if "case:capital" not in w.parts}
+    for w in capital:
+        i = next(k for k, ch in enumerate(w.text) if ch.isupper())
+        base = w.text[:i] + w.text[i].lower() + w.text[i + 1:]
+        assert split_of[w.text] == as_written[base].split, w.text
+    trained = set().union(*(w.parts for w in words if w.split == "train"))
+    assert "case:capital" in trained
+    assert all(w.parts <= trained for w in words if w.split == "recombined")
+    assert all(w.new == (w.split == "new_words") for w in words)
+    for t in task.heldout_templates:  # held-out templates stay held out, in either case
+        assert split_of.get(t[:1].upper() + t[1:], "recombined") != "train"
+    assert set(task.templates("grammar_train", PRINTABLE_ALPHABET)) >= set(
+        task.templates("grammar_train"))
+    for w in words[:: max(1, len(words) // 60)]:
+        task._check_template(w.text, PRINTABLE_ALPHABET)
+    with pytest.raises(ValueError, match="not in the alphabet"):
+        task._check_template(capital[0].text)  # not a default-alphabet template
 
 
 def test_grammar_errors_name_the_problem():

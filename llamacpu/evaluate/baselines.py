@@ -18,7 +18,9 @@ it (read from the checkpoint's ``metrics.jsonl``; ``--budget`` overrides the tot
 all three — llamacpu running free, transformer, LSTM — are scored on the SAME examples:
 for every trained task, hypothesis examples (``llamacpu.evaluate.strategies.task_examples``, the
 report's strategies) at lengths from 1 to 10× the trained length and 1000 digits for
-add/sub/cmp. One run, one machine; the table is printed as markdown.
+add/sub/cmp. One run, one machine; the table is printed as markdown. Everything is written
+in the checkpoint's alphabet: the baselines' characters, their training batches and the
+scored examples.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llamacpu.core.isa import DEFAULT_ALPHABET
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn.curriculum import STAGES, sample_batch
 from llamacpu.learn.tasks import Example
 
@@ -44,12 +46,13 @@ __all__ = ["CharVocab", "TransformerBaseline", "LSTMBaseline", "train_baseline"]
 
 
 class CharVocab:
-    """Characters of the default alphabet plus PAD (0), SEP (prompt end) and EOS."""
+    """Characters of an alphabet (default: the default one) plus PAD (0), SEP (prompt end)
+    and EOS."""
 
     PAD, SEP, EOS = 0, 1, 2
 
-    def __init__(self) -> None:
-        chars = DEFAULT_ALPHABET.decode(tuple(range(DEFAULT_ALPHABET.end)))
+    def __init__(self, alphabet: Alphabet = DEFAULT_ALPHABET) -> None:
+        chars = alphabet.decode(tuple(range(alphabet.end)))
         self.chars = chars
         self.index = {c: i + 3 for i, c in enumerate(chars)}
         self.size = len(chars) + 3
@@ -186,8 +189,10 @@ class LSTMBaseline(nn.Module):
 
 
 def train_baseline(model: nn.Module, stage_seconds: Sequence[tuple[int, float]], seed: int,
-                   batch_size: int = 32, lr: float = 3e-3, log=print) -> dict:
-    """Train through the stages, each for its wall-clock seconds, on sample_batch."""
+                   batch_size: int = 32, lr: float = 3e-3, log=print,
+                   alphabet: Alphabet = DEFAULT_ALPHABET) -> dict:
+    """Train through the stages, each for its wall-clock seconds, on sample_batch (written
+    in ``alphabet``)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -196,7 +201,7 @@ def train_baseline(model: nn.Module, stage_seconds: Sequence[tuple[int, float]],
     for stage, seconds in stage_seconds:
         t0, n, last = time.time(), 0, float("nan")
         while time.time() - t0 < seconds:
-            batch = sample_batch(STAGES[stage], rng, batch_size)
+            batch = sample_batch(STAGES[stage], rng, batch_size, alphabet=alphabet)
             loss = model.loss([e.prompt for e in batch], [_target(e.answer) for e in batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,7 +256,7 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
     if budget is not None:  # keep the stages' proportions
         total = sum(s for _, s in secs)
         secs = [(i, s * budget / total) for i, s in secs]
-    vocab = CharVocab()
+    vocab = CharVocab(machine.alphabet)
     models = {"transformer": TransformerBaseline.matching(vocab, controller_params),
               "lstm": LSTMBaseline.matching(vocab, controller_params)}
     lines = [f"controller {controller_params:,} parameters (+ OEU {_params(machine.oeu):,}); "
@@ -260,7 +265,7 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
     info = {}
     for name, m in models.items():
         log(f"training {name} for {sum(s for _, s in secs):.0f} s over stages 0-{c.stage}")
-        info[name] = train_baseline(m, secs, seed, log=log)
+        info[name] = train_baseline(m, secs, seed, log=log, alphabet=machine.alphabet)
 
     rows: list[tuple[str, int, int, dict[str, int]]] = []
     for task, trained in trained_tasks(c.stage).items():
@@ -275,7 +280,8 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
         ours = {b.length: b.passed for b in rep.buckets}
         log(f"llamacpu {task}: {rep.passed}/{rep.n} ({time.time() - t0:.0f} s)")
         for n, k in plan.items():
-            drawn = draw_examples(task, n, k, seed, plain=n >= LONG)  # the same examples
+            drawn = draw_examples(task, n, k, seed, plain=n >= LONG,  # the same examples
+                                  alphabet=machine.alphabet)
             scores = {"llamacpu": ours.get(n, 0)}
             for name, m in models.items():
                 scores[name] = score_baseline(m, drawn)

@@ -4,7 +4,9 @@
 Python and the reference interpreter, and returns a :class:`CheckReport` with the
 shrunk counterexample and the first :class:`Divergence` of its trace from the expert's;
 :func:`learned_check` is the same as a pytest decorator. :class:`ExpertMachine` and
-:func:`corrupt_oeu` make a machine with one known bug, for testing the checker.
+:func:`corrupt_oeu` make a machine with one known bug, for testing the checker. Examples
+are drawn in the machine's alphabet (a checkpoint trained with ``--alphabet printable``:
+capitalised wordings, payloads of any printable character).
 """
 
 from __future__ import annotations
@@ -43,13 +45,18 @@ class ExpertMachine:
     :func:`check_learned` is concerned (``emit`` and ``machine``).
     """
 
-    def __init__(self, oeu=None) -> None:
+    def __init__(self, oeu=None, alphabet: Alphabet = DEFAULT_ALPHABET) -> None:
         from llamacpu.machine.machine import MachineConfig
         from llamacpu.machine.symbolic import SymbolicOEU
 
-        self.config = MachineConfig()
+        self.config = MachineConfig(alphabet=alphabet)
         self.oeu = oeu if oeu is not None else SymbolicOEU(self.config.alphabet)
         self._machine = None
+
+    @property
+    def alphabet(self) -> Alphabet:
+        """What its prompts and programs are written in."""
+        return self.config.alphabet
 
     def emit(self, examples: list) -> list:
         from llamacpu.learn.tasks import expert_program
@@ -261,10 +268,11 @@ def _verdict(example, result, program, reference: str) -> str | None:
 
 
 def draw_examples(task: str, length: int, count: int, seed: int = 0, split: str = "train",
-                  plain: bool = False) -> list:
+                  plain: bool = False, alphabet: Alphabet = DEFAULT_ALPHABET) -> list:
     """The examples :func:`check_learned` runs at one length of a ``lengths`` plan (with
-    ``plain = length >= plain_from``): for scoring other models on the same inputs."""
-    strategy = task_examples(task, length, length, split, edge=not plain)
+    ``plain = length >= plain_from``) on a machine of ``alphabet``: for scoring other models
+    on the same inputs."""
+    strategy = task_examples(task, length, length, split, edge=not plain, alphabet=alphabet)
     return _generate(strategy, count + plain, seed)[plain:]
 
 
@@ -316,7 +324,8 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
 
     ``machine``: a ``LearnedMachine`` (its controller compiles every prompt, the machine
     runs the emitted program with the neural OEU and the learned sequencer) or an
-    :class:`ExpertMachine`. Examples come from :func:`task_examples`: ``examples`` of them
+    :class:`ExpertMachine`. Examples come from :func:`task_examples`, in the machine's
+    alphabet (``learn.evaluation.alphabet_of``): ``examples`` of them
     over lengths ``min_length..max_length`` (default: ``min_length``), or, with
     ``lengths={length: count}``, ``count`` at each length; lengths from ``plain_from`` on
     (where only a few examples are affordable) draw plain operands only and skip
@@ -330,15 +339,17 @@ def check_learned(machine, task: str, *, min_length: int = 1, max_length: int | 
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
 
-    from llamacpu.learn.evaluation import reference_run, step_budget
+    from llamacpu.learn.evaluation import alphabet_of, reference_run, step_budget
 
     start = time.time()
+    alphabet = alphabet_of(machine)
     if lengths is None:
         hi = min_length if max_length is None else max_length
-        plan = [(task_examples(task, min_length, hi, split), examples, False)]
+        plan = [(task_examples(task, min_length, hi, split, alphabet=alphabet), examples,
+                 False)]
     else:
-        plan = [(task_examples(task, L, L, split, edge=L < plain_from), k, L >= plain_from)
-                for L, k in sorted(lengths.items())]
+        plan = [(task_examples(task, L, L, split, edge=L < plain_from, alphabet=alphabet), k,
+                 L >= plain_from) for L, k in sorted(lengths.items())]
 
     verdicts: dict[str, str | None] = {}   # prompt -> None (pass) or why it failed
     seen: dict[str, object] = {}           # prompt -> Example, of phase 1

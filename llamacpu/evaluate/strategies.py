@@ -5,7 +5,10 @@ Task inputs, two kinds: the expert programs' free-text formats (:func:`numerals`
 :func:`operand_pairs`, :func:`comparisons`, :func:`digit_lists`, :func:`texts`,
 :func:`worded`, ...) and operands in the contract of ``llamacpu.learn.tasks`` at a chosen
 length (:func:`task_operands`, :func:`task_examples`), biased toward carry and borrow
-chains, equal operands, leading zeros, sorted/reversed/constant lists, palindromes.
+chains, equal operands, leading zeros, sorted/reversed/constant lists, palindromes. The task
+strategies draw in an alphabet (default: the default one): with
+``isa.PRINTABLE_ALPHABET``, payloads of any printable character but ':' and the grammar's
+capitalised wordings.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 
 from hypothesis import strategies as st
 
-from llamacpu.core.isa import DEFAULT_ALPHABET
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 
 __all__ = [
     "numerals", "operand_pairs", "ordered_pairs", "comparisons", "digit_lists", "texts",
@@ -97,9 +100,15 @@ def digit_lists(max_items: int, min_items: int = 0) -> st.SearchStrategy[str]:
     return st.text(DIGITS, min_size=min_items, max_size=max_items)
 
 
-def texts(max_len: int) -> st.SearchStrategy[str]:
-    """Any text over the default alphabet."""
-    return st.text(TEXT_CHARS, max_size=max_len)
+def texts(max_len: int, alphabet: Alphabet = DEFAULT_ALPHABET) -> st.SearchStrategy[str]:
+    """Any text over ``alphabet`` (default: the default one)."""
+    chars = TEXT_CHARS if alphabet == DEFAULT_ALPHABET else _chars(alphabet)
+    return st.text(chars, max_size=max_len)
+
+
+def _chars(alphabet: Alphabet) -> str:
+    """Every character of ``alphabet`` (END aside)."""
+    return alphabet.decode(tuple(range(alphabet.end)))
 
 
 def fib_inputs(max_n: int) -> st.SearchStrategy[str]:
@@ -253,13 +262,24 @@ PAYLOAD_CHARS = "".join(c for c in TEXT_CHARS if c != ":")
 """What copy and reverse payloads are drawn from: the default alphabet minus ':'."""
 
 
+def _payload_chars(alphabet: Alphabet) -> str:
+    """What copy and reverse payloads are drawn from: ``alphabet`` minus ':'
+    (:data:`PAYLOAD_CHARS` for the default one)."""
+    if alphabet == DEFAULT_ALPHABET:
+        return PAYLOAD_CHARS
+    return "".join(c for c in _chars(alphabet) if c != ":")
+
+
 @st.composite
-def payload(draw: Callable, lo: int, hi: int | None = None, edge: bool = True) -> tuple[str]:
-    """A copy/reverse payload of lo..hi characters, not starting with a space (the programs
-    skip spaces after ':'): any characters, one repeated, or a palindrome."""
+def payload(draw: Callable, lo: int, hi: int | None = None, edge: bool = True,
+            alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str]:
+    """A copy/reverse payload of lo..hi characters of ``alphabet`` but ':', not starting
+    with a space (the programs skip spaces after ':'): any characters, one repeated, or a
+    palindrome."""
     hi = lo if hi is None else hi
-    first = draw(st.sampled_from(PAYLOAD_CHARS.replace(" ", "")))
-    rest = draw(st.text(PAYLOAD_CHARS, min_size=lo - 1, max_size=hi - 1))
+    chars = _payload_chars(alphabet)
+    first = draw(st.sampled_from(chars.replace(" ", "")))
+    rest = draw(st.text(chars, min_size=lo - 1, max_size=hi - 1))
     text = first + rest
     kinds = ("any",) * 3 + (("repeated", "palindrome") if edge else ())
     kind = draw(st.sampled_from(kinds))
@@ -297,9 +317,11 @@ def function_payload(draw: Callable, lo: int, hi: int | None = None,
 
 
 def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
-                  edge: bool = True) -> st.SearchStrategy[tuple[str, ...]]:
+                  edge: bool = True, alphabet: Alphabet = DEFAULT_ALPHABET
+                  ) -> st.SearchStrategy[tuple[str, ...]]:
     """Operands of ``task`` (``Task.make``'s argument) of a length in
-    ``min_length..max_length`` (default ``min_length``); shrinking shortens them.
+    ``min_length..max_length`` (default ``min_length``), their characters in ``alphabet``
+    (a text payload's); shrinking shortens them.
 
     The strategy is the task's operand kind's (one or two numerals, a digit list, a payload,
     a digit function and its payload), drawn through the task's ``fit`` where it has one
@@ -322,7 +344,7 @@ def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
     elif kind is Operands.DIGITS:
         drawn = digit_list(lo, hi, edge)
     elif kind is Operands.TEXT:
-        drawn = payload(lo, hi, edge)
+        drawn = payload(lo, hi, edge, alphabet)
     else:
         drawn = function_payload(lo, hi, edge)
     if spec.fit is None:
@@ -331,10 +353,15 @@ def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
 
 
 def task_examples(task: str, min_length: int = 1, max_length: int | None = None,
-                  split: str = "train", edge: bool = True) -> st.SearchStrategy:
-    """``tasks.Example``s: :func:`task_operands` in one of the task's wordings of ``split``
-    ("train" or "heldout"); shrinking goes to the first wording."""
+                  split: str = "train", edge: bool = True,
+                  alphabet: Alphabet = DEFAULT_ALPHABET) -> st.SearchStrategy:
+    """``tasks.Example``s written in ``alphabet``: :func:`task_operands` in one of the
+    task's wordings of ``split`` (any of ``tasks.ALL_SPLITS``; the grammar's, in the
+    alphabet, with capitalised wordings when it has capitals); shrinking goes to the first
+    wording."""
     from llamacpu.learn.tasks import TASKS
 
-    operands = task_operands(task, min_length, max_length, edge)
-    return st.builds(TASKS[task].make, operands, st.sampled_from(TASKS[task].templates(split)))
+    spec = TASKS[task]
+    operands = task_operands(task, min_length, max_length, edge, alphabet)
+    return st.builds(spec.make, operands, st.sampled_from(spec.templates(split, alphabet)),
+                     st.just(alphabet))

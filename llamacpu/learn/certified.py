@@ -185,14 +185,19 @@ class Certifier:
     def state(self) -> dict:
         """What the last check left for the next steps (the plan buffer and the failing
         execute rows), as plain data for a checkpoint: a resumed run draws what the
-        interrupted one would have drawn."""
-        return {"plan": [asdict(e) for e in self.plan_buffer],
-                "rows": [[asdict(e), i] for e, _, i in self._buffer]}
+        interrupted one would have drawn. The examples' alphabet is the certifier's, so it
+        is not repeated in each."""
+        def plain(e: Example) -> dict:
+            return {k: v for k, v in asdict(e).items() if k != "alphabet"}
+
+        return {"plan": [plain(e) for e in self.plan_buffer],
+                "rows": [[plain(e), i] for e, _, i in self._buffer]}
 
     def load_state(self, state: Mapping) -> None:
-        """Restore :meth:`state` (the execute rows' programs are the examples' experts)."""
+        """Restore :meth:`state` (the examples in the certifier's alphabet; the execute rows'
+        programs are their experts)."""
         def example(d: Mapping) -> Example:
-            return Example(**{**d, "operands": tuple(d["operands"])})
+            return Example(**{**d, "operands": tuple(d["operands"]), "alphabet": self.alphabet})
 
         self.plan_buffer = [example(d) for d in state.get("plan", ())]
         programs: dict[str, Program] = {}

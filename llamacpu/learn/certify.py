@@ -47,7 +47,17 @@ import torch
 import torch.nn.functional as F
 
 from llamacpu.core.interp import run
-from llamacpu.core.isa import SPEC, Alphabet, Kind, LlamacpuError, Op, n_ops, op_specs, opcode
+from llamacpu.core.isa import (
+    DEFAULT_ALPHABET,
+    SPEC,
+    Alphabet,
+    Kind,
+    LlamacpuError,
+    Op,
+    n_ops,
+    op_specs,
+    opcode,
+)
 from llamacpu.machine.oeu import operand_usage
 from llamacpu.machine.symbolic import exact_op
 
@@ -361,12 +371,14 @@ def program_ops(programs: Iterable) -> set[Op]:
     return {opcode(s.op) for p in programs for s in p.slots if s.kind == Kind.INSTR}
 
 
-def task_programs(tasks: Iterable[str]) -> list:
-    """One expert program per task (fmap's differ only in their WEIGHTS slot's function)."""
+def task_programs(tasks: Iterable[str], alphabet: Alphabet | None = None) -> list:
+    """One expert program per task, assembled in ``alphabet`` (default: the default one;
+    fmap's programs differ only in their WEIGHTS slot's function)."""
     from llamacpu.learn.tasks import TASKS, expert_program
 
     rng = random.Random(0)
-    return [expert_program(TASKS[t].sample(rng, 1)) for t in tasks]
+    return [expert_program(TASKS[t].sample(rng, 1, alphabet=alphabet or DEFAULT_ALPHABET))
+            for t in tasks]
 
 
 def task_ops(tasks: Iterable[str]) -> set[Op]:
@@ -376,9 +388,10 @@ def task_ops(tasks: Iterable[str]) -> set[Op]:
 
 def tasks_domain(tasks: Iterable[str], alphabet: Alphabet
                  ) -> dict[tuple[int, ...], tuple[bool, bool]]:
-    """The union of :func:`program_domain` over the expert programs of ``tasks``."""
+    """The union of :func:`program_domain` over the expert programs of ``tasks``, assembled
+    in ``alphabet`` (their immediates, END above all, are its symbols)."""
     out: dict[tuple[int, ...], tuple[bool, bool]] = {}
-    for program in task_programs(tasks):
+    for program in task_programs(tasks, alphabet):
         for key, (r, k) in program_domain(program, alphabet).items():
             r0, k0 = out.get(key, (False, False))
             out[key] = (r0 or r, k0 or k)
@@ -445,7 +458,7 @@ def find_witness(model, entry: Entry, tasks: Sequence[str], lengths: Sequence[in
         t = TASKS[task]
         for length in sorted({min(n, t.max_length or n) for n in lengths}):
             for _ in range(tries):
-                ex = t.sample(rng, length)
+                ex = t.sample(rng, length, alphabet=alphabet or DEFAULT_ALPHABET)
                 program = expert_program(ex)
                 for prompt in [ex.prompt, *_with_symbols(ex.prompt, symbols, rng)]:
                     try:

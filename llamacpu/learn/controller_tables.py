@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llamacpu.core.isa import Alphabet, Kind, n_ops, opcode
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, Kind, n_ops, opcode
 from llamacpu.learn.certify import (
     _carry_sets,
     _digits_only,
@@ -349,13 +349,16 @@ def _synthetic(kind, template: str, lengths: tuple[int, ...]) -> str:
 
 
 def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 0,
-               tries: int = 64) -> ViewSet:
-    """One example per view of ``task``'s wordings in ``splits`` (a :class:`ViewSet`).
-    Raises ValueError when the views cannot be enumerated: a view that keeps payload
-    content or leaves a payload unbounded, or a task whose prompts carry code (fmap)."""
+               tries: int = 64, alphabet: Alphabet | None = None) -> ViewSet:
+    """One example per view of ``task``'s wordings in ``splits`` (a :class:`ViewSet`), the
+    wordings and examples written in ``alphabet`` (default: the default one). Raises
+    ValueError when the views cannot be enumerated: a view that keeps payload content or
+    leaves a payload unbounded, or a task whose prompts carry code (fmap)."""
     import random
 
     from llamacpu.learn.tasks import TASKS, Operands
+
+    alphabet = alphabet or DEFAULT_ALPHABET
 
     t = TASKS[task]
     if not (view.bounded and view.abstract):
@@ -369,7 +372,7 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
     seen: set[str] = set()
     every: set[str] = set()
     for split in splits:
-        for template in t.templates(split):
+        for template in t.templates(split, alphabet):
             n_ops = 2 if (t.operands is Operands.NUMBERS and "{b}" in template) else 1
             shapes = {view(_synthetic(t.operands, template, ls)): ls
                       for ls in _payload_lengths(t.operands, view, n_ops)}
@@ -379,10 +382,10 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
                 for _ in range(tries):
                     if not todo:
                         break
-                    ops = t.draw(rng, length, t.edge_rate)
+                    ops = t.draw_operands(rng, length, alphabet)
                     if t.fit is not None:
                         ops = t.fit(ops) or ops
-                    ex = t.make(ops, template)
+                    ex = t.make(ops, template, alphabet)
                     v = view(ex.prompt)
                     if v not in shapes:
                         raise AssertionError(f"task {task}: {ex.prompt!r} has view {v!r}, "

@@ -34,6 +34,10 @@ test of generalisation to unseen phrasing.
 Small stages have few distinct prompts (1-digit addition: 100 operand pairs × 6 wordings,
 about 60 of them held out), so :func:`eval_set` returns at most the distinct held-out
 prompts it finds, possibly fewer than ``eval_size``; it never repeats one.
+
+Every drawing function takes the ``alphabet`` the examples are written in (a run's
+``--alphabet``; default ``isa.DEFAULT_ALPHABET``). The held-out partition hashes the prompt
+whatever its alphabet, so it stays disjoint from training in every alphabet.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn.tasks import (
     ALL_SPLITS,
     TASKS,
@@ -99,10 +104,11 @@ class Stage:
         if self.eval_size < 1 or self.max_steps < 1:
             raise ValueError(f"{where}: eval_size and max_steps must be at least 1")
 
-    def sample(self, rng: random.Random, split: str = "train") -> Example:
+    def sample(self, rng: random.Random, split: str = "train",
+               alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
         """One example of this stage's own task and lengths (no review, no hold-out)."""
         return TASKS[self.task].sample(rng, rng.randint(self.min_length, self.max_length),
-                                       split)
+                                       split, alphabet)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -200,9 +206,10 @@ def is_heldout(key: str, buckets: int = HOLDOUT_BUCKETS) -> bool:
 _MAX_TRIES = 1000  # rejection-sampling attempts per training example before giving up
 
 
-def _training_example(stage: Stage, rng: random.Random, split: str = "train") -> Example:
+def _training_example(stage: Stage, rng: random.Random, split: str = "train",
+                      alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
     for _ in range(_MAX_TRIES):
-        ex = stage.sample(rng, split)
+        ex = stage.sample(rng, split, alphabet)
         if not is_heldout(heldout_key(ex)):
             return ex
     raise RuntimeError(f"stage {stage.name}: no training prompt outside the held-out "
@@ -229,10 +236,12 @@ def review_weights(retained: Mapping[str, float]) -> dict[str, float]:
 def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
                  stages: Sequence[Stage] = STAGES, *, review: float | None = None,
                  weights: Mapping[str, float] | None = None,
-                 split: str = "train") -> list[Example]:
+                 split: str = "train",
+                 alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
     """A training batch: ``round(review · batch_size)`` examples from earlier stages, the
     rest from this stage, shuffled, in the wordings of ``split`` (one of
-    ``tasks.TRAINING_SPLITS``). Never a held-out prompt (see the module docstring).
+    ``tasks.TRAINING_SPLITS``), written in ``alphabet``. Never a held-out prompt (see the
+    module docstring).
 
     ``review`` overrides the stage's own share. Each review example comes from an earlier
     stage chosen with probability proportional to ``weights[its task]`` (default 1 for every
@@ -254,14 +263,16 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
         if any(x < 0 for x in w) or not sum(w) > 0:
             raise ValueError(f"review weights must be >= 0 with a positive sum, got {weights}")
         pick = lambda: rng.choices(earlier, weights=w)[0]  # noqa: E731
-    batch = [_training_example(pick(), rng, split) for _ in range(n_review)]
-    batch += [_training_example(stage, rng, split) for _ in range(batch_size - n_review)]
+    batch = [_training_example(pick(), rng, split, alphabet) for _ in range(n_review)]
+    batch += [_training_example(stage, rng, split, alphabet)
+              for _ in range(batch_size - n_review)]
     rng.shuffle(batch)
     return batch
 
 
 def eval_set(stage: Stage, seed: int, size: int | None = None,
-             seen: Collection[str] = frozenset(), split: str = "train") -> list[Example]:
+             seen: Collection[str] = frozenset(), split: str = "train",
+             alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
     """Fresh eval examples for a stage: distinct held-out prompts not in ``seen``.
 
     ``split="train"`` (or ``"grammar_train"``): training wordings, prompts in the held-out
@@ -269,8 +280,8 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     ``split="heldout"``: wordings training never uses, any prompt; ``"recombined"``,
     ``"new_words"``: the grammar's held-out splits (``learn/wordings.py``), any prompt.
 
-    Deterministic in (stage.index, stage.name, seed, size, seen, split), independent of any
-    training RNG. ``split="heldout"`` uses wordings training never sees. Returns fewer than
+    Written in ``alphabet`` (its wordings and payloads). Deterministic in (stage.index,
+    stage.name, seed, size, seen, split, alphabet), independent of any training RNG. ``split="heldout"`` uses wordings training never sees. Returns fewer than
     ``size`` (default ``stage.eval_size``) only when the stage has fewer such prompts.
     """
     if split not in ALL_SPLITS:
@@ -282,7 +293,7 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     out: list[Example] = []
     taken: set[str] = set()
     for _ in range(10 * HOLDOUT_BUCKETS * size):  # ample: ~1 draw in HOLDOUT_BUCKETS fits
-        ex = stage.sample(rng, split)
+        ex = stage.sample(rng, split, alphabet)
         if ex.prompt in taken or ex.prompt in seen:
             continue
         # held-out wordings need no partition (never trained on), unless the task holds
@@ -297,7 +308,8 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     return out
 
 
-def competence_set(stage: Stage, seed: int, split: str = "train") -> list[Example]:
+def competence_set(stage: Stage, seed: int, split: str = "train",
+                   alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
     """What the trainer's competence check solves: ``stage.eval_size`` held-out prompts of
     the training wordings, topped up with prompts of the held-out wordings when the
     training wordings' held-out partition has fewer (small stages).
@@ -313,16 +325,20 @@ def competence_set(stage: Stage, seed: int, split: str = "train") -> list[Exampl
     ``split="grammar_train"`` (a run trained on the tasks' grammars, ``train --wordings
     grammar``): ``stage.eval_size`` held-out prompts of those wordings and half as many in
     the recombined split (words and structures trained, in combinations never trained).
+    Every prompt is written in ``alphabet`` (the run's).
     """
     if split == "grammar_train":  # the run trains on the grammar: judge recombined too
-        first = eval_set(stage, seed=seed, size=stage.eval_size, split=split)
+        first = eval_set(stage, seed=seed, size=stage.eval_size, split=split,
+                         alphabet=alphabet)
         return first + eval_set(stage, seed=seed, size=stage.eval_size // 2,
-                                split="recombined", seen={e.prompt for e in first})
-    first = eval_set(stage, seed=seed, size=stage.eval_size)
+                                split="recombined", seen={e.prompt for e in first},
+                                alphabet=alphabet)
+    first = eval_set(stage, seed=seed, size=stage.eval_size, alphabet=alphabet)
     if len(first) >= stage.eval_size:
         return first
     return first + eval_set(stage, seed=seed, size=stage.eval_size - len(first),
-                            split="heldout", seen={e.prompt for e in first})
+                            split="heldout", seen={e.prompt for e in first},
+                            alphabet=alphabet)
 
 
 # ---------------------------------------------------------------------------- the rule

@@ -6,7 +6,10 @@ and ``python -m llamacpu.bench baselines`` all build on it.
 - Loading: :func:`load_learned` (the machine of a checkpoint directory) and
   :func:`load_checkpoint_machine` (the checkpoint too).
 - Drawing: :func:`draw_examples`, fresh problems of one length from their own seed
-  (the curriculum's ``eval_set`` draws the trainer's sets; hypothesis draws the check's).
+  (the curriculum's ``eval_set`` draws the trainer's sets; hypothesis draws the check's),
+  written in the alphabet of the machine they are for (:func:`alphabet_of`: a checkpoint
+  trained with ``--alphabet printable`` is asked capitalised wordings and payloads with
+  any printable character).
 - The reference: :func:`reference_run` (the reference interpreter on the expert program)
   and :func:`step_budget` (the machine steps a run may take, from the expert's).
 - Running: :func:`solve_examples`, the machine free in batches, with a fixed step budget or
@@ -34,6 +37,7 @@ from typing import NamedTuple
 
 import torch
 
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
 from llamacpu.learn.curriculum import STAGES, Stage, is_heldout
@@ -42,7 +46,7 @@ from llamacpu.learn.tasks import TASKS, Example, default_out_size, heldout_key
 
 __all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages", "exact",
            "step_budget", "reference_run", "solve_examples", "calibrate_abstention",
-           "draw_examples",
+           "draw_examples", "alphabet_of",
            "evaluate_lengths", "load_learned", "load_checkpoint_machine", "Protocol",
            "CHOMSKY", "PROTOCOLS", "token_score", "per_token_accuracy", "protocol_summary"]
 
@@ -68,17 +72,25 @@ def load_learned(path: Path) -> LearnedMachine:
 # ------------------------------------------------------------------------------ drawing
 
 
+def alphabet_of(model) -> Alphabet:
+    """The alphabet a machine reads prompts in: a ``LearnedMachine``'s (its checkpoint's),
+    else (anything else with ``solve``) the default one."""
+    return getattr(model, "alphabet", DEFAULT_ALPHABET)
+
+
 def draw_examples(task: str, length: int, n: int, seed: int = 0,
-                  split: str = "train", uniform: bool = False) -> list[Example]:
-    """``n`` problems of ``length`` from their own seed; for a task that holds something
-    out besides prompts (fmap: functions, ``Task.heldout_key``) only held-out ones. With
-    ``uniform``, no edge cases (``Task.edge_rate`` 0): a benchmark's own distribution."""
+                  split: str = "train", uniform: bool = False,
+                  alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
+    """``n`` problems of ``length`` from their own seed, written in ``alphabet``; for a task
+    that holds something out besides prompts (fmap: functions, ``Task.heldout_key``) only
+    held-out ones. With ``uniform``, no edge cases (``Task.edge_rate`` 0): a benchmark's
+    own distribution."""
     rng = random.Random(f"eval/{task}/{length}/{seed}")
     spec = dataclasses.replace(TASKS[task], edge_rate=0.0) if uniform else TASKS[task]
     keyed = spec.heldout_key is not None
     out: list[Example] = []
     while len(out) < n:
-        ex = spec.sample(rng, length, split=split)
+        ex = spec.sample(rng, length, split=split, alphabet=alphabet)
         if not keyed or is_heldout(heldout_key(ex)):
             out.append(ex)
     return out
@@ -217,17 +229,20 @@ def _count_correct(model: LearnedMachine, examples: Sequence[Example], max_steps
 def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n: int,
                      seed: int = 0, split: str = "train", batch: int = 64,
                      log=None, sub_batch: int = 64, uniform: bool = False,
-                     abstain_below: float | None = None) -> list[dict]:
+                     abstain_below: float | None = None,
+                     alphabet: Alphabet | None = None) -> list[dict]:
     """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
     ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
-    :func:`draw_examples` each), with wall time, the most machine steps a run took, how many
+    :func:`draw_examples` each, in ``alphabet``, default the model's: :func:`alphabet_of`),
+    with wall time, the most machine steps a run took, how many
     distinct wordings the problems were asked in, how many the machine declined ("cannot
     compile": the decline program, or a plan below ``abstain_below``) and the first three
     failing prompts (cut to 60 characters)."""
     terminated = TASKS[task].terminated
+    alphabet = alphabet_of(model) if alphabet is None else alphabet
     rows = []
     for length in lengths:
-        examples = draw_examples(task, length, n, seed, split, uniform)
+        examples = draw_examples(task, length, n, seed, split, uniform, alphabet)
         start = time.time()
         correct, steps, abstained = 0, 0, 0
         failures, scores = [], []

@@ -32,10 +32,16 @@ Both can add the end-to-end answer loss through the soft machine (:func:`answer_
 The expert program is fixed (the controller's plan phase is not asked to emit it here);
 what is learned is the function's transport. :func:`evaluate` runs the hard machine free on
 held-out functions and reports exact match of the whole answer.
+
+The machine's alphabet is ``IncontextConfig.alphabet`` (default the default one; the
+curriculum's fmap stages train in a run's ``--alphabet``): the LM reads the prompt's
+symbols in it, the WEIGHTS delta is ``[V, V]`` over it, and both programs are assembled in
+it (:func:`fixed_program`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import random
@@ -47,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llamacpu.core.asm import assemble
-from llamacpu.core.isa import DEFAULT_ALPHABET, Program, Slot
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, Program, Slot
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.models import build_tiny_llama
 from llamacpu.machine.interfaces import APPLY_SCALE
@@ -55,15 +61,15 @@ from llamacpu.machine.machine import Machine, MachineConfig, with_weights
 from llamacpu.machine.oeu import LowRankDelta
 
 __all__ = [
-    "K", "CHANNEL_PROGRAM", "TABLE_PROGRAM", "IncontextConfig", "Problem", "held_out",
-    "random_function", "make_problem", "problems", "WeightHead", "FunctionReader",
+    "K", "CHANNEL_PROGRAM", "TABLE_PROGRAM", "fixed_program", "IncontextConfig", "Problem",
+    "held_out", "random_function", "make_problem", "problems", "WeightHead", "FunctionReader",
     "apply_logits", "weights_loss", "answer_loss", "programs_for", "evaluate", "train",
 ]
 
 K = 10
 """Digits a function is defined on (and metatokens the controller emits)."""
 
-CHANNEL_PROGRAM = assemble("""\
+_CHANNEL_SOURCE = """\
 ; the in-context op, channel on: f is a WEIGHTS slot the controller writes
 start:  lea   i, [IN]
 find:   jeq   [i], #';', body       ; the payload starts after the ';'
@@ -82,9 +88,9 @@ i:      .data 0
 o:      .data 0
 t:      .data 0
 f:      .weights "" -> ""           ; written by the controller's weight head
-""", file="<incontext channel>")
+"""
 
-TABLE_PROGRAM = assemble("""\
+_TABLE_SOURCE = """\
 ; the in-context op, channel off: f(0..9) are DATA slots the controller writes
 start:  lea   i, [IN]
 find:   jeq   [i], #';', body
@@ -111,7 +117,24 @@ t:      .data 0
 c:      .data 0
 q:      .data 0
 tab:    .data 0, 0, 0, 0, 0, 0, 0, 0, 0, 0   ; f(0..9), written by the controller
-""", file="<incontext table>")
+"""
+
+
+@functools.cache
+def fixed_program(channel: bool, alphabet: Alphabet = DEFAULT_ALPHABET) -> Program:
+    """The fixed expert program, channel on (:data:`CHANNEL_PROGRAM`) or off
+    (:data:`TABLE_PROGRAM`), assembled in ``alphabet`` (the same slots at the same
+    addresses in every alphabet; its immediates ``';'``, ``' '`` and END are the
+    alphabet's)."""
+    if channel:
+        return assemble(_CHANNEL_SOURCE, file="<incontext channel>", alphabet=alphabet)
+    return assemble(_TABLE_SOURCE, file="<incontext table>", alphabet=alphabet)
+
+
+CHANNEL_PROGRAM = fixed_program(True)
+"""The expert program, channel on: ``APPLY [o], f, [i]`` over the payload, f a WEIGHTS slot."""
+TABLE_PROGRAM = fixed_program(False)
+"""The expert program, channel off: f(d) looked up in ten DATA slots ``tab+0..9``."""
 
 _F_ADDR = CHANNEL_PROGRAM.symbols["f"]
 _TAB_ADDR = TABLE_PROGRAM.symbols["tab"]
@@ -135,6 +158,7 @@ class IncontextConfig:
     answer_every: int = 10        # steps between answer-loss batches
     answer_rows: int = 2          # prompts in an answer-loss batch (soft runs are slow)
     seed: int = 0
+    alphabet: Alphabet = DEFAULT_ALPHABET  # the machine's symbols (V), prompts and programs
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_digits <= self.max_digits:
@@ -212,7 +236,7 @@ class FunctionReader(nn.Module):
     def __init__(self, cfg: IncontextConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        V = DEFAULT_ALPHABET.size
+        V = cfg.alphabet.size
         self.vocab = V + K                                  # symbols, then the metatokens
         ccfg = ControllerConfig(hidden_size=cfg.hidden, num_layers=cfg.layers,
                                 num_heads=cfg.heads, intermediate_size=4 * cfg.hidden)
@@ -226,8 +250,9 @@ class FunctionReader(nn.Module):
         """``[B, T]`` token ids: the prompt up to its first ';' (the definitions), then the
         metatokens. The controller writes f as soon as it is defined; the payload is the
         machine's input, so neither the LM's work nor its positions grow with it."""
-        V = DEFAULT_ALPHABET.size
-        rows = [DEFAULT_ALPHABET.encode(p.partition(";")[0] + ";") + list(range(V, V + K))
+        alpha = self.cfg.alphabet
+        V = alpha.size
+        rows = [alpha.encode(p.partition(";")[0] + ";") + list(range(V, V + K))
                 for p in prompts]
         if len({len(r) for r in rows}) != 1:
             raise ValueError("prompts of one batch must have the same length")
@@ -265,16 +290,15 @@ def weights_loss(reader: FunctionReader, out: Tensor, f: Tensor) -> tuple[Tensor
 def programs_for(reader: FunctionReader, out: Tensor) -> list[Program]:
     """The expert program of each row with the controller's function written in (hard)."""
     table = function_logits(reader, out).argmax(-1).tolist()                 # [B, K]
-    V, end = DEFAULT_ALPHABET.size, DEFAULT_ALPHABET.end
+    alpha = reader.cfg.alphabet
+    V, end = alpha.size, alpha.end
+    p = fixed_program(reader.cfg.channel, alpha)
     progs = []
     for row in table:
+        slots = list(p.slots)
         if reader.cfg.channel:   # the WEIGHTS slot's table: argmax_v Δ[v, x] for every x
-            p = CHANNEL_PROGRAM
-            slots = list(p.slots)
             slots[_F_ADDR] = Slot.weights(row + [end] * (V - K))
         else:
-            p = TABLE_PROGRAM
-            slots = list(p.slots)
             for x, y in enumerate(row):
                 slots[_TAB_ADDR + x] = Slot.data(y)
         progs.append(replace(p, slots=tuple(slots)))
@@ -287,7 +311,8 @@ def answer_loss(reader: FunctionReader, machine: Machine, batch: list[Problem],
     (a WEIGHTS delta, or DATA slot distributions) and the answer's cross-entropy is taken on
     the output slots' value distributions. Differentiable into the LM and its head."""
     out = reader([p.prompt for p in batch])
-    program = CHANNEL_PROGRAM if reader.cfg.channel else TABLE_PROGRAM
+    alpha = reader.cfg.alphabet
+    program = fixed_program(reader.cfg.channel, alpha)
     n_out = max(len(p.answer) for p in batch) + 1
     state = machine.load_batch([program] * len(batch), [p.prompt for p in batch], out_size=n_out)
     swm = machine.memory_for(state.memory.shape[-1])
@@ -305,7 +330,7 @@ def answer_loss(reader: FunctionReader, machine: Machine, batch: list[Problem],
     out_base = len(program.slots) + len(batch[0].prompt) + 1
     loss = state.memory.new_zeros(())
     for r, p in enumerate(batch):
-        target = DEFAULT_ALPHABET.encode(p.answer) + [DEFAULT_ALPHABET.end]
+        target = alpha.encode(p.answer) + [alpha.end]
         probs = lay.get(state.memory[r, out_base:out_base + len(target)], "val")  # [n, V]
         loss = loss - torch.log(probs[torch.arange(len(target)), target] + 1e-6).mean()
     return loss / len(batch)
@@ -340,7 +365,7 @@ def train(cfg: IncontextConfig, log_every: int = 100, log=print) -> FunctionRead
     rng = random.Random(cfg.seed)
     reader = FunctionReader(cfg)
     opt = torch.optim.AdamW(reader.parameters(), lr=cfg.lr, weight_decay=0.01)
-    machine = Machine(MachineConfig()) if cfg.answer_weight > 0 else None
+    machine = Machine(MachineConfig(alphabet=cfg.alphabet)) if cfg.answer_weight > 0 else None
     for step in range(cfg.steps):
         lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         for g in opt.param_groups:

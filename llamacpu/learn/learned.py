@@ -28,6 +28,7 @@ bank runs exactly.
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llamacpu.core.isa import PORT_OUT, Program
+from llamacpu.core.isa import PORT_OUT, PRINTABLE_ALPHABET, Alphabet, InputError, Program
 from llamacpu.learn.checkpoint import Checkpoint, CheckpointError
 from llamacpu.learn.solution import CANNOT_COMPILE, Solution, declined, default_max_steps
 from llamacpu.llm.config import ControllerConfig
@@ -173,6 +174,30 @@ class LearnedMachine(nn.Module):
             _load_adapter(c, model.controller.lm)
         return model
 
+    @property
+    def alphabet(self) -> Alphabet:
+        """The symbols the machine reads and writes (its controller's and its OEU's): a
+        prompt must be written in it."""
+        return self.cfg.controller.alphabet
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Raise InputError naming the first character of a prompt outside the machine's
+        alphabet and its position in the prompt (before the controller's view cuts the
+        prompt, so the position is the one the user typed)."""
+        allowed = _characters(self.alphabet)
+        for i, p in enumerate(prompts):
+            if set(p) <= allowed:
+                continue
+            try:
+                self.alphabet.encode(p)
+            except InputError as e:
+                which = f"prompt {i}" if len(prompts) > 1 else "the prompt"
+                shown = p if len(p) <= 60 else p[:57] + "..."
+                hint = ("; a machine trained with --alphabet printable reads every printable "
+                        "ASCII character" if self.alphabet != PRINTABLE_ALPHABET
+                        and set(p) <= _characters(PRINTABLE_ALPHABET) else "")
+                raise InputError(f"{which} {shown!r}: {e}{hint}") from None
+
     def machine(self, prompts: Sequence[str]) -> Machine:
         """A machine whose ALU is the neural OEU and whose sequencer is the execute phase."""
         return Machine(self.machine_config, oeu=self.oeu,
@@ -188,7 +213,9 @@ class LearnedMachine(nn.Module):
         same answers, far faster; the others run as without it. ``abstain_below``: a prompt
         whose plan's confidence (``Controller.emit_scored``) is below it is not run; its
         solution says "cannot compile" (``Solution.abstained``), as does a prompt whose plan
-        is the decline program (``solution.declined``)."""
+        is the decline program (``solution.declined``). A character outside the machine's
+        alphabet is an InputError naming it and its position (:meth:`check_prompts`)."""
+        self.check_prompts(prompts)
         if max_steps is None:
             max_steps = default_max_steps(prompts)
         if abstain_below is not None:
@@ -214,6 +241,7 @@ class LearnedMachine(nn.Module):
         """Run ``programs`` (one per prompt: plans emitted earlier, e.g. by
         ``controller.emit_scored``) on the learned machine, free, without planning again;
         ``max_steps`` as in :meth:`solve`."""
+        self.check_prompts(prompts)
         if max_steps is None:
             max_steps = default_max_steps(prompts)
         was = self.training
@@ -309,6 +337,14 @@ class LearnedMachine(nn.Module):
         q = torch.stack(keys, 1)                                                   # [B, L, A]
         rows = swm.read(mem, q, need_weights=False).values                          # [B, L, D]
         return layout.get(rows, "val")                                             # [B, L, V]
+
+
+@functools.cache
+def _characters(alphabet: Alphabet) -> frozenset[str]:
+    """Characters that surely encode in ``alphabet`` (a quick test before ``encode``)."""
+    if alphabet.raw_bytes:
+        return frozenset()
+    return frozenset(alphabet.decode_symbol(v) for v in range(alphabet.end))
 
 
 def _check_base(c: Checkpoint, name: str) -> None:

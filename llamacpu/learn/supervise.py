@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from llamacpu.core.interp import run as interp_run
-from llamacpu.core.isa import DEFAULT_ALPHABET, Op, Program
+from llamacpu.core.isa import Alphabet, Op, Program
 from llamacpu.learn import distributed
 from llamacpu.learn.tasks import TASKS, Example, default_out_size, expert_program
 from llamacpu.llm.heads import StepView
@@ -81,16 +81,19 @@ def _subsample(steps: StepTrace, rare: Sequence[int], k: int,
     return StepTrace(view, steps.targets[idx]), idx
 
 
-_FILLER = "".join(c for c in DEFAULT_ALPHABET.charset if c not in ":")
+@functools.cache
+def _filler(alphabet: Alphabet, reserved: str) -> str:
+    """The characters of filler words: the alphabet's text characters but ':' and
+    ``reserved`` (every one but the digits, in the default alphabet's order first)."""
+    return "".join(c for c in alphabet.charset if c != ":" and c not in reserved)
 
 
 def _with_filler(ex: Example, rng: random.Random) -> Example:
-    """``ex`` with one or two random words in front of its prompt. They hold no digit and no
-    ':', which every expert program skips (numbers are digit runs; copy/reverse read after
-    the first ':'), nor the symbols the task reserves (fmap's ';'), so the answer is
-    unchanged."""
-    reserved = TASKS[ex.task].reserved
-    chars = "".join(c for c in _FILLER if c not in reserved) if reserved else _FILLER
+    """``ex`` with one or two random words in front of its prompt, of the characters of the
+    example's alphabet. They hold no digit and no ':', which every expert program skips
+    (numbers are digit runs; copy/reverse read after the first ':'), nor the symbols the
+    task reserves (fmap's ';'), so the answer is unchanged."""
+    chars = _filler(ex.alphabet, TASKS[ex.task].reserved)
     words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
              for _ in range(rng.randint(1, 2))]
     return replace(ex, prompt=" ".join(words) + " " + ex.prompt)

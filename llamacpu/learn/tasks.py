@@ -42,6 +42,14 @@ edge cases that researchers expect a learned machine to fail first: carry and bo
 (``999+1``, ``1000-1``), equal operands, leading zeros, zeros and ones, already sorted or
 reversed lists, palindromes. ``edge_rate=0`` gives the uniform distribution.
 
+Every example is written in an alphabet (``Example.alphabet``, by default
+``isa.DEFAULT_ALPHABET``; a run trained with ``--alphabet printable`` draws in
+``isa.PRINTABLE_ALPHABET``): ``Task.sample`` and ``Task.make`` take it, its expert program is
+assembled in it (:func:`expert_program`), text payloads may hold any of its characters but
+``':'`` (:func:`draw_text`), and the grammar's capitalised wordings exist exactly when it
+has capitals (``Task.templates``). The default alphabet's draws are pinned by a fixed hash
+(``tests/test_tasks.py``): another alphabet never changes them.
+
     >>> import random
     >>> ex = TASKS["add"].sample(random.Random(0), 3)
     >>> ex.length, ex.answer == str(int(ex.operands[0]) + int(ex.operands[1]))
@@ -54,21 +62,23 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import importlib.util
+import inspect
 import os
 import random
 import re
 import string
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from llamacpu.core import golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
-from llamacpu.core.isa import DEFAULT_ALPHABET, LlamacpuError, Program
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, LlamacpuError, Program
 from llamacpu.learn.wordings import (
     WORDING_SPLITS,
     Frame,
@@ -89,7 +99,7 @@ __all__ = [
     "number", "pad", "shorter", "shuffled", "leading_zeros", "edge_case", "ordered", "room",
     "draw_digit_list", "draw_text", "draw_function", "apply_function", "function_key",
     "fit_tokens", "fit_binary_pair", "Grammar", "Frame", "bits_grammar",
-    "binary_op_grammar",
+    "binary_op_grammar", "payload_chars",
 ]
 
 SPLITS = ("train", "heldout")
@@ -142,6 +152,8 @@ class Example:
     operands: tuple[str, ...]    # as written in the prompt, in prompt order ("007", "5")
     length: int                  # difficulty, in the task's unit (see the module docstring)
     template: str = ""           # the wording the prompt was rendered from
+    alphabet: Alphabet = field(default=DEFAULT_ALPHABET, repr=False)  # what the prompt is
+    #                              written in; the expert program is assembled in it
 
 
 def render(template: str, kind: Operands, operands: tuple[str, ...]) -> str:
@@ -166,8 +178,11 @@ def _length(kind: Operands, operands: tuple[str, ...]) -> int:
     return len(operands[0])
 
 
-# Draws operands of exactly ``length`` for a task: (rng, length, edge_rate) -> operands.
-Draw = Callable[[random.Random, int, float], tuple[str, ...]]
+# Draws operands of exactly ``length`` for a task: (rng, length, edge_rate) -> operands. A
+# draw that also takes the keyword ``alphabet`` is given the alphabet of the examples being
+# drawn (draw_text: the characters a payload may hold); one that does not draws the same
+# operands in every alphabet (Task.draw_operands).
+Draw = Callable[..., tuple[str, ...]]
 # Python's own answer from the operands.
 Solve = Callable[[tuple[str, ...]], str]
 # Output-region slots the expert program needs, from the operands as written: what it
@@ -232,7 +247,9 @@ class Task:
         for t in every:
             self._check_template(t)
 
-    def _check_template(self, t: str) -> None:
+    def _check_template(self, t: str, alphabet: Alphabet = DEFAULT_ALPHABET) -> None:
+        """Raise ValueError unless ``t`` is a template of this task written in ``alphabet``
+        (a task's own templates: the default alphabet, which every alphabet extends)."""
         where = f"task {self.name}, template {t!r}"
         fields = re.findall(r"\{[^}]*\}", t)
         if self.commutative and fields == ["{b}", "{a}"]:  # either order reads the same
@@ -242,7 +259,7 @@ class Task:
         if any(ch.isdigit() for ch in literal):
             raise ValueError(f"{where}: templates have no digits of their own (the "
                              "programs read every digit run of the prompt as an operand)")
-        DEFAULT_ALPHABET.encode(literal)  # InputError (a ValueError) outside the alphabet
+        alphabet.encode(literal)  # InputError (a ValueError) outside the alphabet
         if self.operands is Operands.NUMBERS:
             want = ["{a}", "{b}"][: self.arity]
             if fields != want:
@@ -288,48 +305,61 @@ class Task:
         """What length counts: digits, items or characters."""
         return self.operands.unit
 
-    def templates(self, split: str = "train") -> tuple[str, ...]:
-        """The wordings of a split: "train" or "heldout" (the hand-written templates);
-        "grammar_train" (those for training and the grammar's train split); "recombined" or
-        "new_words" (the grammar's held-out splits); "new_frames" (those of "new_words"
-        whose frame is new). Grammar wordings are those the task's program reads right
-        (:meth:`grammar_wordings`)."""
+    def templates(self, split: str = "train",
+                  alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
+        """The wordings of a split: "train" or "heldout" (the hand-written templates, the
+        same in every alphabet); "grammar_train" (those for training and the grammar's
+        train split); "recombined" or "new_words" (the grammar's held-out splits);
+        "new_frames" (those of "new_words" whose frame is new). Grammar wordings are those
+        ``alphabet`` writes that the task's program reads right (:meth:`grammar_wordings`)."""
         if split == "train":
             return self.train_templates
         if split == "heldout":
             return self.heldout_templates
         if split == "grammar_train":
-            return self._split_templates["grammar_train"] if self.grammar else self.train_templates
+            return (self._split_templates(alphabet)["grammar_train"] if self.grammar
+                    else self.train_templates)
         if split in (*GRAMMAR_SPLITS, NEW_FRAMES):
-            out = self._split_templates[split] if self.grammar else ()
+            out = self._split_templates(alphabet)[split] if self.grammar else ()
             if not out:
                 raise TaskError(f"task {self.name}: no grammar, so no {split} wordings")
             return out
         raise ValueError(f"split must be one of {', '.join(ALL_SPLITS)}, got {split!r}")
 
     @cached_property
-    def _grammar_wordings(self) -> tuple[Wording, ...]:
-        orders = ("ab", "ba", "") if self.commutative else ("ab", "")
-        every = self.grammar.wordings(DEFAULT_ALPHABET, pinned=self.train_templates,
-                                      kept_out=self.heldout_templates)
-        return tuple(w for w in every if w.order in orders)
+    def _by_alphabet(self) -> dict[Alphabet, tuple[tuple[Wording, ...], dict]]:
+        """{alphabet: (grammar wordings, split templates)}, filled as alphabets are asked
+        for (a frozen dataclass holding a grammar's dicts is not hashable: no lru_cache)."""
+        return {}
 
-    @cached_property
-    def _split_templates(self) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {s: [] for s in WORDING_SPLITS}
-        for w in self.grammar_wordings():
-            out[w.split].append(w.text)
-        out["grammar_train"] = list(dict.fromkeys(self.train_templates + tuple(out["train"])))
-        out[NEW_FRAMES] = [w.text for w in self.grammar_wordings()
-                           if w.split == "new_words" and w.new_frame]
-        return {k: tuple(v) for k, v in out.items()}
+    def _wordings_in(self, alphabet: Alphabet) -> tuple[tuple[Wording, ...], dict]:
+        got = self._by_alphabet.get(alphabet)
+        if got is None:
+            orders = ("ab", "ba", "") if self.commutative else ("ab", "")
+            every = self.grammar.wordings(alphabet, pinned=self.train_templates,
+                                          kept_out=self.heldout_templates)
+            words = tuple(w for w in every if w.order in orders)
+            out: dict[str, list[str]] = {s: [] for s in WORDING_SPLITS}
+            for w in words:
+                out[w.split].append(w.text)
+            out["grammar_train"] = list(dict.fromkeys(self.train_templates
+                                                      + tuple(out["train"])))
+            out[NEW_FRAMES] = [w.text for w in words if w.split == "new_words" and w.new_frame]
+            got = words, {k: tuple(v) for k, v in out.items()}
+            self._by_alphabet[alphabet] = got
+        return got
 
-    def grammar_wordings(self) -> tuple[Wording, ...]:
-        """The grammar's wordings in the task's alphabet, with their splits, that its
-        program reads right: operands in the order the program reads them (either order
-        for a commutative task); () without a grammar. The hand-written training templates
-        the grammar generates are in its train split, the held-out ones never are."""
-        return () if self.grammar is None else self._grammar_wordings
+    def _split_templates(self, alphabet: Alphabet) -> dict[str, tuple[str, ...]]:
+        return self._wordings_in(alphabet)[1]
+
+    def grammar_wordings(self, alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[Wording, ...]:
+        """The grammar's wordings that ``alphabet`` writes (capitalised ones only with
+        capitals), with their splits, that the task's program reads right: operands in the
+        order the program reads them (either order for a commutative task); () without a
+        grammar. The hand-written training templates the grammar generates are in its train
+        split, the held-out ones never are (nor their capitalised forms); a wording is in
+        the same split in every alphabet that writes it (``learn/wordings.py``)."""
+        return () if self.grammar is None else self._wordings_in(alphabet)[0]
 
     def check_length(self, length: int) -> None:
         if length < 1 or (self.max_length is not None and length > self.max_length):
@@ -337,28 +367,41 @@ class Task:
             raise TaskError(f"task {self.name}: length must be {allowed} ({self.unit}), "
                             f"got {length}")
 
-    def sample(self, rng: random.Random, length: int, split: str = "train") -> Example:
-        """One example whose operands have exactly ``length`` (in ``self.unit``)."""
+    def sample(self, rng: random.Random, length: int, split: str = "train",
+               alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
+        """One example whose operands have exactly ``length`` (in ``self.unit``), in a
+        wording of ``split``, written in ``alphabet``."""
         self.check_length(length)
-        templates = self.templates(split)
-        operands = self.draw(rng, length, self.edge_rate)
-        return self.make(operands, rng.choice(templates))
+        templates = self.templates(split, alphabet)
+        operands = self.draw_operands(rng, length, alphabet)
+        return self.make(operands, rng.choice(templates), alphabet)
 
-    def make(self, operands: tuple[str, ...], template: str | None = None) -> Example:
-        """The example for given operands (as written) in a given wording."""
+    def draw_operands(self, rng: random.Random, length: int,
+                      alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
+        """Operands of exactly ``length`` by the task's draw (:data:`Draw`), with its edge
+        rate; a draw that takes ``alphabet`` draws in it."""
+        if _takes_alphabet(self.draw):
+            return self.draw(rng, length, self.edge_rate, alphabet=alphabet)
+        return self.draw(rng, length, self.edge_rate)
+
+    def make(self, operands: tuple[str, ...], template: str | None = None,
+             alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
+        """The example for given operands (as written) in a given wording, written in
+        ``alphabet`` (which the prompt must fit: the expert program reads it in it)."""
         operands = tuple(operands)
         self._check_operands(operands)
         template = self.train_templates[0] if template is None else template
         prompt = render(template, self.operands, operands)
         return Example(self.name, prompt, self.solve(operands), self.program, operands,
-                       _length(self.operands, operands), template)
+                       _length(self.operands, operands), template, alphabet)
 
     def expert_program(self, example: Example) -> Program:
-        """The expert program of one of this task's examples: ``program_for``'s (the
-        function written in, for fmap), else ``<directory>/<program>.lasm``."""
+        """The expert program of one of this task's examples, in the example's alphabet:
+        ``program_for``'s (the function written in, for fmap), else
+        ``<directory>/<program>.lasm``."""
         if self.program_for is not None:
             return self.program_for(example)
-        return golden.load_program(example.program, self.directory)
+        return golden.load_program(example.program, self.directory, example.alphabet)
 
     def parse(self, text: str) -> tuple[str, ...]:
         """The operands the expert program reads from free text, by golden's rules: the first
@@ -454,9 +497,21 @@ def draw_digit_list(rng: random.Random, length: int, edge_rate: float) -> tuple[
 
 
 _LETTERS = string.ascii_lowercase
-_TEXT_CHARS = "".join(c for c in DEFAULT_ALPHABET.charset if c != ":") + string.digits
-"""Payload characters: the alphabet minus ':' (only the first ':' of a prompt matters, but
-a payload without one reads unambiguously)."""
+
+
+@functools.cache
+def payload_chars(alphabet: Alphabet = DEFAULT_ALPHABET) -> str:
+    """The characters a text payload is drawn from: the alphabet's text characters but ':'
+    (only the first ':' of a prompt matters, but a payload without one reads
+    unambiguously), then its digits (the default alphabet: its punctuation, lowercase
+    letters and digits; the printable one: every printable ASCII character but ':')."""
+    digits = "".join(alphabet.decode_symbol(v) for v in range(alphabet.base))
+    return "".join(c for c in alphabet.charset if c != ":") + digits
+
+
+def _capitals(alphabet: Alphabet) -> str:
+    """The capital letters of the alphabet's text characters ("" for the default one)."""
+    return "".join(c for c in alphabet.charset if c in string.ascii_uppercase)
 
 
 def _words(rng: random.Random, length: int) -> str:
@@ -468,25 +523,41 @@ def _words(rng: random.Random, length: int) -> str:
     return "".join(out)
 
 
-def _mixed(rng: random.Random, length: int) -> str:
+def _capitalised(rng: random.Random, text: str) -> str:
+    """``text`` with each word's first letter a capital one time in three."""
+    return "".join(ch.upper() if ch.isalpha() and (i == 0 or text[i - 1] == " ")
+                   and rng.random() < 1 / 3 else ch for i, ch in enumerate(text))
+
+
+def _mixed(rng: random.Random, length: int, chars: str) -> str:
     """Any payload characters; first and last are not spaces (leading spaces are skipped)."""
-    solid = _TEXT_CHARS.replace(" ", "")
-    return "".join(rng.choice(solid if i in (0, length - 1) else _TEXT_CHARS)
+    solid = chars.replace(" ", "")
+    return "".join(rng.choice(solid if i in (0, length - 1) else chars)
                    for i in range(length))
 
 
-def draw_text(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    """A payload of ``length`` characters: words (six in ten) or any characters; edge cases:
-    a palindrome, one letter repeated."""
+def draw_text(rng: random.Random, length: int, edge_rate: float,
+              alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
+    """A payload of ``length`` characters of ``alphabet``: words (six in ten) or any
+    characters (:func:`payload_chars`); edge cases: a palindrome, one letter repeated. With
+    capitals in the alphabet, a word starts with one a third of the time and the repeated
+    letter may be one; without them (the default alphabet) words are lowercase."""
+    capitals = _capitals(alphabet)
+
+    def words(n: int) -> str:
+        text = _words(rng, n)
+        return _capitalised(rng, text) if capitals else text
+
     def palindrome() -> tuple[str, ...]:
-        half = _words(rng, (length + 1) // 2)
+        half = words((length + 1) // 2)
         return (half + half[: length // 2][::-1],)
 
-    cases = [palindrome, lambda: (rng.choice(_LETTERS) * length,)]
+    cases = [palindrome, lambda: (rng.choice(_LETTERS + capitals) * length,)]
     drawn = edge_case(rng, edge_rate, cases)
     if drawn:
         return drawn
-    return (_words(rng, length) if rng.random() < 0.6 else _mixed(rng, length),)
+    return (words(length) if rng.random() < 0.6 else _mixed(rng, length,
+                                                            payload_chars(alphabet)),)
 
 
 def fit_tokens(tokens: str) -> Fit:
@@ -627,9 +698,19 @@ def reference(program: str, text: str) -> str:
 
 
 def expert_program(example: Example) -> Program:
-    """The expert program of an example: its task's ``program_for`` (the function written
-    in, for fmap), else ``<example.program>.lasm`` (:meth:`Task.expert_program`)."""
+    """The expert program of an example, assembled in the example's alphabet: its task's
+    ``program_for`` (the function written in, for fmap), else ``<example.program>.lasm``
+    (:meth:`Task.expert_program`)."""
     return TASKS[example.task].expert_program(example)
+
+
+@functools.cache
+def _takes_alphabet(draw: Callable) -> bool:
+    """Whether a task's draw takes the keyword ``alphabet`` (:data:`Draw`)."""
+    try:
+        return "alphabet" in inspect.signature(draw).parameters
+    except (TypeError, ValueError):  # a callable without a signature: the three arguments
+        return False
 
 
 def heldout_key(example: Example) -> str:
@@ -679,8 +760,9 @@ def expert(example: Example, out_size: int | None = None,
 
 
 def with_template(example: Example, template: str) -> Example:
-    """The same operands in another wording (the answer does not depend on it)."""
-    return TASKS[example.task].make(example.operands, template)
+    """The same operands in another wording (the answer does not depend on it), in the
+    example's alphabet."""
+    return TASKS[example.task].make(example.operands, template, example.alphabet)
 
 
 TASKS: Mapping[str, Task] = _all_tasks()

@@ -13,13 +13,27 @@ from typing import Any
 
 import torch
 
+from llamacpu.core.isa import DEFAULT_ALPHABET, PRINTABLE_ALPHABET, Alphabet
 from llamacpu.learn.learned import LearnedConfig
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.models import ModelError, resolve
+from llamacpu.machine.oeu import OEUConfig
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "WORDINGS", "resolve_split", "training_split"]
+__all__ = ["ALPHABETS", "OPTIMIZERS", "TrainConfig", "WORDINGS", "alphabet_name",
+           "resolve_split", "training_split"]
+
+ALPHABETS: Mapping[str, Alphabet] = {"default": DEFAULT_ALPHABET,
+                                     "printable": PRINTABLE_ALPHABET}
+"""``TrainConfig.alphabet`` → the alphabet a run's machine reads and writes: ``default``
+(digits, ``" +-*/%=<>,;:.()?!_"`` and a–z; V = 55) or ``printable`` (the same symbols
+under the same numbers, then capitals and the rest of printable ASCII; V = 96)."""
+
+
+def alphabet_name(alphabet: Alphabet) -> str:
+    """The :data:`ALPHABETS` name of an alphabet, else its description."""
+    return next((k for k, a in ALPHABETS.items() if a == alphabet), alphabet.describe())
 
 
 WORDINGS = {"templates": "train", "grammar": "grammar_train"}
@@ -138,6 +152,11 @@ class TrainConfig:
     #                                     hand-written templates, or "grammar": those and the
     #                                     train split of each task's grammar, with competence
     #                                     judged on the recombined split too (docs/wordings.md)
+    alphabet: str = "default"           # the symbols the machine reads and writes, a name
+    #                                     of ALPHABETS: "default" (no capitals) or
+    #                                     "printable" (every printable ASCII character);
+    #                                     every prompt, payload, filler word and expert
+    #                                     program of the run is written in it
     progress: bool = True               # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -157,6 +176,9 @@ class TrainConfig:
                                  f"got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.alphabet not in ALPHABETS:
+            raise ValueError(f"--alphabet must be one of {', '.join(ALPHABETS)}, "
+                             f"got {self.alphabet!r}")
         if self.wordings not in WORDINGS:
             raise ValueError(f"--wordings must be one of {', '.join(WORDINGS)}, "
                              f"got {self.wordings!r}")
@@ -218,12 +240,18 @@ class TrainConfig:
         """The split the run's prompts are drawn from: ``train`` or ``grammar_train``."""
         return WORDINGS[self.wordings]
 
+    @property
+    def symbols(self) -> Alphabet:
+        """The run's alphabet (:data:`ALPHABETS` of :attr:`alphabet`)."""
+        return ALPHABETS[self.alphabet]
+
     def model_config(self) -> LearnedConfig:
         return LearnedConfig(ControllerConfig(
             model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
             absolute_positions=self.absolute_positions, digit_window=self.digit_window,
             item_window=self.item_window, text_window=self.text_window,
-            abstract_payload=self.abstract_payload))
+            abstract_payload=self.abstract_payload, alphabet=self.symbols),
+            OEUConfig(alphabet=self.symbols))
 
 
 def _cfg_json(cfg: TrainConfig) -> dict:

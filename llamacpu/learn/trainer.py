@@ -28,6 +28,9 @@ global batch, owns a stride of its rows, and the gradients are summed so that th
 the one-process update on the whole batch (``llamacpu/distributed.py`` explains how).
 ``--batch-size`` and ``answer_batch`` stay global.
 
+A run is written in its alphabet (``--alphabet``, ``TrainConfig.symbols``): its batches,
+evaluation sets, filler words and expert programs, and the machine's V.
+
 ``--model smollm2-135m --lora-r 8 [--quant 4bit]`` (or a local HF directory) trains a
 pretrained controller: its base weights frozen, LoRA adapters, heads and the OEU trained
 (see ``controller.py``). Its step costs seconds on a CPU, so the answer loss is off by
@@ -72,7 +75,7 @@ from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensor
 from llamacpu.learn.runlock import RunLock
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
 from llamacpu.learn.tasks import Example, default_out_size, expert_program
-from llamacpu.learn.train_config import OPTIMIZERS, TrainConfig, _cfg_json
+from llamacpu.learn.train_config import OPTIMIZERS, TrainConfig, _cfg_json, alphabet_name
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 
 ANNEAL_FLOOR = 1 / 32  # the lowest learning-rate factor annealing reaches
@@ -182,6 +185,12 @@ class Trainer:
 
     def _load_model(self, c: ckpt.Checkpoint) -> tuple[LearnedMachine, OEUExamples]:
         model = LearnedMachine.from_checkpoint(c)
+        if model.alphabet != self.cfg.symbols:
+            had = alphabet_name(model.alphabet)
+            raise CheckpointError(
+                f"{c.path} was trained in the {had} alphabet (V = {model.alphabet.size}), not "
+                f"--alphabet {self.cfg.alphabet}: pass --alphabet {had} to resume it, --out "
+                f"to train a new one elsewhere, or --no-resume to start over here")
         if model.cfg != self.cfg.model_config():
             raise CheckpointError(
                 f"{c.path} was trained with a different model configuration; use --out to "
@@ -269,11 +278,12 @@ class Trainer:
         rng = random.Random(cfg.seed * 1000 + stage.index * 7919 + st.step)
         if st.resume and "sampler" in st.resume:  # where the interrupted run's draws stood
             rng.setstate(_as_tuple(st.resume["sampler"]))
-        heldout = competence_set(stage, seed=cfg.seed + 1, split=cfg.split)
+        alphabet = cfg.symbols  # every prompt of the run is written in it
+        heldout = competence_set(stage, seed=cfg.seed + 1, split=cfg.split, alphabet=alphabet)
         looking_back = cfg.retention_size > 0 and cfg.retention > 0
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size,
-                                               split=cfg.split))
+                                               split=cfg.split, alphabet=alphabet))
                           for s in retention_stages(stage)} if looking_back else {}
         self.certifier = certifier = Certifier(
             stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
@@ -286,7 +296,7 @@ class Trainer:
             replay = merge_examples(replay, certifier.oeu_table())
             cert_sets = {stage.task: heldout, **{s.task: eval_set(
                 s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views),
-                split=cfg.split) for s in retention_stages(stage)}}
+                split=cfg.split, alphabet=alphabet) for s in retention_stages(stage)}}
         started = time.time()
         resumed_from = st.step  # 0 for a fresh stage: tells this run's records from others'
         main = self.dist.main
@@ -399,7 +409,8 @@ class Trainer:
             for task, examples in sampled.items():
                 try:
                     out[task] = every_view(task, view, (self.cfg.split,),
-                                           seed=self.cfg.seed).examples
+                                           seed=self.cfg.seed,
+                                           alphabet=self.cfg.symbols).examples
                 except ValueError:
                     out[task] = list(examples)
             self._views_of = (stage.index, out)
@@ -421,7 +432,8 @@ class Trainer:
             return
         seed = self.cfg.seed + 3
         got = {s.task: evaluate(model, eval_set(s, seed=seed, size=self.cfg.retention_size,
-                                                split=self.cfg.split),
+                                                split=self.cfg.split,
+                                                alphabet=self.cfg.symbols),
                                 self._budget(s), dist=self.dist) for s in earlier}
         self.log(f"stage {stage.index} ({stage.name}): retained " + _fmt(got))
         if self.dist.main:
@@ -464,7 +476,8 @@ class Trainer:
             weights = review_weights(retained)
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
                  for e in sample_batch(stage, rng, cfg.batch_size, review=review,
-                                       weights=weights, split=cfg.split)]
+                                       weights=weights, split=cfg.split,
+                                       alphabet=cfg.symbols)]
         if self.certifier is not None:  # prompts whose plan the last certificate found wrong
             wrong = self.certifier.plan_rows(rng, len(batch))
             if wrong:

@@ -24,6 +24,15 @@ choice of each; its parts are named (``frame:3``, ``verb:sum up``, ``prefix:plea
   (:meth:`Grammar.splits` checks that every seen part occurs in training);
 - ``train``: the rest.
 
+Case never separates training from evaluation: a capitalised wording is in the split of its
+as-written form (the hash and the repair above decide among the as-written wordings), so
+the capitalised form of a held-out wording is held out too, and a wording the default
+alphabet writes is in the same split whether or not the alphabet has capitals. An
+alphabet's other characters can only add wordings (``{a} ^ {b}`` needs ``^``); the
+partition is made among the wordings an alphabet writes, so every seen part it can write
+is trained (``tests/test_wordings.py`` checks that each task's default-alphabet wordings
+keep their splits in the printable alphabet).
+
 A frame names its operands in the order the text has them; ``order`` says which operand
 comes first (``"ba"``: ``"subtract {b} from {a}"``), so a program can be chosen that reads
 them in its own order.
@@ -80,6 +89,7 @@ ENDINGS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 CASES = ("as written", "capital")
 """As written (lower case), or the first letter capitalised (only with capitals in the
 alphabet)."""
+_CAPITAL = "case:capital"  # the part a capitalised wording has
 
 _SLOT = re.compile(r"<([a-z_]+)>")
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -187,9 +197,10 @@ class Grammar:
     def wordings(self, alphabet: Alphabet | None = None, *, pinned: Collection[str] = (),
                  kept_out: Collection[str] = ()) -> tuple[Wording, ...]:
         """Every wording with its split; with ``alphabet``, only those it can write (the
-        splits are made among those, so every seen part the alphabet can write is trained).
-        A seen wording in ``pinned`` is always in train, one in ``kept_out`` never (a task's
-        hand-written training and held-out templates)."""
+        splits are made among those, so every seen part the alphabet can write is trained;
+        a capitalised wording is in the split of its as-written form). A seen wording in
+        ``pinned`` is always in train, one in ``kept_out`` never (a task's hand-written
+        training and held-out templates), and so are their capitalised forms."""
         every = self._all if alphabet is None else tuple(
             w for w in self._all if _writable(_FIELD.sub("", w.text), alphabet))
         splits = _partition(every, self.recombined, frozenset(pinned), frozenset(kept_out))
@@ -201,7 +212,25 @@ def _partition(every: tuple[Wording, ...], fraction: float, pinned: frozenset[st
     """{text: split}: new parts → new_words; a stable hash holds out ``fraction`` of the
     rest as recombined (``kept_out`` always, ``pinned`` never); then any held-out wording
     with a part training would lack goes back to training, so every seen part is trained
-    (``kept_out`` stays out: training has its parts from other wordings, or lacks them)."""
+    (``kept_out`` stays out: training has its parts from other wordings, or lacks them).
+    A capitalised wording whose as-written form is among ``every`` takes that form's split
+    (its other parts are the same, and ``case:capital`` is trained with any trained
+    as-written wording that has a letter)."""
+    texts = {w.text for w in every}
+    source = {w.text: _uncased(w.text) for w in every if _CAPITAL in w.parts}
+    source = {t: s for t, s in source.items() if s in texts and s != t}
+    def either_case(ts: frozenset[str]) -> frozenset[str]:
+        return ts | {_cased(t, "capital") for t in ts} | {_uncased(t) for t in ts}
+    out = _partition_written(tuple(w for w in every if w.text not in source), fraction,
+                             either_case(pinned), either_case(kept_out))
+    for text, written in source.items():
+        out[text] = out[written]
+    return out
+
+
+def _partition_written(every: tuple[Wording, ...], fraction: float, pinned: frozenset[str],
+                       kept_out: frozenset[str]) -> dict[str, str]:
+    """:func:`_partition` of wordings none of which is another's capitalised form."""
     seen = [w for w in every if not w.new]
     out = {w.text: "new_words" for w in every if w.new}
     held = {w.text for w in seen if w.text not in pinned
@@ -227,6 +256,14 @@ def _cased(text: str, case: str) -> str:
     if i is None:
         return text  # nothing to capitalise: the wording is the same as written
     return text[:i] + text[i].upper() + text[i + 1:]
+
+
+def _uncased(text: str) -> str:
+    """The as-written form of a capitalised wording: the letter :func:`_cased` raised,
+    lowered."""
+    free = _FIELD.sub(lambda m: "\0" * len(m.group()), text)
+    i = next((k for k, ch in enumerate(free) if ch.isalpha()), None)
+    return text if i is None else text[:i] + text[i].lower() + text[i + 1:]
 
 
 def _unit(text: str) -> float:
