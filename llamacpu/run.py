@@ -2,7 +2,9 @@
 
 Prints the answer on the first line and ``steps: N`` on the second; ``--trace`` prints a
 table of every step before them. ``--link LIB.lasm`` links the program, then a main
-program, onto a library of routines first (``llamacpu.core.link``). Every error
+program, onto a library of routines first (``llamacpu.core.link``). An input with
+characters the program's alphabet lacks runs in :data:`PRINTABLE_ALPHABET` when that
+extends it (capitals and any printable ASCII, as people type prompts). Every error
 (unreadable file, assembly error, machine fault, input outside the alphabet, bad flag) is
 one ``error: ...`` on stderr (an assembly error adds its source line and caret) and exit
 code 2, never a traceback.
@@ -30,7 +32,17 @@ from llamacpu.core.interp import (
     TraceStep,
     run,
 )
-from llamacpu.core.isa import SPEC, Alphabet, LlamacpuError, Op, Program, Role, Write
+from llamacpu.core.isa import (
+    PRINTABLE_ALPHABET,
+    SPEC,
+    Alphabet,
+    InputError,
+    LlamacpuError,
+    Op,
+    Program,
+    Role,
+    Write,
+)
 from llamacpu.core.link import link
 
 __all__ = ["RunConfig", "BACKENDS", "Backend", "reference_backend", "machine_backend",
@@ -259,11 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                     texts.append(f.read())
         except (OSError, UnicodeDecodeError) as e:
             return _fail(f"cannot read {path}: {e}")
-    try:
+    def build(alphabet: Alphabet | None) -> Program:
         if cfg.link is None:
-            program = assemble(texts[0], file=cfg.program)
-        else:
-            program = link(texts[0], assemble(texts[1], file=cfg.link), file=cfg.program)
+            return assemble(texts[0], file=cfg.program, alphabet=alphabet)
+        return link(texts[0], assemble(texts[1], file=cfg.link, alphabet=alphabet),
+                    file=cfg.program)
+
+    try:
+        program = build(None)
+        if _needs_printable(program.alphabet, cfg.input):
+            program = build(PRINTABLE_ALPHABET)  # a prompt as typed: capitals, any ASCII
     except AssemblyError as e:  # already `file:line:col: error: ...`, source line, caret
         print(e, file=sys.stderr)
         return 2
@@ -289,6 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     print(result.output)
     print(f"steps: {result.steps}")
     return 0
+
+
+def _needs_printable(alphabet: Alphabet, text: str) -> bool:
+    """Whether ``text`` has a character ``alphabet`` lacks that :data:`PRINTABLE_ALPHABET`,
+    an extension of it, may hold: then the program runs in that alphabet (the same symbols
+    under the same numbers, more after them), so a prompt typed with capitals and any
+    printable ASCII runs on every program written for the default alphabet, and a
+    character outside printable ASCII is the one the error names."""
+    if alphabet == PRINTABLE_ALPHABET or not PRINTABLE_ALPHABET.extends(alphabet):
+        return False
+    try:
+        alphabet.encode(text)
+    except InputError:
+        return True
+    return False
 
 
 def entry(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llamacpu.core.asm import assemble
+from llamacpu.core.golden import PROGRAMS_DIR
 from llamacpu.core.interp import (
     MachineFault,
     Result,
@@ -884,7 +885,7 @@ def test_cli_runs_and_traces(add_file, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["{missing}", "--input", "1+2"], "error: cannot read"),
     (["{bad}"], "t.lasm:1:1: error:"),
-    (["{add}", "--input", "1+Q"], "error: input position 2: character 'Q'"),
+    (["{add}", "--input", "1+\u00e9"], "error: input position 2: character '\u00e9'"),
     (["{add}", "--input", "+"], "error: fault at pc"),
     (["{add}", "--input", "1+2", "--max-steps", "3"], "step limit of 3"),
     (["{add}", "--max-steps", "0"], "error: --max-steps must be at least 1"),
@@ -904,6 +905,18 @@ def test_cli_errors_exit_2_without_traceback(add_file, tmp_path, args, message):
     assert message in r.stderr and "Traceback" not in r.stderr + r.stdout
     if not args or args[0] != "{bad}":
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_runs_prompts_as_people_type_them():
+    """A program written for the default alphabet runs a prompt with capitals and any
+    printable ASCII (in PRINTABLE_ALPHABET, which extends the default one)."""
+    add = str(PROGRAMS_DIR / "add.lasm")
+    r = cli(add, "--input", "Add 12 and 35.")
+    assert (r.returncode, r.stdout.splitlines()[0], r.stderr) == (0, "47", "")
+    r = cli(str(PROGRAMS_DIR / "reverse.lasm"), "--input", "Reverse: Hello, World! #1")
+    assert (r.returncode, r.stdout.splitlines()[0]) == (0, "1# !dlroW ,olleH")
+    r = cli(add, "--input", "12+35")  # a prompt the default alphabet writes runs in it
+    assert r.stdout == "47\nsteps: 85\n"
 
 
 def test_format_trace_shows_code_without_comments():
