@@ -63,6 +63,14 @@ def _rel(a: int, b: int) -> str:
     return "<" if a < b else ">" if a > b else "="
 
 
+def _chain(ops: tuple[str, ...]) -> str:
+    """A chain's left-to-right fold, by hand: n0, then per step op(result, n)."""
+    acc = int(ops[0])
+    for op, n in zip(ops[1::2], map(int, ops[2::2])):
+        acc = {"add": acc + n, "sub": acc - n, "mul": acc * n, "rsub": n - acc}[op]
+    return str(acc)
+
+
 ORACLE = {
     "add": lambda ops: str(int(ops[0]) + int(ops[1])),
     "sub": lambda ops: str(int(ops[0]) - int(ops[1])),
@@ -89,6 +97,9 @@ ORACLE = {
                                                        for x in ops[0].split("*")))[2:][::-1]
                                          if "*" in ops[0] else "0" * (len(ops[0]) - 1),
     "compute_sqrt": lambda ops: bin(math.isqrt(int(ops[0], 2)))[2:].zfill(-(-len(ops[0]) // 2)),
+    # the composed tasks: Python's own arithmetic on the expression, a fold of the chain
+    "expr": lambda ops: str(eval(ops[0])),
+    "chain": _chain,
     # requests the machine has no program for: it declines, writing nothing
     "foreign_numbers": lambda ops: "",
     "foreign_list": lambda ops: "",
@@ -105,7 +116,7 @@ def _lengths(name: str, top: int = 4) -> range:
 def _measure(ex: Example) -> int:
     """The example's length, recomputed from the prompt alone."""
     kind = TASKS[ex.task].operands
-    if kind is Operands.NUMBERS:
+    if kind in (Operands.NUMBERS, Operands.EXPRESSION, Operands.CHAIN):
         return max(len(x) for x in re.findall(r"\d+", ex.prompt))
     if kind is Operands.DIGITS:
         return len(re.findall(r"\d", ex.prompt))
@@ -119,9 +130,13 @@ def _check(ex: Example) -> None:
     assert ex.answer == ORACLE[ex.task](ex.operands)
     kind = TASKS[ex.task].operands
     # fmap's program holds the function (tasks.expert_program writes it in); its contract
-    # is apply.lasm's, which reads the definitions from the text
-    assert ex.answer == reference("apply" if kind is Operands.FUNCTION else ex.program,
-                                  ex.prompt)
+    # is apply.lasm's, which reads the definitions from the text. expr's is the expression
+    # in the text; a chain's operations are words of its wording, not read from the text.
+    if kind is Operands.EXPRESSION:
+        assert ex.answer == TASKS[ex.task].reference(ex.prompt)
+    elif kind is not Operands.CHAIN:
+        assert ex.answer == reference("apply" if kind is Operands.FUNCTION else ex.program,
+                                      ex.prompt)
     ex.alphabet.encode(ex.prompt)  # raises InputError outside the example's alphabet
     assert _measure(ex) == ex.length
     kind = TASKS[ex.task].operands
@@ -129,6 +144,11 @@ def _check(ex: Example) -> None:
         assert tuple(re.findall(r"\d+", ex.prompt)) == ex.operands
     elif kind is Operands.DIGITS:
         assert tuple(re.findall(r"\d", ex.prompt)) == ex.operands
+    elif kind is Operands.EXPRESSION:
+        assert ex.operands[0] in ex.prompt
+        assert re.findall(r"\d+", ex.prompt) == re.findall(r"\d+", ex.operands[0])
+    elif kind is Operands.CHAIN:
+        assert tuple(re.findall(r"\d+", ex.prompt)) == ex.operands[0::2]
     elif kind is Operands.FUNCTION:
         defs, _, payload = ex.prompt.partition(";")
         assert re.findall(r"\d>\d", defs) == ex.operands[0].split()
@@ -148,7 +168,8 @@ def test_tasks_cover_the_required_set() -> None:
     assert REQUIRED <= set(TASKS)
     for name, task in TASKS.items():
         assert task.name == name
-        assert (golden.PROGRAMS_DIR / f"{task.program}.lasm").is_file()
+        # expr and chain name their program's directory: the library's, programs/lib
+        assert ((task.directory or golden.PROGRAMS_DIR) / f"{task.program}.lasm").is_file()
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -13,9 +13,9 @@ measured against:
   (tree → text with exactly the parentheses it needs) and :func:`draw_expression` (a
   seeded generator of valid expressions);
 - left-to-right chains ("add 12 and 345, then multiply by 6, then subtract 78"): a list of
-  operation names over the numbers in textual order, :func:`chain_program` and
-  :func:`evaluate_chain`; ``"rsub"`` ("subtract the result from 78") names the operand
-  order reversed, compiled with ``swap``.
+  operation names over the numbers in textual order, :func:`chain_program`,
+  :func:`evaluate_chain` and :func:`draw_chain`; ``"rsub"`` ("subtract the result from
+  78") names the operand order reversed, compiled with ``swap``.
 
 Numbers reach the machine through the input, not the program: ``num`` reads the next
 number of the prompt, and a postfix form lists the numbers in the same left-to-right order
@@ -50,7 +50,8 @@ __all__ = [
     "Num", "BinOp", "Expr", "Postfix", "OPERATORS", "CHAIN_OPS", "STACK_ENTRIES", "tokens",
     "to_postfix", "parse_expr", "render", "evaluate", "intermediates", "is_valid",
     "postfix_calls", "main_program", "program_text", "stack_depth", "chain_calls",
-    "chain_program", "evaluate_chain", "out_size", "draw_expression",
+    "chain_program", "evaluate_chain", "scratch_size", "out_size", "draw_expression",
+    "draw_chain",
 ]
 
 OPERATORS = {"+": "add", "-": "sub", "*": "mul"}
@@ -347,11 +348,12 @@ def evaluate_chain(ops: Sequence[str], numbers: Sequence[int]) -> int:
 # ---------------------------------------------------------------------- memory
 
 
-def out_size(calls: Sequence[str], text: str) -> int:
-    """Scratch slots enough for a main program's ``calls`` on the prompt ``text``: the
-    loader's default, or more when the library's regions need it (each routine's use is
-    replayed on Python integers: ``num`` L+1 slots, ``add`` max(la, lb)+2, ``sub`` la+1,
-    ``mul`` 2·la+lb+3 with its row buffer, ``print`` L+1)."""
+def scratch_size(calls: Sequence[str], text: str) -> int:
+    """The scratch slots a main program's ``calls`` touch on the prompt ``text`` (its numbers
+    are the maximal digit runs, read in order): each routine's use is replayed on Python
+    integers (``num`` L+1 slots, ``add`` max(la, lb)+2, ``sub`` la+1, ``mul`` 2·la+lb+3
+    with its row buffer, ``print`` L+1), and the most slots the regions reach is the
+    answer: the composed tasks' ``out_size`` (``programs/expr.py``, ``programs/chain.py``)."""
     numbers = iter(int(m) for m in re.findall(r"[0-9]+", text))
     stack: list[int] = []
     top = need = 0  # the heap top, and the most slots touched
@@ -381,7 +383,13 @@ def out_size(calls: Sequence[str], text: str) -> int:
             need = max(need, top + len(str(stack.pop())) + 1)
         else:
             raise ValueError(f"no library routine {c!r}")
-    return max(default_out_size(len(text)), need)
+    return need
+
+
+def out_size(calls: Sequence[str], text: str) -> int:
+    """Scratch slots enough for a main program's ``calls`` on the prompt ``text``: the
+    loader's default, or more when the library's regions need it (:func:`scratch_size`)."""
+    return max(default_out_size(len(text)), scratch_size(calls, text))
 
 
 # ---------------------------------------------------------------------- drawing
@@ -433,7 +441,7 @@ def _nested(rng: random.Random, ops: int, digits: int, small: int) -> Expr:
     if op == "*":
         m = rng.randint(0, min(ops - 1, small - 1, 2))
         while True:
-            side = _nested(rng, m, max(1, small // (m + 1)), small)
+            side = _nested(rng, m, max(1, min(digits, small) // (m + 1)), small)
             if evaluate(side) < 10 ** small:
                 break
         rest = _nested(rng, ops - 1 - m, digits, small)
@@ -445,13 +453,54 @@ def _nested(rng: random.Random, ops: int, digits: int, small: int) -> Expr:
     return BinOp(op, left, right)
 
 
+def _full(rng: random.Random, digits: int) -> int:
+    """A number of exactly ``digits`` digits (0..9 for one digit, else no leading zero)."""
+    return rng.randrange(10) if digits == 1 else rng.randrange(10 ** (digits - 1), 10 ** digits)
+
+
+def _replaced(e: Expr, path: Sequence[int], leaf: Num) -> Expr:
+    """``e`` with the number at ``path`` (0 left, 1 right, from the root) replaced."""
+    if not path:
+        return leaf
+    assert isinstance(e, BinOp)
+    if path[0] == 0:
+        return BinOp(e.op, _replaced(e.left, path[1:], leaf), e.right)
+    return BinOp(e.op, e.left, _replaced(e.right, path[1:], leaf))
+
+
+def _widened(rng: random.Random, expr: Expr, digits: int, small: int) -> Expr | None:
+    """``expr`` with one number redrawn with exactly ``digits`` digits, at a place where a
+    larger number cannot make a difference negative (never on the right of a ``-``) and
+    every product keeps a small factor; None when no number can be."""
+    paths: list[tuple[int, ...]] = []
+
+    def walk(e: Expr, path: tuple[int, ...]) -> None:
+        if isinstance(e, Num):
+            paths.append(path)
+            return
+        walk(e.left, (*path, 0))
+        if e.op != "-":
+            walk(e.right, (*path, 1))
+
+    walk(expr, ())
+    rng.shuffle(paths)
+    for path in paths:
+        wide = _replaced(expr, path, Num(str(_full(rng, digits))))
+        if is_valid(wide, small):
+            return wide
+    return None
+
+
 def draw_expression(rng: random.Random, ops: int, digits: int, parens: bool,
-                    small_factor_digits: int = 4) -> str:
+                    small_factor_digits: int = 4, *, full_width: bool = False) -> str:
     """A random expression text with exactly ``ops`` operators and numbers of 1..``digits``
     digits, that :func:`is_valid` accepts with ``small_factor_digits`` (every intermediate
     non-negative, one factor of every product at most that many digits) and that fits the
     library's stack. Without ``parens`` it has none; with them (and at least two
-    operators) it has at least one pair, each changing the order of evaluation."""
+    operators) it has at least one pair, each changing the order of evaluation. With
+    ``full_width``, at least one number has exactly ``digits`` digits (a drawn expression
+    without one has a number redrawn that wide where that keeps it valid: the task
+    ``expr``'s length, like add's, is its longest number)."""
     if ops < 0 or digits < 1 or small_factor_digits < 1:
         raise ValueError(f"need ops >= 0, digits >= 1, small_factor_digits >= 1; got {ops}, "
                          f"{digits}, {small_factor_digits}")
@@ -465,5 +514,69 @@ def draw_expression(rng: random.Random, ops: int, digits: int, parens: bool,
             continue
         if is_valid(expr, small_factor_digits) \
                 and stack_depth(postfix_calls(to_postfix(expr))) <= STACK_ENTRIES:
+            if full_width and max(map(len, re.findall(r"[0-9]+", text))) < digits:
+                wide = _widened(rng, expr, digits, small_factor_digits)
+                if wide is None:
+                    continue
+                text = render(wide)
             return text
     raise RuntimeError(f"no valid expression of {ops} operators drawn in 1000 tries")
+
+
+def _chain_operand(rng: random.Random, op: str, acc: int, digits: int, full: bool,
+                   small: int) -> int | None:
+    """The number a chain step ``op`` applies to the result so far ``acc``: 1..``digits``
+    digits (exactly ``digits`` when ``full``), within the library's contract (a difference
+    never negative, a product with a factor below 10^small); None when there is none."""
+    top = 10 ** digits - 1
+    if op in ("add", "mul"):
+        cap = digits if op == "add" or digits <= small or acc < 10 ** small else small
+        if full and cap < digits:
+            return None
+        return _full(rng, digits if full else rng.randint(1, cap))
+    if op == "sub":  # n ≤ acc
+        hi = min(acc, top)
+        if full and len(str(hi)) < digits:
+            return None
+        width = digits if full else rng.randint(1, len(str(hi)))
+        return rng.randint(0 if width == 1 else 10 ** (width - 1), min(hi, 10 ** width - 1))
+    if op == "rsub":  # n ≥ acc
+        if acc > top:
+            return None
+        width = digits if full else rng.randint(len(str(acc)), digits)
+        return rng.randint(max(acc, 0 if width == 1 else 10 ** (width - 1)), 10 ** width - 1)
+    raise ValueError(f"draw_chain draws add, sub, mul and rsub; got {op!r}")
+
+
+def draw_chain(rng: random.Random, ops: int, digits: int, small_factor_digits: int = 4,
+               operations: Sequence[str] = ("add", "sub", "mul", "rsub"),
+               ) -> tuple[list[str], list[str]]:
+    """A random chain of ``ops`` steps: (operation names from ``operations``, ``ops + 1``
+    numbers as text in textual order), which :func:`evaluate_chain` takes. Every number has
+    1..``digits`` digits and one exactly ``digits``; every intermediate result is
+    non-negative (a ``sub`` step's number is at most the result so far, an ``rsub`` step's
+    at least), and every product has a factor of at most ``small_factor_digits`` digits.
+    Each step's operation is uniform among those of ``operations`` that can follow."""
+    if ops < 1 or digits < 1 or small_factor_digits < 1:
+        raise ValueError(f"need ops >= 1, digits >= 1, small_factor_digits >= 1; got {ops}, "
+                         f"{digits}, {small_factor_digits}")
+    for _ in range(1000):
+        wide = rng.randrange(ops + 1)  # the number drawn exactly `digits` wide
+        acc = _full(rng, digits if wide == 0 else rng.randint(1, digits))
+        names: list[str] = []
+        numbers = [acc]
+        for i in range(1, ops + 1):
+            order = list(operations)
+            rng.shuffle(order)
+            for op in order:
+                n = _chain_operand(rng, op, acc, digits, i == wide, small_factor_digits)
+                if n is not None:
+                    break
+            else:
+                break  # no operation can follow: draw again
+            names.append(op)
+            numbers.append(n)
+            acc = evaluate_chain([op], [acc, n])
+        else:
+            return names, [str(n) for n in numbers]
+    raise RuntimeError(f"no chain of {ops} steps over {list(operations)} drawn in 1000 tries")

@@ -23,7 +23,7 @@ __all__ = [
     "numerals", "operand_pairs", "ordered_pairs", "comparisons", "digit_lists", "texts",
     "fib_inputs", "gcd_inputs", "worded", "worded_digit_lists", "worded_payloads", "filler",
     "numeral", "number_pair", "digit_list", "payload", "digit_function", "function_payload",
-    "task_operands", "task_examples",
+    "drawn_by_task", "task_operands", "task_examples",
 ]
 
 # ------------------------------------------------------------------ program inputs
@@ -316,6 +316,22 @@ def function_payload(draw: Callable, lo: int, hi: int | None = None,
     return " ".join(f"{x}>{f[x]}" for x in order), draw(_digits(max(1, lo), hi))
 
 
+def drawn_by_task(task: str, lo: int, hi: int | None = None,
+                  edge: bool = True) -> st.SearchStrategy[tuple[str, ...]]:
+    """Operands of ``task`` of lo..hi as its own draw makes them, from a drawn seed (the
+    composed tasks, whose operands are a valid expression or chain: their draws keep every
+    intermediate result non-negative); shrinking goes to seed 0 and the shortest length."""
+    import random
+
+    from llamacpu.learn.tasks import TASKS
+
+    spec = TASKS[task]
+    hi = lo if hi is None else hi
+    rate = spec.edge_rate if edge else 0.0
+    return st.builds(lambda seed, n: spec.draw(random.Random(seed), n, rate),
+                     st.integers(0, 2**32 - 1), st.integers(lo, hi))
+
+
 def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
                   edge: bool = True, alphabet: Alphabet = DEFAULT_ALPHABET
                   ) -> st.SearchStrategy[tuple[str, ...]]:
@@ -324,8 +340,9 @@ def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
     (a text payload's); shrinking shortens them.
 
     The strategy is the task's operand kind's (one or two numerals, a digit list, a payload,
-    a digit function and its payload), drawn through the task's ``fit`` where it has one
-    (sub: the larger first; gcd: no zero)."""
+    a digit function and its payload; an expression or a chain by the task's own draw,
+    :func:`drawn_by_task`), drawn through the task's ``fit`` where it has one (sub: the
+    larger first; gcd: no zero)."""
     # imported here: tasks loads every task file, which tests of the programs need not
     from llamacpu.learn.tasks import TASKS, Operands
 
@@ -345,6 +362,8 @@ def task_operands(task: str, min_length: int = 1, max_length: int | None = None,
         drawn = digit_list(lo, hi, edge)
     elif kind is Operands.TEXT:
         drawn = payload(lo, hi, edge, alphabet)
+    elif kind in (Operands.EXPRESSION, Operands.CHAIN):
+        drawn = drawn_by_task(task, lo, hi, edge)
     else:
         drawn = function_payload(lo, hi, edge)
     if spec.fit is None:

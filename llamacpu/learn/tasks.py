@@ -28,14 +28,17 @@ Every template of every task is checked by running the interpreter (tests/test_t
 Length is the difficulty measure a curriculum steps through, and ``Task.sample`` draws
 examples of exactly that length:
 
-=========  ===========  ==========================================================
-operands   length unit  meaning
-=========  ===========  ==========================================================
-numbers    digits       digit symbols of the longest operand as written (leading
-                        zeros count: the machine reads every symbol)
-digits     items        digits in the list (sort, max)
-text       characters   characters of the payload (copy, reverse)
-=========  ===========  ==========================================================
+==========  ===========  ==========================================================
+operands    length unit  meaning
+==========  ===========  ==========================================================
+numbers     digits       digit symbols of the longest operand as written (leading
+                         zeros count: the machine reads every symbol)
+digits      items        digits in the list (sort, max)
+text        characters   characters of the payload (copy, reverse)
+expression  digits       digits of the longest number (expr); its second size, the
+                         number of operations, is the draw's ``ops=`` (DRAW_OPTIONS)
+chain       digits       digits of the longest number (chain); ``ops=`` as for expr
+==========  ===========  ==========================================================
 
 Operands are drawn uniformly for their length except for a fraction ``Task.edge_rate`` of
 edge cases that researchers expect a learned machine to fail first: carry and borrow chains
@@ -76,9 +79,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from llamacpu.core import golden
+from llamacpu.core import compose, golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
-from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, LlamacpuError, Program
+from llamacpu.core.isa import (
+    DEFAULT_ALPHABET,
+    PRINTABLE_ALPHABET,
+    Alphabet,
+    LlamacpuError,
+    Program,
+)
 from llamacpu.learn.wordings import (
     WORDING_SPLITS,
     Frame,
@@ -99,7 +108,8 @@ __all__ = [
     "number", "pad", "shorter", "shuffled", "leading_zeros", "edge_case", "ordered", "room",
     "draw_digit_list", "draw_text", "draw_function", "apply_function", "function_key",
     "fit_tokens", "fit_binary_pair", "Grammar", "Frame", "bits_grammar",
-    "binary_op_grammar", "payload_chars",
+    "binary_op_grammar", "payload_chars", "DRAW_OPTIONS", "CHAIN_STEPS", "chain_phrasings",
+    "expression_in",
 ]
 
 SPLITS = ("train", "heldout")
@@ -132,13 +142,85 @@ class Operands(enum.Enum):
     TEXT = "characters"     # one payload string; the placeholder {text}, after a ':'
     FUNCTION = "payload digits"  # a digit function by its ten examples, then a payload of
     #                              digits; the placeholders {defs} ';' {digits} (fmap)
+    EXPRESSION = "expression"  # one arithmetic expression (+ - * and parentheses over
+    #                            numbers); the placeholder {expr} (expr)
+    CHAIN = "chain"          # a left-to-right chain: numbers and step names alternating,
+    #                          n0 op1 n1 op2 n2 ...; the wording phrases every step kind
+    #                          (chain_phrasings)
 
     @property
     def unit(self) -> str:
-        return self.value
+        """What a length counts: the digits of the longest number for the composed kinds."""
+        return "digits" if self in (Operands.EXPRESSION, Operands.CHAIN) else self.value
 
 
 _LIST_FIELDS = ("{items}", "{items_comma}", "{digits}")
+
+CHAIN_STEPS = ("add", "sub", "mul", "rsub")
+"""The steps a chain's operands name (``compose.chain_calls``): the result so far plus,
+minus or times the step's number, or ``rsub``, the number minus the result ("subtract the
+result from 78"). In the first clause the "result so far" is the first number."""
+
+_CHAIN_MARKS = (*(f"first_{op}" for op in CHAIN_STEPS), *CHAIN_STEPS, "conn", "end")
+_CHAIN_MARK = re.compile(r"\{(" + "|".join(_CHAIN_MARKS) + r")\}")
+_EXPRESSION_SYMBOLS = "+-*()"
+
+
+def chain_phrasings(template: str) -> tuple[str, dict[str, str], str]:
+    """``(head, phrasings, tail)`` of a chain template.
+
+    A chain wording fixes the phrasing of every clause kind, so a chain of any number of
+    steps renders in it: the template is ``head``, then each of the marks
+    ``{first_add} {first_sub} {first_mul} {first_rsub}`` (the first clause, which combines
+    the first two numbers ``{a}`` and ``{b}``, named in that order), ``{add} {sub} {mul}
+    {rsub}`` (a later clause, one new number ``{n}``) and ``{conn}`` (what joins two
+    clauses) followed by its phrasing, in any order and each once, then ``{end}`` and
+    ``tail``::
+
+        {first_add}add {a} and {b}{first_sub}take {a} minus {b}...{conn}, then {add}add {n}
+        ...{rsub}subtract the result from {n}{end}.
+
+    renders n0 add n1 mul n2 as "add 12 and 345, then multiply by 6." Raises ValueError
+    when a mark is missing, repeated or ``{end}`` is not the last.
+    """
+    pieces = _CHAIN_MARK.split(template)
+    marks, texts = pieces[1::2], pieces[2::2]
+    if sorted(marks) != sorted(_CHAIN_MARKS) or marks[-1:] != ["end"]:
+        raise ValueError(f"chain template {template!r}: needs each of "
+                         f"{' '.join('{' + m + '}' for m in _CHAIN_MARKS)} once, {{end}} "
+                         "last (chain_phrasings)")
+    phrasings = dict(zip(marks, texts))
+    return pieces[0], phrasings, phrasings.pop("end")
+
+
+def _render_chain(template: str, operands: tuple[str, ...]) -> str:
+    head, phrasings, tail = chain_phrasings(template)
+    numbers, steps = operands[0::2], operands[1::2]
+    clauses = [phrasings[f"first_{steps[0]}"].replace("{a}", numbers[0])
+               .replace("{b}", numbers[1])]
+    clauses += [phrasings[op].replace("{n}", n) for op, n in zip(steps[1:], numbers[2:])]
+    text = head + phrasings["conn"].join(clauses) + tail
+    # a capitalised wording (wordings.py: its first letter) starts the prompt with a capital
+    # whichever clause comes first
+    free = re.sub(r"\{[^}]*\}", "", template)
+    first = next((c for c in free if c.isalpha()), "")
+    at = next((i for i, c in enumerate(text) if c.isalpha()), None)
+    if first.isupper() and at is not None:
+        text = text[:at] + text[at].upper() + text[at + 1:]
+    return text
+
+
+def expression_in(text: str) -> str:
+    """The arithmetic expression of a free text (expr's operand): from its first digit or
+    ``(`` to its last digit or ``)``, which must parse (``compose.to_postfix``: ValueError
+    naming the position otherwise). An expr wording has no ``+ - * ( )`` and no digit of
+    its own, so this is the expression it was rendered with."""
+    at = [i for i, c in enumerate(text) if c in "0123456789()"]
+    if not at:
+        raise ValueError(f"no arithmetic expression in {text!r}")
+    expr = text[at[0]:at[-1] + 1]
+    compose.to_postfix(expr)
+    return expr
 
 
 @dataclass(frozen=True)
@@ -149,7 +231,8 @@ class Example:
     prompt: str                  # placed in the input region
     answer: str                  # Python's answer, computed from the operands
     program: str                 # expert program stem in programs/
-    operands: tuple[str, ...]    # as written in the prompt, in prompt order ("007", "5")
+    operands: tuple[str, ...]    # as written in the prompt, in prompt order ("007", "5";
+    #                              a chain's numbers with its steps between them)
     length: int                  # difficulty, in the task's unit (see the module docstring)
     template: str = ""           # the wording the prompt was rendered from
     alphabet: Alphabet = field(default=DEFAULT_ALPHABET, repr=False)  # what the prompt is
@@ -165,12 +248,20 @@ def render(template: str, kind: Operands, operands: tuple[str, ...]) -> str:
     if kind is Operands.DIGITS:
         return template.format(items=" ".join(operands), items_comma=", ".join(operands),
                                digits="".join(operands))
+    if kind is Operands.EXPRESSION:
+        return template.replace("{expr}", operands[0])
+    if kind is Operands.CHAIN:
+        return _render_chain(template, operands)
     return template.format(text=operands[0])
 
 
 def _length(kind: Operands, operands: tuple[str, ...]) -> int:
     if kind is Operands.NUMBERS:
         return max(len(x) for x in operands)
+    if kind is Operands.EXPRESSION:
+        return max(map(len, re.findall(r"[0-9]+", operands[0])))
+    if kind is Operands.CHAIN:
+        return max(len(x) for x in operands[0::2])
     if kind is Operands.DIGITS:
         return len(operands)
     if kind is Operands.FUNCTION:
@@ -181,7 +272,9 @@ def _length(kind: Operands, operands: tuple[str, ...]) -> int:
 # Draws operands of exactly ``length`` for a task: (rng, length, edge_rate) -> operands. A
 # draw that also takes the keyword ``alphabet`` is given the alphabet of the examples being
 # drawn (draw_text: the characters a payload may hold); one that does not draws the same
-# operands in every alphabet (Task.draw_operands).
+# operands in every alphabet (Task.draw_operands). A draw may take the keywords of
+# DRAW_OPTIONS, the sizes of a task beyond its length: it is given each only when one is
+# asked for (Task.sample(..., ops=4)), and decides it itself otherwise.
 Draw = Callable[..., tuple[str, ...]]
 # Python's own answer from the operands.
 Solve = Callable[[tuple[str, ...]], str]
@@ -192,6 +285,11 @@ OutSize = Callable[[tuple[str, ...]], int]
 
 # Operands of the task's kind made to fit its contract, or None when they cannot.
 Fit = Callable[[tuple[str, ...]], "tuple[str, ...] | None"]
+
+DRAW_OPTIONS = ("ops", "parens")
+"""Sizes beyond the length that a task's draw may take as keywords (``Task.draw_options``):
+the number of operations of a composed task (``ops``: expr and chain; by default each draws
+1 or 2) and whether an expression has parentheses (``parens``: expr; by default either)."""
 
 
 @dataclass(frozen=True)
@@ -276,12 +374,36 @@ class Task:
         elif self.operands is Operands.DIGITS:
             if len(fields) != 1 or fields[0] not in _LIST_FIELDS:
                 raise ValueError(f"{where}: needs exactly one of {', '.join(_LIST_FIELDS)}")
+        elif self.operands is Operands.EXPRESSION:
+            if fields != ["{expr}"] or any(c in literal for c in _EXPRESSION_SYMBOLS):
+                raise ValueError(f"{where}: needs {{expr}} once and no "
+                                 f"{' '.join(_EXPRESSION_SYMBOLS)} of its own (the "
+                                 "expression is the text's only one: expression_in)")
+        elif self.operands is Operands.CHAIN:
+            self._check_chain(t, where)
         else:
             head = t.removesuffix("{text}")
             if fields != ["{text}"] or head == t or head.count(":") != 1 \
                     or head.split(":")[1].strip(" "):
                 raise ValueError(f"{where}: needs one ':' followed only by spaces and "
                                  "{text} at the end (the program copies what follows ':')")
+
+    @staticmethod
+    def _check_chain(t: str, where: str) -> None:
+        """A chain template's rules (:func:`chain_phrasings`): a first clause names ``{a}``
+        then ``{b}`` with a non-digit between, a later one ``{n}``, once each; the head, the
+        tail and the connector (not empty: it parts two numbers) have no placeholders."""
+        head, phrasings, tail = chain_phrasings(t)
+        for mark, text in (("head", head), ("tail", tail), *phrasings.items()):
+            fields = re.findall(r"\{[^}]*\}", text)
+            want = (["{a}", "{b}"] if mark.startswith("first_") else [] if mark == "conn"
+                    else ["{n}"] if mark in CHAIN_STEPS else [])
+            if fields != want or (mark == "conn" and not text) or (
+                    want == ["{a}", "{b}"] and not re.search(r"\{a\}\D+\{b\}", text)):
+                raise ValueError(f"{where}: the {mark} phrasing {text!r} needs "
+                                 f"{' then '.join(want) or 'no placeholder'}"
+                                 + (" and a non-digit between them" if len(want) == 2 else "")
+                                 + (", and is not empty" if mark == "conn" else ""))
 
     def _check_operands(self, ops: tuple[str, ...]) -> None:
         kind = self.operands
@@ -291,19 +413,35 @@ class Task:
                 and all(len(x) == 1 and x in string.digits for x in ops)) \
             or (kind is Operands.TEXT and len(ops) == 1 and ops[0][:1] not in ("", " ")) \
             or (kind is Operands.FUNCTION and len(ops) == 2 and _is_defs(ops[0])
-                and ops[1].isdigit() and ops[1].isascii())
+                and ops[1].isdigit() and ops[1].isascii()) \
+            or (kind is Operands.EXPRESSION and len(ops) == 1 and _is_expression(ops[0])) \
+            or (kind is Operands.CHAIN and len(ops) >= 3 and len(ops) % 2 == 1
+                and all(x.isdigit() and x.isascii() for x in ops[0::2])
+                and all(x in CHAIN_STEPS for x in ops[1::2]))
         if not ok:
             want = {Operands.NUMBERS: f"{self.arity} decimal numerals",
                     Operands.FUNCTION: "ten definitions 'x>y' (each digit x once, "
                                        "space-separated) and a payload of digits",
                     Operands.DIGITS: "one or more single digits",
-                    Operands.TEXT: "one non-empty text not starting with a space"}[kind]
+                    Operands.TEXT: "one non-empty text not starting with a space",
+                    Operands.EXPRESSION: "one arithmetic expression (digits, spaces, "
+                                         "+ - * and parentheses; no space at either end)",
+                    Operands.CHAIN: "numerals and steps alternating, at least one step: "
+                                    f"n0 op1 n1 ..., each op one of {', '.join(CHAIN_STEPS)}",
+                    }[kind]
             raise TaskError(f"task {self.name}: operands must be {want}, got {ops!r}")
 
     @property
     def unit(self) -> str:
         """What length counts: digits, items or characters."""
         return self.operands.unit
+
+    @property
+    def draw_options(self) -> tuple[str, ...]:
+        """The sizes beyond the length that this task's draw takes (of
+        :data:`DRAW_OPTIONS`): ``("ops", "parens")`` for expr, ``("ops",)`` for chain,
+        ``()`` for the others."""
+        return tuple(k for k in DRAW_OPTIONS if _takes(self.draw, k))
 
     def templates(self, split: str = "train",
                   alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
@@ -368,21 +506,33 @@ class Task:
                             f"got {length}")
 
     def sample(self, rng: random.Random, length: int, split: str = "train",
-               alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
+               alphabet: Alphabet = DEFAULT_ALPHABET, *, ops: int | None = None,
+               parens: bool | None = None) -> Example:
         """One example whose operands have exactly ``length`` (in ``self.unit``), in a
-        wording of ``split``, written in ``alphabet``."""
+        wording of ``split``, written in ``alphabet``; a composed task's with ``ops``
+        operations and (expr) parentheses or none when asked (:meth:`draw_operands`)."""
         self.check_length(length)
         templates = self.templates(split, alphabet)
-        operands = self.draw_operands(rng, length, alphabet)
+        operands = self.draw_operands(rng, length, alphabet, ops=ops, parens=parens)
         return self.make(operands, rng.choice(templates), alphabet)
 
     def draw_operands(self, rng: random.Random, length: int,
-                      alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
+                      alphabet: Alphabet = DEFAULT_ALPHABET, *, ops: int | None = None,
+                      parens: bool | None = None) -> tuple[str, ...]:
         """Operands of exactly ``length`` by the task's draw (:data:`Draw`), with its edge
-        rate; a draw that takes ``alphabet`` draws in it."""
-        if _takes_alphabet(self.draw):
-            return self.draw(rng, length, self.edge_rate, alphabet=alphabet)
-        return self.draw(rng, length, self.edge_rate)
+        rate; a draw that takes ``alphabet`` draws in it. ``ops`` and ``parens``
+        (:data:`DRAW_OPTIONS`) reach the draw only when given: TaskError for a task whose
+        draw does not take one (:attr:`draw_options`)."""
+        options: dict[str, object] = {"alphabet": alphabet} if _takes(self.draw, "alphabet") \
+            else {}
+        for key, value in (("ops", ops), ("parens", parens)):
+            if value is None:
+                continue
+            if not _takes(self.draw, key):
+                raise TaskError(f"task {self.name}: its draw takes no {key}= (its sizes: "
+                                f"{', '.join(('length', *self.draw_options))})")
+            options[key] = value
+        return self.draw(rng, length, self.edge_rate, **options)
 
     def make(self, operands: tuple[str, ...], template: str | None = None,
              alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
@@ -405,10 +555,13 @@ class Task:
 
     def parse(self, text: str) -> tuple[str, ...]:
         """The operands the expert program reads from free text, by golden's rules: the first
-        ``arity`` numbers (as written), every digit, or the payload after the first ':'.
+        ``arity`` numbers (as written), every digit, the payload after the first ':', or the
+        arithmetic expression (:func:`expression_in`).
 
         Raises ValueError for a text without them or outside the alphabet, TaskError for a
-        digit function (fmap's program holds it in its own slots, not in the text)."""
+        digit function (fmap's program holds it in its own slots, not in the text) and for
+        a chain (its operations are words of the wording, which the text alone does not
+        name: the main program is compiled from the example's operands)."""
         kind = self.operands
         if kind is Operands.NUMBERS:
             return tuple(golden.numbers(text, self.arity))
@@ -416,6 +569,9 @@ class Task:
             return tuple(golden.digits(text))
         if kind is Operands.TEXT:
             return (golden.payload(text),)
+        if kind is Operands.EXPRESSION:
+            PRINTABLE_ALPHABET.encode(text)  # InputError (a ValueError) beyond it
+            return (expression_in(text),)
         raise TaskError(f"task {self.name}: {kind.name} operands are not read from the text "
                         "alone")
 
@@ -601,6 +757,16 @@ def draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[st
     return defs, "".join(str(rng.randrange(10)) for _ in range(length))
 
 
+def _is_expression(text: str) -> bool:
+    if text != text.strip() or not set(text) <= set("0123456789 " + _EXPRESSION_SYMBOLS):
+        return False
+    try:
+        compose.to_postfix(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_defs(defs: str) -> bool:
     pairs = defs.split(" ")
     return (len(pairs) == 10 and all(len(p) == 3 and p[1] == ">" and p[0].isdigit()
@@ -661,6 +827,8 @@ def _task_file(path: Path) -> Task:
         raise TaskError(f"{path}: TASK is named {task.name!r}; a task file is named for its "
                         f"task ({task.name}.py)")
     here = path.parent
+    if task.directory is not None and (Path(task.directory) / f"{task.program}.lasm").is_file():
+        return task  # the task names its program's directory (expr, chain: the library's)
     if here != golden.PROGRAMS_DIR and (here / f"{task.program}.lasm").is_file():
         return dataclasses.replace(task, directory=here)
     if not (golden.PROGRAMS_DIR / f"{task.program}.lasm").is_file():
@@ -705,10 +873,11 @@ def expert_program(example: Example) -> Program:
 
 
 @functools.cache
-def _takes_alphabet(draw: Callable) -> bool:
-    """Whether a task's draw takes the keyword ``alphabet`` (:data:`Draw`)."""
+def _takes(draw: Callable, keyword: str) -> bool:
+    """Whether a task's draw takes ``keyword`` (``alphabet``, or one of
+    :data:`DRAW_OPTIONS`; :data:`Draw`)."""
     try:
-        return "alphabet" in inspect.signature(draw).parameters
+        return keyword in inspect.signature(draw).parameters
     except (TypeError, ValueError):  # a callable without a signature: the three arguments
         return False
 
