@@ -61,7 +61,9 @@ def _table(rows: list[dict]) -> str:
            "| wall time |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        out.append(f"| {r['task']} | {r['length']} | {r['n']} | {100 * r['exact_match']:.1f}% | "
+        task = r["task"] + (f" ({r['ops']} ops)" if "ops" in r else "") + (
+            {True: ", parentheses", False: ", no parentheses"}.get(r.get("parens"), ""))
+        out.append(f"| {task} | {r['length']} | {r['n']} | {100 * r['exact_match']:.1f}% | "
                    f"{r['abstained']} | {r['max_machine_steps']:,} | {r['seconds']:.1f} s |")
     return "\n".join(out)
 
@@ -93,8 +95,9 @@ def _untrained_note(task: str, stage: int) -> str | None:
             + " (expect exact match near 0)")
 
 
-def _lengths(p: Parser, text: str) -> list[int]:
-    """``--digits``: comma-separated lengths and ranges ``low-high`` (both ends included)."""
+def _lengths(p: Parser, text: str, flag: str = "--digits") -> list[int]:
+    """``--digits`` (or ``flag``): comma-separated lengths and ranges ``low-high`` (both
+    ends included)."""
     out: list[int] = []
     for part in (x.strip() for x in text.split(",")):
         if not part:
@@ -103,13 +106,13 @@ def _lengths(p: Parser, text: str) -> list[int]:
         try:
             lo, hi = (int(part), int(part)) if not dash or not low else (int(low), int(high))
         except ValueError:
-            p.error(f"--digits must be comma-separated lengths or ranges like 41-500, got "
+            p.error(f"{flag} must be comma-separated numbers or ranges like 41-500, got "
                     f"{text!r}")
         if lo < 1 or hi < lo:
-            p.error(f"--digits must list lengths of at least 1 (ranges low-high), got {text!r}")
+            p.error(f"{flag} must list numbers of at least 1 (ranges low-high), got {text!r}")
         out += range(lo, hi + 1)
     if not out:
-        p.error(f"--digits must list lengths of at least 1, got {text!r}")
+        p.error(f"{flag} must list numbers of at least 1, got {text!r}")
     return out
 
 
@@ -131,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="operand lengths (digits, items or characters): comma-separated, "
                         "ranges like 41-500 allowed (default 1,5,20,100,1000; with "
                         "--protocol, its test lengths: chomsky 41-500)")
+    p.add_argument("--ops", default=None,
+                   help="composed tasks (expr, chain): numbers of operations, comma-separated "
+                        "(e.g. 1,2,4,8); default: the task's own draw (1 or 2)")
+    p.add_argument("--parens", choices=("any", "with", "without"), default="any",
+                   help="expr: expressions with parentheses that change the order, without "
+                        "any, or either (default any)")
     p.add_argument("--stride", type=int, default=1,
                    help="keep every STRIDE-th of those lengths (e.g. 10 with --protocol "
                         "chomsky: 41, 51, ..., 491, on a CPU)")
@@ -179,6 +188,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocol = PROTOCOLS.get(a.protocol)
     if a.split not in EVAL_SPLITS:
         p.error(f"--split must be one of {', '.join(EVAL_SPLITS)}, got {a.split!r}")
+    ops_list: list[int | None] = [None]
+    if a.ops is not None:
+        ops_list = list(_lengths(p, a.ops, "--ops"))
+    parens = {"any": None, "with": True, "without": False}[a.parens]
+    for task in tasks:
+        takes = TASKS[task].draw_options
+        if a.ops is not None and "ops" not in takes:
+            p.error(f"--ops: task {task} has no operation count (tasks with one: "
+                    f"{', '.join(t for t in TASKS if 'ops' in TASKS[t].draw_options)})")
+        if parens is not None and "parens" not in takes:
+            p.error(f"--parens: task {task} has no parentheses (tasks with them: "
+                    f"{', '.join(t for t in TASKS if 'parens' in TASKS[t].draw_options)})")
     if a.digits is not None:
         lengths = _lengths(p, a.digits)
     else:
@@ -227,15 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit = (lambda r: print(json.dumps(r), flush=True)) if a.json else None
         rows = []
         for task in tasks:
-            with progress(n * len(lengths), f"eval {task}", "problem", a.quiet) as bar:
-                for length in lengths:  # one length at a time: each draws from its own seed
-                    bar.set_postfix_str(f"length {length}")
+            cells = [(ops, length) for ops in ops_list for length in lengths]
+            with progress(n * len(cells), f"eval {task}", "problem", a.quiet) as bar:
+                for ops, length in cells:  # one cell at a time: each draws from its own seed
+                    bar.set_postfix_str(f"length {length}" + (f", {ops} ops" if ops else ""))
                     rows += evaluate_lengths(_Counted(model, bar, a.compiled), task, [length],
                                              n, a.seed, a.split, log=emit,
                                              sub_batch=(protocol.sub_batch if protocol
                                                         else 64),
                                              uniform=protocol is not None and protocol.uniform,
-                                             abstain_below=a.abstain_below)
+                                             abstain_below=a.abstain_below, ops=ops,
+                                             parens=parens)
         summary = protocol_summary(rows, protocol) if protocol else None
         if a.plot is not None:
             protocol_plot(rows, a.plot, f"{a.checkpoint} (stage {c.stage}), {n} problems per "

@@ -34,6 +34,7 @@ from llamacpu.learn.tasks import (
     default_out_size,
     expert,
     expert_program,
+    expression_in,
 )
 
 EXPR, CHAIN = TASKS["expr"], TASKS["chain"]
@@ -366,3 +367,66 @@ def test_chain_template_checks(template, match):
     dataclasses.replace(CHAIN, heldout_templates=(_chain_template(),))  # the valid one
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(CHAIN, heldout_templates=(template,))
+
+
+class _Expert:
+    """Answers the prompts of examples it was shown with their expert programs, on the
+    interpreter: evaluate_lengths' plumbing without a learned machine."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, object] = {}
+
+    def solve(self, prompts, max_steps=None, out_sizes=None):
+        from llamacpu.learn.evaluation import reference_run
+        from llamacpu.learn.solution import Solution
+
+        out = []
+        for p in prompts:
+            r = reference_run(self.seen[p])
+            out.append(Solution(r.output, r.steps, True, None, None))
+        return out
+
+
+def test_evaluation_draws_each_cell_of_operations_and_parentheses(monkeypatch):
+    from llamacpu.learn import evaluation
+
+    expert = _Expert()
+    drawn = evaluation.draw_examples
+
+    def remember(*args, **kwargs):
+        examples = drawn(*args, **kwargs)
+        expert.seen.update({e.prompt: e for e in examples})
+        return examples
+
+    monkeypatch.setattr(evaluation, "draw_examples", remember)
+    for ops in (1, 4, 8):
+        for parens in (True, False):
+            row, = evaluation.evaluate_lengths(expert, "expr", [20], 6, seed=3, ops=ops,
+                                               parens=parens)
+            assert (row["ops"], row["parens"], row["exact_match"]) == (ops, parens, 1.0)
+            examples = drawn("expr", 20, 6, 3, ops=ops, parens=parens)
+            assert all(len(re.findall(r"[-+*]", expression_in(e.prompt))) == ops
+                       for e in examples)
+            if ops > 1:  # one operation has no order to change
+                assert any("(" in e.prompt for e in examples) == parens
+    row, = evaluation.evaluate_lengths(expert, "chain", [4], 6, seed=3, ops=8)
+    assert (row["ops"], row["exact_match"], "parens" in row) == (8, 1.0, False)
+    # the cells draw from seeds of their own; without sizes the draw is what it always was
+    assert drawn("expr", 4, 6, 3, ops=2) != drawn("expr", 4, 6, 3, ops=2, parens=True)
+    assert [e.prompt for e in drawn("add", 4, 5, 3)] == [
+        e.prompt for e in drawn("add", 4, 5, 3, ops=None, parens=None)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "add", "--ops", "2"], "--ops: task add has no operation count"),
+    (["--task", "chain", "--parens", "with"], "--parens: task chain has no parentheses"),
+    (["--task", "expr", "--ops", "0"], "--ops must list numbers of at least 1"),
+])
+def test_eval_sizes_of_composed_tasks_are_checked_before_any_work(two_step_run, capsys,
+                                                                  args, message):
+    from llamacpu.eval import main as eval_main
+
+    with pytest.raises(SystemExit) as e:
+        eval_main(["--checkpoint", str(two_step_run / "stage_0"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

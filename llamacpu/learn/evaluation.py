@@ -80,17 +80,21 @@ def alphabet_of(model) -> Alphabet:
 
 def draw_examples(task: str, length: int, n: int, seed: int = 0,
                   split: str = "train", uniform: bool = False,
-                  alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
+                  alphabet: Alphabet = DEFAULT_ALPHABET, *, ops: int | None = None,
+                  parens: bool | None = None) -> list[Example]:
     """``n`` problems of ``length`` from their own seed, written in ``alphabet``; for a task
     that holds something out besides prompts (fmap: functions, ``Task.heldout_key``) only
     held-out ones. With ``uniform``, no edge cases (``Task.edge_rate`` 0): a benchmark's
-    own distribution."""
-    rng = random.Random(f"eval/{task}/{length}/{seed}")
+    own distribution. ``ops`` and ``parens``: a composed task's other sizes
+    (``Task.draw_options``; a TaskError for a task without them); the problems of a
+    composed task at given ``ops`` come from a seed of their own."""
+    sizes = "" if ops is None and parens is None else f"/{ops}/{parens}"
+    rng = random.Random(f"eval/{task}/{length}/{seed}{sizes}")
     spec = dataclasses.replace(TASKS[task], edge_rate=0.0) if uniform else TASKS[task]
     keyed = spec.heldout_key is not None
     out: list[Example] = []
     while len(out) < n:
-        ex = spec.sample(rng, length, split=split, alphabet=alphabet)
+        ex = spec.sample(rng, length, split=split, alphabet=alphabet, ops=ops, parens=parens)
         if not keyed or is_heldout(heldout_key(ex)):
             out.append(ex)
     return out
@@ -230,19 +234,22 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
                      seed: int = 0, split: str = "train", batch: int = 64,
                      log=None, sub_batch: int = 64, uniform: bool = False,
                      abstain_below: float | None = None,
-                     alphabet: Alphabet | None = None) -> list[dict]:
+                     alphabet: Alphabet | None = None, *, ops: int | None = None,
+                     parens: bool | None = None) -> list[dict]:
     """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
     ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
     :func:`draw_examples` each, in ``alphabet``, default the model's: :func:`alphabet_of`),
     with wall time, the most machine steps a run took, how many
     distinct wordings the problems were asked in, how many the machine declined ("cannot
     compile": the decline program, or a plan below ``abstain_below``) and the first three
-    failing prompts (cut to 60 characters)."""
+    failing prompts (cut to 60 characters). ``ops``, ``parens``: a composed task's other
+    sizes (:func:`draw_examples`), recorded in each row when given."""
     terminated = TASKS[task].terminated
     alphabet = alphabet_of(model) if alphabet is None else alphabet
     rows = []
     for length in lengths:
-        examples = draw_examples(task, length, n, seed, split, uniform, alphabet)
+        examples = draw_examples(task, length, n, seed, split, uniform, alphabet, ops=ops,
+                                 parens=parens)
         start = time.time()
         correct, steps, abstained = 0, 0, 0
         failures, scores = [], []
@@ -259,6 +266,7 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
                "seconds": time.time() - start, "max_machine_steps": steps,
                "wordings": len({e.template for e in examples}), "abstained": abstained,
                "failures": failures}
+        row.update({k: v for k, v in (("ops", ops), ("parens", parens)) if v is not None})
         rows.append(row)
         if log:
             log(row)
