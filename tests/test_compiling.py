@@ -1,0 +1,142 @@
+"""The compile phase (llamacpu/learn/compiling.py): the expert's decisions rebuild every
+composed example's main program, they are a function of the bounded view, and a prompt with
+many operations shows no view that prompts with one or two do not (chains and expressions
+without parentheses; nested parentheses are the exception, named here)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llamacpu.core.link import main_calls
+from llamacpu.learn.compiling import (
+    CLOSE,
+    FINISH,
+    NUM,
+    POP,
+    PUSH,
+    SKIP,
+    CompileError,
+    Kind,
+    View,
+    compile_main,
+    expert_actions,
+    lex,
+    policy_of,
+)
+from llamacpu.learn.tasks import TASKS, expert_program
+
+SPLITS = ("grammar_train", "recombined", "new_words", "heldout")
+
+
+def _policy(decisions):
+    table = policy_of(decisions)
+    return lambda view: table[view]
+
+
+@st.composite
+def composed(draw):
+    task = draw(st.sampled_from(("expr", "chain")))
+    sizes = {"ops": draw(st.integers(1, 8))}
+    if task == "expr":
+        sizes["parens"] = draw(st.booleans())
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    return TASKS[task].sample(rng, draw(st.integers(1, 30)), split=draw(st.sampled_from(SPLITS)),
+                              **sizes)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(composed())
+def test_the_experts_decisions_compile_the_expert_main_program(ex):
+    decisions = expert_actions(ex)
+    assert compile_main(ex.prompt, _policy(decisions)) == main_calls(expert_program(ex))
+    assert decisions[-1].action == FINISH
+
+
+def test_the_expert_is_a_function_of_the_view():
+    """One view, one decision, over both tasks, every split and 1-8 operations."""
+    decisions = []
+    for task, ops, split in itertools.product(("expr", "chain"), (1, 2, 4, 8), SPLITS):
+        rng = random.Random(f"{task}/{ops}/{split}")
+        for _ in range(25):
+            decisions += expert_actions(TASKS[task].sample(rng, rng.randint(1, 12), split=split,
+                                                           ops=ops))
+    policy_of(decisions)  # raises on a view with two decisions
+
+
+def _views(task: str, operands: tuple[str, ...], template: str) -> set[View]:
+    return {d.view for d in expert_actions(TASKS[task].make(operands, template))}
+
+
+def _chain(ops) -> tuple[str, ...]:
+    """Chain operands with these steps whose every result is non-negative (the views show
+    numbers as '#', so which numbers does not matter)."""
+    acc, out = 5, ["5"]
+    for op in ops:
+        n = acc + 1 if op == "rsub" else min(acc, 1) if op == "sub" else 1
+        acc = {"add": acc + n, "sub": acc - n, "mul": acc * n, "rsub": n - acc}[op]
+        out += [op, str(n)]
+    return tuple(out)
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_a_long_chain_shows_only_views_of_chains_of_one_or_two_steps(k):
+    chain = TASKS["chain"]
+    template = chain.templates("recombined")[k * 7]
+    steps = ("add", "sub", "mul", "rsub")
+    short: set[View] = set()
+    for n in (1, 2):
+        for ops in itertools.product(steps, repeat=n):
+            short |= _views("chain", _chain(ops), template)
+    rng = random.Random(k)
+    for _ in range(20):
+        ops = [rng.choice(steps) for _ in range(8)]
+        assert _views("chain", _chain(ops), template) <= short
+
+
+def _flat(ops: tuple[str, ...]) -> str:
+    return "".join(f"{n} {o} " for n, o in zip(range(1, 9), ops)) + "9"
+
+
+def _shapes(symbols: str) -> list[str]:
+    """Every expression of one or two operations over ``symbols``, with and without
+    parentheses."""
+    out = [f"1 {a} 2" for a in symbols]
+    for a, b in itertools.product(symbols, repeat=2):
+        out += [f"1 {a} 2 {b} 3", f"(1 {a} 2) {b} 3", f"1 {a} (2 {b} 3)"]
+    return out
+
+
+def test_a_long_expression_shows_only_views_of_expressions_of_one_or_two_operations():
+    expr = TASKS["expr"]
+    for template in expr.train_templates + expr.templates("recombined")[:5]:
+        short = set().union(*(_views("expr", (e,), template) for e in _shapes("+-*")))
+        for ops in itertools.product("+-*", repeat=4):
+            assert _views("expr", (_flat(ops * 2),), template) <= short
+        # one level of parentheses in a long expression: the views of short ones too
+        assert _views("expr", ("(1 + 2) * 3 - 4 * (5 - 6 + 7) + 8 * 9",), template) <= short
+        # nested parentheses are a view no short expression has: '(' on top of '('
+        nested = _views("expr", ("((1 + 2) * 3 - 4) * 5",), template) - short
+        assert nested and all(v.top == "(" and v.token in "(#" for v in nested)
+
+
+def test_lex_and_the_loops_refusals():
+    assert [t.kind for t in lex("add 12 and 3.")] == [Kind.WORDS, Kind.NUMBER, Kind.WORDS,
+                                                      Kind.NUMBER, Kind.WORDS, Kind.END]
+    assert [t.shown for t in lex("(1+2)")] == ["(", "#", "+", "#", ")", "<end>"]
+    with pytest.raises(CompileError, match="no operation on top"):
+        compile_main("1 + 2", lambda v: POP)
+    with pytest.raises(CompileError, match="only POP or FINISH at the end"):
+        compile_main("1", lambda v: SKIP)
+    with pytest.raises(CompileError, match="not at the end with the stack empty"):
+        compile_main("1", lambda v: FINISH)
+    with pytest.raises(CompileError, match="no '\\(' on top"):
+        compile_main("1)", lambda v: NUM if v.token == "#" else CLOSE)
+    with pytest.raises(ValueError, match="PUSH takes one of"):
+        PUSH("div")
+    with pytest.raises(ValueError, match="has no compile phase"):
+        expert_actions(TASKS["add"].sample(random.Random(0), 2))
