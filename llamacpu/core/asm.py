@@ -11,10 +11,9 @@ Addresses. An operand or ``.ptr`` target is a label plus an optional offset and 
 inside the program, or just past its end (address ``len(program)``, where the input region
 starts at run time: the assembler's counterpart of C's one-past-the-end pointer).
 
-Linking. ``assemble(text, base=library)`` lays the text's slots out after the slots of an
-assembled ``base`` program instead of after the ports: the text may refer to every label
-of ``base`` and may define none of them (an error at the label), and execution starts at
-the text's own ``start`` label or first instruction. :mod:`llamacpu.core.link` builds on it.
+Linking (:mod:`llamacpu.core.link`): ``assemble(text, base=library)`` lays the text out
+after ``base``'s slots; it may use, never define, ``base``'s labels, and runs from its own
+entry.
 
 CLI: ``python -m llamacpu.asm FILE [--memory-size N]`` assembles, validates (when
 ``llamacpu.core.graph`` exists) and prints the disassembly; exit code 2 on any bad input.
@@ -353,9 +352,8 @@ def assemble(text: str, file: str = "<string>", memory_size: int = DEFAULT_MEMOR
     numbers, more after them), so a program written for the default alphabet runs on a
     machine with every printable character (:data:`PRINTABLE_ALPHABET`).
 
-    ``base``: an assembled program (a library) whose slots, labels and source map come
-    first; the text's slots follow them and may refer to its labels (see "Linking" above).
-    The text takes ``base``'s alphabet and has no ``.alphabet`` line.
+    ``base``: an assembled library whose slots, labels and source map come first; the text
+    follows, may refer to its labels, and takes its alphabet (no ``.alphabet`` line).
     """
     if memory_size < N_PORTS + 1:
         raise ValueError(f"memory_size must be at least {N_PORTS + 1}, got {memory_size}")
@@ -367,8 +365,7 @@ def assemble(text: str, file: str = "<string>", memory_size: int = DEFAULT_MEMOR
             raise ValueError(f"alphabet ({alphabet.describe()}) differs from the base "
                              f"program's ({base.alphabet.describe()}): assemble the base in it")
         st.base, st.alphabet, st.alphabet_set = base, base.alphabet, True
-        st.slots = list(base.slots)
-        st.source_map = dict(base.source_map)
+        st.slots, st.source_map = list(base.slots), dict(base.source_map)
         st.symbols = {**base.symbols, **RESERVED_LABELS}
     lines = [_Line(file, k + 1, t[:-1] if t.endswith("\r") else t)
              for k, t in enumerate(text.split("\n"))]
@@ -405,8 +402,7 @@ def _define_label(st: _State, line: _Line, t: _Tok) -> None:
     if name in _RESERVED:
         raise line.error(f"'{name}' is reserved and cannot be a label", t.col)
     if st.base is not None and name in st.base.symbols:
-        addr = st.base.symbols[name]
-        loc = st.base.source_map.get(addr)
+        loc, addr = st.base.source_map.get(st.base.symbols[name]), st.base.symbols[name]
         where = f"{loc.file}:{loc.line}" if loc is not None else f"{st.base.name} (slot {addr})"
         raise line.error(f"label '{name}' is already defined in {where}, which this program "
                          f"is linked onto", t.col)

@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from llamacpu.core import compose, golden
+from llamacpu.core import golden
 from llamacpu.core.interp import DEFAULT_MAX_STEPS, Result, run
 from llamacpu.core.isa import (
     DEFAULT_ALPHABET,
@@ -87,6 +87,34 @@ from llamacpu.core.isa import (
     Alphabet,
     LlamacpuError,
     Program,
+)
+from llamacpu.learn.composed import (
+    CHAIN_STEPS,
+    EXPRESSION_SYMBOLS,
+    chain_phrasings,
+    check_chain_template,
+    expression_in,
+    is_expression,
+    render_chain,
+)
+from llamacpu.learn.draws import (
+    Fit,
+    apply_function,
+    draw_digit_list,
+    draw_function,
+    draw_text,
+    edge_case,
+    fit_binary_pair,
+    fit_tokens,
+    function_table,
+    is_defs,
+    leading_zeros,
+    number,
+    ordered,
+    pad,
+    payload_chars,
+    shorter,
+    shuffled,
 )
 from llamacpu.learn.wordings import (
     WORDING_SPLITS,
@@ -156,72 +184,6 @@ class Operands(enum.Enum):
 
 _LIST_FIELDS = ("{items}", "{items_comma}", "{digits}")
 
-CHAIN_STEPS = ("add", "sub", "mul", "rsub")
-"""The steps a chain's operands name (``compose.chain_calls``): the result so far plus,
-minus or times the step's number, or ``rsub``, the number minus the result ("subtract the
-result from 78"). In the first clause the "result so far" is the first number."""
-
-_CHAIN_MARKS = (*(f"first_{op}" for op in CHAIN_STEPS), *CHAIN_STEPS, "conn", "end")
-_CHAIN_MARK = re.compile(r"\{(" + "|".join(_CHAIN_MARKS) + r")\}")
-_EXPRESSION_SYMBOLS = "+-*()"
-
-
-def chain_phrasings(template: str) -> tuple[str, dict[str, str], str]:
-    """``(head, phrasings, tail)`` of a chain template.
-
-    A chain wording fixes the phrasing of every clause kind, so a chain of any number of
-    steps renders in it: the template is ``head``, then each of the marks
-    ``{first_add} {first_sub} {first_mul} {first_rsub}`` (the first clause, which combines
-    the first two numbers ``{a}`` and ``{b}``, named in that order), ``{add} {sub} {mul}
-    {rsub}`` (a later clause, one new number ``{n}``) and ``{conn}`` (what joins two
-    clauses) followed by its phrasing, in any order and each once, then ``{end}`` and
-    ``tail``::
-
-        {first_add}add {a} and {b}{first_sub}take {a} minus {b}...{conn}, then {add}add {n}
-        ...{rsub}subtract the result from {n}{end}.
-
-    renders n0 add n1 mul n2 as "add 12 and 345, then multiply by 6." Raises ValueError
-    when a mark is missing, repeated or ``{end}`` is not the last.
-    """
-    pieces = _CHAIN_MARK.split(template)
-    marks, texts = pieces[1::2], pieces[2::2]
-    if sorted(marks) != sorted(_CHAIN_MARKS) or marks[-1:] != ["end"]:
-        raise ValueError(f"chain template {template!r}: needs each of "
-                         f"{' '.join('{' + m + '}' for m in _CHAIN_MARKS)} once, {{end}} "
-                         "last (chain_phrasings)")
-    phrasings = dict(zip(marks, texts))
-    return pieces[0], phrasings, phrasings.pop("end")
-
-
-def _render_chain(template: str, operands: tuple[str, ...]) -> str:
-    head, phrasings, tail = chain_phrasings(template)
-    numbers, steps = operands[0::2], operands[1::2]
-    clauses = [phrasings[f"first_{steps[0]}"].replace("{a}", numbers[0])
-               .replace("{b}", numbers[1])]
-    clauses += [phrasings[op].replace("{n}", n) for op, n in zip(steps[1:], numbers[2:])]
-    text = head + phrasings["conn"].join(clauses) + tail
-    # a capitalised wording (wordings.py: its first letter) starts the prompt with a capital
-    # whichever clause comes first
-    free = re.sub(r"\{[^}]*\}", "", template)
-    first = next((c for c in free if c.isalpha()), "")
-    at = next((i for i, c in enumerate(text) if c.isalpha()), None)
-    if first.isupper() and at is not None:
-        text = text[:at] + text[at].upper() + text[at + 1:]
-    return text
-
-
-def expression_in(text: str) -> str:
-    """The arithmetic expression of a free text (expr's operand): from its first digit or
-    ``(`` to its last digit or ``)``, which must parse (``compose.to_postfix``: ValueError
-    naming the position otherwise). An expr wording has no ``+ - * ( )`` and no digit of
-    its own, so this is the expression it was rendered with."""
-    at = [i for i, c in enumerate(text) if c in "0123456789()"]
-    if not at:
-        raise ValueError(f"no arithmetic expression in {text!r}")
-    expr = text[at[0]:at[-1] + 1]
-    compose.to_postfix(expr)
-    return expr
-
 
 @dataclass(frozen=True)
 class Example:
@@ -251,7 +213,7 @@ def render(template: str, kind: Operands, operands: tuple[str, ...]) -> str:
     if kind is Operands.EXPRESSION:
         return template.replace("{expr}", operands[0])
     if kind is Operands.CHAIN:
-        return _render_chain(template, operands)
+        return render_chain(template, operands)
     return template.format(text=operands[0])
 
 
@@ -283,8 +245,6 @@ Solve = Callable[[tuple[str, ...]], str]
 # runs every task at exactly this size, and checks two slots fewer is too few.
 OutSize = Callable[[tuple[str, ...]], int]
 
-# Operands of the task's kind made to fit its contract, or None when they cannot.
-Fit = Callable[[tuple[str, ...]], "tuple[str, ...] | None"]
 
 DRAW_OPTIONS = ("ops", "parens")
 """Sizes beyond the length that a task's draw may take as keywords (``Task.draw_options``):
@@ -375,35 +335,18 @@ class Task:
             if len(fields) != 1 or fields[0] not in _LIST_FIELDS:
                 raise ValueError(f"{where}: needs exactly one of {', '.join(_LIST_FIELDS)}")
         elif self.operands is Operands.EXPRESSION:
-            if fields != ["{expr}"] or any(c in literal for c in _EXPRESSION_SYMBOLS):
+            if fields != ["{expr}"] or any(c in literal for c in EXPRESSION_SYMBOLS):
                 raise ValueError(f"{where}: needs {{expr}} once and no "
-                                 f"{' '.join(_EXPRESSION_SYMBOLS)} of its own (the "
+                                 f"{' '.join(EXPRESSION_SYMBOLS)} of its own (the "
                                  "expression is the text's only one: expression_in)")
         elif self.operands is Operands.CHAIN:
-            self._check_chain(t, where)
+            check_chain_template(t, where)
         else:
             head = t.removesuffix("{text}")
             if fields != ["{text}"] or head == t or head.count(":") != 1 \
                     or head.split(":")[1].strip(" "):
                 raise ValueError(f"{where}: needs one ':' followed only by spaces and "
                                  "{text} at the end (the program copies what follows ':')")
-
-    @staticmethod
-    def _check_chain(t: str, where: str) -> None:
-        """A chain template's rules (:func:`chain_phrasings`): a first clause names ``{a}``
-        then ``{b}`` with a non-digit between, a later one ``{n}``, once each; the head, the
-        tail and the connector (not empty: it parts two numbers) have no placeholders."""
-        head, phrasings, tail = chain_phrasings(t)
-        for mark, text in (("head", head), ("tail", tail), *phrasings.items()):
-            fields = re.findall(r"\{[^}]*\}", text)
-            want = (["{a}", "{b}"] if mark.startswith("first_") else [] if mark == "conn"
-                    else ["{n}"] if mark in CHAIN_STEPS else [])
-            if fields != want or (mark == "conn" and not text) or (
-                    want == ["{a}", "{b}"] and not re.search(r"\{a\}\D+\{b\}", text)):
-                raise ValueError(f"{where}: the {mark} phrasing {text!r} needs "
-                                 f"{' then '.join(want) or 'no placeholder'}"
-                                 + (" and a non-digit between them" if len(want) == 2 else "")
-                                 + (", and is not empty" if mark == "conn" else ""))
 
     def _check_operands(self, ops: tuple[str, ...]) -> None:
         kind = self.operands
@@ -412,9 +355,9 @@ class Task:
             or (kind is Operands.DIGITS and len(ops) >= 1
                 and all(len(x) == 1 and x in string.digits for x in ops)) \
             or (kind is Operands.TEXT and len(ops) == 1 and ops[0][:1] not in ("", " ")) \
-            or (kind is Operands.FUNCTION and len(ops) == 2 and _is_defs(ops[0])
+            or (kind is Operands.FUNCTION and len(ops) == 2 and is_defs(ops[0])
                 and ops[1].isdigit() and ops[1].isascii()) \
-            or (kind is Operands.EXPRESSION and len(ops) == 1 and _is_expression(ops[0])) \
+            or (kind is Operands.EXPRESSION and len(ops) == 1 and is_expression(ops[0])) \
             or (kind is Operands.CHAIN and len(ops) >= 3 and len(ops) % 2 == 1
                 and all(x.isdigit() and x.isascii() for x in ops[0::2])
                 and all(x in CHAIN_STEPS for x in ops[1::2]))
@@ -585,205 +528,14 @@ class Task:
 
 # ---------------------------------------------------------------------------- draw helpers
 #
-# The library the task files draw with: (rng, ...) -> operands as written. A task's draw is
-# ``edge_case(rng, edge_rate, [its edge cases]) or <its uniform draw>`` (programs/add.py).
-
-
-def number(rng: random.Random, width: int) -> str:
-    """A number of exactly ``width`` digits and no leading zero ("0" is one digit)."""
-    if width == 1:
-        return str(rng.randrange(10))
-    return str(rng.randrange(10 ** (width - 1), 10 ** width))
-
-
-def pad(x: str, width: int) -> str:
-    """``x`` with leading zeros up to ``width`` digits."""
-    return x.rjust(width, "0")
-
-
-def shorter(rng: random.Random, length: int) -> str:
-    """The second operand: same width half the time, else a uniform width ≤ length."""
-    width = length if rng.random() < 0.5 else rng.randint(1, length)
-    return number(rng, width)
-
-
-def shuffled(rng: random.Random, a: str, b: str) -> tuple[str, str]:
-    """(a, b) or (b, a), even odds."""
-    return (a, b) if rng.random() < 0.5 else (b, a)
-
-
-def leading_zeros(rng: random.Random, length: int) -> tuple[str, str]:
-    """One operand of full width, the other short and zero-padded to a width ≤ length."""
-    short = number(rng, rng.randint(1, length - 1))
-    return number(rng, length), pad(short, rng.randint(len(short) + 1, length))
-
-
-def edge_case(rng: random.Random, edge_rate: float,
-              cases: list[Callable[[], tuple[str, ...]]]) -> tuple[str, ...] | None:
-    """With probability ``edge_rate``, one of the applicable edge cases, else None."""
-    if cases and rng.random() < edge_rate:
-        return rng.choice(cases)()
-    return None
-
-
-def ordered(a: str, b: str) -> tuple[str, str]:
-    """(larger, smaller) by value: sub's contract is A ≥ B."""
-    return (a, b) if int(a) >= int(b) else (b, a)
+# The library the task files draw with is llamacpu.learn.draws (re-exported above); these
+# two need the types of this module.
 
 
 def room(extra: int) -> OutSize:
     """Output slots for a room of la + lb digit slots, then ``extra`` slots (add, sub, cmp;
     la, lb: digits of A and B as written)."""
     return lambda ops: len(ops[0]) + len(ops[1]) + extra
-
-
-def draw_digit_list(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    """``length`` single digits; edge cases: sorted, reversed, all equal, all zero."""
-    def run_of(order: Callable[[list[str]], list[str]]) -> Callable[[], tuple[str, ...]]:
-        return lambda: tuple(order([str(rng.randrange(10)) for _ in range(length)]))
-
-    cases = [
-        run_of(sorted),                                                  # already sorted
-        run_of(lambda xs: sorted(xs, reverse=True)),                     # reversed
-        lambda: (str(rng.randrange(10)),) * length,                      # all equal
-        lambda: ("0",) * length,                                         # all zero
-    ]
-    return edge_case(rng, edge_rate, cases) or tuple(str(rng.randrange(10))
-                                                      for _ in range(length))
-
-
-_LETTERS = string.ascii_lowercase
-
-
-@functools.cache
-def payload_chars(alphabet: Alphabet = DEFAULT_ALPHABET) -> str:
-    """The characters a text payload is drawn from: the alphabet's text characters but ':'
-    (only the first ':' of a prompt matters, but a payload without one reads
-    unambiguously), then its digits (the default alphabet: its punctuation, lowercase
-    letters and digits; the printable one: every printable ASCII character but ':')."""
-    digits = "".join(alphabet.decode_symbol(v) for v in range(alphabet.base))
-    return "".join(c for c in alphabet.charset if c != ":") + digits
-
-
-def _capitals(alphabet: Alphabet) -> str:
-    """The capital letters of the alphabet's text characters ("" for the default one)."""
-    return "".join(c for c in alphabet.charset if c in string.ascii_uppercase)
-
-
-def _words(rng: random.Random, length: int) -> str:
-    """Lowercase words separated by single spaces; first and last characters are letters."""
-    out: list[str] = []
-    for i in range(length):
-        inner = 0 < i < length - 1 and out[-1] != " "
-        out.append(" " if inner and rng.random() < 0.18 else rng.choice(_LETTERS))
-    return "".join(out)
-
-
-def _capitalised(rng: random.Random, text: str) -> str:
-    """``text`` with each word's first letter a capital one time in three."""
-    return "".join(ch.upper() if ch.isalpha() and (i == 0 or text[i - 1] == " ")
-                   and rng.random() < 1 / 3 else ch for i, ch in enumerate(text))
-
-
-def _mixed(rng: random.Random, length: int, chars: str) -> str:
-    """Any payload characters; first and last are not spaces (leading spaces are skipped)."""
-    solid = chars.replace(" ", "")
-    return "".join(rng.choice(solid if i in (0, length - 1) else chars)
-                   for i in range(length))
-
-
-def draw_text(rng: random.Random, length: int, edge_rate: float,
-              alphabet: Alphabet = DEFAULT_ALPHABET) -> tuple[str, ...]:
-    """A payload of ``length`` characters of ``alphabet``: words (six in ten) or any
-    characters (:func:`payload_chars`); edge cases: a palindrome, one letter repeated. With
-    capitals in the alphabet, a word starts with one a third of the time and the repeated
-    letter may be one; without them (the default alphabet) words are lowercase."""
-    capitals = _capitals(alphabet)
-
-    def words(n: int) -> str:
-        text = _words(rng, n)
-        return _capitalised(rng, text) if capitals else text
-
-    def palindrome() -> tuple[str, ...]:
-        half = words((length + 1) // 2)
-        return (half + half[: length // 2][::-1],)
-
-    cases = [palindrome, lambda: (rng.choice(_LETTERS + capitals) * length,)]
-    drawn = edge_case(rng, edge_rate, cases)
-    if drawn:
-        return drawn
-    return (words(length) if rng.random() < 0.6 else _mixed(rng, length,
-                                                            payload_chars(alphabet)),)
-
-
-def fit_tokens(tokens: str) -> Fit:
-    """A :data:`Fit` that makes any text payload a string over ``tokens`` of the same length
-    (each symbol's code point mod ``len(tokens)``; the tokens themselves stay): for the
-    benchmark tasks whose inputs are strings over a small vocabulary."""
-    def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
-        return ("".join(tokens[ord(c) % len(tokens)] for c in ops[0]),)
-    return fit
-
-
-def fit_binary_pair(op: str) -> Fit:
-    """A :data:`Fit` that makes any text payload two bit strings joined by ``op`` (binary
-    addition's and multiplication's inputs), of the same length: every symbol a bit (code
-    point mod 2), and from length 3 on one ``op`` with bits on both sides, at the payload's
-    first ``op`` if that has a symbol on each side, else at a position its symbols pick.
-    Shorter payloads are one bit string."""
-    def fit(ops: tuple[str, ...]) -> tuple[str, ...]:
-        text = ops[0]
-        bits = fit_tokens("01")(ops)[0]
-        if len(text) <= 2:
-            return (bits,)
-        at = text.find(op)
-        if not 0 < at < len(text) - 1:
-            at = 1 + sum(map(ord, text)) % (len(text) - 2)
-        return (bits[:at] + op + bits[at + 1:],)
-    return fit
-
-
-def draw_function(rng: random.Random, length: int, edge_rate: float) -> tuple[str, ...]:
-    """A uniform digit function (edge cases: identity, constant, a permutation), its ten
-    definitions in a random order, and a payload of ``length`` digits."""
-    cases = [
-        lambda: tuple(range(10)),                                       # identity
-        lambda: (rng.randrange(10),) * 10,                              # constant
-        lambda: tuple(rng.sample(range(10), 10)),                       # a permutation
-    ]
-    f = edge_case(rng, edge_rate, cases) or tuple(rng.randrange(10) for _ in range(10))
-    order = rng.sample(range(10), 10)
-    defs = " ".join(f"{x}>{f[x]}" for x in order)
-    return defs, "".join(str(rng.randrange(10)) for _ in range(length))
-
-
-def _is_expression(text: str) -> bool:
-    if text != text.strip() or not set(text) <= set("0123456789 " + _EXPRESSION_SYMBOLS):
-        return False
-    try:
-        compose.to_postfix(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_defs(defs: str) -> bool:
-    pairs = defs.split(" ")
-    return (len(pairs) == 10 and all(len(p) == 3 and p[1] == ">" and p[0].isdigit()
-                                     and p[2].isdigit() for p in pairs)
-            and sorted(p[0] for p in pairs) == list("0123456789"))
-
-
-def function_table(defs: str) -> tuple[int, ...]:
-    """f(0..9) from definitions as written ("3>9 0>3 ..."; every digit defined once)."""
-    f = {int(p[0]): int(p[2]) for p in defs.split(" ")}
-    return tuple(f[x] for x in range(10))
-
-
-def apply_function(ops: tuple[str, ...]) -> str:
-    """fmap's answer: f (the definitions ``ops[0]``) of every digit of the payload ``ops[1]``."""
-    f = function_table(ops[0])
-    return "".join(str(f[int(d)]) for d in ops[1])
 
 
 def function_key(ex: Example) -> str:
