@@ -44,12 +44,18 @@ class _Supervision:
     out_sizes: list[int]  # each run's output region
 
 
-@functools.lru_cache(maxsize=50_000)
+EXPERT_CACHE = 4096
+"""Expert runs kept (:func:`_expert`): an entry holds a run's step views, about 150-200 kB
+for a training prompt, so the cache stays under a gigabyte. Early stages draw the same
+prompts again and again and hit it; later ones, and grammar wordings, rarely repeat a
+prompt, and a larger cache only grows (50,000 entries held 9 GB in a grammar run)."""
+
+
+@functools.lru_cache(maxsize=EXPERT_CACHE)
 def _expert(example: Example, out_size: int):
-    """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached:
-    early stages draw the same prompts again and again), and which steps are *rare*: at a
-    pc the run visits several times, a decision other than the one it makes most often
-    there — a loop's exit."""
+    """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached,
+    :data:`EXPERT_CACHE`), and which steps are *rare*: at a pc the run visits several
+    times, a decision other than the one it makes most often there — a loop's exit."""
     prog = expert_program(example)
     res = interp_run(prog, example.prompt, EXPERT_MAX_STEPS, trace=True, out_size=out_size)
     steps = result_to_steps(prog, res)
