@@ -198,6 +198,9 @@ def test_every_view_is_every_view_a_prompt_of_any_length_has(task):
         every_view(task, PromptView(abstract=False))
     with pytest.raises(ValueError, match="function table"):
         every_view("fmap", VIEW)
+    for composed in ("expr", "chain"):
+        with pytest.raises(ValueError, match="compile phase"):
+            every_view(composed, VIEW)
 
 
 def test_certify_checks_every_view_of_the_wordings(stage0, tmp_path):

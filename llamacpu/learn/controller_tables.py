@@ -353,7 +353,8 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
     """One example per view of ``task``'s wordings in ``splits`` (a :class:`ViewSet`), the
     wordings and examples written in ``alphabet`` (default: the default one). Raises
     ValueError when the views cannot be enumerated: a view that keeps payload content or
-    leaves a payload unbounded, or a task whose prompts carry code (fmap)."""
+    leaves a payload unbounded, a task whose prompts carry code (fmap), or a composed task
+    (expr, chain), whose prompts grow with their operations."""
     import random
 
     from llamacpu.learn.tasks import TASKS, Operands
@@ -367,6 +368,10 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
     if t.operands is Operands.FUNCTION:
         raise ValueError(f"task {task}: its prompts carry a function table, code the view "
                          f"keeps whole: its views are too many to enumerate")
+    if t.operands in (Operands.EXPRESSION, Operands.CHAIN):
+        raise ValueError(f"task {task}: its prompts grow with the number of operations, "
+                         f"and so do their whole-prompt views; its bounded views are the "
+                         f"compile phase's (llamacpu.learn.compiling)")
     rng = random.Random(f"views/{task}/{seed}")
     examples, missing = [], {}
     seen: set[str] = set()
