@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks_domain,
     )
     from llamacpu.learn.checkpoint import load_checkpoint
+    from llamacpu.learn.curriculum import trained_stages
     from llamacpu.learn.learned import LearnedMachine
     from llamacpu.learn.tasks import TASKS
     from llamacpu.learn.train_config import training_split
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LlamacpuError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tasks = args.task or list(trained_tasks(ck.stage))
+    learned = trained_tasks(ck.stage, trained=trained_stages(ck))
+    tasks = args.task or list(learned)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         p.error(f"--task: unknown task {unknown[0]!r} (known: {', '.join(TASKS)})")
@@ -126,20 +128,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(want {w.answer})")
     ctl, plan_witnesses = None, []
     views = None
+    compiled: dict = {}
     if args.views != 0:
-        ctl, answers, views = _controller_certificate(model, tasks, trained_tasks(ck.stage),
-                                                      args)
+        ctl, answers, views = _controller_certificate(model, tasks, learned, args)
         print(ctl.summary())
         plan_witnesses = _plan_witnesses(model, ctl, answers, args.witnesses)
+        compiled = _compile_certificates(model, tasks, args)
     else:
         print("plan and execute tables: not checked (--views 0)")
+    compile_ok = all(c.certified for c in compiled.values())
     if args.json is not None:
         record = {
             "command": "python -m llamacpu.certify " + " ".join(
                 sys.argv[1:] if argv is None else argv),
             "checkpoint": str(args.checkpoint), "stage": ck.stage, "tasks": tasks,
-            "domain": args.domain, "certified": cert.certified and (
+            "domain": args.domain, "certified": cert.certified and compile_ok and (
                 ctl is not None and ctl.certified),
+            "compile": {t: {"certified": c.certified, "views": c.views,
+                            "wrong": [{"view": str(v), "head": g, "expert": str(w)}
+                                      for v, g, w in c.wrong]}
+                        for t, c in compiled.items()},
             "oeu_certified": cert.certified,
             "controller": None if ctl is None else {
                 "certified": ctl.certified, "views": ctl.views, "prompts": ctl.prompts,
@@ -159,7 +167,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                           for w in witnesses],
         }
         args.json.write_text(json.dumps(record, indent=1) + "\n")
-    return 0 if cert.certified and (ctl is None or ctl.certified) else 1
+    return 0 if cert.certified and compile_ok and (ctl is None or ctl.certified) else 1
+
+
+def _compile_certificates(model, tasks, args) -> dict:
+    """The compile head on every view of each composed task's wordings (the same splits as
+    the plan and execute tables): {task: CompileCertificate}."""
+    from llamacpu.learn.compiling import certify_compile, is_composed
+    from llamacpu.learn.tasks import TASKS
+
+    splits = {"all": (args.train_split, "heldout"), "train": (args.train_split,)}.get(
+        args.wordings, (args.wordings,))
+    out = {}
+    for task in tasks:
+        if is_composed(task):
+            templates = sorted({t for s in splits
+                                for t in TASKS[task].templates(s, model.alphabet)})
+            out[task] = certify_compile(model.controller, task, templates)
+            print(f"{task}: {out[task].describe()}, {len(templates)} wordings, any number of "
+                  "operations")
+    return out
 
 
 def _controller_certificate(model, tasks, trained, args):
@@ -168,6 +195,7 @@ def _controller_certificate(model, tasks, trained, args):
     certificate, {prompt: answer} and, when enumerated, {task: {"views", "drawn",
     "never_drawn"}} (None when sampled)."""
 
+    from llamacpu.learn.compiling import plan_program
     from llamacpu.learn.controller_tables import certify_controller, every_view
     from llamacpu.learn.tasks import TASKS, expert_program
 
@@ -196,7 +224,8 @@ def _controller_certificate(model, tasks, trained, args):
             examples += _sampled(TASKS[task], args.views, trained.get(task, 1), splits,
                                  args.seed, model.alphabet)
     prompts = [ex.prompt for ex in examples]
-    cert = certify_controller(model, prompts, [expert_program(ex) for ex in examples])
+    cert = certify_controller(model, prompts, [expert_program(ex) for ex in examples],
+                              plans=[plan_program(ex) for ex in examples])
     cert.enumerated = bool(per_task) and len(per_task) == len(tasks)
     return cert, {ex.prompt: ex.answer for ex in examples}, per_task or None
 

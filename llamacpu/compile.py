@@ -10,6 +10,11 @@ of its least certain decision) and the expert program it equals, if any. ``--run
 runs the emitted program on the learned machine (the neural OEU and the learned execute
 phase, as ``LearnedMachine.solve``) and prints the answer last.
 
+A composed prompt ("calculate (12 + 345) * 6", "add 12 and 345, then multiply by 6")
+plans the compile marker: the command then prints the compile phase's decisions (each
+view and the compile head's action), and the main program of library calls they built
+(``--run`` runs it linked to the library, docs/lasm.md).
+
 A plan that is the decline program (the controller's "I have no program for this"), or
 whose confidence is below ``--abstain-below``, is not run: the command prints
 ``cannot compile: ...`` and exits 1 (docs/wordings.md). Exit codes: 0 compiled (and, with
@@ -84,8 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
+    from llamacpu.core.compose import program_text
     from llamacpu.core.disasm import disassemble
     from llamacpu.core.isa import LlamacpuError
+    from llamacpu.core.link import main_calls
+    from llamacpu.learn.compiling import is_compile
     from llamacpu.learn.evaluation import load_checkpoint_machine
     from llamacpu.learn.solution import is_decline
     torch.set_num_threads(a.threads)
@@ -110,7 +118,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot compile: plan confidence {conf:.4f} is below --abstain-below "
               f"{a.abstain_below:g}")
         return 1
-    print(disassemble(program), end="")
+    if is_compile(program):  # a composed prompt: the compile phase builds the program
+        decisions: list = []
+        built, failed = model.build([prompt], [program], trace=decisions)
+        print("; the plan is the compile marker: the compile head built this main program, "
+              "one decision per view")
+        for d in decisions:
+            print(f";   {d.view}  ->  {d.action}")
+        if failed:
+            print(f"cannot compile: {failed[0]}")
+            return 1
+        program = built[0]
+        lib = program.linkage
+        print(f"; linked to {lib.library}.lasm ({lib.main - 2} slots: "
+              f"{', '.join(lib.routines)}), which it calls")
+        print(program_text(main_calls(program)), end="")
+    else:
+        print(disassemble(program), end="")
     if not a.run:
         return 0
     solution = model.run_programs([prompt], [program], a.max_steps)[0]  # not planned again

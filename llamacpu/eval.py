@@ -33,7 +33,7 @@ import torch
 from llamacpu.cli import Parser, add_verbosity, progress, setup_logging
 from llamacpu.core.isa import LlamacpuError
 from llamacpu.evaluate.report import protocol_plot, protocol_table, trained_tasks
-from llamacpu.learn.curriculum import STAGES
+from llamacpu.learn.curriculum import STAGES, trained_stages
 from llamacpu.learn.evaluation import (
     PROTOCOLS,
     alphabet_of,
@@ -84,9 +84,10 @@ class _Counted:
         return out
 
 
-def _untrained_note(task: str, stage: int) -> str | None:
-    """The note for a task the checkpoint's stages (0..``stage``) never trained, else None."""
-    trained = trained_tasks(stage)
+def _untrained_note(task: str, stage: int, stages: list[int] | None = None) -> str | None:
+    """The note for a task the checkpoint's stages (``stages``, default 0..``stage``) never
+    trained, else None."""
+    trained = trained_tasks(stage, trained=stages)
     if task in trained:
         return None
     staged = any(s.task == task for s in STAGES)
@@ -231,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         c, model = load_checkpoint_machine(a.checkpoint)
         a.split = resolve_split(a.split, c.config)
         for task in tasks:
-            note = _untrained_note(task, c.stage)
+            note = _untrained_note(task, c.stage, trained_stages(c))
             if note:
                 log.warning(note)
         if a.calibrate is not None:
@@ -264,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             protocol_plot(rows, a.plot, f"{a.checkpoint} (stage {c.stage}), {n} problems per "
                           f"length, seed {a.seed}" + (f", protocol {protocol.name}"
                                                       if protocol else ""),
-                          trained_tasks(c.stage))
+                          trained_tasks(c.stage, trained=trained_stages(c)))
     except (LlamacpuError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -24,6 +24,7 @@ from llamacpu.learn.compiling import (
     Kind,
     View,
     compile_main,
+    compile_views,
     expert_actions,
     lex,
     policy_of,
@@ -140,3 +141,19 @@ def test_lex_and_the_loops_refusals():
         PUSH("div")
     with pytest.raises(ValueError, match="has no compile phase"):
         expert_actions(TASKS["add"].sample(random.Random(0), 2))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(composed())
+def test_compile_views_holds_every_view_of_every_prompt(ex):
+    """``compile_views`` of a task's wordings holds each view a prompt of any number of
+    operations (nested parentheses included) shows, with the expert's decision: what makes
+    its certificate a statement about every prompt."""
+    table = compile_views(ex.task, [ex.template])
+    for d in expert_actions(ex):
+        assert table[d.view] == d.action
+
+
+def test_compile_views_refuses_a_task_without_a_compile_phase():
+    with pytest.raises(ValueError, match="no compile phase"):
+        compile_views("add", TASKS["add"].templates("train"))

@@ -37,7 +37,10 @@ from llamacpu.learn.curriculum import (
     review_weights,
     sample_batch,
     stages_table,
+    trained_stages,
+    trained_tasks,
 )
+from llamacpu.learn.evaluation import retention_stages
 from llamacpu.learn.tasks import (
     TASKS,
     Example,
@@ -458,7 +461,8 @@ def test_stage_table_is_well_formed() -> None:
     assert [(s.task, s.max_length) for s in STAGES[1:4]] == [("add", 2), ("add", 3), ("add", 4)]
     assert {s.task for s in STAGES} >= REQUIRED
     for s in STAGES:
-        golden.load_program(TASKS[s.task].program)  # the expert program exists and assembles
+        t = TASKS[s.task]  # the expert program (a composed task's: the library) assembles
+        golden.load_program(t.program, t.directory)
     table = stages_table()
     assert table.count("\n") == len(STAGES) + 2 and "| 0 | add1 | add | 1 digits |" in table
 
@@ -520,6 +524,26 @@ def test_sample_batch_mixes_review_and_never_trains_on_heldout() -> None:
     assert all(e.task == "add" and e.length == 1 for e in first)  # stage 0: nothing to review
     with pytest.raises(ValueError, match="batch_size"):
         sample_batch(sub, rng, 0)
+
+
+def test_a_run_that_skipped_stages_reviews_and_certifies_only_what_it_learned() -> None:
+    """A stage started from an earlier stage's checkpoint (``--stages 24`` after stage 18)
+    reviews, retains and certifies the stages that checkpoint's machine trained on, as its
+    record says; a checkpoint without the record trained every stage up to its own."""
+    from types import SimpleNamespace
+
+    expr = STAGES[parse_stage("expr4")]
+    learned = set(range(19))  # stages 0-18, not the decline and fmap stages 19-23
+    rng = random.Random(2)
+    tasks = {e.task for _ in range(10) for e in sample_batch(expr, rng, 40, trained=learned)}
+    assert "expr" in tasks and tasks <= {s.task for s in STAGES[:19]} | {"expr"}
+    assert {s.index for s in retention_stages(expr, trained=learned)} <= learned
+    assert "fmap" not in trained_tasks(expr.index, trained=learned | {expr.index})
+    assert "fmap" in trained_tasks(expr.index)  # without a record: every earlier stage
+    old = SimpleNamespace(stage=5, passed=False, extra={"sampler": None})
+    assert trained_stages(old) == [0, 1, 2, 3, 4, 5]
+    new = SimpleNamespace(stage=24, passed=True, extra={"trained_stages": [*range(19), 24]})
+    assert trained_stages(new) == [*range(19), 24]
 
 
 def test_eval_set_is_deterministic_heldout_and_disjoint_from_training() -> None:

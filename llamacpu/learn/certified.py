@@ -24,7 +24,7 @@ The same tables are supervision, from the semantics the expert traces come from:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,6 +32,14 @@ from torch import Tensor
 
 from llamacpu.core.isa import Alphabet, Kind, Program
 from llamacpu.learn.certify import OEUCertificate, certify_oeu, gate_domain, tasks_domain
+from llamacpu.learn.compiling import (
+    Action,
+    CompileCertificate,
+    View,
+    certify_compile,
+    is_composed,
+    plan_program,
+)
 from llamacpu.learn.controller_tables import (
     ControllerCertificate,
     StepPatterns,
@@ -79,11 +87,13 @@ class StageCertificate:
 
     oeu: OEUCertificate
     controller: dict[str, ControllerCertificate] | None = None
+    compile: dict[str, CompileCertificate] = field(default_factory=dict)  # composed tasks
 
     @property
     def certified(self) -> bool:
         return (self.oeu.certified and self.controller is not None
-                and all(c.certified for c in self.controller.values()))
+                and all(c.certified for c in self.controller.values())
+                and all(c.certified for c in self.compile.values()))
 
     def metrics(self) -> dict[str, float]:
         """The counts logged in ``metrics.jsonl`` (``cert_*`` keys)."""
@@ -95,6 +105,9 @@ class StageCertificate:
                      cert_plan_failures=sum(len(c.plan_failures) for c in cs),
                      cert_step_failures=sum(len(c.step_failures) for c in cs),
                      certified=float(self.certified))
+        if self.compile:
+            m.update(cert_compile_views=sum(c.views for c in self.compile.values()),
+                     cert_compile_wrong=sum(len(c.wrong) for c in self.compile.values()))
         return m
 
     def describe(self) -> str:
@@ -106,6 +119,7 @@ class StageCertificate:
             parts.append(f"{task}: {len(bad)} of {c.views} views wrong "
                          f"({len(c.plan_failures)} plans, {len(c.step_failures)} decisions)"
                          if bad else f"{task}: {c.views} views certified")
+        parts += [f"{task}: {c.describe()}" for task, c in self.compile.items()]
         return "; ".join(parts)
 
 
@@ -119,6 +133,7 @@ class Certifier:
     views: int          # views per task a controller certificate checks
     patterns: int       # execute-table rows per batch row per training step (0: none)
     carry_gate: bool = False  # the OEU gates its carry: its table is certify.gate_domain's
+    trained: Collection[int] | None = None  # the earlier stages learned (None: all)
     tasks: list[str] = field(init=False)
     domain: dict = field(init=False)
     _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
@@ -126,9 +141,13 @@ class Certifier:
     plan_buffer: list[Example] = field(default_factory=list, init=False)
     """Examples whose emitted program was wrong at the last check: the next training
     batches carry them (their plan loss is the only thing that teaches a plan)."""
+    compile_buffer: list[tuple[View, Action]] = field(default_factory=list, init=False)
+    """Compile views the last check found wrong, with the expert's action: every training
+    step's compile loss includes them until the next check."""
 
     def __post_init__(self) -> None:
-        self.tasks = list(trained_tasks(self.stage.index))
+        self.tasks = list(trained_tasks(self.stage.index, trained=None if self.trained is None
+                                        else {*self.trained, self.stage.index}))
         self.domain = tasks_domain(self.tasks, self.alphabet)
 
     def oeu_table(self) -> OEUExamples:
@@ -159,14 +178,22 @@ class Certifier:
         ``step``; ``every``: on all of them), and replace the buffer with the rows that
         failed."""
         cert.controller = {}
+        cert.compile = {}
         self._buffer = []
         self.plan_buffer = []
+        self.compile_buffer = []
         for task, examples in sets.items():
+            if is_composed(task):  # every view of the wordings the check's prompts use
+                cc = certify_compile(model.controller, task, sorted({e.template
+                                                                     for e in examples}))
+                cert.compile[task] = cc
+                self.compile_buffer += [(v, want) for v, _, want in cc.wrong]
             pick = list(examples) if every else random.Random(
                 f"certify/{self.stage.index}/{task}/{step}").sample(
                 list(examples), min(self.views, len(examples)))
             programs = [expert_program(e) for e in pick]
-            c = certify_controller(model, [e.prompt for e in pick], programs)
+            c = certify_controller(model, [e.prompt for e in pick], programs,
+                                   plans=[plan_program(e) for e in pick])
             cert.controller[task] = c
             program_of = {e.prompt: p for e, p in zip(pick, programs)}
             example_of = {e.prompt: e for e in pick}
@@ -191,7 +218,9 @@ class Certifier:
             return {k: v for k, v in asdict(e).items() if k != "alphabet"}
 
         return {"plan": [plain(e) for e in self.plan_buffer],
-                "rows": [[plain(e), i] for e, _, i in self._buffer]}
+                "rows": [[plain(e), i] for e, _, i in self._buffer],
+                "compile": [[v.head, v.token, v.top, a.name, a.op]
+                            for v, a in self.compile_buffer]}
 
     def load_state(self, state: Mapping) -> None:
         """Restore :meth:`state` (the examples in the certifier's alphabet; the execute rows'
@@ -200,6 +229,8 @@ class Certifier:
             return Example(**{**d, "operands": tuple(d["operands"]), "alphabet": self.alphabet})
 
         self.plan_buffer = [example(d) for d in state.get("plan", ())]
+        self.compile_buffer = [(View(h, t, top), Action(name, op))
+                               for h, t, top, name, op in state.get("compile", ())]
         programs: dict[str, Program] = {}
         self._buffer = []
         for d, i in state.get("rows", ()):

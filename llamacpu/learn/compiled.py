@@ -91,10 +91,14 @@ class CompiledRunner:
             programs = model.controller.emit(list(prompts))
         finally:
             model.train(was)
+        programs, failed = model.build(prompts, programs)  # composed prompts: compiled
         budget = default_max_steps(prompts) if max_steps is None else max_steps
         out: list = [None] * len(prompts)
         fallback = []
         for i, (prompt, program) in enumerate(zip(prompts, programs)):
+            if i in failed:  # nothing to run: the neural machine would fail the same way
+                out[i] = Solution("", 0, False, failed[i], program)
+                continue
             why = self.certified(prompt, program)
             if why is None:
                 out_size = max(out_sizes) if out_sizes else None

@@ -42,16 +42,23 @@ expert's decisions they are ``compose``'s calls for the example.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 
 from llamacpu.core import compose
-from llamacpu.learn.tasks import Example
+from llamacpu.core.golden import load_program
+from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet, Program
+from llamacpu.core.link import LIBRARY_DIR, link, load_library
+from llamacpu.learn.tasks import TASKS, Example, Operands, expert_program
 
 __all__ = ["Kind", "Token", "lex", "View", "Action", "Decision", "expert_actions",
-           "compile_main", "CompileError", "STACK_OPS", "policy_of"]
+           "compile_main", "CompileError", "STACK_OPS", "policy_of", "COMPOSED",
+           "is_composed", "compile_marker", "is_compile", "plan_program", "linked_program",
+           "neural_policy", "compile_views", "CompileCertificate", "certify_compile"]
 
 
 class Kind(Enum):
@@ -211,20 +218,26 @@ def _expr_policy(view: View) -> Action:
 
 
 def expert_actions(example: Example) -> list[Decision]:
-    """The expert's decisions for a composed example (``expr`` or ``chain``), in the order
-    the loop takes them; :func:`compile_main` with them emits the calls of the example's
-    expert main program."""
+    """The expert's decisions for a composed example (a task of :data:`COMPOSED` operands:
+    ``expr``, ``chain``), in the order the loop takes them; :func:`compile_main` with them
+    emits the calls of the example's expert main program."""
     trace: list[Decision] = []
-    if example.task == "expr":
+    kind = TASKS[example.task].operands
+    if kind is Operands.EXPRESSION:
         compile_main(example.prompt, _expr_policy, trace)
         return trace
-    if example.task != "chain":
+    if kind is not Operands.CHAIN:
         raise ValueError(f"task {example.task} has no compile phase (expr and chain do)")
-    steps = list(example.operands[1::2])
-    tokens = lex(example.prompt)
+    return _chain_actions(example.prompt, list(example.operands[1::2]))
+
+
+def _chain_actions(prompt: str, steps: Sequence[str]) -> list[Decision]:
+    """The expert's decisions for a chain prompt whose steps are ``steps``."""
+    trace: list[Decision] = []
+    tokens = lex(prompt)
     numbers = [i for i, t in enumerate(tokens) if t.kind is Kind.NUMBER]
     if len(numbers) != len(steps) + 1:
-        raise ValueError(f"chain prompt {example.prompt!r}: {len(numbers)} numbers for "
+        raise ValueError(f"chain prompt {prompt!r}: {len(numbers)} numbers for "
                          f"{len(steps)} steps")
     # step k (0-based) is pushed at the token just before number k + 1, which first pops
     # step k - 1: clauses apply left to right
@@ -244,7 +257,7 @@ def expert_actions(example: Example) -> list[Decision]:
         current = next(position, current)
         return action
 
-    compile_main(example.prompt, policy, trace)
+    compile_main(prompt, policy, trace)
     return trace
 
 
@@ -256,3 +269,185 @@ def policy_of(decisions: Sequence[Decision]) -> dict[View, Action]:
         if out.setdefault(d.view, d.action) != d.action:
             raise ValueError(f"view {d.view} has two actions: {out[d.view]} and {d.action}")
     return out
+
+
+# ------------------------------------------------------- the plan and the linked program
+
+COMPOSED = (Operands.EXPRESSION, Operands.CHAIN)
+"""The operand kinds whose tasks compile: their plan is :func:`compile_marker`, their
+program the main program the compile phase builds, linked to the library."""
+
+COMPILE_PROGRAM = "compile"
+"""``programs/lib/compile.lasm``: what the plan phase emits for a composed prompt."""
+
+
+def is_composed(task: str) -> bool:
+    """Whether ``task``'s prompts compile (its operands are of a :data:`COMPOSED` kind)."""
+    return TASKS[task].operands in COMPOSED
+
+
+def compile_marker(alphabet: Alphabet = DEFAULT_ALPHABET) -> Program:
+    """The plan of a composed prompt: ``compile.lasm`` in ``alphabet`` ("run the compile
+    phase", never run itself)."""
+    return load_program(COMPILE_PROGRAM, LIBRARY_DIR, alphabet)
+
+
+def is_compile(program: Program) -> bool:
+    """Whether an emitted plan is :func:`compile_marker` (its instructions after the two
+    ports; the alphabet does not change them)."""
+    return program.slots[2:] == compile_marker().slots[2:]
+
+
+def plan_program(example: Example) -> Program:
+    """What the plan phase must emit for ``example``: the compile marker for a composed
+    task, its expert program for every other."""
+    if is_composed(example.task):
+        return compile_marker(example.alphabet)
+    return expert_program(example)
+
+
+def linked_program(calls: Sequence[str], alphabet: Alphabet = DEFAULT_ALPHABET) -> Program:
+    """The program a compile run gives: the main program of ``calls`` (``print``
+    included, :func:`compile_main`'s result) linked to the library in ``alphabet``.
+    ValueError when it would hold more values than the library's stack."""
+    return link(compose.program_text(calls), load_library(alphabet=alphabet))
+
+
+def neural_policy(controller, memo: dict | None = None) -> Callable[[View], Action]:
+    """A policy for :func:`compile_main`: the controller's compile head's most likely
+    action on the view (``llamacpu.llm.compile_head``), memoised in ``memo`` by view (a
+    prompt's views repeat, and so do a batch's; pass one memo per set of weights)."""
+    import torch
+
+    from llamacpu.llm.compile_head import ACTIONS, compile_logits
+
+    memo = {} if memo is None else memo
+
+    def policy(view: View) -> Action:
+        got = memo.get(view)
+        if got is None:
+            with torch.no_grad():
+                name = ACTIONS[int(compile_logits(controller, [view]).argmax(-1)[0])]
+            got = PUSH(name[len("PUSH "):]) if name.startswith("PUSH ") else Action(name)
+            memo[view] = got
+        return got
+
+    return policy
+
+
+# ------------------------------------------------------------- every view, certified
+
+_MOST_OPS = 4
+"""Expressions of up to this many operators give every view an expression can show: a
+view is a token, the top of the stack and (before the first push) a word run, and every
+(token, top) pair occurs in some expression of at most 4 operators, nested parentheses
+included (``((1 + 1) * 1 - 1) * 1`` is the smallest with a ``(`` on a ``(``)."""
+
+
+def _trees(ops: int) -> Iterator[compose.Expr]:
+    """Every expression tree of ``ops`` operators over the number 1."""
+    if ops == 0:
+        yield compose.Num("1")
+        return
+    for k in range(ops):
+        for left, right in itertools.product(_trees(k), _trees(ops - 1 - k)):
+            for op in compose.OPERATORS:
+                yield compose.BinOp(op, left, right)
+
+
+@functools.cache
+def _expression_views() -> tuple[tuple[View, Action], ...]:
+    """The expert's decision on every view of every expression of 1-4 operators, as
+    rendered (``compose.render``: the parentheses the shape needs, spaced operators)."""
+    out: dict[View, Action] = {}
+    for ops in range(1, _MOST_OPS + 1):
+        for tree in _trees(ops):
+            trace: list[Decision] = []
+            compile_main(compose.render(tree), _expr_policy, trace)
+            out.update((d.view, d.action) for d in trace)
+    return tuple(out.items())
+
+
+def compile_views(task: str, templates: Iterable[str]) -> dict[View, Action]:
+    """Every view a prompt of ``task`` in one of ``templates`` can show, with the expert's
+    decision: the views any prompt of any number of operations (and, for ``expr``, any
+    nesting) shows in those wordings, so a policy right on all of them compiles every such
+    prompt to its expert main program.
+
+    ``expr``: the views of every expression of 1-4 operators (:data:`_MOST_OPS`), and those
+    each wording adds (its words before and after, with each first token and each last
+    operation: every expression of 1-2 operators in it). ``chain``: every chain of 1-3
+    steps in each wording (the token between two numbers holds the end of one clause, the
+    connector and the start of the next, with the first one's step on the stack; the
+    first clause is phrased apart from later ones, so three steps pair two later clauses
+    every way, and a fourth adds no view)."""
+    kind = TASKS[task].operands
+    if kind not in COMPOSED:
+        raise ValueError(f"task {task} has no compile phase (expr and chain do)")
+    from llamacpu.learn.tasks import render
+
+    out: dict[View, Action] = {}
+    if kind is Operands.EXPRESSION:
+        out.update(_expression_views())
+        short = [compose.render(t) for n in (1, 2) for t in _trees(n)]
+        for template in templates:
+            for expr in short:
+                trace: list[Decision] = []
+                compile_main(render(template, kind, (expr,)), _expr_policy, trace)
+                out.update((d.view, d.action) for d in trace)
+        return out
+    from llamacpu.learn.composed import CHAIN_STEPS
+
+    chains = [c for n in (1, 2, 3) for c in itertools.product(CHAIN_STEPS, repeat=n)]
+    for template in templates:
+        for steps in chains:
+            operands = ("1", *itertools.chain.from_iterable((op, "1") for op in steps))
+            prompt = render(template, kind, operands)
+            out.update((d.view, d.action) for d in _chain_actions(prompt, steps))
+    return out
+
+
+@dataclass
+class CompileCertificate:
+    """The compile head checked on every view of some wordings (:func:`compile_views`)."""
+
+    views: int                                       # views checked
+    wrong: list[tuple[View, str, Action]] = field(default_factory=list)  # view, head, expert
+
+    @property
+    def certified(self) -> bool:
+        return not self.wrong
+
+    def describe(self) -> str:
+        if self.certified:
+            return f"compile head CERTIFIED on {self.views} views"
+        v, got, want = self.wrong[0]
+        return (f"compile head: {len(self.wrong)} of {self.views} views wrong, e.g. {v}: "
+                f"{got} (the expert: {want})")
+
+
+def certify_compile(controller, task: str, templates: Iterable[str],
+                    batch: int = 512) -> CompileCertificate:
+    """Check the controller's compile head on every view of ``task`` in ``templates``:
+    certified, every prompt of any length in those wordings compiles to the expert's
+    main program (the loop, the lexer and the library are fixed code)."""
+    import torch
+
+    from llamacpu.llm.compile_head import ACTIONS, compile_logits
+
+    table = compile_views(task, templates)
+    views = list(table)
+    cert = CompileCertificate(len(views))
+    was = controller.training
+    controller.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(views), batch):
+                part = views[start:start + batch]
+                got = compile_logits(controller, part).argmax(-1).tolist()
+                for v, g in zip(part, got):
+                    if ACTIONS[g] != str(table[v]):
+                        cert.wrong.append((v, ACTIONS[g], table[v]))
+    finally:
+        controller.train(was)
+    return cert

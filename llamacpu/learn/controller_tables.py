@@ -121,11 +121,14 @@ def _value_patterns(slot, alphabet: Alphabet, carries: frozenset[int], raw: bool
 
 @torch.no_grad()
 def certify_controller(model, prompts: Sequence[str], programs: Sequence,
-                       batch: int = 4096) -> ControllerCertificate:
+                       batch: int = 4096, plans: Sequence | None = None
+                       ) -> ControllerCertificate:
     """Check the plan and execute tables of ``model`` on ``prompts``, whose expert programs
-    are ``programs`` (one each), one check per distinct view. ``model`` is a LearnedMachine,
-    or anything with ``controller.cfg``, ``controller.emit(prompts)`` and
-    ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts)."""
+    are ``programs`` (one each), one check per distinct view. The plan must be ``plans``
+    (default: the programs; a composed prompt's is the compile marker,
+    ``compiling.plan_program``) and the execute table is checked on the programs. ``model``
+    is a LearnedMachine, or anything with ``controller.cfg``, ``controller.emit(prompts)``
+    and ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts)."""
     from llamacpu.core.graph import instr_text
     from llamacpu.core.isa import Mode
     from llamacpu.machine.interfaces import StepView
@@ -142,14 +145,14 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     seen: set[str] = set()
     cert = ControllerCertificate(0, len(prompts), 0)
     rows_cache: dict[int, tuple] = {}
-    for prompt, program in zip(prompts, programs):
+    for prompt, program, plan in zip(prompts, programs, programs if plans is None else plans):
         view = cfg.view(prompt)
         if view in seen:
             continue
         seen.add(view)
         (emitted,) = ctl.emit([prompt])
-        if tuple(emitted.slots) != tuple(program.slots):
-            cert.plan_failures.append(_plan_failure(prompt, emitted, program))
+        if tuple(emitted.slots) != tuple(plan.slots):
+            cert.plan_failures.append(_plan_failure(prompt, emitted, plan))
             continue
         key = id(program)
         if key not in rows_cache:

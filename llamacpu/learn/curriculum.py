@@ -63,7 +63,7 @@ __all__ = [
     "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
     "review_weights", "CONSOLIDATE_REVIEW",
     "parse_stage", "parse_stages", "check_stages", "HOLDOUT_BUCKETS", "stages_table",
-    "trained_tasks",
+    "trained_tasks", "trained_stages",
 ]
 
 HOLDOUT_BUCKETS = 10
@@ -159,6 +159,14 @@ STAGES: tuple[Stage, ...] = (
                                                           "to up to 5 digits (WEIGHTS slot)"),
     Stage(23, "fmap5_data", "fmap_data", 1, 5, 0.2, 800, "the same with the function in "
                                                           "DATA slots (channel off)"),
+    # Composed requests (docs/lasm.md, "The compile phase"): the plan is the compile
+    # marker, and the controller's compile head builds the main program of library calls
+    # from the prompt, one bounded view at a time; the library runs on the execute phase
+    # and the OEU. At most 2 operations: longer prompts are the test.
+    Stage(24, "expr4",   "expr",    1, 4,  0.25,  1400,  "arithmetic expressions, 1-2 operations "
+                                                          "over numbers up to 4 digits"),
+    Stage(25, "chain4",  "chain",   1, 4,  0.25,  1700, "instructions in words, 1-2 steps over "
+                                                          "numbers up to 4 digits"),
 )
 
 
@@ -237,7 +245,8 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
                  stages: Sequence[Stage] = STAGES, *, review: float | None = None,
                  weights: Mapping[str, float] | None = None,
                  split: str = "train",
-                 alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
+                 alphabet: Alphabet = DEFAULT_ALPHABET,
+                 trained: Collection[int] | None = None) -> list[Example]:
     """A training batch: ``round(review · batch_size)`` examples from earlier stages, the
     rest from this stage, shuffled, in the wordings of ``split`` (one of
     ``tasks.TRAINING_SPLITS``), written in ``alphabet``. Never a held-out prompt (see the
@@ -245,7 +254,9 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
 
     ``review`` overrides the stage's own share. Each review example comes from an earlier
     stage chosen with probability proportional to ``weights[its task]`` (default 1 for every
-    task, i.e. uniformly over stages; tasks missing from ``weights`` count 1).
+    task, i.e. uniformly over stages; tasks missing from ``weights`` count 1). ``trained``:
+    the indices of the earlier stages the machine learned (a run that skipped stages:
+    :func:`trained_stages`); None: every earlier stage.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -254,7 +265,7 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
     share = stage.review if review is None else review
     if not 0.0 <= share < 1.0:
         raise ValueError(f"review must be in [0, 1), got {share}")
-    earlier = list(stages[: stage.index])
+    earlier = [s for s in stages[: stage.index] if trained is None or s.index in trained]
     n_review = round(share * batch_size) if earlier else 0
     if weights is None:
         pick = lambda: rng.choice(earlier)  # noqa: E731
@@ -440,10 +451,23 @@ def parse_stages(text: str, stages: Sequence[Stage] = STAGES) -> list[int]:
     return sorted(chosen)
 
 
-def trained_tasks(stage: int, stages: Sequence[Stage] = STAGES) -> dict[str, int]:
-    """{task: longest trained length} over the stages up to index ``stage``, in curriculum
-    order: what a checkpoint of that stage has learned."""
+def trained_tasks(stage: int, stages: Sequence[Stage] = STAGES,
+                  trained: Collection[int] | None = None) -> dict[str, int]:
+    """{task: longest trained length} over the stages up to index ``stage`` (only those in
+    ``trained``, when given: :func:`trained_stages`), in curriculum order: what a checkpoint
+    of that stage has learned."""
     out: dict[str, int] = {}
     for s in stages[: stage + 1]:
-        out[s.task] = max(out.get(s.task, 0), s.max_length)
+        if trained is None or s.index in trained:
+            out[s.task] = max(out.get(s.task, 0), s.max_length)
     return out
+
+
+def trained_stages(checkpoint) -> list[int]:
+    """The stages a checkpoint's machine trained on, its own included (passed or not): what
+    the trainer recorded (``extra["trained_stages"]``: a run that started a stage from an
+    earlier stage's checkpoint skipped the ones between), else every stage up to its own."""
+    extra = checkpoint.extra or {}
+    if "trained_stages" in extra:
+        return [int(i) for i in extra["trained_stages"]]
+    return list(range(checkpoint.stage + 1))

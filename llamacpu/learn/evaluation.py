@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -356,11 +356,13 @@ def protocol_summary(rows: Sequence[dict], protocol: Protocol) -> dict[str, dict
     return out
 
 
-def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES) -> list[Stage]:
-    """For each task trained before ``stage`` (other than its own), the last stage that
-    trained it: the widest lengths that task has seen."""
+def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES,
+                     trained: Collection[int] | None = None) -> list[Stage]:
+    """For each task trained before ``stage`` (other than its own; only the stages in
+    ``trained``, when given), the last stage that trained it: the widest lengths that task
+    has seen."""
     last: dict[str, Stage] = {}
     for s in stages[: stage.index]:
-        if s.task != stage.task:
+        if s.task != stage.task and (trained is None or s.index in trained):
             last[s.task] = s
     return list(last.values())

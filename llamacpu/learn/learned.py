@@ -56,6 +56,10 @@ WEIGHT_CHANNEL_KEYS = ("controller.metatokens.", "controller.weight_head.",
 """Parameters of the weight-token channel: a checkpoint written before it existed lacks
 them, and loads with them freshly initialised (anything else missing is an error)."""
 
+COMPILE_HEAD_KEYS = ("controller.compile_head.",)
+"""Parameters of the compile phase's head (``llamacpu.llm.compile_head``): a checkpoint
+written before it existed loads with it freshly initialised, as for the channel."""
+
 ADAPTER_DIR = "adapter"
 """The checkpoint subdirectory holding a LoRA adapter (PEFT ``save_pretrained`` format)."""
 
@@ -166,7 +170,9 @@ class LearnedMachine(nn.Module):
             sys.stderr.write(f"note: {c.path} has no weight-token channel ({len(fresh)} "
                              f"tensors: controller.metatokens, weight_lookup, weight_head); "
                              f"they start freshly initialised\n")
-            missing = [k for k in missing if k not in fresh]
+        # a checkpoint from before the compile head: it never compiled, so nothing to say
+        fresh += [k for k in missing if k.startswith(COMPILE_HEAD_KEYS)]
+        missing = [k for k in missing if k not in fresh]
         if missing or unexpected:
             what = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}")
             raise CheckpointError(f"{c.path}: weights do not fit the model ({what})")
@@ -251,13 +257,43 @@ class LearnedMachine(nn.Module):
         finally:
             self.train(was)
 
-    def _run(self, prompts: Sequence[str], programs: Sequence[Program], max_steps: int,
+    def build(self, prompts: Sequence[str], plans: Sequence[Program], *,
+              trace: list | None = None) -> tuple[list[Program], dict[int, str]]:
+        """The programs that run for ``plans`` (emitted for ``prompts``): a plan that is the
+        compile marker (a composed prompt) becomes the main program the compile phase
+        builds with the controller's compile head, linked to the library
+        (``llamacpu.learn.compiling``); every other plan is its own program. Also which
+        rows' compile phase failed, and why (their program stays the marker). ``trace``
+        collects every compile decision (``compiling.Decision``), prompt after prompt."""
+        from llamacpu.learn.compiling import (
+            CompileError,
+            compile_main,
+            is_compile,
+            linked_program,
+            neural_policy,
+        )
+
+        out, failed = list(plans), {}
+        policy = None
+        for i, (prompt, plan) in enumerate(zip(prompts, plans)):
+            if not is_compile(plan):
+                continue
+            policy = policy or neural_policy(self.controller)  # one memo for the batch
+            try:
+                out[i] = linked_program(compile_main(prompt, policy, trace), self.alphabet)
+            except (CompileError, ValueError) as e:
+                failed[i] = f"the compile phase failed: {e}"
+        return out, failed
+
+    def _run(self, prompts: Sequence[str], plans: Sequence[Program], max_steps: int,
              out_sizes: Sequence[int] | None) -> list[Solution]:
         out_size = max(out_sizes) if out_sizes else None
+        programs, failed = self.build(prompts, plans)
         results = self.machine(prompts).run_batch(
             programs, prompts, max_steps=max_steps, on_limit="stop", out_size=out_size)
-        return [declined(Solution(r.output, r.steps, r.halted, r.fault, p))
-                for r, p in zip(results, programs)]
+        return [declined(Solution(r.output, r.steps, r.halted, r.fault, p)) if i not in failed
+                else Solution("", 0, False, failed[i], p)
+                for i, (r, p) in enumerate(zip(results, programs))]
 
     def _solve_or_abstain(self, prompts: Sequence[str], max_steps: int,
                           out_sizes: Sequence[int] | None, compiled: bool,

@@ -42,6 +42,9 @@ class _Supervision:
     oeu: OEUExamples
     steps: list[int]     # each run's length in machine steps
     out_sizes: list[int]  # each run's output region
+    plans: list[Program]  # what the plan phase emits (the compile marker for a composed
+    #                       task, whose program is built by the compile phase)
+    compile: tuple[list, list]  # the composed rows' compile views and expert actions
 
 
 EXPERT_CACHE = 4096
@@ -141,7 +144,11 @@ def _supervise(batch: Sequence[Example], step_sample: int,
                seeds: Sequence[int], dist: distributed.Dist | None = None) -> _Supervision:
     """Expert runs of ``batch`` (this rank's rows), each run's steps subsampled by its own
     seed (so a row's subsample does not depend on which rank owns it)."""
+    from llamacpu.learn.compiling import expert_actions, is_composed, plan_program
+
     programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
+    views: list = []
+    actions: list = []
     # The expert's run is the supervision, so it must finish whatever the prompt's length
     # (review examples of earlier stages, grammar wordings with long questions around the
     # operands): the cap only stops an expert program that loops.
@@ -155,10 +162,14 @@ def _supervise(batch: Sequence[Example], step_sample: int,
         oeu.append(alu)
         sizes.append(size)
         lengths.append(T)
-    views, targets, mask = batch_steps(runs)
-    mask = _balance(views, targets, mask, dist)
+        if is_composed(ex.task):
+            for d in expert_actions(ex):
+                views.append(d.view)
+                actions.append(d.action)
+    step_views, targets, mask = batch_steps(runs)
+    mask = _balance(step_views, targets, mask, dist)
     K = targets.shape[1]
     step_idx = torch.stack([torch.nn.functional.pad(i, (0, K - len(i))) for i in idxs])
     return _Supervision([e.prompt for e in batch], [e.answer for e in batch], programs,
-                        (views, targets, mask, step_idx), merge_examples(*oeu),
-                        lengths, sizes)
+                        (step_views, targets, mask, step_idx), merge_examples(*oeu),
+                        lengths, sizes, [plan_program(e) for e in batch], (views, actions))

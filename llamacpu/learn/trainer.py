@@ -58,6 +58,7 @@ from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
 from llamacpu.learn.certified import Certifier
 from llamacpu.learn.checkpoint import CheckpointError
+from llamacpu.learn.compiling import is_composed, plan_program
 from llamacpu.learn.curriculum import (
     CONSOLIDATE_REVIEW,
     STAGES,
@@ -68,6 +69,7 @@ from llamacpu.learn.curriculum import (
     eval_set,
     review_weights,
     sample_batch,
+    trained_stages,
 )
 from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evaluate
 from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedMachine
@@ -76,6 +78,7 @@ from llamacpu.learn.runlock import RunLock
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
 from llamacpu.learn.tasks import Example, default_out_size, expert_program
 from llamacpu.learn.train_config import OPTIMIZERS, TrainConfig, _cfg_json, alphabet_name
+from llamacpu.llm.compile_head import compile_loss
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
 
 ANNEAL_FLOOR = 1 / 32  # the lowest learning-rate factor annealing reaches
@@ -132,6 +135,7 @@ class Trainer:
         self.interrupted = False  # this process got a Ctrl-C
         self.stopped = False      # some rank got one: every rank stops after the same step
         self.model: LearnedMachine | None = None
+        self.trained: set[int] | None = None  # earlier stages the model learned (None: all)
         self.dist = dist          # set from the environment (torchrun's) by run()
         self.certifier: Certifier | None = None  # the running stage's (cfg.certify)
         self._sampler: random.Random | None = None  # the running stage's data sampler
@@ -168,7 +172,8 @@ class Trainer:
         config = {"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)}
         if model.base_model is not None:
             config["base_model"] = model.base_model
-        extra = {"sampler": self._sampler.getstate()}
+        before = range(stage.index) if self.trained is None else sorted(self.trained)
+        extra = {"sampler": self._sampler.getstate(), "trained_stages": [*before, stage.index]}
         if self.certifier is not None:
             extra["certifier"] = self.certifier.state()
         return ckpt.save_checkpoint(
@@ -229,6 +234,8 @@ class Trainer:
                     stage = replace(stage, review=cfg.review)
                 st = self._train_stage(stage)
                 done[index] = st
+                if st.passed and self.trained is not None:  # the next stage, in this process
+                    self.trained.add(stage.index)
                 if self.stopped or not st.passed:
                     break
             self.dist.barrier()  # no rank exits (and makes torchrun stop the others) mid-write
@@ -242,9 +249,12 @@ class Trainer:
         found = ckpt.find_latest(cfg.out, stage.index) if cfg.resume else None
         replay = examples_from_traces(())
         if found is None:
+            if self.model is None:  # a fresh machine: every earlier stage is reviewed
+                self.trained = None
             model = self.model or self._new_model()
             return model, self._optimizer(model), _StageState(), replay
         c = ckpt.load_checkpoint(found)
+        self.trained = {i for i in trained_stages(c) if i < stage.index}
         model, replay = self._load_model(c)
         opt = self._optimizer(model)
         if c.stage == stage.index and c.passed:
@@ -284,11 +294,12 @@ class Trainer:
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size,
                                                split=cfg.split, alphabet=alphabet))
-                          for s in retention_stages(stage)} if looking_back else {}
+                          for s in retention_stages(stage, trained=self.trained)
+                          } if looking_back else {}
         self.certifier = certifier = Certifier(
             stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
             cfg.certify_views, cfg.certify_patterns,
-            model.cfg.oeu.carry_gate) if cfg.certify else None
+            model.cfg.oeu.carry_gate, self.trained) if cfg.certify else None
         if certifier is not None and st.resume and "certifier" in st.resume:
             certifier.load_state(st.resume["certifier"])
         self._sampler = rng
@@ -296,7 +307,8 @@ class Trainer:
             replay = merge_examples(replay, certifier.oeu_table())
             cert_sets = {stage.task: heldout, **{s.task: eval_set(
                 s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views),
-                split=cfg.split, alphabet=alphabet) for s in retention_stages(stage)}}
+                split=cfg.split, alphabet=alphabet)
+                for s in retention_stages(stage, trained=self.trained)}}
         started = time.time()
         resumed_from = st.step  # 0 for a fresh stage: tells this run's records from others'
         main = self.dist.main
@@ -427,7 +439,7 @@ class Trainer:
         prompts of every earlier task (at the widest stage it was trained at; not the sets
         the stage rule looked at), logged and appended to ``metrics.jsonl`` as
         ``{"retained": {task: accuracy}}``."""
-        earlier = retention_stages(stage)
+        earlier = retention_stages(stage, trained=self.trained)
         if not earlier:
             return
         seed = self.cfg.seed + 3
@@ -477,7 +489,7 @@ class Trainer:
         batch = [_with_filler(e, rng) if rng.random() < cfg.filler else e
                  for e in sample_batch(stage, rng, cfg.batch_size, review=review,
                                        weights=weights, split=cfg.split,
-                                       alphabet=cfg.symbols)]
+                                       alphabet=cfg.symbols, trained=self.trained)]
         if self.certifier is not None:  # prompts whose plan the last certificate found wrong
             wrong = self.certifier.plan_rows(rng, len(batch))
             if wrong:
@@ -486,7 +498,8 @@ class Trainer:
         prompts = [e.prompt for e in batch]
         exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
                        else p for p in prompts]
-        programs = [expert_program(e) for e in batch]
+        programs = [expert_program(e) for e in batch]  # what runs
+        plans = [plan_program(e) for e in batch]         # what the plan phase emits
         mine = dist.rows(len(batch))
         # this rank's rows: expert runs, then their share of each loss
         sup = _supervise([batch[i] for i in mine], cfg.step_sample,
@@ -501,10 +514,10 @@ class Trainer:
             prefix = ctl.encode_prefix(distinct)                    # <bos> prompt, [U, ...]
             plan_prefix = prefix.select(_rows(row, sup.prompts, ctl.device))
             exe_cache = ctl.encode_prompt(prefix=prefix).select(_rows(row, my_exe, ctl.device))
-        n_slot = sum(len(p.slots) - N_PORTS for p in programs)
-        n_weights = sum(len(ctl.weights_targets([p])[0]) for p in programs)
-        plan, plan_m = ctl.plan_loss(sup.prompts, sup.programs,
-                                     counts=(n_slot + len(programs), n_slot, n_weights),
+        n_slot = sum(len(p.slots) - N_PORTS for p in plans)
+        n_weights = sum(len(ctl.weights_targets([p])[0]) for p in plans)
+        plan, plan_m = ctl.plan_loss(sup.prompts, sup.plans,
+                                     counts=(n_slot + len(plans), n_slot, n_weights),
                                      prefix=plan_prefix)
         step_mask = sup.step_args[2]                                          # [B_r, T]
         n_steps = 3 * float(dist.sum(step_mask.sum().double()))            # Σ mask, 3 decisions
@@ -518,6 +531,15 @@ class Trainer:
         means = {k: (v, rows) for k, v in {**_scalars(plan_m), **_scalars(exe_m)}.items()
                  if k != "loss"}
         means.update({k: (v, 1.0) for k, v in alu_m.items()})
+        views, actions = sup.compile
+        if self.certifier is not None and self.certifier.compile_buffer:  # and its failures
+            views = views + [v for v, _ in self.certifier.compile_buffer]
+            actions = actions + [a for _, a in self.certifier.compile_buffer]
+        if views:  # composed rows: the compile head on their expert's decisions
+            comp, comp_m = compile_loss(ctl, views, actions)
+            loss = loss + comp / dist.world
+            sums["compile_loss"] = comp_m["compile_loss"] / dist.world
+            means["compile_acc"] = (comp_m["compile_acc"], comp_m["compile_views"])
         if self.certifier is not None:  # the execute table's rows and the failed ones
             loss = loss + self._pattern_share(ctl, sup, [seeds[i] for i in mine], step,
                                               sums, means)
@@ -568,15 +590,21 @@ class Trainer:
         ALL its rows halt and half-halted rows keep moving, so a row's answer depends on
         its batch-mates: split over ranks it would differ. It is a few percent of a step.)"""
         cfg, dist = self.cfg, self.dist
-        k = min(cfg.answer_batch, len(batch))
+        # the first answer_batch rows whose plan is their program (a composed row's plan
+        # is the compile marker: its program is built, not planned slot by slot)
+        pick = [i for i, e in enumerate(batch) if not is_composed(e.task)][:cfg.answer_batch]
+        if not pick:
+            return torch.zeros((), device=model.controller.device)
         sample_prob = min(1.0, step / max(1, cfg.steps // 2))  # teacher → free plan
-        own = [j for j, i in enumerate(mine) if i < k]  # my rows among them: I ran their expert
+        chosen = set(pick)
+        own = [j for j, i in enumerate(mine) if i in chosen]  # mine among them: I ran them
         steps = max((sup.steps[j] for j in own), default=0)
-        steps = int(dist.max(torch.tensor([steps])).item())  # the longest expert run of all k
+        steps = int(dist.max(torch.tensor([steps])).item())  # the longest expert run of all
+        rows = [batch[i] for i in pick]
         ans, ans_m = model.answer_loss(
-            [e.prompt for e in batch[:k]], [e.answer for e in batch[:k]], list(programs[:k]),
+            [e.prompt for e in rows], [e.answer for e in rows], [programs[i] for i in pick],
             steps=steps, sample_prob=sample_prob,
-            out_size=max(default_out_size(e) for e in batch[:k]))
+            out_size=max(default_out_size(e) for e in rows))
         sums["answer_loss"] = ans_m["answer_loss"] / dist.world
         means["answer_acc_soft"] = (ans_m["answer_acc_soft"], 1.0)
         return ans / dist.world

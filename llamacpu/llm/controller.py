@@ -58,6 +58,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from llamacpu.core.isa import EMPTY_SLOT, N_PORTS, Kind, Mode, Op, Program, Slot
 from llamacpu.llm.channel import MetaTokens, PromptLookup, WeightHead
+from llamacpu.llm.compile_head import CompileHead
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.heads import (
     PlanMetrics,
@@ -129,6 +130,9 @@ class Controller(nn.Module):
             self.weight_head = WeightHead(H, {"apply": (V, V)}, cfg.weight_rank, cfg.n_meta,
                                           identity_mix=cfg.weight_rank == cfg.n_meta)
             self.weight_lookup = PromptLookup(H)
+        with torch.random.fork_rng(devices=[]):  # the compile phase's head (compile_head.py)
+            std = float(self.lm.get_input_embeddings().weight.detach().float().std())
+            self.compile_head = CompileHead(H, init_std=std)
 
     # ------------------------------------------------------------ plumbing
 

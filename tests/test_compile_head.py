@@ -1,0 +1,156 @@
+"""The controller's compile head (llamacpu/llm/compile_head.py) and the compile phase on a
+learned machine: the head reads one bounded view, its gradients arrive, and a head trained
+on the expert's decisions for prompts of 1-2 operations compiles fresh prompts of 8 to the
+expert's main program; a machine whose plan is the compile marker runs the program the
+compile phase built, linked to the library, and a compile phase that fails is reported,
+not run."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llamacpu.core.link import main_calls
+from llamacpu.learn.compiling import (
+    FINISH,
+    SKIP,
+    View,
+    certify_compile,
+    compile_main,
+    compile_marker,
+    compile_views,
+    is_compile,
+    is_composed,
+    linked_program,
+    neural_policy,
+    plan_program,
+)
+from llamacpu.learn.learned import LearnedMachine
+from llamacpu.learn.solution import is_decline
+from llamacpu.learn.tasks import TASKS, expert_program
+from llamacpu.llm.compile_head import ACTIONS, TOPS, compile_logits, compile_loss
+from llamacpu.llm.config import ControllerConfig
+from llamacpu.llm.controller import Controller
+
+
+def _train_views():
+    """Every view of the two tasks in their training wordings, with the expert's action."""
+    table = {**compile_views("expr", TASKS["expr"].templates("train")),
+             **compile_views("chain", TASKS["chain"].templates("train"))}
+    return list(table), list(table.values())
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny controller whose compile head trained on every view of the composed tasks'
+    training wordings (``compile_views``), until each is right (seeded; about 20 steps)."""
+    torch.manual_seed(0)
+    ctl = Controller(ControllerConfig())
+    views, actions = _train_views()
+    opt = torch.optim.Adam(ctl.parameters(), lr=3e-3)
+    for _ in range(400):
+        loss, m = compile_loss(ctl, views, actions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if m["compile_acc"] == 1.0 and m["compile_loss"] < 0.05:
+            break
+    assert m["compile_acc"] == 1.0, m
+    return ctl.eval()
+
+
+def test_the_head_reads_one_view_and_its_gradients_reach_the_lm():
+    torch.manual_seed(0)
+    ctl = Controller(ControllerConfig())
+    views = [View("add ", " and ", ""), View("", "#", "mul"), View("", "<end>", "")]
+    logits = compile_logits(ctl, views)
+    assert logits.shape == (3, len(ACTIONS))
+    # a view's logits do not depend on its batch-mates (left padding, masked)
+    alone = compile_logits(ctl, views[1:2])
+    assert torch.allclose(alone[0], logits[1], atol=1e-5)
+    loss, m = compile_loss(ctl, views, [SKIP, SKIP, FINISH])
+    loss.backward()
+    grads = {n: p.grad for n, p in ctl.named_parameters() if p.grad is not None}
+    assert any(n.startswith("compile_head.") for n in grads)
+    assert any(n.startswith("lm.") and g.abs().sum() > 0 for n, g in grads.items())
+    assert not any(n.startswith("slot_head.") for n in grads)   # the plan heads: untouched
+    assert 0.0 <= m["compile_acc"] <= 1.0 and m["compile_views"] == 3.0
+    with pytest.raises(ValueError, match="top must be one of"):
+        compile_logits(ctl, [View("", "#", "div")])
+    assert set(TOPS) == {"", "add", "sub", "mul", "rsub", "("}
+
+
+def test_the_certificate_of_a_trained_head_and_of_a_broken_one(trained):
+    for task in ("expr", "chain"):
+        cert = certify_compile(trained, task, TASKS[task].templates("train"))
+        assert cert.certified and cert.views > 50, cert.describe()
+    broken = copy.deepcopy(trained)
+    with torch.no_grad():  # every view now says SKIP
+        broken.compile_head.out.bias[ACTIONS.index("SKIP")] += 1e4
+    cert = certify_compile(broken, "expr", TASKS["expr"].templates("train"))
+    assert not cert.certified and all(got == "SKIP" != str(want) for _, got, want in cert.wrong)
+    assert len(cert.wrong) == sum(str(a) != "SKIP" for a in
+                                  compile_views("expr", TASKS["expr"].templates("train"))
+                                  .values())
+    assert "views wrong" in cert.describe()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32), ops=st.sampled_from((4, 8)), parens=st.booleans())
+def test_a_certified_head_compiles_any_number_of_operations(trained, seed, ops, parens):
+    """Fresh prompts of 4 and 8 operations, parentheses nested or not, at up to 100
+    digits, compile to the expert's main program: the certificate covers every view."""
+    rng = random.Random(seed)
+    task = rng.choice(("expr", "chain"))
+    sizes = {"ops": ops, **({"parens": parens} if task == "expr" else {})}
+    ex = TASKS[task].sample(rng, rng.randint(1, 100), **sizes)
+    policy = neural_policy(trained, _MEMO.setdefault(id(trained), {}))  # one memo per head
+    assert compile_main(ex.prompt, policy) == main_calls(expert_program(ex))
+
+
+_MEMO: dict[int, dict] = {}
+
+
+def test_the_plan_of_a_composed_task_is_the_compile_marker():
+    rng = random.Random(1)
+    expr = TASKS["expr"].sample(rng, 3)
+    add = TASKS["add"].sample(rng, 3)
+    assert is_composed("expr") and is_composed("chain") and not is_composed("add")
+    assert is_compile(plan_program(expr)) and not is_compile(plan_program(add))
+    assert plan_program(add).slots == expert_program(add).slots
+    marker = compile_marker()
+    assert not is_decline(marker) and len(marker.slots) - 2 == 2
+    assert linked_program(main_calls(expert_program(expr))).slots == expert_program(expr).slots
+
+
+def test_a_machine_runs_the_program_its_compile_phase_built(trained, monkeypatch):
+    """``build`` turns the compile marker into the linked program the head compiles (the
+    expert's, for this trained head); a plan that is not the marker is left alone; and a
+    compile phase whose decision the loop cannot take is a solution with that fault."""
+    torch.manual_seed(0)
+    model = LearnedMachine()
+    model.controller.load_state_dict(trained.state_dict())
+    rng = random.Random(3)
+    exs = [TASKS["expr"].sample(rng, 4, ops=3), TASKS["chain"].sample(rng, 4, ops=3)]
+    add = TASKS["add"].sample(rng, 2)
+    plans = [compile_marker(), compile_marker(), expert_program(add)]
+    programs, failed = model.build([exs[0].prompt, exs[1].prompt, add.prompt], plans)
+    assert not failed
+    assert [p.slots for p in programs] == [expert_program(e).slots for e in (*exs, add)]
+
+    monkeypatch.setattr(model.controller, "emit", lambda prompts, *a, **k: [compile_marker()
+                                                                          for _ in prompts])
+    sols = model.solve([exs[0].prompt], max_steps=50)
+    assert sols[0].program.slots == expert_program(exs[0]).slots   # the built program ran
+
+    import llamacpu.learn.compiling as compiling
+
+    monkeypatch.setattr(compiling, "neural_policy", lambda ctl, memo=None: lambda view: SKIP)
+    (sol,) = model.solve([exs[0].prompt], max_steps=50)
+    assert sol.fault.startswith("the compile phase failed") and sol.output == ""
+    assert is_compile(sol.program)
