@@ -141,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parens", choices=("any", "with", "without"), default="any",
                    help="expr: expressions with parentheses that change the order, without "
                         "any, or either (default any)")
+    p.add_argument("--combinations", choices=("any", "held_out", "trained"), default="any",
+                   help="expr, chain: only problems that hold the combination training never "
+                        "had (held_out), only those that do not (trained), or any (default; "
+                        "docs/lasm.md)")
     p.add_argument("--stride", type=int, default=1,
                    help="keep every STRIDE-th of those lengths (e.g. 10 with --protocol "
                         "chomsky: 41, 51, ..., 491, on a CPU)")
@@ -197,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         takes = TASKS[task].draw_options
         if a.ops is not None and "ops" not in takes:
             p.error(f"--ops: task {task} has no operation count (tasks with one: "
+                    f"{', '.join(t for t in TASKS if 'ops' in TASKS[t].draw_options)})")
+        if a.combinations != "any" and "ops" not in takes:
+            p.error(f"--combinations: task {task} holds no combination out (tasks that do: "
                     f"{', '.join(t for t in TASKS if 'ops' in TASKS[t].draw_options)})")
         if parens is not None and "parens" not in takes:
             p.error(f"--parens: task {task} has no parentheses (tasks with them: "
@@ -259,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         else 64),
                                              uniform=protocol is not None and protocol.uniform,
                                              abstain_below=a.abstain_below, ops=ops,
-                                             parens=parens)
+                                             parens=parens, combinations=a.combinations)
         summary = protocol_summary(rows, protocol) if protocol else None
         if a.plot is not None:
             protocol_plot(rows, a.plot, f"{a.checkpoint} (stage {c.stage}), {n} problems per "

@@ -18,21 +18,25 @@ from hypothesis import strategies as st
 from llamacpu.core.link import main_calls
 from llamacpu.learn.compiling import (
     FINISH,
+    HELD_OUT_COMBINATIONS,
     SKIP,
     View,
     certify_compile,
     compile_main,
     compile_marker,
     compile_views,
+    held_out_combination,
     is_compile,
     is_composed,
     linked_program,
     neural_policy,
     plan_program,
 )
+from llamacpu.learn.curriculum import STAGES, parse_stage, sample_batch
+from llamacpu.learn.evaluation import draw_examples
 from llamacpu.learn.learned import LearnedMachine
 from llamacpu.learn.solution import is_decline
-from llamacpu.learn.tasks import TASKS, expert_program
+from llamacpu.learn.tasks import TASKS, TaskError, expert_program
 from llamacpu.llm.compile_head import ACTIONS, TOPS, compile_logits, compile_loss
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
@@ -154,3 +158,40 @@ def test_a_machine_runs_the_program_its_compile_phase_built(trained, monkeypatch
     (sol,) = model.solve([exs[0].prompt], max_steps=50)
     assert sol.fault.startswith("the compile phase failed") and sol.output == ""
     assert is_compile(sol.program)
+
+
+def test_training_never_holds_a_held_out_combination_and_eval_draws_them_apart():
+    """Stages expr4 and chain4 never train on their task's held-out combination
+    (``HELD_OUT_COMBINATIONS``); ``draw_examples(combinations=...)`` draws problems that
+    hold it, or only ones that do not, and refuses a task without one."""
+    for name in ("expr4", "chain4"):
+        stage = STAGES[parse_stage(name)]
+        rng = random.Random(name)
+        batch = [e for _ in range(15) for e in sample_batch(stage, rng, 32, review=0.0)]
+        assert not any(held_out_combination(e) for e in batch)
+        assert stage.task in HELD_OUT_COMBINATIONS
+        held = draw_examples(stage.task, 4, 10, 0, ops=4, combinations="held_out")
+        seen = draw_examples(stage.task, 4, 10, 0, ops=4, combinations="trained")
+        assert all(map(held_out_combination, held)) and not any(map(held_out_combination, seen))
+    # a product followed by a subtraction is expr's; a mul step then an rsub step is chain's
+    expr = TASKS["expr"].make(("2 * 3 - 4",), "calculate {expr}")
+    assert held_out_combination(expr)
+    assert not held_out_combination(TASKS["expr"].make(("2 - 3 * 1",), "calculate {expr}"))
+    assert not held_out_combination(TASKS["add"].sample(random.Random(0), 2))
+    with pytest.raises(TaskError, match="holds no combination out"):
+        draw_examples("add", 2, 3, 0, combinations="held_out")
+
+
+def test_the_stage_certificate_leaves_out_the_held_out_combinations_views():
+    """What the stage rule certifies (and feeds back to training when wrong) is every view
+    of prompts without the held-out combination: the views only the combination shows
+    (its decision at a (token, top) pair training never has) stay out of training."""
+    for task in ("expr", "chain"):
+        templates = TASKS[task].templates("train")
+        every = compile_views(task, templates)
+        trained = compile_views(task, templates, combinations="trained")
+        only = set(every) - set(trained)
+        assert only and set(trained) < set(every)
+        assert all(v.top == "mul" and str(every[v]) == "POP" for v in only)
+    with pytest.raises(ValueError, match="combinations"):
+        compile_views("expr", templates, combinations="held_out")

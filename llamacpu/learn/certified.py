@@ -183,9 +183,10 @@ class Certifier:
         self.plan_buffer = []
         self.compile_buffer = []
         for task, examples in sets.items():
-            if is_composed(task):  # every view of the wordings the check's prompts use
-                cc = certify_compile(model.controller, task, sorted({e.template
-                                                                     for e in examples}))
+            if is_composed(task):  # every view of the wordings the check's prompts use,
+                cc = certify_compile(model.controller, task,  # but the held-out combination's
+                                     sorted({e.template for e in examples}),
+                                     combinations="trained")
                 cert.compile[task] = cc
                 self.compile_buffer += [(v, want) for v, _, want in cc.wrong]
             pick = list(examples) if every else random.Random(

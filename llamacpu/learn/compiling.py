@@ -58,7 +58,8 @@ from llamacpu.learn.tasks import TASKS, Example, Operands, expert_program
 __all__ = ["Kind", "Token", "lex", "View", "Action", "Decision", "expert_actions",
            "compile_main", "CompileError", "STACK_OPS", "policy_of", "COMPOSED",
            "is_composed", "compile_marker", "is_compile", "plan_program", "linked_program",
-           "neural_policy", "compile_views", "CompileCertificate", "certify_compile"]
+           "neural_policy", "compile_views", "CompileCertificate", "certify_compile",
+           "HELD_OUT_COMBINATIONS", "held_out_combination"]
 
 
 class Kind(Enum):
@@ -355,20 +356,34 @@ def _trees(ops: int) -> Iterator[compose.Expr]:
                 yield compose.BinOp(op, left, right)
 
 
+def _held_out_expr(trace: Sequence[Decision]) -> bool:
+    """Whether an expression's decisions hold expr's held-out combination ('-' read with
+    'mul' on the stack: :data:`HELD_OUT_COMBINATIONS`)."""
+    return any(d.view.token == "-" and d.view.top == "mul" for d in trace)
+
+
+def _held_out_chain(steps: Sequence[str]) -> bool:
+    """Whether a chain's steps hold chain's held-out combination (mul, then rsub)."""
+    return any(a == "mul" and b == "rsub" for a, b in zip(steps, steps[1:]))
+
+
 @functools.cache
-def _expression_views() -> tuple[tuple[View, Action], ...]:
+def _expression_views(trained_only: bool) -> tuple[tuple[View, Action], ...]:
     """The expert's decision on every view of every expression of 1-4 operators, as
-    rendered (``compose.render``: the parentheses the shape needs, spaced operators)."""
+    rendered (``compose.render``: the parentheses the shape needs, spaced operators);
+    ``trained_only``: of those without the held-out combination."""
     out: dict[View, Action] = {}
     for ops in range(1, _MOST_OPS + 1):
         for tree in _trees(ops):
             trace: list[Decision] = []
             compile_main(compose.render(tree), _expr_policy, trace)
-            out.update((d.view, d.action) for d in trace)
+            if not (trained_only and _held_out_expr(trace)):
+                out.update((d.view, d.action) for d in trace)
     return tuple(out.items())
 
 
-def compile_views(task: str, templates: Iterable[str]) -> dict[View, Action]:
+def compile_views(task: str, templates: Iterable[str],
+                  combinations: str = "any") -> dict[View, Action]:
     """Every view a prompt of ``task`` in one of ``templates`` can show, with the expert's
     decision: the views any prompt of any number of operations (and, for ``expr``, any
     nesting) shows in those wordings, so a policy right on all of them compiles every such
@@ -380,7 +395,13 @@ def compile_views(task: str, templates: Iterable[str]) -> dict[View, Action]:
     steps in each wording (the token between two numbers holds the end of one clause, the
     connector and the start of the next, with the first one's step on the stack; the
     first clause is phrased apart from later ones, so three steps pair two later clauses
-    every way, and a fourth adds no view)."""
+    every way, and a fourth adds no view).
+
+    ``combinations="trained"``: only the views of prompts without the task's held-out
+    combination (:data:`HELD_OUT_COMBINATIONS`), which training can show; "any": all."""
+    if combinations not in ("any", "trained"):
+        raise ValueError(f"combinations must be 'any' or 'trained', got {combinations!r}")
+    trained_only = combinations == "trained"
     kind = TASKS[task].operands
     if kind not in COMPOSED:
         raise ValueError(f"task {task} has no compile phase (expr and chain do)")
@@ -388,17 +409,19 @@ def compile_views(task: str, templates: Iterable[str]) -> dict[View, Action]:
 
     out: dict[View, Action] = {}
     if kind is Operands.EXPRESSION:
-        out.update(_expression_views())
+        out.update(_expression_views(trained_only))
         short = [compose.render(t) for n in (1, 2) for t in _trees(n)]
         for template in templates:
             for expr in short:
                 trace: list[Decision] = []
                 compile_main(render(template, kind, (expr,)), _expr_policy, trace)
-                out.update((d.view, d.action) for d in trace)
+                if not (trained_only and _held_out_expr(trace)):
+                    out.update((d.view, d.action) for d in trace)
         return out
     from llamacpu.learn.composed import CHAIN_STEPS
 
-    chains = [c for n in (1, 2, 3) for c in itertools.product(CHAIN_STEPS, repeat=n)]
+    chains = [c for n in (1, 2, 3) for c in itertools.product(CHAIN_STEPS, repeat=n)
+              if not (trained_only and _held_out_chain(c))]
     for template in templates:
         for steps in chains:
             operands = ("1", *itertools.chain.from_iterable((op, "1") for op in steps))
@@ -427,15 +450,16 @@ class CompileCertificate:
 
 
 def certify_compile(controller, task: str, templates: Iterable[str],
-                    batch: int = 512) -> CompileCertificate:
-    """Check the controller's compile head on every view of ``task`` in ``templates``:
-    certified, every prompt of any length in those wordings compiles to the expert's
-    main program (the loop, the lexer and the library are fixed code)."""
+                    batch: int = 512, combinations: str = "any") -> CompileCertificate:
+    """Check the controller's compile head on every view of ``task`` in ``templates``
+    (:func:`compile_views`, with ``combinations``): certified, every prompt of any length
+    in those wordings (without the held-out combination, for "trained") compiles to the
+    expert's main program (the loop, the lexer and the library are fixed code)."""
     import torch
 
     from llamacpu.llm.compile_head import ACTIONS, compile_logits
 
-    table = compile_views(task, templates)
+    table = compile_views(task, templates, combinations)
     views = list(table)
     cert = CompileCertificate(len(views))
     was = controller.training
@@ -451,3 +475,30 @@ def certify_compile(controller, task: str, templates: Iterable[str],
     finally:
         controller.train(was)
     return cert
+
+
+# ------------------------------------------------------------- held-out combinations
+
+HELD_OUT_COMBINATIONS = {
+    "expr": "a product followed by a subtraction ('2 * 3 - 4', '(1 + 2) * 3 - 4'): the "
+            "decision at '-' with 'mul' on the stack",
+    "chain": "a step that subtracts the result from a number right after a step that "
+             "multiplies ('multiply by 6, then subtract the result from 3000')",
+}
+"""What training never contains, per composed task (``curriculum`` rejects a training
+example that holds one; ``eval --combinations held_out`` draws only such problems). Each
+needs a decision on a (token, stack top) pair training never showed: the compile head must
+compose what it learned of the token and of the top apart."""
+
+
+def held_out_combination(example: Example) -> bool:
+    """Whether a composed example holds its task's held-out combination
+    (:data:`HELD_OUT_COMBINATIONS`); False for every other task."""
+    kind = TASKS[example.task].operands
+    if kind is Operands.EXPRESSION:
+        trace: list[Decision] = []
+        compile_main(example.prompt, _expr_policy, trace)
+        return _held_out_expr(trace)
+    if kind is Operands.CHAIN:
+        return _held_out_chain(example.operands[1::2])
+    return False

@@ -216,9 +216,11 @@ _MAX_TRIES = 1000  # rejection-sampling attempts per training example before giv
 
 def _training_example(stage: Stage, rng: random.Random, split: str = "train",
                       alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
+    from llamacpu.learn.compiling import held_out_combination
+
     for _ in range(_MAX_TRIES):
         ex = stage.sample(rng, split, alphabet)
-        if not is_heldout(heldout_key(ex)):
+        if not is_heldout(heldout_key(ex)) and not held_out_combination(ex):
             return ex
     raise RuntimeError(f"stage {stage.name}: no training prompt outside the held-out "
                        f"partition in {_MAX_TRIES} draws")
@@ -300,13 +302,15 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     size = stage.eval_size if size is None else size
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")
+    from llamacpu.learn.compiling import held_out_combination
+
     rng = random.Random(f"llamacpu.eval/{stage.index}/{stage.name}/{split}/{seed}")
     out: list[Example] = []
     taken: set[str] = set()
     for _ in range(10 * HOLDOUT_BUCKETS * size):  # ample: ~1 draw in HOLDOUT_BUCKETS fits
         ex = stage.sample(rng, split, alphabet)
-        if ex.prompt in taken or ex.prompt in seen:
-            continue
+        if ex.prompt in taken or ex.prompt in seen or held_out_combination(ex):
+            continue  # (a held-out combination is the test of the stage, not its check)
         # held-out wordings need no partition (never trained on), unless the task holds
         # out something else too (fmap: its functions)
         keyed = TASKS[stage.task].heldout_key is not None

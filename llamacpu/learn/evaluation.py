@@ -40,9 +40,10 @@ import torch
 from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
+from llamacpu.learn.compiling import HELD_OUT_COMBINATIONS, held_out_combination
 from llamacpu.learn.curriculum import STAGES, Stage, is_heldout
 from llamacpu.learn.learned import LearnedMachine, Solution
-from llamacpu.learn.tasks import TASKS, Example, default_out_size, heldout_key
+from llamacpu.learn.tasks import TASKS, Example, TaskError, default_out_size, heldout_key
 
 __all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages", "exact",
            "step_budget", "reference_run", "solve_examples", "calibrate_abstention",
@@ -81,23 +82,44 @@ def alphabet_of(model) -> Alphabet:
 def draw_examples(task: str, length: int, n: int, seed: int = 0,
                   split: str = "train", uniform: bool = False,
                   alphabet: Alphabet = DEFAULT_ALPHABET, *, ops: int | None = None,
-                  parens: bool | None = None) -> list[Example]:
+                  parens: bool | None = None, combinations: str = "any") -> list[Example]:
     """``n`` problems of ``length`` from their own seed, written in ``alphabet``; for a task
     that holds something out besides prompts (fmap: functions, ``Task.heldout_key``) only
     held-out ones. With ``uniform``, no edge cases (``Task.edge_rate`` 0): a benchmark's
     own distribution. ``ops`` and ``parens``: a composed task's other sizes
     (``Task.draw_options``; a TaskError for a task without them); the problems of a
-    composed task at given ``ops`` come from a seed of their own."""
+    composed task at given ``ops`` come from a seed of their own. ``combinations``:
+    "any", or only problems that hold ("held_out") or do not hold ("trained") the task's
+    held-out combination (``compiling.HELD_OUT_COMBINATIONS``), each from a seed of its
+    own."""
+    if combinations not in COMBINATIONS:
+        raise ValueError(f"combinations must be one of {', '.join(COMBINATIONS)}, got "
+                         f"{combinations!r}")
+    if combinations != "any" and task not in HELD_OUT_COMBINATIONS:
+        raise TaskError(f"task {task} holds no combination out (tasks that do: "
+                        f"{', '.join(HELD_OUT_COMBINATIONS)})")
     sizes = "" if ops is None and parens is None else f"/{ops}/{parens}"
+    sizes += "" if combinations == "any" else f"/{combinations}"
     rng = random.Random(f"eval/{task}/{length}/{seed}{sizes}")
     spec = dataclasses.replace(TASKS[task], edge_rate=0.0) if uniform else TASKS[task]
     keyed = spec.heldout_key is not None
     out: list[Example] = []
+    tries = 0
     while len(out) < n:
         ex = spec.sample(rng, length, split=split, alphabet=alphabet, ops=ops, parens=parens)
+        tries += 1
+        if combinations != "any" and held_out_combination(ex) != (combinations == "held_out"):
+            if tries > 1000 * n:
+                raise TaskError(f"{task}: no {combinations.replace('_', '-')} combination "
+                                f"in {tries} draws of {ops} operations")
+            continue
         if not keyed or is_heldout(heldout_key(ex)):
             out.append(ex)
     return out
+
+
+COMBINATIONS = ("any", "held_out", "trained")
+"""What :func:`draw_examples` may restrict a composed task's problems to."""
 
 
 # ------------------------------------------------------------------------------ the reference
@@ -235,7 +257,7 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
                      log=None, sub_batch: int = 64, uniform: bool = False,
                      abstain_below: float | None = None,
                      alphabet: Alphabet | None = None, *, ops: int | None = None,
-                     parens: bool | None = None) -> list[dict]:
+                     parens: bool | None = None, combinations: str = "any") -> list[dict]:
     """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
     ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
     :func:`draw_examples` each, in ``alphabet``, default the model's: :func:`alphabet_of`),
@@ -243,13 +265,14 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
     distinct wordings the problems were asked in, how many the machine declined ("cannot
     compile": the decline program, or a plan below ``abstain_below``) and the first three
     failing prompts (cut to 60 characters). ``ops``, ``parens``: a composed task's other
-    sizes (:func:`draw_examples`), recorded in each row when given."""
+    sizes (:func:`draw_examples`), recorded in each row when given, as is
+    ``combinations`` when not "any"."""
     terminated = TASKS[task].terminated
     alphabet = alphabet_of(model) if alphabet is None else alphabet
     rows = []
     for length in lengths:
         examples = draw_examples(task, length, n, seed, split, uniform, alphabet, ops=ops,
-                                 parens=parens)
+                                 parens=parens, combinations=combinations)
         start = time.time()
         correct, steps, abstained = 0, 0, 0
         failures, scores = [], []
@@ -267,6 +290,8 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
                "wordings": len({e.template for e in examples}), "abstained": abstained,
                "failures": failures}
         row.update({k: v for k, v in (("ops", ops), ("parens", parens)) if v is not None})
+        if combinations != "any":
+            row["combinations"] = combinations
         rows.append(row)
         if log:
             log(row)
