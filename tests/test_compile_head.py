@@ -59,11 +59,11 @@ def trained():
     opt = torch.optim.Adam(ctl.parameters(), lr=3e-3)
     for _ in range(400):
         loss, m = compile_loss(ctl, views, actions)
+        if m["compile_acc"] == 1.0 and m["compile_loss"] < 0.05:  # of these very weights
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if m["compile_acc"] == 1.0 and m["compile_loss"] < 0.05:
-            break
     assert m["compile_acc"] == 1.0, m
     return ctl.eval()
 
@@ -71,19 +71,23 @@ def trained():
 def test_the_head_reads_one_view_and_its_gradients_reach_the_lm():
     torch.manual_seed(0)
     ctl = Controller(ControllerConfig())
-    views = [View("add ", " and ", ""), View("", "#", "mul"), View("", "<end>", "")]
+    views = [View("add ", " and ", ""), View("", "#", "mul"), View("", "<end>", ""),
+             View("", "calculate ", "", opening=True)]
     logits = compile_logits(ctl, views)
-    assert logits.shape == (3, len(ACTIONS))
+    assert logits.shape == (4, len(ACTIONS))
+    # the opening flag is read: the same words before and after the first number differ
+    later = compile_logits(ctl, [View("", "calculate ", "")])
+    assert not torch.allclose(later[0], logits[3])
     # a view's logits do not depend on its batch-mates (left padding, masked)
     alone = compile_logits(ctl, views[1:2])
     assert torch.allclose(alone[0], logits[1], atol=1e-5)
-    loss, m = compile_loss(ctl, views, [SKIP, SKIP, FINISH])
+    loss, m = compile_loss(ctl, views, [SKIP, SKIP, FINISH, SKIP])
     loss.backward()
     grads = {n: p.grad for n, p in ctl.named_parameters() if p.grad is not None}
     assert any(n.startswith("compile_head.") for n in grads)
     assert any(n.startswith("lm.") and g.abs().sum() > 0 for n, g in grads.items())
     assert not any(n.startswith("slot_head.") for n in grads)   # the plan heads: untouched
-    assert 0.0 <= m["compile_acc"] <= 1.0 and m["compile_views"] == 3.0
+    assert 0.0 <= m["compile_acc"] <= 1.0 and m["compile_views"] == 4.0
     with pytest.raises(ValueError, match="top must be one of"):
         compile_logits(ctl, [View("", "#", "div")])
     assert set(TOPS) == {"", "add", "sub", "mul", "rsub", "("}

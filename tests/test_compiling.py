@@ -157,3 +157,14 @@ def test_compile_views_holds_every_view_of_every_prompt(ex):
 def test_compile_views_refuses_a_task_without_a_compile_phase():
     with pytest.raises(ValueError, match="no compile phase"):
         compile_views("add", TASKS["add"].templates("train"))
+
+
+def test_opening_marks_exactly_the_tokens_before_the_first_number():
+    ex = TASKS["chain"].make(("12", "add", "3", "add", "4"),
+                             TASKS["chain"].train_templates[0])
+    decisions = expert_actions(ex)
+    tokens = [t.shown for t in lex(ex.prompt)]
+    first = tokens.index("#")
+    flags = [d.view.opening for d in decisions]
+    assert flags[:first] == [True] * first and not any(flags[first:])
+    assert "opening" in str(decisions[0].view) and "opening" not in str(decisions[-1].view)

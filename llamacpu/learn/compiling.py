@@ -9,8 +9,9 @@ it trained on. The compile phase is the plan phase's counterpart of the execute 
 which depends only on the current step: a loop walks over the prompt's tokens with an
 operator stack (shunting-yard), and at every step one decision is taken from a bounded
 :class:`View` of the prompt: the current token, the top of the stack, and until the first
-operation is pushed the word token before it (the head of the first clause). The decisions are what a controller learns; the loop, the stack and the
-lexer are fixed. Every view is bounded whatever the number of operations, so a policy that
+operation is pushed the word token before it (the head of the first clause), and whether
+a number has been read yet. The decisions are what a controller learns; the loop, the
+stack and the lexer are fixed. Every view is bounded whatever the number of operations, so a policy that
 is right on every view compiles prompts of any length (and the views a policy must get
 right can be enumerated and certified, as the execute phase's are).
 
@@ -104,8 +105,10 @@ def lex(prompt: str) -> list[Token]:
 @dataclass(frozen=True)
 class View:
     """What one decision is taken from: the current token as a view shows it, the top of
-    the stack (``""`` when empty), and ``head``: until the first operation is pushed, the
-    last word token before the current one (``""`` after that, and at the start).
+    the stack (``""`` when empty), ``head``: until the first operation is pushed, the
+    last word token before the current one (``""`` after that, and at the start), and
+    ``opening``: the token comes before the prompt's first number (so the request's opening
+    words are told from a later clause's connector by structure, not by their words).
 
     The head is what the first clause of a chain needs ("add 12 and 345": the operation is
     named before the first number and pushed before the second, where the token is
@@ -115,9 +118,11 @@ class View:
     head: str
     token: str
     top: str
+    opening: bool = False
 
     def __str__(self) -> str:
-        return f"{self.head!r} | {self.token!r} | top {self.top or '-'}"
+        return (f"{self.head!r} | {self.token!r} | top {self.top or '-'}"
+                + (" | opening" if self.opening else ""))
 
 
 @dataclass(frozen=True)
@@ -157,10 +162,11 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
     tokens = lex(prompt)
     stack: list[str] = []
     calls: list[str] = []
-    head, pushed = "", False
+    head, pushed, opening = "", False, True
     for t in tokens:  # every action but POP moves on, and POPs are bounded by the pushes:
         while True:   # at most 2 · len(tokens) + 1 decisions in all
-            view = View("" if pushed else head, t.shown, stack[-1] if stack else "")
+            view = View("" if pushed else head, t.shown, stack[-1] if stack else "",
+                        opening and t.kind is not Kind.NUMBER)
             action = policy(view)
             if trace is not None:
                 trace.append(Decision(view, action))
@@ -191,6 +197,7 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
             break
         if t.kind is Kind.WORDS:
             head = t.text
+        opening = opening and t.kind is not Kind.NUMBER
     raise CompileError("the prompt ended before FINISH")  # unreachable: END is a token
 
 
