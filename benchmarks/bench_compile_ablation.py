@@ -2,7 +2,7 @@
 compile phase's design choice (docs/lasm.md, "The compile phase").
 
     python benchmarks/bench_compile_ablation.py [--seeds 0,1] [--variants view,prefix]
-        [--steps 150] [--batch 16] [--lr 3e-3] [--ops 1,2,4,8] [--digits 4,20,100]
+        [--steps 400] [--batch 16] [--lr 3e-3] [--ops 1,2,4,8] [--digits 4,20,100]
         [--splits train,heldout] [--forms expr,expr_parens,chain] [--n 50]
         [--numbers zero|raw] [--eval-seed 0] [--threads 1]
         [--json benchmarks/results_compile_ablation.json]
@@ -54,7 +54,7 @@ variant's views are unbounded, nothing to enumerate).
 
 Prints markdown tables (exactness per cell: mean over seeds and per seed) and writes JSON:
 the command, the configuration, one training row per (seed, variant) with its seconds,
-one row per (seed, variant, cell), and the means. Defaults take about 3 minutes on one
+one row per (seed, variant, cell), and the means. Defaults take about 6 minutes on one
 loaded core (the prefix variant's training and scoring most of it); ``--seeds 0 --ops 1,8
 --digits 4 --n 20 --steps 80`` about 40 seconds.
 """
@@ -148,7 +148,7 @@ def prefix_policy(prompt: str, policy: Callable[[View], Action], numbers: str = 
 
     def wrapped(view: View) -> Action:
         nonlocal index
-        pv = View(texts[index], view.token, view.top, view.opening)
+        pv = View(texts[index], view.token, view.top, view.opening, view.closing)
         if seen is not None:
             seen.append(pv)
         action = policy(pv)
@@ -165,8 +165,8 @@ def prefix_decisions(prompt: str, decisions: Sequence[Decision],
     texts = prefixes(prompt, numbers)
     index, out = 0, []
     for d in decisions:
-        out.append(Decision(View(texts[index], d.view.token, d.view.top, d.view.opening),
-                            d.action))
+        out.append(Decision(View(texts[index], d.view.token, d.view.top, d.view.opening,
+                                 d.view.closing), d.action))
         if _moves_on(d.action):
             index += 1
     return out
@@ -383,7 +383,7 @@ def parse_args(argv: Sequence[str] | None = None):
     ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     ap.add_argument("--variants", default="view,prefix", help="of view, prefix")
-    ap.add_argument("--steps", type=int, default=150, help="Adam steps per seed and variant")
+    ap.add_argument("--steps", type=int, default=400, help="Adam steps per seed and variant")
     ap.add_argument("--batch", type=int, default=16, help="training prompts per step")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--ops", default="1,2,4,8", help="comma-separated operation counts")

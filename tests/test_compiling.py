@@ -159,7 +159,7 @@ def test_compile_views_refuses_a_task_without_a_compile_phase():
         compile_views("add", TASKS["add"].templates("train"))
 
 
-def test_opening_marks_exactly_the_tokens_before_the_first_number():
+def test_opening_and_closing_mark_the_tokens_before_the_first_and_after_the_last_number():
     ex = TASKS["chain"].make(("12", "add", "3", "add", "4"),
                              TASKS["chain"].train_templates[0])
     decisions = expert_actions(ex)
@@ -168,3 +168,10 @@ def test_opening_marks_exactly_the_tokens_before_the_first_number():
     flags = [d.view.opening for d in decisions]
     assert flags[:first] == [True] * first and not any(flags[first:])
     assert "opening" in str(decisions[0].view) and "opening" not in str(decisions[-1].view)
+    # closing: after the last number; decisions past the last number token are all closing
+    last = len(tokens) - 1 - tokens[::-1].index("#")
+    closing = [d.view.closing for d in decisions]
+    after = sum(1 for d in decisions if d.view.closing)
+    assert closing[-after:] == [True] * after and not any(closing[:-after])
+    assert after >= len(tokens) - 1 - last  # every token after it, POPs at the end included
+    assert decisions[-1].view.token == "<end>" and "closing" in str(decisions[-1].view)

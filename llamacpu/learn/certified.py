@@ -220,7 +220,7 @@ class Certifier:
 
         return {"plan": [plain(e) for e in self.plan_buffer],
                 "rows": [[plain(e), i] for e, _, i in self._buffer],
-                "compile": [[v.head, v.token, v.top, v.opening, a.name, a.op]
+                "compile": [[v.head, v.token, v.top, v.opening, v.closing, a.name, a.op]
                             for v, a in self.compile_buffer]}
 
     def load_state(self, state: Mapping) -> None:
@@ -230,8 +230,8 @@ class Certifier:
             return Example(**{**d, "operands": tuple(d["operands"]), "alphabet": self.alphabet})
 
         self.plan_buffer = [example(d) for d in state.get("plan", ())]
-        self.compile_buffer = [(View(h, t, top, opening), Action(name, op))
-                               for h, t, top, opening, name, op in state.get("compile", ())]
+        self.compile_buffer = [(View(h, t, top, o, c), Action(name, op))
+                               for h, t, top, o, c, name, op in state.get("compile", ())]
         programs: dict[str, Program] = {}
         self._buffer = []
         for d, i in state.get("rows", ()):

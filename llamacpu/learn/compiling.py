@@ -10,7 +10,7 @@ which depends only on the current step: a loop walks over the prompt's tokens wi
 operator stack (shunting-yard), and at every step one decision is taken from a bounded
 :class:`View` of the prompt: the current token, the top of the stack, and until the first
 operation is pushed the word token before it (the head of the first clause), and whether
-a number has been read yet. The decisions are what a controller learns; the loop, the
+the token comes before the first number or after the last. The decisions are what a controller learns; the loop, the
 stack and the lexer are fixed. Every view is bounded whatever the number of operations, so a policy that
 is right on every view compiles prompts of any length (and the views a policy must get
 right can be enumerated and certified, as the execute phase's are).
@@ -107,8 +107,9 @@ class View:
     """What one decision is taken from: the current token as a view shows it, the top of
     the stack (``""`` when empty), ``head``: until the first operation is pushed, the
     last word token before the current one (``""`` after that, and at the start), and
-    ``opening``: the token comes before the prompt's first number (so the request's opening
-    words are told from a later clause's connector by structure, not by their words).
+    ``opening`` / ``closing``: the token comes before the prompt's first number / after its
+    last one (so a request's opening and closing words are told from a connector between
+    two clauses by where they stand, not by what they say).
 
     The head is what the first clause of a chain needs ("add 12 and 345": the operation is
     named before the first number and pushed before the second, where the token is
@@ -119,10 +120,12 @@ class View:
     token: str
     top: str
     opening: bool = False
+    closing: bool = False
 
     def __str__(self) -> str:
         return (f"{self.head!r} | {self.token!r} | top {self.top or '-'}"
-                + (" | opening" if self.opening else ""))
+                + (" | opening" if self.opening else "")
+                + (" | closing" if self.closing else ""))
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,14 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
     ``print`` included (``halt`` follows them in the main program). ``trace`` collects
     every decision. Raises CompileError for a decision the loop cannot take."""
     tokens = lex(prompt)
+    last = max((i for i, t in enumerate(tokens) if t.kind is Kind.NUMBER), default=-1)
     stack: list[str] = []
     calls: list[str] = []
     head, pushed, opening = "", False, True
-    for t in tokens:  # every action but POP moves on, and POPs are bounded by the pushes:
-        while True:   # at most 2 · len(tokens) + 1 decisions in all
+    for i, t in enumerate(tokens):  # every action but POP moves on, and POPs are bounded
+        while True:                 # by the pushes: at most 2 · len(tokens) + 1 decisions
             view = View("" if pushed else head, t.shown, stack[-1] if stack else "",
-                        opening and t.kind is not Kind.NUMBER)
+                        opening and t.kind is not Kind.NUMBER, i > last)
             action = policy(view)
             if trace is not None:
                 trace.append(Decision(view, action))

@@ -9,12 +9,12 @@ walks the prompt's tokens with an operator stack and at every step asks a policy
 module is that policy on the controller's LM. The LM reads the view alone, never the
 whole prompt::
 
-    head-text  <token>  token-text  <decide>+top+opening
+    head-text  <token>  token-text  <decide>+top+opening+closing
 
 (``head-text`` and ``token-text`` tokenized as the LM tokenizes text; a number token reads
 as the one digit ``0``, the end of the prompt as no text; ``<token>`` and ``<decide>`` are
 learned embeddings, and the stack's top and whether the token comes before the prompt's
-first number are learned embeddings added to ``<decide>``), and
+first number or after its last are learned embeddings added to ``<decide>``), and
 a linear head on the last position scores the :data:`ACTIONS`. A view is bounded whatever
 the prompt's length or number of operations, so the head meets at 8 operations only views
 it met at 1 or 2 (but for nestings training never had, which are new views:
@@ -60,7 +60,8 @@ class CompileHead(nn.Module):
         super().__init__()
         self.markers = nn.Parameter(torch.randn(2, hidden) * init_std)        # <token>, <decide>
         self.tops = nn.Parameter(torch.randn(len(TOPS), hidden) * init_std)   # [6, H]
-        self.opening = nn.Parameter(torch.randn(2, hidden) * init_std)        # later, opening
+        self.opening = nn.Parameter(torch.randn(2, hidden) * init_std)        # no, opening
+        self.closing = nn.Parameter(torch.randn(2, hidden) * init_std)        # no, closing
         self.out = nn.Linear(hidden, len(ACTIONS))
 
     def forward(self, h: Tensor) -> Tensor:
@@ -106,11 +107,13 @@ def compile_logits(controller, views: Sequence) -> Tensor:
         what[b, S - len(w):] = torch.tensor(w, dtype=torch.long)
     ids, what = ids.to(device), what.to(device)
     top = torch.tensor([t for _, _, t in rows], dtype=torch.long, device=device)
-    opening = torch.tensor([bool(getattr(v, "opening", False)) for v in views],
-                           dtype=torch.long, device=device)
+    opening, closing = (torch.tensor([bool(getattr(v, f, False)) for v in views],
+                                     dtype=torch.long, device=device)
+                        for f in ("opening", "closing"))
     text = emb(ids)                                                          # [B, S, H]
     dtype = text.dtype if text.dtype.is_floating_point else head.markers.dtype
-    decide = (head.markers[1] + head.tops[top] + head.opening[opening]).to(dtype)  # [B, H]
+    decide = (head.markers[1] + head.tops[top] + head.opening[opening]
+              + head.closing[closing]).to(dtype)                             # [B, H]
     x = (text.to(dtype) * (what == 1)[..., None]
          + head.markers[0].to(dtype) * (what == 2)[..., None]
          + decide[:, None] * (what == 3)[..., None])                         # [B, S, H]
