@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         program = built[0]
         lib = program.linkage
-        print(f"; linked to {lib.library}.lasm ({lib.main - 2} slots: "
+        print(f"; linked to {Path(lib.library).name} ({lib.main - 2} slots: "
               f"{', '.join(lib.routines)}), which it calls")
         print(program_text(main_calls(program)), end="")
     else:

@@ -25,6 +25,7 @@ from llamacpu.learn.compiling import (
     compile_main,
     compile_marker,
     compile_views,
+    expert_actions,
     held_out_combination,
     is_compile,
     is_composed,
@@ -199,3 +200,31 @@ def test_the_stage_certificate_leaves_out_the_held_out_combinations_views():
         assert all(v.top == "mul" and str(every[v]) == "POP" for v in only)
     with pytest.raises(ValueError, match="combinations"):
         compile_views("expr", templates, combinations="held_out")
+
+
+def test_the_compile_command_prints_a_composed_prompts_decisions_and_main_program(
+        two_step_run, monkeypatch, capsys):
+    """``python -m llamacpu.compile`` on a composed prompt whose plan is the compile marker:
+    every view and its action, then the main program the decisions built (here the
+    expert's, patched in as the policy), which assembles and links back to the expert
+    program; a compile phase that fails says "cannot compile" and exits 1."""
+    import llamacpu.learn.compiling as compiling
+    from llamacpu.compile import main as compile_cli
+    from llamacpu.core.link import link
+    from llamacpu.llm.controller import Controller as Ctl
+
+    ex = TASKS["expr"].make(("(12 + 345) * 6",), "calculate {expr}")
+    monkeypatch.setattr(Ctl, "emit_scored", lambda self, prompts, *a, **k: (
+        [compile_marker() for _ in prompts], torch.ones(len(prompts))))
+    table = {d.view: d.action for d in expert_actions(ex)}
+    monkeypatch.setattr(compiling, "neural_policy", lambda ctl, memo=None: table.__getitem__)
+    ck = two_step_run / "stage_0"
+    assert compile_cli(["--checkpoint", str(ck), ex.prompt]) == 0
+    out = capsys.readouterr().out
+    assert "the plan is the compile marker" in out and "->  PUSH mul" in out
+    main = "".join(line + "\n" for line in out.splitlines()
+                   if line and not line.startswith(";"))
+    assert link(main).slots == expert_program(ex).slots
+    monkeypatch.setattr(compiling, "neural_policy", lambda ctl, memo=None: lambda v: SKIP)
+    assert compile_cli(["--checkpoint", str(ck), ex.prompt]) == 1
+    assert "cannot compile: the compile phase failed" in capsys.readouterr().out
