@@ -195,9 +195,9 @@ def _controller_certificate(model, tasks, trained, args):
     certificate, {prompt: answer} and, when enumerated, {task: {"views", "drawn",
     "never_drawn"}} (None when sampled)."""
 
-    from llamacpu.learn.compiling import plan_program
+    from llamacpu.learn.compiling import plan_program, run_program
     from llamacpu.learn.controller_tables import certify_controller, every_view
-    from llamacpu.learn.tasks import TASKS, expert_program
+    from llamacpu.learn.tasks import TASKS
 
     splits = {"all": (args.train_split, "heldout"), "train": (args.train_split,)}.get(
         args.wordings, (args.wordings,))
@@ -224,7 +224,7 @@ def _controller_certificate(model, tasks, trained, args):
             examples += _sampled(TASKS[task], args.views, trained.get(task, 1), splits,
                                  args.seed, model.alphabet)
     prompts = [ex.prompt for ex in examples]
-    cert = certify_controller(model, prompts, [expert_program(ex) for ex in examples],
+    cert = certify_controller(model, prompts, [run_program(ex) for ex in examples],
                               plans=[plan_program(ex) for ex in examples])
     cert.enumerated = bool(per_task) and len(per_task) == len(tasks)
     return cert, {ex.prompt: ex.answer for ex in examples}, per_task or None

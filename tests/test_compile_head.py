@@ -127,7 +127,7 @@ _MEMO: dict[int, dict] = {}
 
 def test_the_plan_of_a_composed_task_is_the_compile_marker():
     rng = random.Random(1)
-    expr = TASKS["expr"].sample(rng, 3)
+    expr = TASKS["expr"].sample(rng, 3, ops=2)  # two operations: no other task's prompt
     add = TASKS["add"].sample(rng, 3)
     assert is_composed("expr") and is_composed("chain") and not is_composed("add")
     assert is_compile(plan_program(expr)) and not is_compile(plan_program(add))
@@ -228,3 +228,23 @@ def test_the_compile_command_prints_a_composed_prompts_decisions_and_main_progra
     monkeypatch.setattr(compiling, "neural_policy", lambda ctl, memo=None: lambda v: SKIP)
     assert compile_cli(["--checkpoint", str(ck), ex.prompt]) == 1
     assert "cannot compile: the compile phase failed" in capsys.readouterr().out
+
+
+def test_a_composed_prompt_another_task_recalls_is_planned_as_that_tasks():
+    """"calculate 12 + 35" is an expr prompt and an add prompt: its plan is add's program
+    (one prompt, one plan), it runs add's program, and training never draws it as expr."""
+    from llamacpu.learn.compiling import recalled_by, run_program
+
+    ex = TASKS["expr"].make(("12 + 35",), "calculate {expr}")
+    add = TASKS["add"].make(("12", "35"), "calculate {a} + {b}")
+    assert ex.prompt == add.prompt and recalled_by(ex) == "add"
+    assert plan_program(ex).slots == run_program(ex).slots == expert_program(add).slots
+    chain = TASKS["chain"].make(("12", "mul", "3"), TASKS["chain"].train_templates[0])
+    two = TASKS["expr"].make(("12 + 35 * 2",), "calculate {expr}")
+    assert recalled_by(two) is None and is_compile(plan_program(two))
+    assert recalled_by(add) is None  # only a composed example is recalled by another task
+    assert recalled_by(chain) in (None, "mul")
+    rng = random.Random(5)
+    for name in ("expr4", "chain4"):
+        batch = sample_batch(STAGES[parse_stage(name)], rng, 64, review=0.0)
+        assert not any(recalled_by(e) for e in batch)

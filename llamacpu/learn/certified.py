@@ -39,6 +39,7 @@ from llamacpu.learn.compiling import (
     certify_compile,
     is_composed,
     plan_program,
+    run_program,
 )
 from llamacpu.learn.controller_tables import (
     ControllerCertificate,
@@ -192,7 +193,7 @@ class Certifier:
             pick = list(examples) if every else random.Random(
                 f"certify/{self.stage.index}/{task}/{step}").sample(
                 list(examples), min(self.views, len(examples)))
-            programs = [expert_program(e) for e in pick]
+            programs = [run_program(e) for e in pick]
             c = certify_controller(model, [e.prompt for e in pick], programs,
                                    plans=[plan_program(e) for e in pick])
             cert.controller[task] = c

@@ -60,7 +60,8 @@ __all__ = ["Kind", "Token", "lex", "View", "Action", "Decision", "expert_actions
            "compile_main", "CompileError", "STACK_OPS", "policy_of", "COMPOSED",
            "is_composed", "compile_marker", "is_compile", "plan_program", "linked_program",
            "neural_policy", "compile_views", "CompileCertificate", "certify_compile",
-           "HELD_OUT_COMBINATIONS", "held_out_combination"]
+           "HELD_OUT_COMBINATIONS", "held_out_combination", "recalled_by",
+           "run_program"]
 
 
 class Kind(Enum):
@@ -312,10 +313,22 @@ def is_compile(program: Program) -> bool:
 
 def plan_program(example: Example) -> Program:
     """What the plan phase must emit for ``example``: the compile marker for a composed
-    task, its expert program for every other."""
+    task (but the program of the task that recalls its prompt, :func:`recalled_by`), its
+    expert program for every other."""
     if is_composed(example.task):
-        return compile_marker(example.alphabet)
+        recalled = run_program(example)
+        return recalled if recalled.linkage is None else compile_marker(example.alphabet)
     return expert_program(example)
+
+
+def run_program(example: Example) -> Program:
+    """The program that runs for ``example``: its expert program, or for a composed prompt
+    another task recalls (:func:`recalled_by`) that task's program."""
+    task = recalled_by(example)
+    if task is None:
+        return expert_program(example)
+    t = TASKS[task]
+    return load_program(t.program, t.directory, example.alphabet)
 
 
 def linked_program(calls: Sequence[str], alphabet: Alphabet = DEFAULT_ALPHABET) -> Program:
@@ -513,3 +526,36 @@ def held_out_combination(example: Example) -> bool:
     if kind is Operands.CHAIN:
         return _held_out_chain(example.operands[1::2])
     return False
+
+
+# ------------------------------------------------------ prompts another task recalls
+
+_NUMBER_RUN = re.compile(r"[0-9]+")
+
+
+@functools.cache
+def _skeletons(alphabet: Alphabet) -> dict[str, str]:
+    """{a wording with its numbers cut out: the task} over every wording (all splits) of
+    the tasks that read two numbers and have a program of their own."""
+    out: dict[str, str] = {}
+    for name, task in TASKS.items():
+        if task.operands is not Operands.NUMBERS:
+            continue
+        splits = ["train", "heldout", *(("grammar_train", "recombined", "new_words")
+                                         if task.grammar else ())]
+        for split in splits:
+            for template in task.templates(split, alphabet):
+                out.setdefault(template.replace("{a}", "\0").replace("{b}", "\0"), name)
+    return out
+
+
+def recalled_by(example: Example) -> str | None:
+    """The task whose own program a composed example's prompt is a prompt of ("calculate
+    12 + 35" is add's as well as expr's; "add 12 and 35" chain's and add's), else None.
+    Such a prompt belongs to that task: recalling its certified program beats compiling
+    one, and one prompt must not be supervised with two plans. So its plan is that task's
+    program (:func:`plan_program`, :func:`run_program`), and training never draws it as a
+    composed example (it trains as that task's)."""
+    if not is_composed(example.task):
+        return None
+    return _skeletons(example.alphabet).get(_NUMBER_RUN.sub("\\0", example.prompt))
