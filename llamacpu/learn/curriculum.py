@@ -472,7 +472,7 @@ def trained_stages(checkpoint) -> list[int]:
     """The stages a checkpoint's machine trained on, its own included (passed or not): what
     the trainer recorded (``extra["trained_stages"]``: a run that started a stage from an
     earlier stage's checkpoint skipped the ones between), else every stage up to its own."""
-    extra = checkpoint.extra or {}
+    extra = getattr(checkpoint, "extra", None) or {}
     if "trained_stages" in extra:
         return [int(i) for i in extra["trained_stages"]]
     return list(range(checkpoint.stage + 1))
