@@ -13,14 +13,12 @@ The module is imported by its path.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from _bench import load_bench  # tests/_bench.py
 
 from llamacpu.core.link import main_calls
 from llamacpu.learn.compiling import (
@@ -39,19 +37,7 @@ from llamacpu.learn.tasks import expert_program
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_compile_ablation", ROOT / "benchmarks" / "bench_compile_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("bench_compile_ablation")
 
 
 @pytest.fixture(autouse=True)

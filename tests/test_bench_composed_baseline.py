@@ -12,30 +12,17 @@ Training runs a second or two per stage on one thread; no checkpoint is loaded.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _bench import load_bench  # tests/_bench.py
 
 from llamacpu.learn.evaluation import draw_examples
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_composed_baseline", ROOT / "benchmarks" / "bench_composed_baseline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("bench_composed_baseline")
 
 
 @pytest.fixture(autouse=True)

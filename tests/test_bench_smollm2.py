@@ -12,31 +12,18 @@ No model is downloaded or loaded: the module is imported by its path.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from _bench import load_bench  # tests/_bench.py
 
 from llamacpu.core import compose
 from llamacpu.learn.evaluation import draw_examples
 from llamacpu.learn.tasks import TASKS
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_smollm2",
-                                                  ROOT / "benchmarks" / "bench_smollm2.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("bench_smollm2")
 
 
 def _python_answer(e) -> int:
