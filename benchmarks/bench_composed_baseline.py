@@ -52,7 +52,6 @@ import json
 import math
 import os
 import platform
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -68,10 +67,10 @@ from llamacpu.evaluate.baselines import (
     CharVocab,
     LSTMBaseline,
     TransformerBaseline,
-    _target,
     score_baseline,
+    train_baseline,
 )
-from llamacpu.learn.curriculum import STAGES, Stage, parse_stage, sample_batch
+from llamacpu.learn.curriculum import STAGES, Stage, parse_stage
 from llamacpu.learn.evaluation import COMBINATIONS, draw_examples
 from llamacpu.learn.tasks import ALL_SPLITS, TASKS, Example, TaskError
 from llamacpu.learn.train_config import alphabet_name, resolve_split
@@ -273,31 +272,11 @@ def build(name: str, matched: Matched, seed: int) -> nn.Module:
 
 def train(model: nn.Module, stages: Sequence[tuple[Stage, float]], seed: int, split: str,
           alphabet: Alphabet, log) -> dict:
-    """Train stage by stage, each for its seconds, on ``sample_batch`` with no review."""
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
-    model.train()
-    per_stage = []
-    start = time.perf_counter()
-    for stage, seconds in stages:
-        t0, n, last = time.perf_counter(), 0, None
-        while time.perf_counter() - t0 < seconds:
-            batch = sample_batch(stage, rng, BATCH, review=0.0, split=split, alphabet=alphabet)
-            loss = model.loss([e.prompt for e in batch], [_target(e.answer) for e in batch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            n, last = n + 1, loss.item()
-        took = time.perf_counter() - t0
-        per_stage.append({"stage": stage.name, "budget_seconds": seconds, "steps": n,
-                          "seconds": took, "last_loss": last})
-        log(f"  {type(model).__name__} {stage.name}: {n} steps in {took:.1f} s (budget "
-            f"{seconds:.1f} s), last loss " + ("-" if last is None else f"{last:.3f}"))
-    model.eval()
-    return {"params": _params(model), "steps": sum(s["steps"] for s in per_stage),
-            "seconds": time.perf_counter() - start, "stages": per_stage}
+    """Train stage by stage, each for its seconds, on ``sample_batch`` with no review
+    (``baselines.train_baseline``)."""
+    got = train_baseline(model, [(stage.index, seconds) for stage, seconds in stages], seed,
+                         BATCH, LR, log=log, alphabet=alphabet, review=0.0, split=split)
+    return {"params": _params(model), **got}
 
 
 # ------------------------------------------------------------------------ scoring

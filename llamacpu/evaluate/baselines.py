@@ -190,18 +190,22 @@ class LSTMBaseline(nn.Module):
 
 def train_baseline(model: nn.Module, stage_seconds: Sequence[tuple[int, float]], seed: int,
                    batch_size: int = 32, lr: float = 3e-3, log=print,
-                   alphabet: Alphabet = DEFAULT_ALPHABET) -> dict:
+                   alphabet: Alphabet = DEFAULT_ALPHABET, *, review: float | None = None,
+                   split: str = "train") -> dict:
     """Train through the stages, each for its wall-clock seconds, on sample_batch (written
-    in ``alphabet``)."""
+    in ``alphabet``, in the wordings of ``split``; ``review``: the share of earlier stages
+    in a batch, default each stage's own). Returns the steps and seconds, in all and per
+    stage."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps, start = 0, time.time()
+    steps, start, per_stage = 0, time.time(), []
     model.train()
     for stage, seconds in stage_seconds:
         t0, n, last = time.time(), 0, float("nan")
         while time.time() - t0 < seconds:
-            batch = sample_batch(STAGES[stage], rng, batch_size, alphabet=alphabet)
+            batch = sample_batch(STAGES[stage], rng, batch_size, review=review, split=split,
+                                 alphabet=alphabet)
             loss = model.loss([e.prompt for e in batch], [_target(e.answer) for e in batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -209,10 +213,13 @@ def train_baseline(model: nn.Module, stage_seconds: Sequence[tuple[int, float]],
             opt.step()
             n, last = n + 1, loss.item()
         steps += n
+        took = time.time() - t0
+        per_stage.append({"stage": STAGES[stage].name, "budget_seconds": seconds, "steps": n,
+                          "seconds": took, "last_loss": None if n == 0 else last})
         log(f"  {type(model).__name__} stage {stage} ({STAGES[stage].name}): {n} steps in "
             f"{seconds:.0f} s, last loss {last:.3f}")
     model.eval()
-    return {"steps": steps, "seconds": time.time() - start}
+    return {"steps": steps, "seconds": time.time() - start, "stages": per_stage}
 
 
 def score_baseline(model: nn.Module, examples: list[Example], batch: int = 64) -> int:
