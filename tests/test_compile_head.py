@@ -232,7 +232,7 @@ def test_the_compile_command_prints_a_composed_prompts_decisions_and_main_progra
 
 def test_a_composed_prompt_another_task_recalls_is_planned_as_that_tasks():
     """"calculate 12 + 35" is an expr prompt and an add prompt: its plan is add's program
-    (one prompt, one plan), it runs add's program, and training never draws it as expr."""
+    (one prompt, one plan), it runs add's program, and training supervises it so."""
     from llamacpu.learn.compiling import recalled_by, run_program
 
     ex = TASKS["expr"].make(("12 + 35",), "calculate {expr}")
@@ -244,7 +244,15 @@ def test_a_composed_prompt_another_task_recalls_is_planned_as_that_tasks():
     assert recalled_by(two) is None and is_compile(plan_program(two))
     assert recalled_by(add) is None  # only a composed example is recalled by another task
     assert recalled_by(chain) in (None, "mul")
+    # training supervises it as add's: add's run, add's plan, no compile decisions
+    from llamacpu.learn.supervise import _supervise
+
+    sup = _supervise([ex, two], 16, [1, 2])
+    assert [p.slots for p in sup.programs] == [expert_program(add).slots,
+                                               expert_program(two).slots]
+    assert [p.slots for p in sup.plans] == [expert_program(add).slots, compile_marker().slots]
+    assert sup.compile[0] and all(v in {d.view for d in expert_actions(two)}
+                                  for v in sup.compile[0])
     rng = random.Random(5)
-    for name in ("expr4", "chain4"):
-        batch = sample_batch(STAGES[parse_stage(name)], rng, 64, review=0.0)
-        assert not any(recalled_by(e) for e in batch)
+    batch = sample_batch(STAGES[parse_stage("expr4")], rng, 64, review=0.0)
+    assert any(recalled_by(e) for e in batch)  # both sides of the line are trained

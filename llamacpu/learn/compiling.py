@@ -553,9 +553,10 @@ def recalled_by(example: Example) -> str | None:
     """The task whose own program a composed example's prompt is a prompt of ("calculate
     12 + 35" is add's as well as expr's; "add 12 and 35" chain's and add's), else None.
     Such a prompt belongs to that task: recalling its certified program beats compiling
-    one, and one prompt must not be supervised with two plans. So its plan is that task's
-    program (:func:`plan_program`, :func:`run_program`), and training never draws it as a
-    composed example (it trains as that task's)."""
+    one, and one prompt must not be supervised with two plans. So its plan and its run are
+    that task's program (:func:`plan_program`, :func:`run_program`), in training too: a
+    composed stage then supervises the line between recalling and compiling ("calculate
+    12 + 35" against "calculate 12 + 35 * 4") with both sides."""
     if not is_composed(example.task):
         return None
     return _skeletons(example.alphabet).get(_NUMBER_RUN.sub("\\0", example.prompt))

@@ -216,12 +216,11 @@ _MAX_TRIES = 1000  # rejection-sampling attempts per training example before giv
 
 def _training_example(stage: Stage, rng: random.Random, split: str = "train",
                       alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
-    from llamacpu.learn.compiling import held_out_combination, recalled_by
+    from llamacpu.learn.compiling import held_out_combination
 
     for _ in range(_MAX_TRIES):
         ex = stage.sample(rng, split, alphabet)
-        if (not is_heldout(heldout_key(ex)) and not held_out_combination(ex)
-                and recalled_by(ex) is None):  # (another task's prompt trains as its own)
+        if not is_heldout(heldout_key(ex)) and not held_out_combination(ex):
             return ex
     raise RuntimeError(f"stage {stage.name}: no training prompt outside the held-out "
                        f"partition in {_MAX_TRIES} draws")

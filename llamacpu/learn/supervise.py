@@ -20,7 +20,7 @@ from torch import Tensor
 from llamacpu.core.interp import run as interp_run
 from llamacpu.core.isa import Alphabet, Op, Program
 from llamacpu.learn import distributed
-from llamacpu.learn.tasks import TASKS, Example, default_out_size, expert_program
+from llamacpu.learn.tasks import TASKS, Example, default_out_size
 from llamacpu.llm.heads import StepView
 from llamacpu.llm.supervision import StepTrace, batch_steps, result_to_steps
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples
@@ -59,7 +59,9 @@ def _expert(example: Example, out_size: int):
     """The expert's traced run on a prompt, as execute-phase and ALU supervision (cached,
     :data:`EXPERT_CACHE`), and which steps are *rare*: at a pc the run visits several
     times, a decision other than the one it makes most often there — a loop's exit."""
-    prog = expert_program(example)
+    from llamacpu.learn.compiling import run_program
+
+    prog = run_program(example)  # a composed prompt another task recalls: that task's
     res = interp_run(prog, example.prompt, EXPERT_MAX_STEPS, trace=True, out_size=out_size)
     steps = result_to_steps(prog, res)
     keys = [(t.pc, tuple(d)) for t, d in zip(res.trace, steps.targets.tolist())]
@@ -144,7 +146,13 @@ def _supervise(batch: Sequence[Example], step_sample: int,
                seeds: Sequence[int], dist: distributed.Dist | None = None) -> _Supervision:
     """Expert runs of ``batch`` (this rank's rows), each run's steps subsampled by its own
     seed (so a row's subsample does not depend on which rank owns it)."""
-    from llamacpu.learn.compiling import expert_actions, is_composed, plan_program
+    from llamacpu.learn.compiling import (
+        expert_actions,
+        is_composed,
+        plan_program,
+        recalled_by,
+        run_program,
+    )
 
     programs, runs, oeu, idxs, sizes, lengths = [], [], [], [], [], []
     views: list = []
@@ -156,13 +164,13 @@ def _supervise(batch: Sequence[Example], step_sample: int,
         size = default_out_size(ex)
         steps, alu, T, rare = _expert(ex, size)
         sub, idx = _subsample(steps, rare, step_sample, random.Random(seed))
-        programs.append(expert_program(ex))
+        programs.append(run_program(ex))
         runs.append(sub)
         idxs.append(idx)
         oeu.append(alu)
         sizes.append(size)
         lengths.append(T)
-        if is_composed(ex.task):
+        if is_composed(ex.task) and recalled_by(ex) is None:  # it compiles
             for d in expert_actions(ex):
                 views.append(d.view)
                 actions.append(d.action)

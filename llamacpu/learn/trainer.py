@@ -58,7 +58,7 @@ from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
 from llamacpu.learn.certified import Certifier
 from llamacpu.learn.checkpoint import CheckpointError
-from llamacpu.learn.compiling import is_composed, plan_program
+from llamacpu.learn.compiling import is_composed, plan_program, run_program
 from llamacpu.learn.curriculum import (
     CONSOLIDATE_REVIEW,
     STAGES,
@@ -76,7 +76,7 @@ from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedMachine
 from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensorboard
 from llamacpu.learn.runlock import RunLock
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
-from llamacpu.learn.tasks import Example, default_out_size, expert_program
+from llamacpu.learn.tasks import Example, default_out_size
 from llamacpu.learn.train_config import OPTIMIZERS, TrainConfig, _cfg_json, alphabet_name
 from llamacpu.llm.compile_head import compile_loss
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
@@ -498,7 +498,7 @@ class Trainer:
         prompts = [e.prompt for e in batch]
         exe_prompts = [prompts[rng.randrange(len(batch))] if rng.random() < cfg.prompt_mix
                        else p for p in prompts]
-        programs = [expert_program(e) for e in batch]  # what runs
+        programs = [run_program(e) for e in batch]     # what runs
         plans = [plan_program(e) for e in batch]         # what the plan phase emits
         mine = dist.rows(len(batch))
         # this rank's rows: expert runs, then their share of each loss
