@@ -315,10 +315,9 @@ def plan_program(example: Example) -> Program:
     """What the plan phase must emit for ``example``: the compile marker for a composed
     task (but the program of the task that recalls its prompt, :func:`recalled_by`), its
     expert program for every other."""
-    if is_composed(example.task):
-        recalled = run_program(example)
-        return recalled if recalled.linkage is None else compile_marker(example.alphabet)
-    return expert_program(example)
+    if is_composed(example.task) and recalled_by(example) is None:
+        return compile_marker(example.alphabet)
+    return run_program(example)
 
 
 def run_program(example: Example) -> Program:

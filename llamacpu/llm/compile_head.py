@@ -107,9 +107,8 @@ def compile_logits(controller, views: Sequence) -> Tensor:
         what[b, S - len(w):] = torch.tensor(w, dtype=torch.long)
     ids, what = ids.to(device), what.to(device)
     top = torch.tensor([t for _, _, t in rows], dtype=torch.long, device=device)
-    opening, closing = (torch.tensor([bool(getattr(v, f, False)) for v in views],
-                                     dtype=torch.long, device=device)
-                        for f in ("opening", "closing"))
+    opening = torch.tensor([v.opening for v in views], dtype=torch.long, device=device)
+    closing = torch.tensor([v.closing for v in views], dtype=torch.long, device=device)
     text = emb(ids)                                                          # [B, S, H]
     dtype = text.dtype if text.dtype.is_floating_point else head.markers.dtype
     decide = (head.markers[1] + head.tops[top] + head.opening[opening]
