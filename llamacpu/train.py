@@ -139,6 +139,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--text-window", type=int, default=TrainConfig.text_window, metavar="N",
                    help="the controller's LM reads the first N characters of the text payload "
                         f"after a prompt's first ':'; 0: all, ':' is no marker (default {TrainConfig.text_window})")
+    p.add_argument("--operand-window", type=int, default=TrainConfig.operand_window,
+                   metavar="N", help="a prompt of N or more numbers (an expression, a chain "
+                   "of instructions) reads as far as its N-th, brackets dropped; 0: whole "
+                   f"(default {TrainConfig.operand_window})")
     p.add_argument("--keep-payload", action="store_true",
                    help="ablation: the LM reads the kept digits and characters as typed "
                         "(default: as placeholders, so every wording has a few views)")
@@ -179,6 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            absolute_positions=a.absolute_positions,
                            digit_window=a.digit_window, item_window=a.item_window,
                            text_window=a.text_window, abstract_payload=not a.keep_payload,
+                           operand_window=a.operand_window,
                            wordings=a.wordings, alphabet=a.alphabet,
                            progress=not a.no_progress)
     except ValueError as e:

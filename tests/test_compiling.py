@@ -175,3 +175,26 @@ def test_opening_and_closing_mark_the_tokens_before_the_first_and_after_the_last
     assert closing[-after:] == [True] * after and not any(closing[:-after])
     assert after >= len(tokens) - 1 - last  # every token after it, POPs at the end included
     assert decisions[-1].view.token == "<end>" and "closing" in str(decisions[-1].view)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(composed())
+def test_a_linked_program_of_any_length_has_the_execute_rows_of_one_of_two_operations(ex):
+    """What lets the execute certificate of a composed prompt's view (taken on a program of
+    two operations: the operand window shows every longer prompt as one of those) speak for
+    every length: the linked program of any number of operations (2-8) puts the same rows
+    before the step head as one of two (the library is linked whole; the main program's
+    calls have the same forms whatever their number)."""
+    from llamacpu.learn.compiling import recalled_by, run_program
+    from llamacpu.learn.controller_tables import _step_rows
+
+    def rows(example):
+        _, ops, modes, vals, carries = _step_rows(run_program(example), example.alphabet, False)
+        return {(o, tuple(m), tuple(v), c) for o, m, v, c in
+                zip(ops.tolist(), modes.tolist(), vals.tolist(), carries.tolist())}
+
+    t = TASKS[ex.task]
+    if recalled_by(ex):  # another task's prompt runs that task's program
+        return
+    two = t.make(t.draw_operands(random.Random(0), 3, ops=2), ex.template, ex.alphabet)
+    assert rows(ex) == rows(two)

@@ -635,3 +635,31 @@ def test_a_calibrated_threshold_declines_at_most_its_rate(stage0, capsys):
     with pytest.raises(SystemExit):
         eval_main(["--checkpoint", ck, "--calibrate", "0.5", "--abstain-below", "0.3"])
     assert "--calibrate" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_operand_window_takes_it_unless_it_trained_composed():
+    """The operand window changes only the views of prompts of three or more numbers (the
+    composed tasks'): a checkpoint written before it that never trained a composed task
+    continues with the run's window; one that did keeps the view it learned (and so does
+    not match a run with the window)."""
+    from llamacpu.learn.checkpoint import Checkpoint
+    from llamacpu.learn.learned import LearnedConfig
+    from llamacpu.learn.trainer import Trainer
+    from llamacpu.train import parse_args
+
+    model = LearnedConfig().to_json()
+    del model["controller"]["operand_window"]
+
+    def checkpoint(trained):
+        return Checkpoint({}, None, None, {"model": model}, trained[-1], 0, [], True,
+                          {"trained_stages": trained}, None, Path("ckpt"), "", {})
+
+    notes = []
+    trainer = Trainer(parse_args(["--stages", "24-25"]), log=notes.append)
+    before = checkpoint(list(range(19)))
+    after = trainer._adopt_operand_window(before)
+    assert LearnedConfig.from_json(after.config["model"]).controller.view.operands == 3
+    assert LearnedConfig.from_json(before.config["model"]).controller.view.operands == 0
+    assert notes and "operand window" in notes[0]
+    composed = checkpoint([*range(19), 24])
+    assert trainer._adopt_operand_window(composed) is composed

@@ -22,14 +22,14 @@ from llamacpu.learn.tasks import TASKS, Operands, function_table
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.view import PromptView, controller_view
 
-VIEW = PromptView()  # the default: digits 3, items 4, chars 4, content abstracted
+VIEW = PromptView()  # the default: digits 3, items 4, chars 4, operands 3, content abstracted
 LONGEST = trained_tasks(len(STAGES) - 1)  # {task: its longest trained length}
-# A composed prompt's plan view is not bounded: the expression or the chain of clauses
-# grows with its operations (digit runs are cut, the structure is not). Its plan is one
-# decision, the compile marker; the compile phase reads bounded views (test_compiling).
+# A composed prompt's view is bounded by the operand window (its operations, not its
+# lengths, grow): tested on its own below, at 1-8 operations.
 COMPOSED = (Operands.EXPRESSION, Operands.CHAIN)
 BOUNDED = sorted(t for t in LONGEST
                  if TASKS[t].operands is not Operands.FUNCTION and TASKS[t].operands not in COMPOSED)
+COMPOSED_TASKS = sorted(t for t in TASKS if TASKS[t].operands in COMPOSED)
 
 
 def _draw(task: str, rng: random.Random, length: int, template: str):
@@ -106,6 +106,27 @@ def test_a_prompt_of_any_length_has_a_view_training_covered(task):
                                 max(VIEW.items, VIEW.chars, VIEW.digits))
 
 
+@pytest.mark.parametrize("task", COMPOSED_TASKS)
+def test_a_composed_prompt_of_any_length_has_a_view_training_covered(task):
+    """The operand window: prompts of 1-8 operations over numbers of 1-100 digits have views
+    among those of the composed stages' training draws (at most two operations, at most 4
+    digits), in every wording; the window leaves every other task's prompts as they were
+    (they have at most two numbers: the test above)."""
+    t = TASKS[task]
+    rng = random.Random(3)
+    for template in t.templates("train") + t.templates("heldout"):
+        trained = {VIEW(t.make(t.draw_operands(rng, n, ops=k), template).prompt)
+                   for n in range(1, 5) for k in (1, 2) for _ in range(150)}
+        long = {VIEW(t.make(t.draw_operands(rng, n, ops=k), template).prompt)
+                for n in (3, 20, 100) for k in (1, 2, 4, 8) for _ in range(4)}
+        assert long <= trained, (template, sorted(long - trained)[:3])
+        # one operation: lengths to the digit window; more: the two operators only
+        kinds = 3 if t.operands is Operands.EXPRESSION else 4  # + - * / add sub mul rsub
+        assert len(trained) <= kinds * VIEW.digits ** 2 + kinds ** 2
+    windowed = VIEW(t.make(t.draw_operands(rng, 100, ops=8), t.train_templates[0]).prompt)
+    assert windowed.count("0") == VIEW.operands and not set("()") & set(windowed)
+
+
 def test_views_of_different_programs_never_coincide():
     """Two tasks whose prompts share a view would need one plan to emit two programs. (A
     composed prompt that is another task's prompt, "add 12 and 35", is planned as that
@@ -145,6 +166,8 @@ def test_checkpoints_from_before_the_view_keep_reading_payloads_whole():
     d = LearnedConfig().to_json()
     c = LearnedConfig.from_json(d).controller
     assert c.view == PromptView(3, 4, 4, True) == VIEW
+    del d["controller"]["operand_window"]
+    assert LearnedConfig.from_json(d).controller.view == PromptView(3, 4, 4, True, operands=0)
     for key in ("item_window", "text_window", "abstract_payload"):
         del d["controller"][key]
     assert LearnedConfig.from_json(d).controller.view == PromptView.digit_window(3)
@@ -161,6 +184,8 @@ def test_the_training_flags_set_the_view():
                       "--keep-payload"]).model_config().controller
     assert cfg.view == PromptView(3, 2, 0, False)
     assert parse_args(["--stage", "0"]).model_config().controller.view == VIEW
+    assert parse_args(["--stage", "0", "--operand-window", "0"]).model_config(
+        ).controller.view == PromptView(operands=0)
 
 
 def test_the_lm_reads_a_500_character_prompt_as_a_short_one():
@@ -213,8 +238,38 @@ def test_every_view_is_every_view_a_prompt_of_any_length_has(task):
     with pytest.raises(ValueError, match="function table"):
         every_view("fmap", VIEW)
     for composed in ("expr", "chain"):
-        with pytest.raises(ValueError, match="compile phase"):
-            every_view(composed, VIEW)
+        with pytest.raises(ValueError, match="operand window"):
+            every_view(composed, PromptView(operands=0))
+
+
+@pytest.mark.parametrize("task", COMPOSED_TASKS)
+def test_every_view_of_a_composed_task_covers_every_number_of_operations(task):
+    """Through the operand window a composed task's wordings have a few hundred views:
+    ``every_view`` draws one prompt per view at one and two operations, and fresh prompts
+    of 1-8 operations and up to 100 digits have one of them. The shapes never drawn are
+    subtractions of a longer number from a shorter one and, with ``combinations="trained"``,
+    the chain's held-out combination (rsub right after mul) in its first two steps."""
+    from llamacpu.learn.compiling import held_out_combination
+    from llamacpu.learn.controller_tables import every_view
+
+    t = TASKS[task]
+    vs = every_view(task, VIEW, ("train",))
+    got = {VIEW(e.prompt) for e in vs.examples}
+    assert len(got) == len(vs.examples) == vs.grid - len(vs.missing) > 100
+    rng = random.Random(4)
+    for _ in range(200):
+        ops = t.draw_operands(rng, rng.choice((1, 4, 20, 100)), ops=rng.choice((1, 2, 4, 8)))
+        assert VIEW(t.make(ops, rng.choice(t.train_templates)).prompt) in got
+    for m in vs.missing:  # one operation, numbers of two lengths (a - b with b longer)
+        a, b = re.findall(r"\d+", m)
+        assert len(a) != len(b), m
+    trained = every_view(task, VIEW, ("train",), combinations="trained")
+    assert not any(held_out_combination(e) for e in trained.examples)
+    lost = set(trained.missing) - set(vs.missing)
+    if task == "chain":
+        assert lost and all("result" in m for m in lost), sorted(lost)
+    else:  # '-' after a product is drawn as a * (b - c) as well, which trains it
+        assert not lost
 
 
 def test_certify_checks_every_view_of_the_wordings(stage0, tmp_path):

@@ -45,6 +45,7 @@ from llamacpu.learn.controller_tables import (
     ControllerCertificate,
     StepPatterns,
     certify_controller,
+    every_view,
     failing_rows,
     step_patterns,
 )
@@ -139,6 +140,7 @@ class Certifier:
     domain: dict = field(init=False)
     _patterns: dict[tuple, StepPatterns] = field(default_factory=dict, init=False)
     _buffer: list[tuple[Example, Program, int]] = field(default_factory=list, init=False)
+    _windowed: dict[tuple, list[Example]] = field(default_factory=dict, init=False)
     plan_buffer: list[Example] = field(default_factory=list, init=False)
     """Examples whose emitted program was wrong at the last check: the next training
     batches carry them (their plan loss is the only thing that teaches a plan)."""
@@ -190,9 +192,10 @@ class Certifier:
                                      combinations="trained")
                 cert.compile[task] = cc
                 self.compile_buffer += [(v, want) for v, _, want in cc.wrong]
-            pick = list(examples) if every else random.Random(
-                f"certify/{self.stage.index}/{task}/{step}").sample(
-                list(examples), min(self.views, len(examples)))
+            windowed = self._windowed_views(task, model.controller.cfg.view, examples)
+            pick = windowed if windowed is not None else list(examples) if every else \
+                random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
+                    list(examples), min(self.views, len(examples)))
             programs = [run_program(e) for e in pick]
             c = certify_controller(model, [e.prompt for e in pick], programs,
                                    plans=[plan_program(e) for e in pick])
@@ -210,6 +213,23 @@ class Certifier:
         if len(self._buffer) > BUFFER:
             self._buffer = random.Random(step).sample(self._buffer, BUFFER)
         return cert
+
+    def _windowed_views(self, task: str, view, examples: Sequence[Example]
+                        ) -> list[Example] | None:
+        """A composed task read through an operand window has few views, whatever its
+        prompts' length (``controller_tables.every_view``): one example per view of the
+        wordings ``examples`` use, in the combinations training draws; the check covers all
+        of them, a statement about every number of operations. None for any other task
+        (cached by task and wordings)."""
+        if not is_composed(task) or not (view.operands and view.bounded and view.abstract):
+            return None
+        templates = tuple(sorted({e.template for e in examples}))
+        key = (task, templates, view)
+        if key not in self._windowed:
+            vs = every_view(task, view, ("train", "heldout"), seed=self.stage.index,
+                            alphabet=self.alphabet, combinations="trained")
+            self._windowed[key] = [e for e in vs.examples if e.template in templates]
+        return self._windowed[key]
 
     def state(self) -> dict:
         """What the last check left for the next steps (the plan buffer and the failing

@@ -145,12 +145,16 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     seen: set[str] = set()
     cert = ControllerCertificate(0, len(prompts), 0)
     rows_cache: dict[int, tuple] = {}
+    todo = []                                   # one prompt per view, in order
     for prompt, program, plan in zip(prompts, programs, programs if plans is None else plans):
         view = cfg.view(prompt)
-        if view in seen:
-            continue
-        seen.add(view)
-        (emitted,) = ctl.emit([prompt])
+        if view not in seen:
+            seen.add(view)
+            todo.append((prompt, program, plan))
+    chunk = 64                                  # plans emitted in batches (the LM's forward
+    emitted_plans = [e for i in range(0, len(todo), chunk)  # per slot is per batch)
+                     for e in ctl.emit([p for p, _, _ in todo[i:i + chunk]])]
+    for (prompt, program, plan), emitted in zip(todo, emitted_plans):
         if tuple(emitted.slots) != tuple(plan.slots):
             cert.plan_failures.append(_plan_failure(prompt, emitted, plan))
             continue
@@ -352,12 +356,15 @@ def _synthetic(kind, template: str, lengths: tuple[int, ...]) -> str:
 
 
 def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 0,
-               tries: int = 64, alphabet: Alphabet | None = None) -> ViewSet:
+               tries: int = 64, alphabet: Alphabet | None = None,
+               combinations: str = "any") -> ViewSet:
     """One example per view of ``task``'s wordings in ``splits`` (a :class:`ViewSet`), the
     wordings and examples written in ``alphabet`` (default: the default one). Raises
     ValueError when the views cannot be enumerated: a view that keeps payload content or
     leaves a payload unbounded, a task whose prompts carry code (fmap), or a composed task
-    (expr, chain), whose prompts grow with their operations."""
+    (expr, chain) read without an operand window (its views grow with its operations).
+    ``combinations`` ("any", "trained"): a composed task's examples of any combination, or
+    only of those training draws (``compiling.HELD_OUT_COMBINATIONS``)."""
     import random
 
     from llamacpu.learn.tasks import TASKS, Operands
@@ -372,9 +379,11 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
         raise ValueError(f"task {task}: its prompts carry a function table, code the view "
                          f"keeps whole: its views are too many to enumerate")
     if t.operands in (Operands.EXPRESSION, Operands.CHAIN):
-        raise ValueError(f"task {task}: its prompts grow with the number of operations, "
-                         f"and so do their whole-prompt views; its bounded views are the "
-                         f"compile phase's (llamacpu.learn.compiling)")
+        if not view.operands:
+            raise ValueError(f"task {task}: its prompts grow with the number of operations, "
+                             f"and so do their views without an operand window")
+        return _composed_views(t, view, splits, random.Random(f"views/{task}/{seed}"), tries,
+                               alphabet, combinations)
     rng = random.Random(f"views/{task}/{seed}")
     examples, missing = [], {}
     seen: set[str] = set()
@@ -405,3 +414,61 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
                             examples.append(ex)
             missing.update({v: _synthetic(t.operands, template, shapes[v]) for v in todo})
     return ViewSet(examples, len(every), sorted(p for v, p in missing.items() if v not in seen))
+
+
+def _composed_views(t, view, splits: Sequence[str], rng, tries: int, alphabet: Alphabet,
+                    combinations: str) -> ViewSet:
+    """:func:`every_view` of a composed task read through an operand window of N payloads.
+    A prompt of fewer than N numbers (one operation) reads like a two-number task's, lengths
+    kept; one of N or more reads as its first N numbers, each one ``'0'``, and the operators
+    between them: every such view is that of an expression of N - 1 operations without
+    brackets (chain: N - 1 steps), whatever the prompt's length. Those are the grid; the
+    examples are drawn at 1 to N - 1 operations, the lengths the view tells apart."""
+    from itertools import product
+
+    from llamacpu.core.compose import OPERATORS
+    from llamacpu.learn.compiling import held_out_combination
+    from llamacpu.learn.composed import CHAIN_STEPS, render_chain
+    from llamacpu.learn.tasks import Operands, render
+
+    if combinations not in ("any", "trained"):
+        raise ValueError(f"combinations must be 'any' or 'trained', got {combinations!r}")
+    k = view.operands - 1                       # operations a windowed view shows
+    expr = t.operands is Operands.EXPRESSION
+
+    def synthetic(template: str, lengths: tuple[int, ...], ops: tuple[str, ...]) -> str:
+        numbers = ["1" * n for n in lengths]
+        if expr:
+            text = " ".join(x for pair in zip(numbers, ops) for x in pair) + " " + numbers[-1]
+            return render(template, t.operands, (text,))
+        return render_chain(template, tuple(x for pair in zip(numbers, ops) for x in pair)
+                            + (numbers[-1],))
+
+    symbols = tuple(OPERATORS) if expr else CHAIN_STEPS
+    grid: dict[str, str] = {}
+    templates = [tp for split in splits for tp in t.templates(split, alphabet)]
+    for template in templates:
+        for n in range(1, k + 1):
+            lengths = product(range(1, view.digits + 1), repeat=n + 1) if n < k else [
+                (1,) * (n + 1)]
+            for ls, ops in product(list(lengths), product(symbols, repeat=n)):
+                grid.setdefault(view(synthetic(template, ls, ops)), synthetic(template, ls, ops))
+    examples, seen = [], set()
+    for template in templates:
+        for n in range(1, k + 1):
+            for length in range(1, view.digits + 2):
+                for parens in ((False, True) if expr else (None,)):
+                    for _ in range(tries):
+                        ops = t.draw_operands(rng, length, alphabet, ops=n, **(
+                            {"parens": parens} if expr else {}))
+                        ex = t.make(ops, template, alphabet)
+                        v = view(ex.prompt)
+                        if v not in grid:
+                            raise AssertionError(f"task {t.name}: {ex.prompt!r} has view "
+                                                 f"{v!r}, outside its wordings' views")
+                        if v in seen or (combinations == "trained"
+                                         and held_out_combination(ex)):
+                            continue
+                        seen.add(v)
+                        examples.append(ex)
+    return ViewSet(examples, len(grid), sorted(p for v, p in grid.items() if v not in seen))

@@ -105,6 +105,7 @@ class LearnedConfig:
         c.setdefault("item_window", 0)
         c.setdefault("text_window", 0)
         c.setdefault("abstract_payload", False)
+        c.setdefault("operand_window", 0)
         o = dict(d["oeu"])
         o["alphabet"] = Alphabet(**o["alphabet"])
         o.setdefault("carry_gate", False)  # written before the gate: the OEU learned the carry

@@ -148,6 +148,7 @@ class TrainConfig:
     item_window: int = ControllerConfig.item_window    #   (llamacpu.llm.view): digits of a
     text_window: int = ControllerConfig.text_window    #   run, items of a list, characters
     abstract_payload: bool = ControllerConfig.abstract_payload  # after ':'; 0: all
+    operand_window: int = ControllerConfig.operand_window  # payloads of an expression/chain
     wordings: str = "templates"         # what the prompts are worded as: the tasks'
     #                                     hand-written templates, or "grammar": those and the
     #                                     train split of each task's grammar, with competence
@@ -217,7 +218,7 @@ class TrainConfig:
             raise ValueError(f"--anneal must be in (0, 1], got {self.anneal}")
         if not self.channel_lr > 0:
             raise ValueError(f"--channel-lr must be positive, got {self.channel_lr}")
-        for name in ("digit_window", "item_window", "text_window"):
+        for name in ("digit_window", "item_window", "text_window", "operand_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0: the LM reads "
                                  f"all of it), got {getattr(self, name)}")
@@ -250,7 +251,8 @@ class TrainConfig:
             model=self.model, lora_r=self.lora_r, lora_alpha=self.lora_alpha, quant=self.quant,
             absolute_positions=self.absolute_positions, digit_window=self.digit_window,
             item_window=self.item_window, text_window=self.text_window,
-            abstract_payload=self.abstract_payload, alphabet=self.symbols),
+            abstract_payload=self.abstract_payload, operand_window=self.operand_window,
+            alphabet=self.symbols),
             OEUConfig(alphabet=self.symbols))
 
 

@@ -189,6 +189,7 @@ class Trainer:
         return path
 
     def _load_model(self, c: ckpt.Checkpoint) -> tuple[LearnedMachine, OEUExamples]:
+        c = self._adopt_operand_window(c)
         model = LearnedMachine.from_checkpoint(c)
         if model.alphabet != self.cfg.symbols:
             had = alphabet_name(model.alphabet)
@@ -202,6 +203,25 @@ class Trainer:
                 f"train a new one elsewhere, or --no-resume to start over here")
         replay = OEUExamples(*(c.model_state[f"replay.{k}"] for k in OEUExamples._fields))
         return model.to(self.cfg.device), replay
+
+    def _adopt_operand_window(self, c: ckpt.Checkpoint) -> ckpt.Checkpoint:
+        """``c`` with the run's operand window when it was written before the window existed
+        and its machine never trained a composed task: every prompt it trained on has fewer
+        payloads than a window reads (a non-composed template has at most two placeholders),
+        so the window changes none of their views, and the machine is the one it would have
+        been with it. Any other checkpoint as it is."""
+        model = c.config.get("model") if isinstance(c.config, dict) else None
+        ctl = model.get("controller") if isinstance(model, dict) else None
+        if not isinstance(ctl, dict) or "operand_window" in ctl or not self.cfg.operand_window:
+            return c
+        if any(is_composed(STAGES[i].task) for i in trained_stages(c) if i < len(STAGES)):
+            return c
+        config = {**c.config, "model": {**model, "controller": {
+            **ctl, "operand_window": self.cfg.operand_window}}}
+        self.log(f"note: {c.path} is from before the operand window and trained no composed "
+                 f"task: it reads every prompt it trained on alike with --operand-window "
+                 f"{self.cfg.operand_window}, which it takes")
+        return replace(c, config=config)
 
     # ------------------------------------------------------------------ the run
 
@@ -421,8 +441,8 @@ class Trainer:
             for task, examples in sampled.items():
                 try:
                     out[task] = every_view(task, view, (self.cfg.split,),
-                                           seed=self.cfg.seed,
-                                           alphabet=self.cfg.symbols).examples
+                                           seed=self.cfg.seed, alphabet=self.cfg.symbols,
+                                           combinations="trained").examples
                 except ValueError:
                     out[task] = list(examples)
             self._views_of = (stage.index, out)

@@ -58,6 +58,9 @@ class ControllerConfig:
     #                                 all (and a ':' is wording like any other character)
     abstract_payload: bool = True   # the LM reads kept digits as '0' and payload characters
     #                                 as '_': each wording has a few views, all certifiable
+    operand_window: int = 3         # a prompt of this many number/list payloads or more (an
+    #                                 expression, a chain) reads up to its N-th, brackets
+    #                                 dropped, each payload one '0'; 0: no window
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -105,7 +108,7 @@ class ControllerConfig:
     def view(self) -> PromptView:
         """How the LM reads a prompt (:mod:`llamacpu.llm.view`)."""
         return PromptView(self.digit_window, self.item_window, self.text_window,
-                          self.abstract_payload)
+                          self.abstract_payload, self.operand_window)
 
     @property
     def layout(self) -> SlotLayout:

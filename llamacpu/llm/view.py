@@ -16,6 +16,19 @@ text     everything after the first ``':'`` (the spaces   its first N          c
          right after it are wording)                      characters
 =======  ===============================================  ===================  ======
 
+A prompt of many operands (an expression, a chain of instructions: ``operands`` or more
+number and list payloads) reads only up to the end of its ``operands``-th, each of them a
+single ``'0'`` (with ``abstract``), its brackets dropped: ``"calculate (12 + 345) * 6 - 78"``
+and ``"calculate 1 + 2 * 3"`` read alike, as ``"calculate 0 + 0 * 0"``. The plan and
+execute phases of such a prompt do the same thing at every number of operations (emit the
+compile marker, run the linked program), and the compile phase, which reads the structure,
+has its own bounded views (:mod:`llamacpu.learn.compiling`); so a prompt of eight
+operations shows them a view of two, one that training at two operations can show. Lengths
+and brackets are dropped because a longer expression's prefix can have a shape no shorter
+expression has ("9 - (10 - 5) * 100": "9 - 10 - 5" has a negative intermediate); its
+operators alone are shapes any two operations can take. Prompts of fewer payloads (every
+task's but the composed ones': they have at most two) read as below, unchanged.
+
 With ``abstract`` the payload's content is dropped as well as cut: each kept digit becomes
 ``'0'`` and each kept text character ``'_'``. The view then depends on the wording and on
 each payload's length up to its bound only, so a wording has a handful of views (a
@@ -29,11 +42,13 @@ with a table of them (two or more, space-separated) has no text payload (``"f: 0
 apply f to 40917"``: the ``':'`` names the function). Any other ``':'`` starts a text
 payload, whatever the wording before it.
 
-    >>> v = PromptView(digits=3, items=4, chars=4, abstract=True)
+    >>> v = PromptView(digits=3, items=4, chars=4, abstract=True, operands=3)
     >>> v("add 1234567 and 89"), v("sort 3 1 4 1 5 9 2"), v("reverse:  hello world")
     ('add 000 and 00', 'sort 0 0 0 0', 'reverse:  ____')
     >>> PromptView(digits=3, items=0, chars=0, abstract=False)("add 1234567 and 89")
     'add 123 and 89'
+    >>> v("calculate (12 + 345) * 6 - 78?"), v("calculate 12 + 345?")
+    ('calculate 0 + 0 * 0', 'calculate 00 + 000?')
 
 The last one is the digit window alone (``digit_window`` of checkpoints written before the
 other fields existed), which :meth:`PromptView.digit_window` builds.
@@ -64,9 +79,12 @@ class PromptView:
     chars: int = 4          # characters of the text payload after the first ':' (0: no text
     #                         payload: a ':' is wording)
     abstract: bool = True   # drop payload content: kept digits read '0', text characters '_'
+    operands: int = 3       # a prompt with this many number/list payloads or more reads up
+    #                         to the end of its operands-th, brackets dropped, each payload
+    #                         one '0' (abstract); 0: no operand window
 
     def __post_init__(self) -> None:
-        for name in ("digits", "items", "chars"):
+        for name in ("digits", "items", "chars", "operands"):
             if getattr(self, name) < 0:
                 raise ValueError(f"the view's {name} window must be >= 0 (0: unbounded), got "
                                  f"{getattr(self, name)}")
@@ -75,7 +93,7 @@ class PromptView:
     def digit_window(cls, digits: int) -> PromptView:
         """Digit runs cut to ``digits``, everything else read as typed (0: the whole
         prompt)."""
-        return cls(digits=digits, items=0, chars=0, abstract=False)
+        return cls(digits=digits, items=0, chars=0, abstract=False, operands=0)
 
     @property
     def bounded(self) -> bool:
@@ -86,6 +104,7 @@ class PromptView:
         def w(n: int) -> str:
             return str(n) if n else "all"
         return (f"digits {w(self.digits)}, items {w(self.items)}, chars {w(self.chars)}"
+                f"{f', operands {self.operands}' if self.operands else ''}"
                 f"{', content abstracted' if self.abstract else ''}")
 
     def __call__(self, prompt: str) -> str:
@@ -93,13 +112,25 @@ class PromptView:
         head, colon, rest = prompt.partition(":") if self.chars else (prompt, "", "")
         if colon and _TABLE.match(rest):                     # code after the ':', not data
             head, colon, rest = prompt, "", ""
-        view = _LEXERS[bool(self.items)].sub(self._token, head)
+        lexer = _LEXERS[bool(self.items)]
+        if self.operands:
+            payloads = [m for m in lexer.finditer(head) if m.lastgroup != "defn"]
+            if len(payloads) >= self.operands:
+                return self._operand_window(prompt[: payloads[self.operands - 1].end()],
+                                            lexer)
+        view = lexer.sub(self._token, head)
         if not colon:
             return view
         body = rest.lstrip(" ")
         lead = rest[: len(rest) - len(body)]
         body = body[: self.chars]
         return view + colon + lead + ("_" * len(body) if self.abstract else body)
+
+    def _operand_window(self, text: str, lexer: re.Pattern) -> str:
+        def payload(m: re.Match) -> str:
+            return m.group() if m.lastgroup == "defn" else "0" if self.abstract else \
+                self._token(m)
+        return lexer.sub(payload, text).replace("(", "").replace(")", "")
 
     def _number(self, digits: str) -> str:
         kept = digits[: self.digits] if self.digits else digits
