@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     from llamacpu.evaluate.properties import check_learned
+    from llamacpu.learn.curriculum import trained_stages
     from llamacpu.learn.evaluation import load_checkpoint_machine
 
     try:
@@ -138,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with progress(None, f"check {a.task or 'report'}", "example", a.quiet) as bar:
             counted = _Counted(machine, bar)
             if a.report:
-                reports = run_report(counted, c.stage, a.examples, a.seed, log=log.info)
+                reports = run_report(counted, c.stage, a.examples, a.seed, log=log.info,
+                                     stages=trained_stages(c))
             else:
                 rep = check_learned(counted, a.task, min_length=a.min_digits,
                                     max_length=a.max_digits, examples=a.examples,

@@ -208,3 +208,19 @@ def test_report_lengths_cover_one_to_ten_times_the_trained_length():
     assert lengths[:4] == [1, 2, 3, 4] and 40 in lengths and 1000 in lengths
     assert report_lengths("mul", 3)[-1] == 30  # quadratic: no 1000-digit products
     assert trained_tasks(5) == {"add": 4, "sub": 4, "cmp": 4}
+
+
+def test_the_baselines_budget_counts_only_the_stages_a_checkpoint_trained(tmp_path):
+    """A run that skipped stages (``--stages 24-25`` from a stage-18 machine) has no time
+    for the skipped ones: the baselines' budget is the trained stages' time, and asks for
+    no other."""
+    import json
+
+    from llamacpu.evaluate.baselines import stage_seconds
+
+    lines = [{"stage": s, "time": t} for s, t in ((0, 10.0), (0, 12.0), (1, 5.0), (24, 7.5))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
+    ck = tmp_path / "stage_24"
+    assert stage_seconds(ck, [0, 1, 24]) == [(0, 12.0), (1, 5.0), (24, 7.5)]
+    with pytest.raises(ValueError, match=r"no timing for stages \[2\]"):
+        stage_seconds(ck, [0, 1, 2, 24])

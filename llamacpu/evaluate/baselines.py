@@ -233,9 +233,9 @@ def score_baseline(model: nn.Module, examples: list[Example], batch: int = 64) -
     return right
 
 
-def stage_seconds(checkpoint_dir: Path, stage: int) -> list[tuple[int, float]]:
-    """Seconds llamacpu trained each stage 0..stage: the last ``time`` of each stage in the
-    metrics.jsonl next to the checkpoint."""
+def stage_seconds(checkpoint_dir: Path, stages: Sequence[int]) -> list[tuple[int, float]]:
+    """Seconds llamacpu trained each of ``stages`` (a checkpoint's trained stages): the last
+    ``time`` of each stage in the metrics.jsonl next to the checkpoint."""
     metrics = checkpoint_dir.parent / "metrics.jsonl"
     if not metrics.is_file():
         raise ValueError(f"{metrics}: no training log to read the time budget from; "
@@ -245,21 +245,23 @@ def stage_seconds(checkpoint_dir: Path, stage: int) -> list[tuple[int, float]]:
         d = json.loads(line)
         if "stage" in d and "time" in d:
             last[int(d["stage"])] = float(d["time"])
-    missing = [s for s in range(stage + 1) if s not in last]
+    missing = [s for s in stages if s not in last]
     if missing:
         raise ValueError(f"{metrics}: no timing for stages {missing}; pass --budget SECONDS")
-    return [(s, last[s]) for s in range(stage + 1)]
+    return [(s, last[s]) for s in stages]
 
 
 def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: float | None,
                   seed: int, log=print) -> str:
     from llamacpu.evaluate.properties import check_learned, draw_examples
     from llamacpu.evaluate.report import LONG, report_lengths, trained_tasks
+    from llamacpu.learn.curriculum import trained_stages
     from llamacpu.learn.evaluation import load_checkpoint_machine
 
     c, machine = load_checkpoint_machine(checkpoint)
+    stages = trained_stages(c)  # a run that skipped stages trained only these
     controller_params = _params(machine.controller)
-    secs = stage_seconds(checkpoint, c.stage)
+    secs = stage_seconds(checkpoint, stages)
     if budget is not None:  # keep the stages' proportions
         total = sum(s for _, s in secs)
         secs = [(i, s * budget / total) for i, s in secs]
@@ -271,12 +273,14 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
     log(lines[0])
     info = {}
     for name, m in models.items():
-        log(f"training {name} for {sum(s for _, s in secs):.0f} s over stages 0-{c.stage}")
+        log(f"training {name} for {sum(s for _, s in secs):.0f} s over stages "
+            f"{', '.join(str(i) for i, _ in secs)}")
         info[name] = train_baseline(m, secs, seed, log=log, alphabet=machine.alphabet)
 
     rows: list[tuple[str, int, int, dict[str, int]]] = []
-    for task, trained in trained_tasks(c.stage).items():
-        lengths = report_lengths(task, trained)
+    trained = trained_tasks(c.stage, trained=stages)
+    for task, top in trained.items():
+        lengths = report_lengths(task, top)
         short = [n for n in lengths if n != LONG]
         per = math.ceil(examples / len(short))
         plan = {n: (long_examples if n == LONG else per) for n in lengths}
@@ -297,7 +301,6 @@ def run_baselines(checkpoint: Path, examples: int, long_examples: int, budget: f
                                                     for k2, v in scores.items()))
     head = "| task | length | examples | llamacpu | transformer | LSTM |"
     table = [head, "|---|---:|---:|---:|---:|---:|"]
-    trained = trained_tasks(c.stage)
     for task, n, k, s in rows:
         mark = "" if n <= trained[task] else " ↑"
         table.append(f"| {task} | {n}{mark} | {k} | " + " | ".join(

@@ -15,6 +15,7 @@ task) from the evaluation core's rows (``learn.evaluation.evaluate_lengths``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,14 @@ class TaskReport:
 
 
 def run_report(machine, stage: int, examples: int = 1000, seed: int = 0,
-               log=print) -> list[TaskReport]:
-    """The length table of every trained task (see the module docstring)."""
+               log=print, stages: Sequence[int] | None = None) -> list[TaskReport]:
+    """The length table of every trained task (see the module docstring): those of
+    ``stages`` (a checkpoint's ``curriculum.trained_stages``; None: every stage up to
+    ``stage``)."""
     from llamacpu.evaluate.properties import check_learned
 
     out = []
-    for task, trained in trained_tasks(stage).items():
+    for task, trained in trained_tasks(stage, trained=stages).items():
         lengths = report_lengths(task, trained)
         short = [n for n in lengths if n != LONG]
         per = math.ceil(examples / len(short))
