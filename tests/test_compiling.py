@@ -58,6 +58,26 @@ def test_the_experts_decisions_compile_the_expert_main_program(ex):
     assert decisions[-1].action == FINISH
 
 
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(composed(), st.integers(0, 2**32))
+def test_filler_words_anywhere_training_puts_them_leave_the_program_as_it_was(ex, seed):
+    """The trainer's filler words go in front of a composed prompt, before its first operand
+    or at its end: the expert's decisions on the worded prompt compile the same main
+    program, which answers it (the words hold no digit and no expression symbol)."""
+    from llamacpu.core.interp import run
+    from llamacpu.learn.supervise import _with_filler
+    from llamacpu.learn.tasks import default_out_size
+
+    rng = random.Random(seed)
+    worded = ex
+    while worded.prompt == ex.prompt or rng.random() < 0.3:  # one place or more
+        worded = _with_filler(worded, rng)
+    calls = compile_main(worded.prompt, _policy(expert_actions(worded)))
+    assert calls == main_calls(expert_program(ex)) == main_calls(expert_program(worded))
+    out = run(expert_program(worded), worded.prompt, 200_000, out_size=default_out_size(ex))
+    assert out.output == ex.answer, worded.prompt
+
+
 def test_the_expert_is_a_function_of_the_view():
     """One view, one decision, over both tasks, every split and 1-8 operations."""
     decisions = []

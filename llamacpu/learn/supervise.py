@@ -20,7 +20,7 @@ from torch import Tensor
 from llamacpu.core.interp import run as interp_run
 from llamacpu.core.isa import Alphabet, Op, Program
 from llamacpu.learn import distributed
-from llamacpu.learn.tasks import TASKS, Example, default_out_size
+from llamacpu.learn.tasks import TASKS, Example, Operands, default_out_size
 from llamacpu.llm.heads import StepView
 from llamacpu.llm.supervision import StepTrace, batch_steps, result_to_steps
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples
@@ -103,11 +103,28 @@ def _with_filler(ex: Example, rng: random.Random) -> Example:
     """``ex`` with one or two random words in front of its prompt, of the characters of the
     example's alphabet. They hold no digit and no ':', which every expert program skips
     (numbers are digit runs; copy/reverse read after the first ':'), nor the symbols the
-    task reserves (fmap's ';'), so the answer is unchanged."""
-    chars = _filler(ex.alphabet, TASKS[ex.task].reserved)
-    words = [''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
-             for _ in range(rng.randint(1, 2))]
-    return replace(ex, prompt=" ".join(words) + " " + ex.prompt)
+    task reserves (fmap's ';', an expression's ``+ - * ( )``), so the answer is unchanged.
+
+    A composed prompt's words go in front, right before its first operand, or at its end,
+    one of the three at random: its compile phase reads the words around the operands
+    (opening, closing, the head of a first clause) one token at a time, and words where
+    training put none are what a new wording brings."""
+    task = TASKS[ex.task]
+    chars = _filler(ex.alphabet, task.reserved + ("+-*()" if task.operands in _COMPOSED
+                                                  else ""))
+    words = " ".join(''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
+                     for _ in range(rng.randint(1, 2)))
+    if task.operands in _COMPOSED:
+        where = rng.choice(("front", "operand", "end"))
+        if where == "end":
+            return replace(ex, prompt=ex.prompt + " " + words)
+        if where == "operand":
+            i = next(i for i, c in enumerate(ex.prompt) if c.isdigit() or c == "(")
+            return replace(ex, prompt=ex.prompt[:i] + words + " " + ex.prompt[i:])
+    return replace(ex, prompt=words + " " + ex.prompt)
+
+
+_COMPOSED = (Operands.EXPRESSION, Operands.CHAIN)
 
 
 _KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions
