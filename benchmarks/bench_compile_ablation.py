@@ -12,16 +12,20 @@ decision per step; the controller's compile head (``llamacpu.llm.compile_head``)
 from the :class:`~llamacpu.learn.compiling.View` it is shown. Two variants of what it is
 shown, everything else equal:
 
-- ``view``: the bounded view the head reads in llamacpu: the current token, the stack's
-  top and, until the first push, the word run before the token. A prompt of 8 operations
-  shows the views prompts of 1-2 show.
+- ``view``: the bounded view the head reads in llamacpu: the current token (of a run of
+  words, its last ``compiling.WORDS`` words), the stack's top and, until the first push,
+  the word run before the token (its last words likewise). A prompt of 8 operations shows
+  the views prompts of 1-2 show.
+- ``runs``: the same, with each run of words shown whole (``compile_main(..., words=
+  None)``): a connector and the clause's words before its number are one token, so a new
+  connector makes a new token.
 - ``prefix``: the whole prompt up to the current token instead of the word run: ``View(
   prefix, token, top)`` with ``prefix`` all of the prompt's text before the current token,
   every digit run written ``0`` (``--numbers zero``, the default: the head reads a number
   token as ``0`` too, and the prefix then depends on the prompt's structure and wording,
-  not on its digits; ``--numbers raw``: as written). The token and the top are the
-  bounded view's. This is the "attend to the whole prompt" alternative: its views grow
-  with the number of operations.
+  not on its digits; ``--numbers raw``: as written). The token and the top are those of
+  ``runs``. This is the "attend to the whole prompt" alternative: its views grow with the
+  number of operations.
 
 The prefix of a decision is rebuilt from ``lex(prompt)`` by counting tokens: the loop
 calls the policy once per decision, in order, and every decision but POP (and FINISH,
@@ -77,6 +81,7 @@ import torch
 from llamacpu.cli import Parser
 from llamacpu.core.link import main_calls
 from llamacpu.learn.compiling import (
+    WORDS,
     Action,
     CompileError,
     Decision,
@@ -95,8 +100,14 @@ from llamacpu.llm.compile_head import ACTIONS, compile_logits, compile_loss
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
 
-VARIANTS = ("view", "prefix")
-"""What the compile head reads: the bounded view, or the whole prompt prefix."""
+VARIANTS = ("view", "runs", "prefix")
+"""What the compile head reads: the bounded view, the same with whole word runs, or the
+whole prompt prefix."""
+
+
+def _words(variant: str) -> int | None:
+    """How much of a word run ``variant``'s views show (``compile_main``'s ``words``)."""
+    return WORDS if variant == "view" else None
 
 FORMS = {"expr": ("expr", False), "expr_parens": ("expr", True), "chain": ("chain", None)}
 """Evaluation forms: (task, parens) of ``draw_examples``."""
@@ -175,9 +186,9 @@ def prefix_decisions(prompt: str, decisions: Sequence[Decision],
 def variant_decisions(example: Example, variant: str, numbers: str = "zero") \
         -> list[Decision]:
     """The expert's decisions for ``example`` as ``variant`` shows their views."""
-    decisions = expert_actions(example)
-    return decisions if variant == "view" else prefix_decisions(example.prompt, decisions,
-                                                                numbers)
+    decisions = expert_actions(example, _words(variant))
+    return decisions if variant != "prefix" else prefix_decisions(example.prompt, decisions,
+                                                                  numbers)
 
 
 # -------------------------------------------------------------------- the head's policy
@@ -250,14 +261,16 @@ def train(controller, batches: Sequence[Sequence[Decision]], lr: float) -> dict:
 
 @dataclass
 class CellSet:
-    """A cell's prompts, the expert main program of each, the expert's decisions, and
-    whether each holds its task's held-out combination."""
+    """A cell's prompts, the expert main program of each, the expert's decisions (views
+    of the last words of word runs, and of whole runs), and whether each holds its task's
+    held-out combination."""
 
     cell: Cell
     examples: list[Example]
     expected: list[list[str]]
     decisions: list[list[Decision]]
     held_out: list[bool]
+    run_decisions: list[list[Decision]]
 
 
 def cell_set(cell: Cell, n: int, seed: int) -> CellSet:
@@ -266,7 +279,8 @@ def cell_set(cell: Cell, n: int, seed: int) -> CellSet:
                              parens=parens)
     return CellSet(cell, examples, [main_calls(expert_program(e)) for e in examples],
                    [expert_actions(e) for e in examples],
-                   [held_out_combination(e) for e in examples])
+                   [held_out_combination(e) for e in examples],
+                   [expert_actions(e, None) for e in examples])
 
 
 def evaluate_cell(policy: HeadPolicy, variant: str, s: CellSet, numbers: str) -> dict:
@@ -274,16 +288,16 @@ def evaluate_cell(policy: HeadPolicy, variant: str, s: CellSet, numbers: str) ->
     expert's decisions the head takes on the expert's path, and exactness on the prompts
     without the held-out combination (a decision no training prompt shows: at 4-8
     operations most expressions hold one)."""
-    shown = [d if variant == "view" else prefix_decisions(e.prompt, d, numbers)
-             for e, d in zip(s.examples, s.decisions)]
+    shown = {"view": s.decisions, "runs": s.run_decisions}.get(variant) or [
+        prefix_decisions(e.prompt, d, numbers) for e, d in zip(s.examples, s.run_decisions)]
     policy.prefill([d.view for ds in shown for d in ds])
     right = sum(policy(d.view) == d.action for ds in shown for d in ds)
     total = sum(map(len, shown))
     ok, errors = [], 0
     for e, want in zip(s.examples, s.expected):
-        p = policy if variant == "view" else prefix_policy(e.prompt, policy, numbers)
+        p = policy if variant != "prefix" else prefix_policy(e.prompt, policy, numbers)
         try:
-            ok.append(compile_main(e.prompt, p) == want)
+            ok.append(compile_main(e.prompt, p, words=_words(variant)) == want)
         except CompileError:
             ok.append(False)
             errors += 1
@@ -382,7 +396,7 @@ def parse_args(argv: Sequence[str] | None = None):
     """The command line, checked: a bad flag is one ``error:`` line naming it, exit 2."""
     ap = Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
-    ap.add_argument("--variants", default="view,prefix", help="of view, prefix")
+    ap.add_argument("--variants", default="view,runs,prefix", help="of view, runs, prefix")
     ap.add_argument("--steps", type=int, default=400, help="Adam steps per seed and variant")
     ap.add_argument("--batch", type=int, default=16, help="training prompts per step")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -431,10 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict] = []
     for seed in a.seeds:
         examples = training_examples(seed, a.steps * a.batch)
-        expert = [expert_actions(e) for e in examples]
         for variant in a.variants:
-            shown = expert if variant == "view" else [
-                prefix_decisions(e.prompt, d, a.numbers) for e, d in zip(examples, expert)]
+            shown = [variant_decisions(e, variant, a.numbers) for e in examples]
             batches = [[d for ds in shown[k:k + a.batch] for d in ds]
                        for k in range(0, len(shown), a.batch)]
             torch.manual_seed(seed)

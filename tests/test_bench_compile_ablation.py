@@ -70,11 +70,12 @@ def _replay(decisions):
 @pytest.mark.parametrize("numbers", ["zero", "raw"])
 def test_the_prefix_views_follow_compile_mains_token_order(numbers):
     for ex in _examples():
-        expert = expert_actions(ex)
+        expert = expert_actions(ex, None)  # the prefix variant's token: the whole word run
         seen: list[View] = []
         trace: list[Decision] = []
         policy = bench.prefix_policy(ex.prompt, _replay(expert), numbers, seen)
-        assert compile_main(ex.prompt, policy, trace) == main_calls(expert_program(ex))
+        assert compile_main(ex.prompt, policy, trace, words=None) == main_calls(
+            expert_program(ex))
         # stripped to the bounded fields, the prefix views are the views compile_main passed
         assert [(v.token, v.top) for v in seen] == [(d.view.token, d.view.top) for d in trace]
         # and the offline reconstruction of the expert's decisions agrees
@@ -85,7 +86,7 @@ def test_the_prefix_views_follow_compile_mains_token_order(numbers):
         for d, r, pv in zip(trace, raw, seen):
             # the raw prefix is the prompt up to the current token, which comes next
             assert ex.prompt.startswith(r.view.head)
-            assert lex(ex.prompt[len(r.view.head):])[0].shown == d.view.token
+            assert lex(ex.prompt[len(r.view.head):])[0].shown() == d.view.token
             assert pv.head == (re.sub("[0-9]+", "0", r.view.head) if numbers == "zero"
                                else r.view.head)
             if d.view.head:  # the bounded head: the prefix's last word run
@@ -121,22 +122,25 @@ def test_a_tiny_run_covers_both_variants_and_every_cell(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["meta"]["command"].endswith(" ".join(argv))
     assert data["config"]["steps"] == 3 and data["config"]["numbers"] == "zero"
-    assert [(t["seed"], t["variant"]) for t in data["training"]] == [(0, "view"),
-                                                                      (0, "prefix")]
+    assert [(t["seed"], t["variant"]) for t in data["training"]] == [
+        (0, "view"), (0, "runs"), (0, "prefix")]
     assert all(t["steps"] == 3 and t["train_seconds"] > 0 for t in data["training"])
     assert set(data["training"][0]["view_certificate"]) == {"expr", "chain"}
-    assert data["training"][1]["view_certificate"] is None
-    # the prefix variant trains on the same prompts, each decision a view of its own
-    assert data["training"][1]["distinct_views"] >= data["training"][0]["distinct_views"]
+    assert data["training"][1]["view_certificate"] is data["training"][2][
+        "view_certificate"] is None
+    # the same prompts: whole runs tell more views apart than their last words, and the
+    # prefix variant makes each decision a view of its own
+    views = [t["distinct_views"] for t in data["training"]]
+    assert views[0] <= views[1] <= views[2]
     cells = {(f, s, o, 4) for f in ("expr", "expr_parens", "chain")
              for s in ("train", "heldout") for o in (1, 2)}
-    for variant in ("view", "prefix"):
+    for variant in ("view", "runs", "prefix"):
         rows = [r for r in data["rows"] if r["variant"] == variant]
         assert {(r["form"], r["split"], r["ops"], r["digits"]) for r in rows} == cells
         assert len(rows) == len(cells)
         assert all(r["n"] == 3 and 0 <= r["exact"] <= 1 and 0 <= r["decision_acc"] <= 1
                    for r in rows)
-    assert len(data["summary"]) == 2 * len(cells)
+    assert len(data["summary"]) == 3 * len(cells)
     assert all(set(s["exact_per_seed"]) == {"0"} for s in data["summary"])
     printed = capsys.readouterr().out
     assert "| view | all |" in printed and "| prefix | all |" in printed

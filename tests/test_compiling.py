@@ -148,7 +148,11 @@ def test_a_long_expression_shows_only_views_of_expressions_of_one_or_two_operati
 def test_lex_and_the_loops_refusals():
     assert [t.kind for t in lex("add 12 and 3.")] == [Kind.WORDS, Kind.NUMBER, Kind.WORDS,
                                                       Kind.NUMBER, Kind.WORDS, Kind.END]
-    assert [t.shown for t in lex("(1+2)")] == ["(", "#", "+", "#", ")", "<end>"]
+    assert [t.shown() for t in lex("(1+2)")] == ["(", "#", "+", "#", ")", "<end>"]
+    run = lex("1, and after that multiply by 2")[1]  # a view shows a run's last words
+    assert (run.shown(), run.shown(3), run.shown(1)) == (
+        ", and after that multiply by ", "that multiply by ", "by ")
+    assert lex("1 2")[1].shown(3) == " " and lex("1?")[1].shown(3) == "?"
     with pytest.raises(CompileError, match="no operation on top"):
         compile_main("1 + 2", lambda v: POP)
     with pytest.raises(CompileError, match="only POP or FINISH at the end"):
@@ -183,7 +187,7 @@ def test_opening_and_closing_mark_the_tokens_before_the_first_and_after_the_last
     ex = TASKS["chain"].make(("12", "add", "3", "add", "4"),
                              TASKS["chain"].train_templates[0])
     decisions = expert_actions(ex)
-    tokens = [t.shown for t in lex(ex.prompt)]
+    tokens = [t.shown() for t in lex(ex.prompt)]
     first = tokens.index("#")
     flags = [d.view.opening for d in decisions]
     assert flags[:first] == [True] * first and not any(flags[first:])

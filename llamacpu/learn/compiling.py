@@ -76,10 +76,26 @@ class Token:
     kind: Kind
     text: str
 
-    @property
-    def shown(self) -> str:
-        """What a view shows of it: ``#`` for a number, ``<end>`` for the end."""
+    def shown(self, words: int | None = None) -> str:
+        """What a view shows of it: ``#`` for a number, ``<end>`` for the end, and of a run
+        of words its last ``words`` words (None: all of it) with the spaces after them:
+        at 3, ``", and after that multiply by "`` shows ``"that multiply by "``."""
+        if self.kind is Kind.WORDS:
+            if words is None:
+                return self.text
+            return re.search(rf"(?:[^ ]* +){{0,{words - 1}}}[^ ]* *$", self.text).group()
         return {Kind.NUMBER: "#", Kind.END: "<end>"}.get(self.kind, self.text)
+
+
+WORDS = 3
+"""How many of a word run's last words a compile view shows (:meth:`Token.shown`). A
+clause names its operation right before its number ("multiply by 6", "take the result
+away from 78"): the last words of the run before a number, after whatever connector
+joins it to the clause before (", then ", "; next, ", " and after that "), which the view
+then mostly drops, and with it the words a new wording adds further back. Three is the
+fewest at which no view of the wordings of every split (hand-written and grammar) has two
+decisions (``tests/test_compiling.py``: "by " alone is "multiply by" and "increase that
+by"; "that by " is "scale that by" and "increase that by")."""
 
 
 _TOKEN = re.compile(r"[0-9]+|[-+*()]|[^-+*()0-9]+")
@@ -159,10 +175,11 @@ class CompileError(ValueError):
 
 
 def compile_main(prompt: str, policy: Callable[[View], Action],
-                 trace: list[Decision] | None = None) -> list[str]:
+                 trace: list[Decision] | None = None, words: int | None = WORDS) -> list[str]:
     """Run the compile loop on ``prompt`` with ``policy``: the library calls it emits,
     ``print`` included (``halt`` follows them in the main program). ``trace`` collects
-    every decision. Raises CompileError for a decision the loop cannot take."""
+    every decision; ``words``: how much of a word run the views show (:data:`WORDS`;
+    None: all of it). Raises CompileError for a decision the loop cannot take."""
     tokens = lex(prompt)
     last = max((i for i, t in enumerate(tokens) if t.kind is Kind.NUMBER), default=-1)
     stack: list[str] = []
@@ -170,7 +187,7 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
     head, pushed, opening = "", False, True
     for i, t in enumerate(tokens):  # every action but POP moves on, and POPs are bounded
         while True:                 # by the pushes: at most 2 · len(tokens) + 1 decisions
-            view = View("" if pushed else head, t.shown, stack[-1] if stack else "",
+            view = View("" if pushed else head, t.shown(words), stack[-1] if stack else "",
                         opening and t.kind is not Kind.NUMBER, i > last)
             action = policy(view)
             if trace is not None:
@@ -201,7 +218,7 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
                 raise CompileError(f"unknown action {action}")
             break
         if t.kind is Kind.WORDS:
-            head = t.text
+            head = t.shown(words)
         opening = opening and t.kind is not Kind.NUMBER
     raise CompileError("the prompt ended before FINISH")  # unreachable: END is a token
 
@@ -230,21 +247,22 @@ def _expr_policy(view: View) -> Action:
     return SKIP
 
 
-def expert_actions(example: Example) -> list[Decision]:
+def expert_actions(example: Example, words: int | None = WORDS) -> list[Decision]:
     """The expert's decisions for a composed example (a task of :data:`COMPOSED` operands:
     ``expr``, ``chain``), in the order the loop takes them; :func:`compile_main` with them
     emits the calls of the example's expert main program."""
     trace: list[Decision] = []
     kind = TASKS[example.task].operands
     if kind is Operands.EXPRESSION:
-        compile_main(example.prompt, _expr_policy, trace)
+        compile_main(example.prompt, _expr_policy, trace, words)
         return trace
     if kind is not Operands.CHAIN:
         raise ValueError(f"task {example.task} has no compile phase (expr and chain do)")
-    return _chain_actions(example.prompt, list(example.operands[1::2]))
+    return _chain_actions(example.prompt, list(example.operands[1::2]), words)
 
 
-def _chain_actions(prompt: str, steps: Sequence[str]) -> list[Decision]:
+def _chain_actions(prompt: str, steps: Sequence[str], words: int | None = WORDS
+                   ) -> list[Decision]:
     """The expert's decisions for a chain prompt whose steps are ``steps``."""
     trace: list[Decision] = []
     tokens = lex(prompt)
@@ -270,7 +288,7 @@ def _chain_actions(prompt: str, steps: Sequence[str]) -> list[Decision]:
         current = next(position, current)
         return action
 
-    compile_main(prompt, policy, trace)
+    compile_main(prompt, policy, trace, words)
     return trace
 
 
