@@ -2,7 +2,7 @@
 compile phase's design choice (docs/lasm.md, "The compile phase").
 
     python benchmarks/bench_compile_ablation.py [--seeds 0,1] [--variants view,prefix]
-        [--steps 400] [--batch 16] [--lr 3e-3] [--ops 1,2,4,8] [--digits 4,20,100]
+        [--steps 400] [--batch 16] [--lr 3e-3] [--filler 0.5] [--ops 1,2,4,8] [--digits 4,20,100]
         [--splits train,heldout] [--forms expr,expr_parens,chain] [--n 50]
         [--numbers zero|raw] [--eval-seed 0] [--threads 1]
         [--json benchmarks/results_compile_ablation.json]
@@ -36,8 +36,9 @@ the views ``compile_main`` passes).
 Per seed and variant: ``torch.manual_seed(seed)``, a fresh tiny ``Controller(
 ControllerConfig())``, Adam (``--lr``) on ``ctl.parameters()`` for ``--steps`` steps;
 step k's batch is the expert's decisions (``expert_actions``) of ``--batch`` training
-prompts, each distinct view once (``compile_loss``). The prompts are the same for both
-variants of a seed (``random.Random(f"bench_compile_ablation/train/{seed}")``): expr or
+prompts, each distinct view once (``compile_loss``), ``--filler`` of them (the trainer's
+share) with the trainer's filler words in front, before the first operand or at the end.
+The prompts are the same for every variant of a seed (``random.Random(f"bench_compile_ablation/train/{seed}")``): expr or
 chain with equal odds, 1-2 operations, 1-4 digits, expr with or without parentheses, in
 the training wordings, none in the held-out partition (``is_heldout``) or holding a
 held-out combination (``held_out_combination``), as the trainer draws them.
@@ -95,7 +96,9 @@ from llamacpu.learn.compiling import (
 )
 from llamacpu.learn.curriculum import is_heldout
 from llamacpu.learn.evaluation import draw_examples
+from llamacpu.learn.supervise import _with_filler
 from llamacpu.learn.tasks import TASKS, Example, expert_program, heldout_key
+from llamacpu.learn.train_config import TrainConfig
 from llamacpu.llm.compile_head import ACTIONS, compile_logits, compile_loss
 from llamacpu.llm.config import ControllerConfig
 from llamacpu.llm.controller import Controller
@@ -223,10 +226,11 @@ def _action(name: str) -> Action:
 # --------------------------------------------------------------------------- training
 
 
-def training_examples(seed: int, count: int) -> list[Example]:
+def training_examples(seed: int, count: int, filler: float = 0.0) -> list[Example]:
     """``count`` training prompts of 1-2 operations and 1-4 digits in the training
     wordings, as the trainer's stages expr4 and chain4 draw them (never a held-out prompt
-    or a held-out combination); the same for both variants of a seed."""
+    or a held-out combination), a ``filler`` share of them with the trainer's filler words
+    (``supervise._with_filler``); the same for every variant of a seed."""
     rng = random.Random(f"bench_compile_ablation/train/{seed}")
     out: list[Example] = []
     while len(out) < count:
@@ -236,7 +240,7 @@ def training_examples(seed: int, count: int) -> list[Example]:
             sizes["parens"] = rng.random() < 0.5
         ex = TASKS[task].sample(rng, rng.randint(1, TRAIN_DIGITS), split="train", **sizes)
         if not is_heldout(heldout_key(ex)) and not held_out_combination(ex):
-            out.append(ex)
+            out.append(_with_filler(ex, rng) if rng.random() < filler else ex)
     return out
 
 
@@ -400,6 +404,9 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--steps", type=int, default=400, help="Adam steps per seed and variant")
     ap.add_argument("--batch", type=int, default=16, help="training prompts per step")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--filler", type=float, default=TrainConfig.filler,
+                    help="share of training prompts with the trainer's filler words "
+                    f"(default {TrainConfig.filler}, the trainer's)")
     ap.add_argument("--ops", default="1,2,4,8", help="comma-separated operation counts")
     ap.add_argument("--digits", default="4,20,100", help="comma-separated lengths")
     ap.add_argument("--splits", default="train,heldout", help="of train, heldout (wordings)")
@@ -429,6 +436,8 @@ def parse_args(argv: Sequence[str] | None = None):
             ap.error(f"{flag} must be at least {least}, got {value}")
     if not a.lr > 0:
         ap.error(f"--lr must be positive, got {a.lr}")
+    if not 0 <= a.filler <= 1:
+        ap.error(f"--filler must be in [0, 1], got {a.filler}")
     ap.check_threads(a.threads)
     ap.check_out_file(a.json, "--json")
     a.cells = [Cell(f, s, o, d) for f in a.forms for s in a.splits for o in a.ops
@@ -444,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     training: list[dict] = []
     rows: list[dict] = []
     for seed in a.seeds:
-        examples = training_examples(seed, a.steps * a.batch)
+        examples = training_examples(seed, a.steps * a.batch, a.filler)
         for variant in a.variants:
             shown = [variant_decisions(e, variant, a.numbers) for e in examples]
             batches = [[d for ds in shown[k:k + a.batch] for d in ds]

@@ -156,6 +156,7 @@ def test_a_tiny_run_covers_both_variants_and_every_cell(tmp_path, capsys):
     (["--n", "abc"], "--n"),
     (["--steps", "-1"], "--steps"),
     (["--lr", "0"], "--lr"),
+    (["--filler", "1.5"], "--filler"),
     (["--threads", "0"], "--threads"),
     (["--bogus"], "--bogus"),
 ])
