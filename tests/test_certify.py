@@ -357,3 +357,37 @@ def test_the_gated_domain_certifies_what_the_full_domain_would():
     assert {seen(f) for f in plain.failures} == {seen(f) for f in gated.failures}
     assert gated.failures and all(
         f.output == "result" or SPEC[f.op].writes_carry for f in plain.failures)
+
+
+def test_a_composed_prompt_runs_compiled_when_its_program_is_certified(monkeypatch):
+    """A composed prompt's plan is the compile marker and its program the linked main
+    program: the compiled runner checks the execute table of the program that runs under
+    the plan the controller emitted (not the program as a plan, which no controller emits),
+    and a prompt whose tables hold runs on the interpreter, with the expression's answer."""
+    from types import SimpleNamespace
+
+    import llamacpu.learn.compiled as compiled_mod
+    import llamacpu.learn.compiling as compiling
+    from llamacpu.learn.learned import LearnedMachine
+
+    torch.manual_seed(0)
+    model = LearnedMachine()
+    prompt = "calculate 12 + 3 * 40"
+    marker = compiling.compile_marker(model.alphabet)
+    monkeypatch.setattr(model.controller, "emit", lambda prompts, *a, **k: [marker] * len(
+        prompts))
+    monkeypatch.setattr(compiling, "neural_policy", lambda controller: compiling._expr_policy)
+    monkeypatch.setattr(compiled_mod, "certify_oeu",
+                        lambda *a, **k: SimpleNamespace(certified=True))
+    asked = []
+
+    def certify_controller(model, prompts, programs, plans=None):
+        asked.append((programs, plans))
+        return SimpleNamespace(certified=plans is not None and plans[0] is marker)
+
+    monkeypatch.setattr(compiled_mod, "certify_controller", certify_controller)
+    runner = compiled_mod.CompiledRunner(model)
+    (sol,) = runner.solve([prompt], max_steps=100_000)
+    assert (sol.output, sol.fault, runner.stats.compiled) == ("132", None, 1)
+    (programs, plans), = asked
+    assert compiling.is_compile(plans[0]) and not compiling.is_compile(programs[0])

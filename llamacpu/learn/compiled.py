@@ -56,9 +56,13 @@ class CompiledRunner:
     def _program_key(self, program: Program) -> tuple:
         return tuple(program.slots)
 
-    def certified(self, prompt: str, program: Program) -> str | None:
-        """None if ``program`` (emitted for ``prompt``) is certified for the prompt's view;
-        else why not."""
+    def certified(self, prompt: str, program: Program, plan: Program | None = None
+                  ) -> str | None:
+        """None if ``program``, which runs for ``prompt``, is certified for the prompt's
+        view; else why not. ``plan`` is what the plan phase emitted (default: the program
+        itself; a composed prompt's is the compile marker, its program the linked main
+        program the compile phase built): the execute table is checked on the program
+        that runs, under the plan the controller emits."""
 
         key = self._program_key(program)
         alphabet = self.model.cfg.oeu.alphabet
@@ -69,7 +73,8 @@ class CompiledRunner:
             return "the OEU table of the emitted program is not certified"
         view = (self.model.controller.cfg.view(prompt), key)
         if view not in self._views:
-            cert = certify_controller(self.model, [prompt], [program])
+            cert = certify_controller(self.model, [prompt], [program],
+                                      plans=None if plan is None else [plan])
             self._views[view] = cert.certified
         if not self._views[view]:
             return "the execute table of this view is not certified"
@@ -91,7 +96,8 @@ class CompiledRunner:
             programs = model.controller.emit(list(prompts))
         finally:
             model.train(was)
-        programs, failed = model.build(prompts, programs)  # composed prompts: compiled
+        plans = programs
+        programs, failed = model.build(prompts, plans)  # composed prompts: compiled
         budget = default_max_steps(prompts) if max_steps is None else max_steps
         out: list = [None] * len(prompts)
         fallback = []
@@ -99,7 +105,7 @@ class CompiledRunner:
             if i in failed:  # nothing to run: the neural machine would fail the same way
                 out[i] = Solution("", 0, False, failed[i], program)
                 continue
-            why = self.certified(prompt, program)
+            why = self.certified(prompt, program, plans[i])
             if why is None:
                 out_size = max(out_sizes) if out_sizes else None
                 try:
