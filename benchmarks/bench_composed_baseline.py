@@ -72,6 +72,7 @@ from llamacpu.evaluate.baselines import (
 )
 from llamacpu.learn.curriculum import STAGES, Stage, parse_stage
 from llamacpu.learn.evaluation import COMBINATIONS, draw_examples
+from llamacpu.learn.logs import stage_seconds
 from llamacpu.learn.tasks import ALL_SPLITS, TASKS, Example, TaskError
 from llamacpu.learn.train_config import alphabet_name, resolve_split
 
@@ -134,9 +135,10 @@ def _names(p: Parser, text: str, flag: str, allowed: Sequence[str]) -> list[str]
 
 
 def stage_budget(p: Parser, run_dir: Path, stages: Sequence[Stage]) -> dict[str, float]:
-    """{stage name: seconds llamacpu trained it}: the last ``time`` logged for the stage in
-    ``run_dir/metrics.jsonl`` (a line that is not JSON, such as one a running trainer is
-    still writing, is passed over)."""
+    """{stage name: seconds llamacpu trained it}, from ``run_dir/metrics.jsonl``
+    (``logs.stage_seconds``: a stage resumed after an interruption took the sum of its
+    runs' times; a line that is not JSON, such as one a running trainer is still writing, is
+    passed over)."""
     if not run_dir.is_dir():
         p.error(f"--run-dir {run_dir}: no such directory (a llamacpu training output "
                 "directory, holding metrics.jsonl)")
@@ -144,18 +146,10 @@ def stage_budget(p: Parser, run_dir: Path, stages: Sequence[Stage]) -> dict[str,
     if not metrics.is_file():
         p.error(f"--run-dir {run_dir}: no metrics.jsonl there (not a llamacpu training "
                 "output directory?); pass --budget SECONDS instead")
-    last: dict[int, float] = {}
     try:
-        lines = metrics.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        last = stage_seconds(run_dir)
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         p.error(f"--run-dir {run_dir}: cannot read metrics.jsonl ({e})")
-    for line in lines:
-        try:
-            d = json.loads(line)
-            if isinstance(d, dict) and "stage" in d and "time" in d:
-                last[int(d["stage"])] = float(d["time"])
-        except (ValueError, TypeError):
-            continue
     missing = [f"{s.index} ({s.name})" for s in stages if s.index not in last]
     if missing:
         p.error(f"--run-dir {run_dir}: metrics.jsonl logs no time for stage "

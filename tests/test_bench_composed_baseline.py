@@ -92,13 +92,16 @@ def _metrics(run: Path, records: list[dict], tail: str = "") -> None:
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
 
 
-def test_run_dir_trains_each_stage_for_the_last_time_llamacpu_logged(tmp_path):
+def test_run_dir_trains_each_stage_for_the_time_llamacpu_logged(tmp_path):
+    """The trainer's records: each run's ``time`` counts from its own start of the stage,
+    so a stage resumed after an interruption took the sum of its runs' last times."""
     run = tmp_path / "run"
-    _metrics(run, [{"stage": 23, "step": 9, "time": 99.0},
-                   {"stage": 24, "step": 1, "time": 0.1},
-                   {"stage": 24, "step": 2, "time": 0.4},
-                   {"stage": 24, "step": 2, "retained": {"add": 1.0}},  # no time
-                   {"stage": 25, "step": 1, "time": 0.6}],
+    _metrics(run, [{"stage": 23, "step": 9, "time": 99.0, "run": "a"},
+                   {"stage": 24, "step": 1, "time": 0.1, "run": "a"},
+                   {"stage": 24, "step": 2, "time": 0.2, "run": "a"},
+                   {"stage": 24, "step": 2, "retained": {"add": 1.0}},  # no time, no run
+                   {"stage": 24, "step": 3, "time": 0.2, "run": "b", "resumed_from": 2},
+                   {"stage": 25, "step": 1, "time": 0.6, "run": "b", "resumed_from": 0}],
              tail='{"stage": 25, "step": 2, "ti')  # a line still being written
     out = tmp_path / "composed.json"
     assert bench.main(["--run-dir", str(run), "--ops", "1", "--digits", "4", "--n", "1",
@@ -115,7 +118,7 @@ def test_run_dir_trains_each_stage_for_the_last_time_llamacpu_logged(tmp_path):
 
 def test_run_dir_needs_only_the_stages_of_the_tasks_asked_for(tmp_path, capsys):
     run = tmp_path / "run"
-    _metrics(run, [{"stage": 24, "step": 3, "time": 12.5}])
+    _metrics(run, [{"stage": 24, "step": 3, "time": 12.5, "run": "a"}])
     a = bench.parse_args(["--run-dir", str(run), "--tasks", "expr", "--json",
                           str(tmp_path / "x.json")])
     assert a.budget_seconds == {"expr4": 12.5}

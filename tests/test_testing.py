@@ -218,9 +218,27 @@ def test_the_baselines_budget_counts_only_the_stages_a_checkpoint_trained(tmp_pa
 
     from llamacpu.evaluate.baselines import stage_seconds
 
-    lines = [{"stage": s, "time": t} for s, t in ((0, 10.0), (0, 12.0), (1, 5.0), (24, 7.5))]
+    lines = [{"stage": s, "step": k, "time": t, "run": "r"}
+             for s, k, t in ((0, 1, 10.0), (0, 2, 12.0), (1, 1, 5.0), (24, 1, 7.5))]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
     ck = tmp_path / "stage_24"
     assert stage_seconds(ck, [0, 1, 24]) == [(0, 12.0), (1, 5.0), (24, 7.5)]
     with pytest.raises(ValueError, match=r"no timing for stages \[2\]"):
         stage_seconds(ck, [0, 1, 2, 24])
+
+
+def test_a_resumed_stage_took_the_time_of_each_run_that_counted(tmp_path):
+    """A run killed past its last checkpoint repeats those steps when resumed: its records
+    past the checkpoint are superseded (``read_curve``), and the stage's time is the sum of
+    each run's last kept time (each counts from its own start)."""
+    import json
+
+    from llamacpu.learn.logs import stage_seconds
+
+    records = [{"stage": 3, "step": 25, "time": 10.0, "run": "a"},
+               {"stage": 3, "step": 50, "time": 20.0, "run": "a"},   # killed after this
+               {"stage": 3, "step": 50, "time": 8.0, "run": "b", "resumed_from": 25},
+               {"stage": 4, "step": 25, "time": 3.0, "run": "b", "resumed_from": 0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records)
+                                            + '{"stage": 4, "st')
+    assert stage_seconds(tmp_path) == {3: 18.0, 4: 3.0}

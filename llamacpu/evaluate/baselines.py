@@ -25,7 +25,6 @@ scored examples.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -234,17 +233,16 @@ def score_baseline(model: nn.Module, examples: list[Example], batch: int = 64) -
 
 
 def stage_seconds(checkpoint_dir: Path, stages: Sequence[int]) -> list[tuple[int, float]]:
-    """Seconds llamacpu trained each of ``stages`` (a checkpoint's trained stages): the last
-    ``time`` of each stage in the metrics.jsonl next to the checkpoint."""
+    """Seconds llamacpu trained each of ``stages`` (a checkpoint's trained stages), from
+    the metrics.jsonl next to the checkpoint (``logs.stage_seconds``: a resumed stage's runs
+    add up)."""
+    from llamacpu.learn.logs import stage_seconds as logged
+
     metrics = checkpoint_dir.parent / "metrics.jsonl"
     if not metrics.is_file():
         raise ValueError(f"{metrics}: no training log to read the time budget from; "
                          "pass --budget SECONDS")
-    last: dict[int, float] = {}
-    for line in metrics.read_text().splitlines():
-        d = json.loads(line)
-        if "stage" in d and "time" in d:
-            last[int(d["stage"])] = float(d["time"])
+    last = logged(checkpoint_dir.parent)
     missing = [s for s in stages if s not in last]
     if missing:
         raise ValueError(f"{metrics}: no timing for stages {missing}; pass --budget SECONDS")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llamacpu.learn.curriculum import Stage
 
-__all__ = ["read_curve"]  # the rest: the trainer's internals
+__all__ = ["read_curve", "stage_seconds"]  # the rest: the trainer's internals
 
 
 def _fmt(accuracies: dict[str, float]) -> str:
@@ -32,12 +32,16 @@ def read_curve(out: str | Path) -> list[dict]:
     the checkpoints saw them. A killed run's records past the checkpoint it left are
     superseded when a later run resumes from that checkpoint (its records say
     ``resumed_from``), so each (stage, step) keeps the record of the run that went on.
-    Records without a run id (the retention lines) are left out."""
+    Records without a run id (the retention lines) are left out, and so is a line that is
+    not JSON (one a running trainer is still writing)."""
     kept: list[dict] = []
     seen_runs: set[str] = set()
     for line in (Path(out) / "metrics.jsonl").read_text().splitlines():
-        m = json.loads(line)
-        if "run" not in m or "step" not in m:
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(m, dict) or "run" not in m or "step" not in m:
             continue
         if m["run"] not in seen_runs:  # a run starts: drop what it replays
             seen_runs.add(m["run"])
@@ -45,6 +49,21 @@ def read_curve(out: str | Path) -> list[dict]:
             kept = [k for k in kept if k["stage"] != m["stage"] or k["step"] <= start]
         kept.append(m)
     return kept
+
+
+def stage_seconds(out: str | Path) -> dict[int, float]:
+    """{stage: seconds of training} of a run directory, over every run that trained the
+    stage: a record's ``time`` counts from its own run's start of the stage, so a stage
+    resumed after an interruption took the sum of each run's last time (of the records
+    :func:`read_curve` keeps: a killed run's steps past its checkpoint were done again)."""
+    last: dict[tuple[int, str], float] = {}
+    for m in read_curve(out):
+        if "time" in m:
+            last[int(m["stage"]), m["run"]] = float(m["time"])
+    out_: dict[int, float] = {}
+    for (stage, _), seconds in last.items():
+        out_[stage] = out_.get(stage, 0.0) + seconds
+    return out_
 
 
 def _tensorboard(out: Path):
