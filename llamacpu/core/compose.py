@@ -48,6 +48,7 @@ from llamacpu.core.isa import default_out_size
 
 __all__ = [
     "Num", "BinOp", "Expr", "Postfix", "OPERATORS", "CHAIN_OPS", "STACK_ENTRIES", "tokens",
+    "step_calls", "precedence",
     "to_postfix", "parse_expr", "render", "evaluate", "intermediates", "is_valid",
     "postfix_calls", "main_program", "program_text", "stack_depth", "chain_calls",
     "chain_program", "evaluate_chain", "scratch_size", "out_size", "draw_expression",
@@ -312,14 +313,27 @@ def _chain_op(op: str) -> tuple[str, bool]:
     return name, rev
 
 
+def step_calls(op: str) -> list[str]:
+    """The routines that apply one operation (a chain step's name, ``"rsub"`` included) to
+    the two values on top of the stack: the routine, ``swap`` first when the operation is
+    reversed and not commutative."""
+    name, rev = _chain_op(op)
+    return ["swap", name] if rev and name not in _COMMUTATIVE else [name]
+
+
+def precedence(op: str) -> int:
+    """How tightly an expression's operation binds (``"add"``, ``"sub"``: 1; ``"mul"``:
+    2), by its routine's name."""
+    return _PRECEDENCE[{v: k for k, v in OPERATORS.items()}[op]]
+
+
 def chain_calls(ops: Sequence[str]) -> list[str]:
     """The routines of a left-to-right chain over ``len(ops) + 1`` numbers: the first
     number, then per step the next number and the operation (``swap`` first when the step
     is reversed and the operation is not commutative), then ``print``."""
     calls = ["num"]
     for op in ops:
-        name, rev = _chain_op(op)
-        calls += ["num", "swap", name] if rev and name not in _COMMUTATIVE else ["num", name]
+        calls += ["num", *step_calls(op)]
     return calls + ["print"]
 
 

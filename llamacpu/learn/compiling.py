@@ -104,8 +104,6 @@ _SYMBOLS = "+-*()"
 STACK_OPS = ("add", "sub", "mul", "rsub", "(")
 """What the stack holds: the chain's and the expression's operations, and ``(``."""
 
-_CALLS = {"add": ("add",), "sub": ("sub",), "mul": ("mul",), "rsub": ("swap", "sub")}
-"""The library calls that apply an operation on the stack (rsub: b − a as swap, sub)."""
 
 
 def lex(prompt: str) -> list[Token]:
@@ -196,7 +194,7 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
             if name == "POP":
                 if not stack or stack[-1] == "(":
                     raise CompileError(f"POP at {view}: no operation on top")
-                calls += _CALLS[stack.pop()]
+                calls += compose.step_calls(stack.pop())  # rsub: swap, sub
                 continue
             if name == "FINISH":
                 if t.kind is not Kind.END or stack:
@@ -225,8 +223,6 @@ def compile_main(prompt: str, policy: Callable[[View], Action],
 
 # ------------------------------------------------------------------------ the expert
 
-_PRECEDENCE = {"add": 1, "sub": 1, "mul": 2}
-
 
 def _expr_policy(view: View) -> Action:
     """Shunting-yard, one decision at a time."""
@@ -239,7 +235,8 @@ def _expr_policy(view: View) -> Action:
         return CLOSE if top == "(" else POP
     if tok in compose.OPERATORS:
         op = compose.OPERATORS[tok]
-        if top in _PRECEDENCE and _PRECEDENCE[top] >= _PRECEDENCE[op]:
+        if top in compose.OPERATORS.values() and compose.precedence(top) >= \
+                compose.precedence(op):
             return POP
         return PUSH(op)
     if tok == "<end>":
