@@ -144,7 +144,8 @@ def test_check_report_writes_beside_the_checkpoint_not_into_docs(run_dir, tmp_pa
     from llamacpu.evaluate.properties import Bucket, CheckReport
     from llamacpu.evaluate.report import TaskReport
 
-    def run_report(machine, stage, examples, seed, log):
+    def run_report(machine, stage, examples, seed, log, stages):
+        assert stages == list(range(stage + 1))  # the checkpoint trained every stage
         return [TaskReport("add", 1, CheckReport("add", (Bucket(1, 4, 4), Bucket(10, 4, 4)),
                                                  None, 0.1))]
 
