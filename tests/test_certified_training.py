@@ -268,3 +268,35 @@ def test_certify_all_views_passes_a_stage_only_when_every_view_is_certified(
     views = enumerate_views("add", Trainer(cfg)._new_model().cfg.controller.view, ("train",))
     assert calls[1][2] == {"add": len(views.examples)} and views.grid == len(views.examples)
     assert parse_args(["--stage", "0", "--certify-all-views"]).certify_all
+
+
+def test_a_composed_tasks_check_covers_every_view_of_its_wordings_through_the_window():
+    """The stage check of a composed task: every view of the wordings its prompts use, in
+    the combinations training draws (a few wordings: enumerated), or one prompt per
+    distinct view of its own prompts (a grammar's hundreds of wordings); other tasks and
+    views without the window are sampled as before (None)."""
+    import random
+
+    from llamacpu.core.isa import DEFAULT_ALPHABET
+    from llamacpu.learn.certified import WINDOWED_WORDINGS, Certifier
+    from llamacpu.learn.compiling import held_out_combination
+    from llamacpu.learn.controller_tables import every_view
+    from llamacpu.learn.curriculum import STAGES
+    from llamacpu.learn.tasks import TASKS
+    from llamacpu.llm.view import PromptView
+
+    cert = Certifier(STAGES[24], DEFAULT_ALPHABET, raw=False, views=32, patterns=0)
+    view, t = PromptView(), TASKS["chain"]
+    rng = random.Random(0)
+    few = [t.sample(rng, 3, "train", ops=2) for _ in range(40)]
+    got = cert._windowed_views("chain", view, few)
+    wordings = sorted({e.template for e in few})
+    assert {view(e.prompt) for e in got} == {view(e.prompt) for e in every_view(
+        "chain", view, templates=wordings, combinations="trained").examples}
+    assert len(got) > len(few) / 2 and not any(held_out_combination(e) for e in got)
+    many = [t.sample(rng, 3, "grammar_train", ops=2) for _ in range(200)]
+    assert len({e.template for e in many}) > WINDOWED_WORDINGS
+    dedup = cert._windowed_views("chain", view, many)
+    assert len(dedup) == len({view(e.prompt) for e in many}) and set(dedup) <= set(many)
+    assert cert._windowed_views("add", view, few) is None
+    assert cert._windowed_views("chain", PromptView(operands=0), few) is None

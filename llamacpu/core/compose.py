@@ -58,6 +58,7 @@ __all__ = [
 OPERATORS = {"+": "add", "-": "sub", "*": "mul"}
 """Each operator of an expression and the library routine that computes it."""
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2}
+_SYMBOL = {name: symbol for symbol, name in OPERATORS.items()}
 _APPLY = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
           "max": max, "min": min}
 CHAIN_OPS = tuple(_APPLY)
@@ -324,7 +325,7 @@ def step_calls(op: str) -> list[str]:
 def precedence(op: str) -> int:
     """How tightly an expression's operation binds (``"add"``, ``"sub"``: 1; ``"mul"``:
     2), by its routine's name."""
-    return _PRECEDENCE[{v: k for k, v in OPERATORS.items()}[op]]
+    return _PRECEDENCE[_SYMBOL[op]]
 
 
 def chain_calls(ops: Sequence[str]) -> list[str]:

@@ -125,6 +125,11 @@ class StageCertificate:
         return "; ".join(parts)
 
 
+WINDOWED_WORDINGS = 16
+"""The most wordings of a composed task whose views a stage check enumerates (16 wordings:
+~800 views, ~1 minute to check; the hand-written templates are 4-6)."""
+
+
 @dataclass
 class Certifier:
     """The certificates of one stage and the supervision they give (module docstring)."""
@@ -216,19 +221,23 @@ class Certifier:
 
     def _windowed_views(self, task: str, view, examples: Sequence[Example]
                         ) -> list[Example] | None:
-        """A composed task read through an operand window has few views, whatever its
-        prompts' length (``controller_tables.every_view``): one example per view of the
-        wordings ``examples`` use, in the combinations training draws; the check covers all
-        of them, a statement about every number of operations. None for any other task
-        (cached by task and wordings)."""
+        """A composed task read through an operand window has a few dozen views per
+        wording, whatever its prompts' length (``controller_tables.every_view``): one
+        example per view of the wordings ``examples`` use, in the combinations training
+        draws, so the check covers all of them, a statement about every number of
+        operations (cached by task and wordings). Wordings too many to enumerate at every
+        check (a grammar's: ``WINDOWED_WORDINGS``): one example per distinct view among
+        ``examples``. None for any other task."""
         if not is_composed(task) or not (view.operands and view.bounded and view.abstract):
             return None
         templates = tuple(sorted({e.template for e in examples}))
+        if len(templates) > WINDOWED_WORDINGS:
+            return list({view(e.prompt): e for e in examples}.values())
         key = (task, templates, view)
         if key not in self._windowed:
-            vs = every_view(task, view, ("train", "heldout"), seed=self.stage.index,
-                            alphabet=self.alphabet, combinations="trained")
-            self._windowed[key] = [e for e in vs.examples if e.template in templates]
+            self._windowed[key] = every_view(
+                task, view, seed=self.stage.index, alphabet=self.alphabet,
+                combinations="trained", templates=templates).examples
         return self._windowed[key]
 
     def state(self) -> dict:

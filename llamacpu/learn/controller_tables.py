@@ -357,14 +357,15 @@ def _synthetic(kind, template: str, lengths: tuple[int, ...]) -> str:
 
 def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 0,
                tries: int = 64, alphabet: Alphabet | None = None,
-               combinations: str = "any") -> ViewSet:
+               combinations: str = "any", templates: Sequence[str] | None = None) -> ViewSet:
     """One example per view of ``task``'s wordings in ``splits`` (a :class:`ViewSet`), the
     wordings and examples written in ``alphabet`` (default: the default one). Raises
     ValueError when the views cannot be enumerated: a view that keeps payload content or
     leaves a payload unbounded, a task whose prompts carry code (fmap), or a composed task
     (expr, chain) read without an operand window (its views grow with its operations).
     ``combinations`` ("any", "trained"): a composed task's examples of any combination, or
-    only of those training draws (``compiling.HELD_OUT_COMBINATIONS``)."""
+    only of those training draws (``compiling.HELD_OUT_COMBINATIONS``). ``templates``: these
+    wordings of the task instead of the splits'."""
     import random
 
     from llamacpu.learn.tasks import TASKS, Operands
@@ -378,45 +379,46 @@ def every_view(task: str, view, splits: Sequence[str] = ("train",), seed: int = 
     if t.operands is Operands.FUNCTION:
         raise ValueError(f"task {task}: its prompts carry a function table, code the view "
                          f"keeps whole: its views are too many to enumerate")
+    wordings = list(templates) if templates is not None else [
+        tp for split in splits for tp in t.templates(split, alphabet)]
     if t.operands in (Operands.EXPRESSION, Operands.CHAIN):
         if not view.operands:
             raise ValueError(f"task {task}: its prompts grow with the number of operations, "
                              f"and so do their views without an operand window")
-        return _composed_views(t, view, splits, random.Random(f"views/{task}/{seed}"), tries,
-                               alphabet, combinations)
+        return _composed_views(t, view, wordings, random.Random(f"views/{task}/{seed}"),
+                               tries, alphabet, combinations)
     rng = random.Random(f"views/{task}/{seed}")
     examples, missing = [], {}
     seen: set[str] = set()
     every: set[str] = set()
-    for split in splits:
-        for template in t.templates(split, alphabet):
-            n_ops = 2 if (t.operands is Operands.NUMBERS and "{b}" in template) else 1
-            shapes = {view(_synthetic(t.operands, template, ls)): ls
-                      for ls in _payload_lengths(t.operands, view, n_ops)}
-            every |= set(shapes)
-            todo = set(shapes)
-            for length in range(1, max(max(ls) for ls in shapes.values()) + 2):
-                for _ in range(tries):
-                    if not todo:
-                        break
-                    ops = t.draw_operands(rng, length, alphabet)
-                    if t.fit is not None:
-                        ops = t.fit(ops) or ops
-                    ex = t.make(ops, template, alphabet)
-                    v = view(ex.prompt)
-                    if v not in shapes:
-                        raise AssertionError(f"task {task}: {ex.prompt!r} has view {v!r}, "
-                                             f"outside its wording's {len(shapes)} views")
-                    if v in todo:
-                        todo.discard(v)
-                        if v not in seen:
-                            seen.add(v)
-                            examples.append(ex)
-            missing.update({v: _synthetic(t.operands, template, shapes[v]) for v in todo})
+    for template in wordings:
+        n_ops = 2 if (t.operands is Operands.NUMBERS and "{b}" in template) else 1
+        shapes = {view(_synthetic(t.operands, template, ls)): ls
+                  for ls in _payload_lengths(t.operands, view, n_ops)}
+        every |= set(shapes)
+        todo = set(shapes)
+        for length in range(1, max(max(ls) for ls in shapes.values()) + 2):
+            for _ in range(tries):
+                if not todo:
+                    break
+                ops = t.draw_operands(rng, length, alphabet)
+                if t.fit is not None:
+                    ops = t.fit(ops) or ops
+                ex = t.make(ops, template, alphabet)
+                v = view(ex.prompt)
+                if v not in shapes:
+                    raise AssertionError(f"task {task}: {ex.prompt!r} has view {v!r}, "
+                                         f"outside its wording's {len(shapes)} views")
+                if v in todo:
+                    todo.discard(v)
+                    if v not in seen:
+                        seen.add(v)
+                        examples.append(ex)
+        missing.update({v: _synthetic(t.operands, template, shapes[v]) for v in todo})
     return ViewSet(examples, len(every), sorted(p for v, p in missing.items() if v not in seen))
 
 
-def _composed_views(t, view, splits: Sequence[str], rng, tries: int, alphabet: Alphabet,
+def _composed_views(t, view, templates: Sequence[str], rng, tries: int, alphabet: Alphabet,
                     combinations: str) -> ViewSet:
     """:func:`every_view` of a composed task read through an operand window of N payloads.
     A prompt of fewer than N numbers (one operation) reads like a two-number task's, lengths
@@ -446,7 +448,6 @@ def _composed_views(t, view, splits: Sequence[str], rng, tries: int, alphabet: A
 
     symbols = tuple(OPERATORS) if expr else CHAIN_STEPS
     grid: dict[str, str] = {}
-    templates = [tp for split in splits for tp in t.templates(split, alphabet)]
     for template in templates:
         for n in range(1, k + 1):
             lengths = product(range(1, view.digits + 1), repeat=n + 1) if n < k else [
