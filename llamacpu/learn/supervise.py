@@ -20,7 +20,9 @@ from torch import Tensor
 from llamacpu.core.interp import run as interp_run
 from llamacpu.core.isa import Alphabet, Op, Program
 from llamacpu.learn import distributed
-from llamacpu.learn.tasks import TASKS, Example, Operands, default_out_size
+from llamacpu.learn.compiling import is_composed
+from llamacpu.learn.composed import EXPRESSION_SYMBOLS
+from llamacpu.learn.tasks import TASKS, Example, default_out_size
 from llamacpu.llm.heads import StepView
 from llamacpu.llm.supervision import StepTrace, batch_steps, result_to_steps
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples
@@ -109,12 +111,12 @@ def _with_filler(ex: Example, rng: random.Random) -> Example:
     one of the three at random: its compile phase reads the words around the operands
     (opening, closing, the head of a first clause) one token at a time, and words where
     training put none are what a new wording brings."""
-    task = TASKS[ex.task]
-    chars = _filler(ex.alphabet, task.reserved + ("+-*()" if task.operands in _COMPOSED
-                                                  else ""))
+    composed = is_composed(ex.task)
+    chars = _filler(ex.alphabet, TASKS[ex.task].reserved + (EXPRESSION_SYMBOLS if composed
+                                                             else ""))
     words = " ".join(''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
                      for _ in range(rng.randint(1, 2)))
-    if task.operands in _COMPOSED:
+    if composed:
         where = rng.choice(("front", "operand", "end"))
         if where == "end":
             return replace(ex, prompt=ex.prompt + " " + words)
@@ -122,9 +124,6 @@ def _with_filler(ex: Example, rng: random.Random) -> Example:
             i = next(i for i, c in enumerate(ex.prompt) if c.isdigit() or c == "(")
             return replace(ex, prompt=ex.prompt[:i] + words + " " + ex.prompt[i:])
     return replace(ex, prompt=words + " " + ex.prompt)
-
-
-_COMPOSED = (Operands.EXPRESSION, Operands.CHAIN)
 
 
 _KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions
