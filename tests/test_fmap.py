@@ -211,6 +211,31 @@ def test_solve_with_an_exact_delta_answers_exactly(monkeypatch):
         assert s.fault is None and s.output == e.answer
 
 
+def test_an_emitted_weights_slot_is_the_experts_when_its_digits_are_right(monkeypatch):
+    """The weight head is trained on the digits (APPLY's domain); whatever its delta says
+    about other symbols, the emitted slot maps them to END as the expert's does, so a plan
+    with the right function is the expert's program slot for slot (what the stage
+    certificate compares)."""
+    torch.manual_seed(0)
+    model = LearnedMachine(SMALL)
+    ctl = model.controller
+    exs = _examples("fmap", 4, 5, seed=3)
+    programs = [expert_program(e) for e in exs]
+    V, C = ctl.cfg.alphabet.size, ctl.cfg.alphabet.base
+
+    def digits_exact(embeds, mask, rows):
+        noise = torch.rand(len(rows), V, V)     # argmax anywhere off the digits
+        exact = torch.stack([_exact_delta(function_table(exs[b].operands[0]), V)
+                             for b in rows])
+        return torch.cat([exact[..., :C] * 2.0, noise[..., C:]], -1)
+
+    monkeypatch.setattr(ctl, "slot_head", _ExpertSlotHead(ctl.slot_head, programs, ctl))
+    monkeypatch.setattr(ctl, "_decode_weights", digits_exact)
+    emitted = ctl.emit([e.prompt for e in exs])
+    for got, want in zip(emitted, programs):
+        assert tuple(got.slots) == tuple(want.slots)
+
+
 def test_answer_loss_reaches_the_weight_head_through_apply():
     """The soft machine runs APPLY with the head's decoded delta (not the expert's table),
     so the answer's cross-entropy has gradients in the head."""

@@ -22,8 +22,8 @@ the output region through the OUT pointer, so the loss on the answer's symbols r
 OEU, the execute phase and the plan. WEIGHTS slots take the deltas the controller's weight
 head decodes (``Controller.plan_weights``) into the machine's weights bank, so the answer
 loss reaches the head through APPLY; ``solve`` writes the head's function table
-(``argmax_v Δ[v, x]``) into the emitted program's WEIGHTS slot, which the hard machine's
-bank runs exactly.
+(``argmax_v Δ[v, x]`` on the digits, END elsewhere) into the emitted program's WEIGHTS
+slot, which the hard machine's bank runs exactly.
 """
 
 from __future__ import annotations

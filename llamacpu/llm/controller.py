@@ -525,12 +525,15 @@ class Controller(nn.Module):
         bodies = [[_slot_of(*(f[b] for f in step)) for step in fields[: int(length[b])]]
                   for b in range(B)]
         # WEIGHTS slots get their function from the weight head: table[x] = argmax_v Δ[v, x]
+        # on the digits, the domain the head is trained on (weights_loss); every other entry
+        # is END, an undefined entry's value (Slot.weights), never an untrained argmax
         where = [(b, N_PORTS + k) for b, body in enumerate(bodies)
                  for k, sl in enumerate(body) if sl.kind == Kind.WEIGHTS]
         if where:
             delta = self._decode_weights(prompt_embeds, prompt_mask, [b for b, _ in where])
-            for (b, a), table in zip(where, delta.argmax(-2).tolist()):
-                bodies[b][a - N_PORTS] = Slot.weights(table)
+            C, V = self.cfg.alphabet.base, self.cfg.alphabet.size
+            for (b, a), digits in zip(where, delta[..., :C].argmax(-2).tolist()):
+                bodies[b][a - N_PORTS] = Slot.weights(digits + [V - 1] * (V - C))
             # the function's digits, as APPLY reads them (weights_loss trains these)
             with torch.no_grad():
                 digit_sure = self.apply_logits(delta).float().softmax(-1).amax(-1).amin(-1)
