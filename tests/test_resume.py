@@ -29,9 +29,11 @@ STEPS = 60
 VOLATILE = {"time", "run", "resumed_from"}  # wall clock and which process wrote the record
 
 
-def _train(cfg: TrainConfig) -> None:
+def _train(cfg: TrainConfig, started=None) -> None:
     from llamacpu.learn.trainer import Trainer
 
+    if started is not None:
+        started.set()
     Trainer(cfg, log=lambda s: None).run()
 
 
@@ -100,9 +102,14 @@ def test_a_run_stopped_at_random_moments_ends_as_if_never_stopped(stage0, ctx, r
         runs += 1
         assert runs <= 4 * KILLS, "the run makes no progress between stops"
         before = _records(tmp_path)
-        p = ctx.Process(target=_train, args=(cfg,))
+        started = ctx.Event()
+        p = ctx.Process(target=_train, args=(cfg, started))
         p.start()
         if stops < KILLS:  # a random moment: while starting, stepping, checking or saving
+            # not before the process runs _train: the forkserver forks it with SIGINT
+            # ignored and restores the handler after, and a Ctrl-C in between is lost
+            # (the run then went on to its end unstopped, with 13 of the 20 stops made)
+            assert started.wait(120), "the trainer process did not start"
             wait_for = rng.choice((0, 0, 1, 2))  # records of this run first (0: starting)
             deadline = time.time() + 120
             while (_records(tmp_path) < before + wait_for and p.is_alive()
