@@ -41,6 +41,7 @@ from llamacpu.learn.curriculum import (
     trained_tasks,
 )
 from llamacpu.learn.evaluation import retention_stages
+from llamacpu.learn.supervise import FILLER_PLACES
 from llamacpu.learn.tasks import (
     TASKS,
     Example,
@@ -429,12 +430,14 @@ def test_printable_draws_hold_capitals_and_any_printable_character_but_the_colon
        seed=st.integers(0, 2**32 - 1),
        split=st.sampled_from(["train", "heldout", "grammar_train", "recombined",
                               "new_words"]),
-       filler=st.booleans())
+       filler=st.booleans(), where=st.sampled_from(FILLER_PLACES), letters=st.booleans())
 def test_property_printable_examples_run_their_experts_and_answer_as_python(
-        name: str, length: int, seed: int, split: str, filler: bool) -> None:
+        name: str, length: int, seed: int, split: str, filler: bool, where: str,
+        letters: bool) -> None:
     """Examples drawn in the printable alphabet — capitalised wordings, payloads of any
-    printable character, filler words of its characters in front — are right, and their
-    expert programs, assembled in it, answer them as Python does."""
+    printable character, filler words of its characters (or letters) in front or anywhere
+    in the wording — are right, and their expert programs, assembled in it, answer them as
+    Python does."""
     from llamacpu.learn.supervise import _with_filler
 
     length = min(length, TASKS[name].max_length or length)
@@ -443,7 +446,7 @@ def test_property_printable_examples_run_their_experts_and_answer_as_python(
     assert ex.alphabet == PRINTABLE_ALPHABET
     _check(ex)
     if filler:
-        worded = _with_filler(ex, rng)
+        worded = _with_filler(ex, rng, where, letters)
         out = run(expert_program(worded), worded.prompt, 100_000,
                   out_size=default_out_size(worded))
         assert out.output == ex.answer, worded.prompt
@@ -688,3 +691,29 @@ def test_parse_stage() -> None:
     assert parse_stages("all", custom) == [0]
     with pytest.raises(ValueError, match="stages are 0-0"):
         parse_stage("1", custom)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(name=st.sampled_from(sorted(t for t in TASKS if TASKS[t].grammar is not None
+                                   and TASKS[t].operands.name not in ("EXPRESSION",
+                                                                      "CHAIN"))),
+       seed=st.integers(0, 2**32 - 1))
+def test_filler_anywhere_adds_words_at_a_boundary_of_the_wording_only(name, seed) -> None:
+    """Filler "anywhere" inserts whole words at one word boundary and changes nothing
+    else: the prompt with those words taken out is the original, a text task's payload
+    (after its first ':') is untouched, and letters-only words hold lower-case letters."""
+    from llamacpu.learn.supervise import _with_filler
+
+    rng = random.Random(seed)
+    ex = TASKS[name].sample(rng, min(3, TASKS[name].max_length or 3), "grammar_train")
+    worded = _with_filler(ex, rng, "anywhere", letters=True)
+    old, new = ex.prompt, worded.prompt
+    n = len(new) - len(old)
+    pieces = [new[k:k + n] for k in range(len(old) + 1) if new[:k] + new[k + n:] == old]
+    assert any((p.startswith(" ") or p.endswith(" ")) and 1 <= len(p.split()) <= 2
+               and set(p.replace(" ", "")) <= set("abcdefghijklmnopqrstuvwxyz")
+               for p in pieces), (old, new)
+    if ":" in old and TASKS[name].operands.name in ("TEXT",):
+        assert new.split(":", 1)[1] == old.split(":", 1)[1]
+    with pytest.raises(ValueError, match="where must be one of front, anywhere"):
+        _with_filler(ex, rng, "middle")

@@ -22,7 +22,7 @@ from llamacpu.core.isa import Alphabet, Op, Program
 from llamacpu.learn import distributed
 from llamacpu.learn.compiling import is_composed
 from llamacpu.learn.composed import EXPRESSION_SYMBOLS
-from llamacpu.learn.tasks import TASKS, Example, default_out_size
+from llamacpu.learn.tasks import TASKS, Example, Operands, default_out_size
 from llamacpu.llm.heads import StepView
 from llamacpu.llm.supervision import StepTrace, batch_steps, result_to_steps
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples
@@ -101,19 +101,37 @@ def _filler(alphabet: Alphabet, reserved: str) -> str:
     return "".join(c for c in alphabet.charset if c != ":" and c not in reserved)
 
 
-def _with_filler(ex: Example, rng: random.Random) -> Example:
-    """``ex`` with one or two random words in front of its prompt, of the characters of the
-    example's alphabet. They hold no digit and no ':', which every expert program skips
-    (numbers are digit runs; copy/reverse read after the first ':'), nor the symbols the
-    task reserves (fmap's ';', an expression's ``+ - * ( )``), so the answer is unchanged.
+FILLER_PLACES = ("front", "anywhere")
+"""Where :func:`_with_filler` puts its words in a prompt of a task that is not composed."""
+
+
+def _with_filler(ex: Example, rng: random.Random, where: str = "front",
+                 letters: bool = False) -> Example:
+    """``ex`` with one or two random words in its prompt, of the characters of the
+    example's alphabet (``letters``: of its lower-case letters only, so no word holds a
+    symbol that means something in a request, an operator or a bracket). They hold no
+    digit and no ':', which every expert program skips (numbers are digit runs;
+    copy/reverse read after the first ':'), nor the symbols the task reserves (fmap's ';',
+    an expression's ``+ - * ( )``), so the answer is unchanged.
+
+    ``where`` (:data:`FILLER_PLACES`): ``front``, in front of the prompt; ``anywhere``, at
+    one word boundary drawn from all of the wording's: the prompt's start and end and every
+    space, of the whole prompt when the task's operands are numbers or digits (its program
+    reads digit runs wherever they are), else of the text before its payload (before the
+    first ':', ';' or digit). A new wording puts its words anywhere, an ending or a word
+    between two operands too, and the plan is the same.
 
     A composed prompt's words go in front, right before its first operand, or at its end,
-    one of the three at random: its compile phase reads the words around the operands
-    (opening, closing, the head of a first clause) one token at a time, and words where
-    training put none are what a new wording brings."""
+    one of the three at random (whatever ``where`` is): its compile phase reads the words
+    around the operands (opening, closing, the head of a first clause) one token at a time,
+    and words where training put none are what a new wording brings."""
+    if where not in FILLER_PLACES:
+        raise ValueError(f"where must be one of {', '.join(FILLER_PLACES)}, got {where!r}")
     composed = is_composed(ex.task)
     chars = _filler(ex.alphabet, TASKS[ex.task].reserved + (EXPRESSION_SYMBOLS if composed
                                                              else ""))
+    if letters:
+        chars = "".join(c for c in chars if "a" <= c <= "z")
     words = " ".join(''.join(rng.choice(chars) for _ in range(rng.randint(1, 6)))
                      for _ in range(rng.randint(1, 2)))
     if composed:
@@ -123,7 +141,26 @@ def _with_filler(ex: Example, rng: random.Random) -> Example:
         if where == "operand":
             i = next(i for i, c in enumerate(ex.prompt) if c.isdigit() or c == "(")
             return replace(ex, prompt=ex.prompt[:i] + words + " " + ex.prompt[i:])
+    if where == "anywhere":
+        return replace(ex, prompt=_insert_anywhere(ex, words, rng))
     return replace(ex, prompt=words + " " + ex.prompt)
+
+
+def _insert_anywhere(ex: Example, words: str, rng: random.Random) -> str:
+    """``ex.prompt`` with ``words`` at a word boundary drawn uniformly (``_with_filler``)."""
+    p = ex.prompt
+    if TASKS[ex.task].operands in (Operands.NUMBERS, Operands.DIGITS):
+        end = len(p)
+    else:  # the wording before the payload
+        end = next((i for i, c in enumerate(p) if c in ":;" or c.isdigit()), len(p))
+    places = sorted({0, *(i for i in range(end) if p[i] == " ")}
+                    | ({len(p)} if end == len(p) else set()))
+    i = rng.choice(places)
+    if i == 0:
+        return words + " " + p
+    if i == len(p):
+        return p + " " + words
+    return p[:i] + " " + words + p[i:]  # at a space: " words" goes before it
 
 
 _KINDS = len(Op) * 2 ** 5  # step kinds: op × (a is 0) × (a == b) × 3 decisions

@@ -1,0 +1,246 @@
+"""How training prompts are drawn against how the plan generalises to unseen wordings: an
+ablation of filler words on the plan phase alone (docs/wordings.md).
+
+    python benchmarks/bench_wordings.py [--seeds 0,1] [--variants none,front,anywhere_letters]
+        [--steps 1500] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21]
+        [--splits grammar_train,recombined,new_words] [--threads 1]
+        [--json benchmarks/results_wordings.json]
+
+A grammar curriculum's plan phase must emit a task's program for wordings it never saw:
+``recombined`` (every part seen, never in that combination) and ``new_words``
+(``llamacpu/learn/wordings.py``). The full curriculum takes hours per seed; this bench
+isolates the plan. Per seed and variant: ``torch.manual_seed(seed)``, a fresh controller as
+``python -m llamacpu.train`` builds it (``TrainConfig().model_config()``), Adam (``--lr``)
+on the plan loss alone (``Controller.plan_loss``, teacher-forced, the expert's plans:
+``compiling.plan_program``) for ``--steps`` steps of ``--batch`` prompts: every task the
+curriculum has trained by ``--stage`` (default 21: the 18 tasks of stages 0-21, fmap's
+stages being the first without a grammar), each prompt's task uniform, drawn by the stage
+that trains it last (``curriculum.sample_batch``, no review) in the grammar's training
+wordings (``grammar_train``, as ``train --wordings grammar``); the same prompts for every
+variant of a seed. Variants, what ``--filler`` of the prompts get
+(``supervise._with_filler``):
+
+- ``none``: nothing;
+- ``front``: one or two random words of the alphabet's text characters in front (what
+  the trainer does);
+- ``anywhere``: the same words at a word boundary anywhere in the wording (its start, end,
+  any space; the whole prompt for number and digit-list tasks, the text before the
+  payload for the others);
+- ``front_letters``, ``anywhere_letters``: as ``front`` and ``anywhere`` with words of
+  lower-case letters only (no operator, bracket or other symbol, which in a request mean
+  something).
+
+Scored: per task and split of ``--splits``, the plan on every view of the split's
+wordings (``controller_tables.every_view``: one prompt per view the controller's prompt
+view can show, so no sample is missing a wording), exact when the emitted program is the
+expert's slot for slot (what the stage certificate checks); with the wordings that have a
+wrong view. Writes JSON with the configuration, per-seed training time and loss, and the
+per-task scores; prints a markdown table (wrong views per split, each seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from llamacpu.learn.compiling import is_composed, plan_program
+from llamacpu.learn.controller_tables import every_view
+from llamacpu.learn.curriculum import STAGES, sample_batch, trained_tasks
+from llamacpu.learn.supervise import _with_filler
+from llamacpu.learn.tasks import TASKS
+from llamacpu.learn.train_config import TrainConfig
+from llamacpu.llm.controller import Controller
+
+VARIANTS = {"none": None, "front": ("front", False), "anywhere": ("anywhere", False),
+            "front_letters": ("front", True), "anywhere_letters": ("anywhere", True)}
+SPLITS = ("grammar_train", "recombined", "new_words")
+EMIT_BATCH = 64
+
+
+def bench_tasks(stage: int) -> list[str]:
+    """The tasks trained by ``stage`` that have a grammar and enumerable views (not the
+    composed ones, not fmap's)."""
+    return [t for t in trained_tasks(stage) if TASKS[t].grammar is not None
+            and not is_composed(t) and not t.startswith("fmap")]
+
+
+def last_stage(task: str, stage: int):
+    return [s for s in STAGES[: stage + 1] if s.task == task][-1]
+
+
+def training_prompts(tasks: Sequence[str], stage: int, seed: int, count: int, alphabet):
+    """``count`` training examples, each task uniform, drawn as the stage that trains it
+    last draws them (no review) in the grammar's training wordings."""
+    rng = random.Random(f"bench_wordings/train/{seed}")
+    stages = {t: last_stage(t, stage) for t in tasks}
+    return [sample_batch(stages[rng.choice(tasks)], rng, 1, review=0.0,
+                         split="grammar_train", alphabet=alphabet)[0] for _ in range(count)]
+
+
+def with_filler(examples, variant: str, share: float, seed: int):
+    spec = VARIANTS[variant]
+    if spec is None:
+        return list(examples)
+    rng = random.Random(f"bench_wordings/filler/{seed}")
+    return [_with_filler(e, rng, spec[0], spec[1]) if rng.random() < share else e
+            for e in examples]
+
+
+def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250) -> dict:
+    opt = torch.optim.Adam(ctl.parameters(), lr=lr)
+    ctl.train()
+    curve = []
+    for k in range(0, len(examples) - batch + 1, batch):
+        part = examples[k:k + batch]
+        loss, m = ctl.plan_loss([e.prompt for e in part], [plan_program(e) for e in part])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step = k // batch + 1
+        if step % log_every == 0:
+            curve.append({"step": step, "loss": loss.item(), "program_acc": m.program_acc})
+            print(f"  step {step}: plan loss {loss.item():.4f}, programs exact "
+                  f"{m.program_acc:.3f}", flush=True)
+    ctl.eval()
+    return {"curve": curve}
+
+
+@torch.no_grad()
+def score(ctl: Controller, tasks: Sequence[str], splits: Sequence[str], alphabet) -> dict:
+    view = ctl.cfg.view
+    out: dict = {}
+    for task in tasks:
+        for split in splits:
+            exs = every_view(task, view, (split,), alphabet=alphabet).examples
+            emitted = [p for i in range(0, len(exs), EMIT_BATCH)
+                       for p in ctl.emit([e.prompt for e in exs[i:i + EMIT_BATCH]])]
+            wrong: dict[str, int] = defaultdict(int)
+            wordings = set()
+            for e, p in zip(exs, emitted):
+                wordings.add(e.template)
+                if tuple(p.slots) != tuple(plan_program(e).slots):
+                    wrong[e.template] += 1
+            out.setdefault(task, {})[split] = {
+                "views": len(exs), "wrong_views": sum(wrong.values()),
+                "wordings": len(wordings), "wrong_wordings": len(wrong),
+                "examples_of_wrong": sorted(wrong)[:5]}
+    return out
+
+
+def table(rows: Sequence[dict], tasks: Sequence[str], splits: Sequence[str]) -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    head = "| task | " + " | ".join(f"{v}: {s}" for v in variants for s in splits) + " |"
+    lines = [head, "|---" * (1 + len(variants) * len(splits)) + "|"]
+    for task in [*tasks, "all"]:
+        cells = []
+        for v in variants:
+            for s in splits:
+                per_seed = []
+                for r in rows:
+                    if r["variant"] != v:
+                        continue
+                    ts = tasks if task == "all" else [task]
+                    w = sum(r["scores"][t][s]["wrong_views"] for t in ts)
+                    n = sum(r["scores"][t][s]["views"] for t in ts)
+                    per_seed.append(f"{w}/{n}")
+                cells.append(", ".join(per_seed))
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _list(p, text: str, flag: str, allowed=None, kind=str) -> list:
+    try:
+        items = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"{flag}: a comma-separated list, got {text!r}")
+    if not items or (allowed is not None and any(x not in allowed for x in items)):
+        p.error(f"{flag}: one or more of {', '.join(map(str, allowed or ()))}, got {text!r}")
+    return items
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--variants", default="none,front,anywhere_letters")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--filler", type=float, default=0.5)
+    p.add_argument("--stage", type=int, default=21)
+    p.add_argument("--splits", default=",".join(SPLITS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
+    a = p.parse_args(argv)
+    a.seeds = _list(p, a.seeds, "--seeds", kind=int)
+    a.variants = _list(p, a.variants, "--variants", VARIANTS)
+    a.splits = _list(p, a.splits, "--splits", SPLITS)
+    if a.steps < 1 or a.batch < 1:
+        p.error(f"--steps and --batch: at least 1, got {a.steps} and {a.batch}")
+    if not 0.0 <= a.filler <= 1.0:
+        p.error(f"--filler: a share in [0, 1], got {a.filler}")
+    if not 0 <= a.stage < len(STAGES):
+        p.error(f"--stage: 0..{len(STAGES) - 1}, got {a.stage}")
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    config = TrainConfig(wordings="grammar").model_config().controller
+    alphabet = config.alphabet
+    tasks = bench_tasks(a.stage)
+    rows = []
+    for seed in a.seeds:
+        base = training_prompts(tasks, a.stage, seed, a.steps * a.batch, alphabet)
+        for variant in a.variants:
+            examples = with_filler(base, variant, a.filler, seed)
+            torch.manual_seed(seed)
+            ctl = Controller(config)
+            print(f"seed {seed} {variant}:", flush=True)
+            t0 = time.perf_counter()
+            trained = train(ctl, examples, a.batch, a.lr)
+            train_seconds = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scores = score(ctl, tasks, a.splits, alphabet)
+            eval_seconds = time.perf_counter() - t0
+            rows.append({"seed": seed, "variant": variant, "train_seconds": train_seconds,
+                         "eval_seconds": eval_seconds, **trained, "scores": scores})
+            summary = ", ".join(
+                f"{s} {sum(scores[t][s]['wrong_views'] for t in tasks)}/"
+                f"{sum(scores[t][s]['views'] for t in tasks)} wrong" for s in a.splits)
+            print(f"  trained in {train_seconds:.0f} s, scored in {eval_seconds:.0f} s: "
+                  f"{summary}", flush=True)
+    meta = {"command": " ".join(["python", "benchmarks/bench_wordings.py",
+                                 *(sys.argv[1:] if argv is None else argv)]),
+            "torch": torch.__version__, "threads": a.threads,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "seconds": time.perf_counter() - started,
+            "load_average_1min_at_start": load_start,
+            "load_average_1min_at_end": os.getloadavg()[0]}
+    cfg = {k: v for k, v in vars(a).items() if k != "json"}
+    cfg.update(tasks=tasks, controller=config.describe() if hasattr(config, "describe")
+               else "TrainConfig(wordings='grammar').model_config().controller",
+               view=config.view.describe(), optimizer="Adam", loss="plan_loss")
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps({"meta": meta, "config": cfg, "rows": rows}, indent=2)
+                      + "\n")
+    print()
+    print(table(rows, tasks, a.splits))
+    print(f"\nJSON: {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
