@@ -2,7 +2,7 @@
 ablation of filler words on the plan phase alone (docs/wordings.md).
 
     python benchmarks/bench_wordings.py [--seeds 0,1] [--variants none,front,anywhere_letters]
-        [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21]
+        [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21] [--tasks ...]
         [--splits grammar_train,recombined[,new_words]] [--threads 1]
         [--json benchmarks/results_wordings.json]
 
@@ -42,7 +42,6 @@ per-task scores; prints a markdown table (wrong views per split, each seed).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -56,6 +55,7 @@ from pathlib import Path
 
 import torch
 
+from llamacpu.cli import Parser
 from llamacpu.learn.compiling import is_composed, plan_program
 from llamacpu.learn.controller_tables import every_view
 from llamacpu.learn.curriculum import STAGES, sample_batch, trained_tasks
@@ -165,39 +165,55 @@ def table(rows: Sequence[dict], tasks: Sequence[str], splits: Sequence[str]) -> 
     return "\n".join(lines)
 
 
-def _list(p, text: str, flag: str, allowed=None, kind=str) -> list:
-    try:
-        items = [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"{flag}: a comma-separated list, got {text!r}")
-    if not items or (allowed is not None and any(x not in allowed for x in items)):
-        p.error(f"{flag}: one or more of {', '.join(map(str, allowed or ()))}, got {text!r}")
-    return items
+def _names(p: Parser, text: str, flag: str, allowed: Sequence[str]) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in out if x not in allowed]
+    if not out or bad:
+        p.error(f"{flag} must be comma-separated names of {', '.join(allowed)}, got {text!r}")
+    return list(dict.fromkeys(out))
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--variants", default="none,front,anywhere_letters")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--filler", type=float, default=0.5)
-    p.add_argument("--stage", type=int, default=21)
-    p.add_argument("--splits", default="grammar_train,recombined")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
-    a = p.parse_args(argv)
-    a.seeds = _list(p, a.seeds, "--seeds", kind=int)
-    a.variants = _list(p, a.variants, "--variants", VARIANTS)
-    a.splits = _list(p, a.splits, "--splits", SPLITS)
-    if a.steps < 1 or a.batch < 1:
-        p.error(f"--steps and --batch: at least 1, got {a.steps} and {a.batch}")
-    if not 0.0 <= a.filler <= 1.0:
-        p.error(f"--filler: a share in [0, 1], got {a.filler}")
+    """The command line, checked: a bad flag is one ``error:`` line naming it, exit 2."""
+    ap = Parser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
+    ap.add_argument("--variants", default="none,front,anywhere_letters",
+                    help=f"of {', '.join(VARIANTS)}")
+    ap.add_argument("--steps", type=int, default=4000, help="Adam steps per seed and variant")
+    ap.add_argument("--batch", type=int, default=32, help="training prompts per step")
+    ap.add_argument("--lr", type=float, default=3e-3, help="the first step's rate")
+    ap.add_argument("--filler", type=float, default=TrainConfig.filler,
+                    help="share of training prompts with filler words "
+                    f"(default {TrainConfig.filler}, the trainer's)")
+    ap.add_argument("--stage", type=int, default=21,
+                    help="the tasks the curriculum has trained by this stage")
+    ap.add_argument("--tasks", default=None, help="comma-separated: only these of them")
+    ap.add_argument("--splits", default="grammar_train,recombined",
+                    help=f"of {', '.join(SPLITS)}")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
+    a = ap.parse_args(argv)
+    try:
+        a.seeds = list(dict.fromkeys(int(x) for x in a.seeds.split(",") if x.strip()))
+    except ValueError:
+        ap.error(f"--seeds must be comma-separated integers, got {a.seeds!r}")
+    if not a.seeds or min(a.seeds) < 0:
+        ap.error(f"--seeds must list integers of at least 0, got {a.seeds!r}")
+    a.variants = _names(ap, a.variants, "--variants", tuple(VARIANTS))
+    a.splits = _names(ap, a.splits, "--splits", SPLITS)
     if not 0 <= a.stage < len(STAGES):
-        p.error(f"--stage: 0..{len(STAGES) - 1}, got {a.stage}")
+        ap.error(f"--stage must be in 0..{len(STAGES) - 1}, got {a.stage}")
+    a.tasks = bench_tasks(a.stage) if a.tasks is None else _names(
+        ap, a.tasks, "--tasks", bench_tasks(a.stage))
+    for flag, value in (("--steps", a.steps), ("--batch", a.batch)):
+        if value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
+    if not a.lr > 0:
+        ap.error(f"--lr must be positive, got {a.lr}")
+    if not 0 <= a.filler <= 1:
+        ap.error(f"--filler must be in [0, 1], got {a.filler}")
+    ap.check_threads(a.threads)
+    ap.check_out_file(a.json, "--json")
     return a
 
 
@@ -207,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     config = TrainConfig(wordings="grammar").model_config().controller
     alphabet = config.alphabet
-    tasks = bench_tasks(a.stage)
+    tasks = a.tasks
     rows = []
     for seed in a.seeds:
         base = training_prompts(tasks, a.stage, seed, a.steps * a.batch, alphabet)
@@ -237,9 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_average_1min_at_start": load_start,
             "load_average_1min_at_end": os.getloadavg()[0]}
     cfg = {k: v for k, v in vars(a).items() if k != "json"}
-    cfg.update(tasks=tasks, controller=config.describe() if hasattr(config, "describe")
-               else "TrainConfig(wordings='grammar').model_config().controller",
-               view=config.view.describe(), optimizer="Adam", loss="plan_loss")
+    cfg.update(controller="TrainConfig(wordings='grammar').model_config().controller",
+               view=config.view.describe(), optimizer="Adam, cosine to lr / 10",
+               loss="Controller.plan_loss", train_split="grammar_train")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"meta": meta, "config": cfg, "rows": rows}, indent=2)
                       + "\n")

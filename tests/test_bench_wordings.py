@@ -1,0 +1,80 @@
+"""benchmarks/bench_wordings.py: filler words against the plan's unseen wordings.
+
+- the variants train on the same prompts, with filler where the variant says and nowhere
+  else;
+- a tiny run writes JSON with every seed, variant, task and split, each view scored;
+- a bad flag is one ``error:`` line naming it and exit code 2.
+
+The module is imported by its path.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _bench import load_bench  # tests/_bench.py
+
+from llamacpu.core.isa import DEFAULT_ALPHABET
+from llamacpu.learn.controller_tables import every_view
+from llamacpu.learn.train_config import TrainConfig
+
+bench = load_bench("bench_wordings")
+
+
+def test_the_variants_share_their_prompts_and_differ_only_in_filler():
+    tasks = ["add", "copy", "sort"]
+    base = bench.training_prompts(tasks, 21, 0, 40, DEFAULT_ALPHABET)
+    assert {e.task for e in base} == set(tasks)
+    assert base == bench.training_prompts(tasks, 21, 0, 40, DEFAULT_ALPHABET)
+    assert bench.with_filler(base, "none", 1.0, 0) == base
+    for variant in ("front", "anywhere", "front_letters", "anywhere_letters"):
+        worded = bench.with_filler(base, variant, 1.0, 0)
+        assert [(e.task, e.answer, e.template) for e in worded] == [
+            (e.task, e.answer, e.template) for e in base]
+        assert all(len(w.prompt) > len(e.prompt) for w, e in zip(worded, base))
+        if variant.startswith("front"):
+            assert all(w.prompt.endswith(" " + e.prompt) for w, e in zip(worded, base))
+        else:  # somewhere: at the end or inside too, on some of 40 prompts
+            assert any(not w.prompt.endswith(e.prompt) for w, e in zip(worded, base))
+
+
+def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
+    out = tmp_path / "wordings.json"
+    argv = ["--seeds", "0", "--variants", "none,anywhere_letters", "--steps", "2",
+            "--batch", "4", "--tasks", "copy,reverse", "--splits", "recombined",
+            "--json", str(out)]
+    assert bench.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["command"].endswith(" ".join(argv))
+    assert data["config"]["tasks"] == ["copy", "reverse"]
+    assert [(r["seed"], r["variant"]) for r in data["rows"]] == [(0, "none"),
+                                                               (0, "anywhere_letters")]
+    view = TrainConfig(wordings="grammar").model_config().controller.view
+    for row in data["rows"]:
+        for task in ("copy", "reverse"):
+            got = row["scores"][task]["recombined"]
+            assert got["views"] == len(every_view(task, view, ("recombined",)).examples)
+            assert 0 <= got["wrong_views"] <= got["views"]
+            assert got["wrong_wordings"] <= got["wordings"]
+    printed = capsys.readouterr().out
+    assert "| all |" in printed and "none: recombined" in printed
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--variants", "none,middle"], "--variants"),
+    (["--splits", "heldout"], "--splits"),
+    (["--tasks", "add,expr"], "--tasks"),
+    (["--stage", "99"], "--stage"),
+    (["--seeds", "a"], "--seeds"),
+    (["--steps", "0"], "--steps"),
+    (["--lr", "0"], "--lr"),
+    (["--filler", "2"], "--filler"),
+    (["--threads", "0"], "--threads"),
+    (["--bogus"], "--bogus"),
+])
+def test_a_bad_flag_is_one_line_and_exit_2(capsys, argv, flag):
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and flag in err and len(err.strip().splitlines()) == 1
