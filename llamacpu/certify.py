@@ -63,6 +63,10 @@ def _parser() -> Parser:
                    help="the wordings those prompts are drawn in (train: those the checkpoint "
                         "trained on; all: those and heldout; the grammar's splits: "
                         "docs/wordings.md)")
+    p.add_argument("--plans-only", action="store_true",
+                   help="check the plans alone (each view's emitted program against the "
+                        "expert's), not the execute tables: the plans' emission, without "
+                        "the minutes the tables take on thousands of views")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled prompts")
     p.add_argument("--witnesses", type=int, default=3, metavar="K",
                    help="look for a witness prompt for the first K wrong entries (0: none)")
@@ -130,8 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     views = None
     compiled: dict = {}
     if args.views != 0:
-        ctl, answers, views = _controller_certificate(model, tasks, learned, args)
+        ctl, answers, views, task_of = _controller_certificate(model, tasks, learned, args)
         print(ctl.summary())
+        if args.plans_only:
+            print("execute tables: not checked (--plans-only)")
         plan_witnesses = _plan_witnesses(model, ctl, answers, args.witnesses)
         compiled = _compile_certificates(model, tasks, args)
     else:
@@ -153,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "certified": ctl.certified, "views": ctl.views, "prompts": ctl.prompts,
                 "decisions": ctl.decisions, "wordings": args.wordings, "seed": args.seed,
                 "enumerated": ctl.enumerated, "view": model.cfg.controller.view.describe(),
-                "views_per_task": views,
+                "views_per_task": views, "plans_only": args.plans_only,
+                "plan_failures_per_task": {t: sum(task_of[f.prompt] == t
+                                                  for f in ctl.plan_failures) for t in tasks},
                 "plan_failures": [asdict(f) for f in ctl.plan_failures],
                 "plan_witnesses": plan_witnesses,
                 "step_failures": [asdict(f) for f in ctl.step_failures[:1000]],
@@ -192,8 +200,9 @@ def _compile_certificates(model, tasks, args) -> dict:
 def _controller_certificate(model, tasks, trained, args):
     """The plan and execute tables on every view of the tasks' wordings (``--views all``,
     when the checkpoint's view allows it), else on sampled prompts per task. Returns the
-    certificate, {prompt: answer} and, when enumerated, {task: {"views", "drawn",
-    "never_drawn"}} (None when sampled)."""
+    certificate, {prompt: answer}, when enumerated {task: {"views", "drawn",
+    "never_drawn"}} (None when sampled), and {prompt: task}. ``--plans-only``: the plans
+    alone."""
 
     from llamacpu.learn.compiling import plan_program, run_program
     from llamacpu.learn.controller_tables import certify_controller, every_view
@@ -225,9 +234,11 @@ def _controller_certificate(model, tasks, trained, args):
                                  args.seed, model.alphabet)
     prompts = [ex.prompt for ex in examples]
     cert = certify_controller(model, prompts, [run_program(ex) for ex in examples],
-                              plans=[plan_program(ex) for ex in examples])
+                              plans=[plan_program(ex) for ex in examples],
+                              execute=not args.plans_only)
     cert.enumerated = bool(per_task) and len(per_task) == len(tasks)
-    return cert, {ex.prompt: ex.answer for ex in examples}, per_task or None
+    return (cert, {ex.prompt: ex.answer for ex in examples}, per_task or None,
+            {ex.prompt: ex.task for ex in examples})
 
 
 def _sampled(t, n: int, top: int, splits, seed: int, alphabet) -> list:

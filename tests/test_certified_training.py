@@ -173,6 +173,41 @@ def test_prompts_whose_plan_was_wrong_join_the_next_batches():
     assert c.plan_rows(rng_a, 8) == [] and rng_a.random() == rng_b.random()  # no draw
 
 
+def test_an_every_view_check_checks_the_plans_first_and_replays_them_until_the_next():
+    """--certify-all-views: the every-view check emits every view's plan first and checks
+    the execute tables only when all plans are right (a wrong plan fails the certificate
+    whatever they hold); its wrong plans are replayed until the next every-view check,
+    through sampled checks that do not draw them, and resume with the run."""
+    stage = STAGES[4]   # the stand-in emits add's program: every sub plan is wrong
+    c = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=2, patterns=0)
+    rng = random.Random(2)
+    sub = [TASKS["sub"].sample(rng, 2) for _ in range(6)]
+    add = [TASKS["add"].sample(rng, 2) for _ in range(6)]
+    oeu = type("M", (), {"oeu": SymbolicOEU(DEFAULT_ALPHABET)})()
+    cert = c.check_oeu(oeu)
+    c.check_controller(_Model(), cert, {"sub": sub, "add": add}, step=25, every=True)
+    assert not cert.certified
+    views = len({_Controller().cfg.view(e.prompt) for e in sub})
+    assert len(cert.controller["sub"].plan_failures) == views
+    assert cert.controller["add"].decisions == 0 and not cert.controller["add"].step_failures
+    assert {e.task for e in c.every_buffer} == {"sub"} and len(c.every_buffer) == views
+    # a sampled check of add alone (right plans) keeps them, and batches draw them
+    cert = c.check_oeu(oeu)
+    c.check_controller(_Model(), cert, {"add": add}, step=30)
+    assert c.plan_buffer == [] and len(c.every_buffer) == views
+    drawn = c.plan_rows(random.Random(0), batch_size=8)
+    assert drawn and all(e.task == "sub" for e in drawn)
+    again = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=2, patterns=0)
+    again.load_state(json.loads(json.dumps(c.state())))
+    assert again.every_buffer == c.every_buffer
+    # every plan right: the full check runs (the stand-in's flipped JNZ is found) and the
+    # replayed plans are done
+    cert = c.check_oeu(oeu)
+    c.check_controller(_Model(), cert, {"add": add}, step=35, every=True)
+    assert cert.controller["add"].decisions > 0 and cert.controller["add"].step_failures
+    assert c.every_buffer == [] and c.plan_rows(random.Random(0), 8) == []
+
+
 def test_the_buffers_resume_in_the_runs_alphabet():
     """The plan buffer and the failing rows go into a checkpoint as plain JSON without an
     alphabet per example (a default run's state is what it was); they come back in the

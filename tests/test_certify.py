@@ -8,6 +8,7 @@ expert run meets, at any length, lies in it.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -179,6 +180,14 @@ def test_the_cli_reports_a_wrong_table_with_a_witness_and_exits_1(two_step_run, 
     out = capsys.readouterr().out
     assert "OEU table NOT CERTIFIED" in out
     assert "tasks add, domain: program" in out
+    # --plans-only: the plans of every view, no execute decision, counted per task
+    record = two_step_run / "plans.json"
+    certify_main(["--checkpoint", str(ck), "--witnesses", "0", "--plans-only",
+                  "--json", str(record)])
+    assert "execute tables: not checked (--plans-only)" in capsys.readouterr().out
+    ctl = json.loads(record.read_text())["controller"]
+    assert ctl["plans_only"] and ctl["decisions"] == 0 and ctl["step_failures_total"] == 0
+    assert ctl["plan_failures_per_task"] == {"add": len(ctl["plan_failures"])}
     # the sampled check reports the certificate beside its pass rates
     check_main(["--checkpoint", str(ck), "--task", "add", "--examples", "5", "--quiet"])
     out = capsys.readouterr().out

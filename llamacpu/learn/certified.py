@@ -149,6 +149,9 @@ class Certifier:
     plan_buffer: list[Example] = field(default_factory=list, init=False)
     """Examples whose emitted program was wrong at the last check: the next training
     batches carry them (their plan loss is the only thing that teaches a plan)."""
+    every_buffer: list[Example] = field(default_factory=list, init=False)
+    """Examples whose plan was wrong at the last every-view check (``--certify-all-views``):
+    kept until the next one, since a sampled check in between would rarely draw them."""
     compile_buffer: list[tuple[View, Action]] = field(default_factory=list, init=False)
     """Compile views the last check found wrong, with the expert's action: every training
     step's compile loss includes them until the next check."""
@@ -184,7 +187,20 @@ class Certifier:
                          every: bool = False) -> StageCertificate:
         """Certify the controller on ``views`` examples per task of ``sets`` (drawn by
         ``step``; ``every``: on all of them), and replace the buffer with the rows that
-        failed."""
+        failed.
+
+        ``every``: the plans of all of them are checked first, the execute tables only when
+        every plan is right (a wrong plan fails the certificate whatever the tables hold,
+        and the plans are the part that flickers: checking them alone first makes a failing
+        check of thousands of views a fraction of a full one); the wrong plans go to
+        :attr:`every_buffer`, replayed until the next such check."""
+        if every:
+            plans = {task: self._plan_only(model, task, examples)
+                     for task, examples in sets.items()}
+            self.every_buffer = [e for _, wrong in plans.values() for e in wrong]
+            if self.every_buffer:
+                cert.controller = {task: c for task, (c, _) in plans.items()}
+                return cert
         cert.controller = {}
         cert.compile = {}
         self._buffer = []
@@ -219,6 +235,17 @@ class Certifier:
             self._buffer = random.Random(step).sample(self._buffer, BUFFER)
         return cert
 
+    def _plan_only(self, model, task: str, examples: Sequence[Example]
+                   ) -> tuple[ControllerCertificate, list[Example]]:
+        """The plans of every view of ``examples`` (a composed task's through its window,
+        :meth:`_windowed_views`), and the examples whose plan is wrong."""
+        windowed = self._windowed_views(task, model.controller.cfg.view, examples)
+        pick = windowed if windowed is not None else list(examples)
+        c = certify_controller(model, [e.prompt for e in pick], [run_program(e) for e in pick],
+                               plans=[plan_program(e) for e in pick], execute=False)
+        example_of = {e.prompt: e for e in pick}
+        return c, [example_of[f.prompt] for f in c.plan_failures]
+
     def _windowed_views(self, task: str, view, examples: Sequence[Example]
                         ) -> list[Example] | None:
         """A composed task read through an operand window has a few dozen views per
@@ -249,6 +276,7 @@ class Certifier:
             return {k: v for k, v in asdict(e).items() if k != "alphabet"}
 
         return {"plan": [plain(e) for e in self.plan_buffer],
+                "every_plan": [plain(e) for e in self.every_buffer],
                 "rows": [[plain(e), i] for e, _, i in self._buffer],
                 "compile": [[v.head, v.token, v.top, v.opening, v.closing, a.name, a.op]
                             for v, a in self.compile_buffer]}
@@ -260,6 +288,7 @@ class Certifier:
             return Example(**{**d, "operands": tuple(d["operands"]), "alphabet": self.alphabet})
 
         self.plan_buffer = [example(d) for d in state.get("plan", ())]
+        self.every_buffer = [example(d) for d in state.get("every_plan", ())]
         self.compile_buffer = [(View(h, t, top, o, c), Action(name, op))
                                for h, t, top, o, c, name, op in state.get("compile", ())]
         programs: dict[str, Program] = {}
@@ -269,12 +298,14 @@ class Certifier:
             self._buffer.append((e, programs.setdefault(e.prompt, expert_program(e)), int(i)))
 
     def plan_rows(self, rng: random.Random, batch_size: int) -> list[Example]:
-        """Up to a quarter of a batch of :attr:`plan_buffer` examples (none when it is empty,
-        so a run whose plans are all right draws the same batches as without it)."""
-        if not self.plan_buffer:
+        """Up to a quarter of a batch of :attr:`plan_buffer` and :attr:`every_buffer`
+        examples (none when both are empty, so a run whose plans are all right draws the
+        same batches as without them)."""
+        pool = self.plan_buffer + self.every_buffer
+        if not pool:
             return []
-        k = min(len(self.plan_buffer), max(1, batch_size // 4))
-        return rng.sample(self.plan_buffer, k)
+        k = min(len(pool), max(1, batch_size // 4))
+        return rng.sample(pool, k)
 
     # ------------------------------------------------------------------ supervision
 

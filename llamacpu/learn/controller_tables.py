@@ -121,14 +121,16 @@ def _value_patterns(slot, alphabet: Alphabet, carries: frozenset[int], raw: bool
 
 @torch.no_grad()
 def certify_controller(model, prompts: Sequence[str], programs: Sequence,
-                       batch: int = 4096, plans: Sequence | None = None
-                       ) -> ControllerCertificate:
+                       batch: int = 4096, plans: Sequence | None = None,
+                       execute: bool = True) -> ControllerCertificate:
     """Check the plan and execute tables of ``model`` on ``prompts``, whose expert programs
     are ``programs`` (one each), one check per distinct view. The plan must be ``plans``
     (default: the programs; a composed prompt's is the compile marker,
     ``compiling.plan_program``) and the execute table is checked on the programs. ``model``
     is a LearnedMachine, or anything with ``controller.cfg``, ``controller.emit(prompts)``
-    and ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts)."""
+    and ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts).
+    ``execute=False`` checks the plans alone (no decision is checked: a certificate only
+    when a plan is wrong, which fails it whatever the execute table holds)."""
     from llamacpu.core.graph import instr_text
     from llamacpu.core.isa import Mode
     from llamacpu.machine.interfaces import StepView
@@ -157,6 +159,8 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     for (prompt, program, plan), emitted in zip(todo, emitted_plans):
         if tuple(emitted.slots) != tuple(plan.slots):
             cert.plan_failures.append(_plan_failure(prompt, emitted, plan))
+            continue
+        if not execute:
             continue
         key = id(program)
         if key not in rows_cache:
