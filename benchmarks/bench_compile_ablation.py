@@ -378,24 +378,6 @@ def tables(summary: Sequence[dict], variants: Sequence[str]) -> str:
 # ------------------------------------------------------------------------ command line
 
 
-def _ints(p: Parser, text: str, flag: str, least: int) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"{flag} must be comma-separated integers, got {text!r}")
-    if not out or min(out) < least:
-        p.error(f"{flag} must list integers of at least {least}, got {text!r}")
-    return list(dict.fromkeys(out))
-
-
-def _names(p: Parser, text: str, flag: str, allowed: Sequence[str]) -> list[str]:
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in out if x not in allowed]
-    if not out or bad:
-        p.error(f"{flag} must be comma-separated names of {', '.join(allowed)}, got {text!r}")
-    return list(dict.fromkeys(out))
-
-
 def parse_args(argv: Sequence[str] | None = None):
     """The command line, checked: a bad flag is one ``error:`` line naming it, exit 2."""
     ap = Parser(description=__doc__.split("\n\n")[0])
@@ -421,12 +403,12 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results_compile_ablation"
                                                       ".json"))
     a = ap.parse_args(argv)
-    a.seeds = _ints(ap, a.seeds, "--seeds", 0)
-    a.variants = _names(ap, a.variants, "--variants", VARIANTS)
-    a.ops = _ints(ap, a.ops, "--ops", 1)
-    a.digits = _ints(ap, a.digits, "--digits", 1)
-    a.splits = _names(ap, a.splits, "--splits", SPLITS)
-    a.forms = _names(ap, a.forms, "--forms", tuple(FORMS))
+    a.seeds = ap.ints(a.seeds, "--seeds", 0)
+    a.variants = ap.names(a.variants, "--variants", VARIANTS)
+    a.ops = ap.ints(a.ops, "--ops", 1)
+    a.digits = ap.ints(a.digits, "--digits", 1)
+    a.splits = ap.names(a.splits, "--splits", SPLITS)
+    a.forms = ap.names(a.forms, "--forms", tuple(FORMS))
     if a.numbers not in NUMBERS:
         ap.error(f"--numbers must be one of {', '.join(NUMBERS)}, got {a.numbers!r}")
     for flag, value, least in (("--steps", a.steps, 0), ("--batch", a.batch, 1),

@@ -113,27 +113,6 @@ class Matched:
 # ------------------------------------------------------------------------ the command line
 
 
-def _ints(p: Parser, text: str, flag: str) -> list[int]:
-    """Comma-separated integers of at least 1, in order, without repeats."""
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"{flag} must be comma-separated integers, got {text!r}")
-    if not out or min(out) < 1:
-        p.error(f"{flag} must list integers of at least 1, got {text!r}")
-    return list(dict.fromkeys(out))
-
-
-def _names(p: Parser, text: str, flag: str, allowed: Sequence[str]) -> list[str]:
-    """Comma-separated names out of ``allowed``, in order, without repeats."""
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    for x in out or [""]:
-        if x not in allowed:
-            p.error(f"{flag}: unknown value {x!r}: choose from {', '.join(allowed)} "
-                    "(comma-separated)")
-    return list(dict.fromkeys(out))
-
-
 def stage_budget(p: Parser, run_dir: Path, stages: Sequence[Stage]) -> dict[str, float]:
     """{stage name: seconds llamacpu trained it}, from ``run_dir/metrics.jsonl``
     (``logs.stage_seconds``: a stage resumed after an interruption took the sum of its
@@ -199,11 +178,11 @@ def parse_args(argv: Sequence[str] | None = None):
     p = _parser()
     a = p.parse_args(argv)
     p.check_threads(a.threads)
-    tasks = _names(p, a.tasks, "--tasks", tuple(STAGE_OF))
-    ops = _ints(p, a.ops, "--ops")
-    digits = _ints(p, a.digits, "--digits")
-    splits = _names(p, a.splits, "--splits", SPLITS)
-    combinations = _names(p, a.combinations, "--combinations", COMBINATIONS)
+    tasks = p.names(a.tasks, "--tasks", tuple(STAGE_OF))
+    ops = p.ints(a.ops, "--ops")
+    digits = p.ints(a.digits, "--digits")
+    splits = p.names(a.splits, "--splits", SPLITS)
+    combinations = p.names(a.combinations, "--combinations", COMBINATIONS)
     if a.n < 1:
         p.error(f"--n must be at least 1, got {a.n}")
     for task in tasks:

@@ -165,14 +165,6 @@ def table(rows: Sequence[dict], tasks: Sequence[str], splits: Sequence[str]) -> 
     return "\n".join(lines)
 
 
-def _names(p: Parser, text: str, flag: str, allowed: Sequence[str]) -> list[str]:
-    out = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in out if x not in allowed]
-    if not out or bad:
-        p.error(f"{flag} must be comma-separated names of {', '.join(allowed)}, got {text!r}")
-    return list(dict.fromkeys(out))
-
-
 def parse_args(argv: Sequence[str] | None = None):
     """The command line, checked: a bad flag is one ``error:`` line naming it, exit 2."""
     ap = Parser(description=__doc__.split("\n\n")[0])
@@ -193,18 +185,13 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
     a = ap.parse_args(argv)
-    try:
-        a.seeds = list(dict.fromkeys(int(x) for x in a.seeds.split(",") if x.strip()))
-    except ValueError:
-        ap.error(f"--seeds must be comma-separated integers, got {a.seeds!r}")
-    if not a.seeds or min(a.seeds) < 0:
-        ap.error(f"--seeds must list integers of at least 0, got {a.seeds!r}")
-    a.variants = _names(ap, a.variants, "--variants", tuple(VARIANTS))
-    a.splits = _names(ap, a.splits, "--splits", SPLITS)
+    a.seeds = ap.ints(a.seeds, "--seeds", 0)
+    a.variants = ap.names(a.variants, "--variants", tuple(VARIANTS))
+    a.splits = ap.names(a.splits, "--splits", SPLITS)
     if not 0 <= a.stage < len(STAGES):
         ap.error(f"--stage must be in 0..{len(STAGES) - 1}, got {a.stage}")
-    a.tasks = bench_tasks(a.stage) if a.tasks is None else _names(
-        ap, a.tasks, "--tasks", bench_tasks(a.stage))
+    a.tasks = bench_tasks(a.stage) if a.tasks is None else ap.names(
+        a.tasks, "--tasks", bench_tasks(a.stage))
     for flag, value in (("--steps", a.steps), ("--batch", a.batch)):
         if value < 1:
             ap.error(f"{flag} must be at least 1, got {value}")

@@ -54,6 +54,27 @@ class Parser(argparse.ArgumentParser):
         if threads < 1:
             self.error(f"{flag} must be a whole number of threads, at least 1; got {threads}")
 
+    def names(self, text: str, flag: str, allowed: Sequence[str]) -> list[str]:
+        """Comma-separated names out of ``allowed``, in order, without repeats; anything
+        else is a bad flag."""
+        out = [x.strip() for x in text.split(",") if x.strip()]
+        for x in out or [""]:
+            if x not in allowed:
+                self.error(f"{flag}: unknown value {x!r}: choose from {', '.join(allowed)} "
+                           "(comma-separated)")
+        return list(dict.fromkeys(out))
+
+    def ints(self, text: str, flag: str, least: int = 1) -> list[int]:
+        """Comma-separated integers of at least ``least``, in order, without repeats;
+        anything else is a bad flag."""
+        try:
+            out = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            self.error(f"{flag} must be comma-separated integers, got {text!r}")
+        if not out or min(out) < least:
+            self.error(f"{flag} must list integers of at least {least}, got {text!r}")
+        return list(dict.fromkeys(out))
+
     def check_out_dir(self, path: Path, flag: str = "--out") -> Path:
         """Create directory ``path`` if needed and prove it writable, before any work."""
         path = Path(path)
