@@ -281,7 +281,22 @@ def test_ctrl_c_saves_exits_130_and_the_rerun_resumes(tmp_path):
     r = _cli([*args[:-2], "--steps", str(step_before + 3)])
     assert r.returncode in (0, 1), r.stderr
     assert f"resuming at step {step_before}" in r.stdout
+    # the schedule spans --steps, so this resume moves the rate, and says so
+    assert f"--steps 400 -> {step_before + 3}" in r.stdout, r.stdout[-2000:]
     assert load_checkpoint(out / "stage_0").step == step_before + 3
+
+
+def test_a_resume_that_changes_the_schedule_says_how_the_rate_moves():
+    from llamacpu.learn.trainer import TrainConfig, _schedule_change, lr_at
+
+    cfg = TrainConfig(stages=[0], steps=3000, lr=3e-3)
+    trained = {"steps": 1500, "lr": 3e-3, "warmup": cfg.warmup}
+    note = _schedule_change(trained, cfg, 1276)
+    assert "--steps 1500 -> 3000" in note and "--lr" not in note
+    assert f"{lr_at(1276, 1500, 3e-3, cfg.warmup):.3g} to {lr_at(1276, 3000, 3e-3, cfg.warmup):.3g}" in note
+    assert _schedule_change({**trained, "steps": 3000}, cfg, 1276) == ""
+    assert "--lr 0.001 -> 0.003" in _schedule_change({**trained, "lr": 1e-3}, cfg, 10)
+    assert _schedule_change({}, cfg, 10) == ""  # a record without them: nothing to compare
 
 
 def test_review_examples_get_their_own_stages_step_budget():

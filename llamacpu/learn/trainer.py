@@ -99,6 +99,26 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def _schedule_change(trained: dict, cfg: TrainConfig, step: int) -> str:
+    """What a resume changes in the learning-rate schedule, said in one sentence, or "".
+
+    The cosine spans ``--steps`` and peaks at ``--lr``: resuming a stage with either changed
+    moves the rate at once (from what the interrupted run had at ``step`` to what the new
+    schedule has there), which can undo a stage that had nearly converged."""
+    keys = {"steps": "--steps", "lr": "--lr", "warmup": "warmup"}
+    old = {k: trained.get(k) for k in keys}
+    if any(v is None for v in old.values()):  # a checkpoint that did not record them
+        return ""
+    changed = [f"{flag} {old[k]:g} -> {getattr(cfg, k):g}" for k, flag in keys.items()
+               if old[k] != getattr(cfg, k)]
+    if not changed:
+        return ""
+    was = lr_at(step, old["steps"], old["lr"], old["warmup"])
+    now = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+    return (f"the learning-rate schedule differs from the interrupted run's ("
+            f"{', '.join(changed)}): the rate at step {step} moves from {was:.3g} to {now:.3g}")
+
+
 @dataclass
 class _StageState:
     step: int = 0
@@ -289,6 +309,9 @@ class Trainer:
             ckpt.restore_rng(c)
             self.log(f"stage {stage.index} ({stage.name}): resuming at step {c.step} "
                      f"from {found}")
+            note = _schedule_change(c.config.get("train", {}), cfg, c.step)
+            if note:
+                self.log(f"stage {stage.index} ({stage.name}): {note}")
             return model, opt, _StageState(c.step, list(c.metrics), c.passed, c.extra), replay
         unpassed = "" if c.passed else (f" (stage {c.stage} did not pass: this is its last "
                                         f"checkpoint, step {c.step})")
