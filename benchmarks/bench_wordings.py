@@ -3,7 +3,8 @@ ablation of filler words on the plan phase alone (docs/wordings.md).
 
     python benchmarks/bench_wordings.py [--seeds 0,1] [--variants none,front,anywhere_letters]
         [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21] [--tasks ...]
-        [--splits grammar_train,recombined[,new_words]] [--threads 1]
+        [--splits grammar_train,recombined[,new_words]] [--fit-rounds 0] [--fit-steps 250]
+        [--threads 1]
         [--json benchmarks/results_wordings.json]
 
 A grammar curriculum's plan phase must emit a task's program for wordings it never saw:
@@ -30,6 +31,12 @@ variant of a seed. Variants, what ``--filler`` of the prompts get
 - ``front_letters``, ``anywhere_letters``: as ``front`` and ``anywhere`` with words of
   lower-case letters only (no operator, bracket or other symbol, which in a request mean
   something).
+
+``--fit-rounds R`` then does what ``train --certify-all-views`` does before a stage may
+pass: up to R rounds of checking the plan of every training view and, while some are wrong,
+``--fit-steps`` more steps at the rate's last value with up to a quarter of each batch
+replaying the wrong views (the JSON's ``fit``: each round's count); so the bench tells
+whether a plan right on every training view is right on the unseen wordings too.
 
 Scored: per task and split of ``--splits`` (``new_words`` has ~128,000 views, ten
 minutes of emitting), the plan on every view of the split's
@@ -81,10 +88,12 @@ def last_stage(task: str, stage: int):
     return [s for s in STAGES[: stage + 1] if s.task == task][-1]
 
 
-def training_prompts(tasks: Sequence[str], stage: int, seed: int, count: int, alphabet):
+def training_prompts(tasks: Sequence[str], stage: int, seed: int, count: int, alphabet,
+                     part: str = "train"):
     """``count`` training examples, each task uniform, drawn as the stage that trains it
-    last draws them (no review) in the grammar's training wordings."""
-    rng = random.Random(f"bench_wordings/train/{seed}")
+    last draws them (no review) in the grammar's training wordings (``part`` names the
+    stream: the same seed and part draw the same prompts)."""
+    rng = random.Random(f"bench_wordings/{part}/{seed}")
     stages = {t: last_stage(t, stage) for t in tasks}
     return [sample_batch(stages[rng.choice(tasks)], rng, 1, review=0.0,
                          split="grammar_train", alphabet=alphabet)[0] for _ in range(count)]
@@ -122,15 +131,56 @@ def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250
     return {"curve": curve}
 
 
+def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alphabet) -> list:
+    """Up to ``a.fit_rounds`` rounds of what ``train --certify-all-views`` does before a
+    stage may pass: the plan of every training view (``grammar_train``); if all are right,
+    stop; else ``a.fit_steps`` steps at the schedule's last rate (``lr / 10``) on batches of
+    fresh training prompts (the variant's filler) with up to a quarter of the wrong views
+    replayed (``Certifier.plan_rows``). Returns each round's count of wrong training
+    views."""
+    rounds = []
+    opt = torch.optim.Adam(ctl.parameters(), lr=a.lr / 10)
+    rng = random.Random(f"bench_wordings/replay/{seed}")
+    for r in range(a.fit_rounds + 1):
+        wrong = [e for t in tasks for e in wrong_views(ctl, t, "grammar_train", alphabet)]
+        rounds.append({"round": r, "wrong_training_views": len(wrong)})
+        print(f"  fit round {r}: {len(wrong)} training views wrong", flush=True)
+        if not wrong or r == a.fit_rounds:
+            break
+        fresh = with_filler(training_prompts(tasks, a.stage, seed, a.fit_steps * a.batch,
+                                             alphabet, part=f"fit{r}"),
+                            variant, a.filler, seed + 1000 * (r + 1))
+        replay = max(1, a.batch // 4)
+        ctl.train()
+        for k in range(a.fit_steps):
+            part = (fresh[k * a.batch: (k + 1) * a.batch - min(replay, len(wrong))]
+                    + rng.sample(wrong, min(replay, len(wrong))))
+            loss, _ = ctl.plan_loss([e.prompt for e in part], [plan_program(e) for e in part])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        ctl.eval()
+    return rounds
+
+
 @torch.no_grad()
+def emitted_views(ctl: Controller, task: str, split: str, alphabet):
+    """Every view of ``task``'s ``split`` wordings and the plan emitted for each."""
+    exs = every_view(task, ctl.cfg.view, (split,), alphabet=alphabet).examples
+    return exs, [p for i in range(0, len(exs), EMIT_BATCH)
+                 for p in ctl.emit([e.prompt for e in exs[i:i + EMIT_BATCH]])]
+
+
+def wrong_views(ctl: Controller, task: str, split: str, alphabet) -> list:
+    exs, emitted = emitted_views(ctl, task, split, alphabet)
+    return [e for e, p in zip(exs, emitted) if tuple(p.slots) != tuple(plan_program(e).slots)]
+
+
 def score(ctl: Controller, tasks: Sequence[str], splits: Sequence[str], alphabet) -> dict:
-    view = ctl.cfg.view
     out: dict = {}
     for task in tasks:
         for split in splits:
-            exs = every_view(task, view, (split,), alphabet=alphabet).examples
-            emitted = [p for i in range(0, len(exs), EMIT_BATCH)
-                       for p in ctl.emit([e.prompt for e in exs[i:i + EMIT_BATCH]])]
+            exs, emitted = emitted_views(ctl, task, split, alphabet)
             wrong: dict[str, int] = defaultdict(int)
             wordings = set()
             for e, p in zip(exs, emitted):
@@ -182,6 +232,10 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--tasks", default=None, help="comma-separated: only these of them")
     ap.add_argument("--splits", default="grammar_train,recombined",
                     help=f"of {', '.join(SPLITS)}")
+    ap.add_argument("--fit-rounds", type=int, default=0,
+                    help="after training, up to this many rounds of replaying wrong "
+                    "training views until every one is right (0: off)")
+    ap.add_argument("--fit-steps", type=int, default=250, help="steps per fit round")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
     a = ap.parse_args(argv)
@@ -192,7 +246,9 @@ def parse_args(argv: Sequence[str] | None = None):
         ap.error(f"--stage must be in 0..{len(STAGES) - 1}, got {a.stage}")
     a.tasks = bench_tasks(a.stage) if a.tasks is None else ap.names(
         a.tasks, "--tasks", bench_tasks(a.stage))
-    for flag, value in (("--steps", a.steps), ("--batch", a.batch)):
+    if a.fit_rounds < 0:
+        ap.error(f"--fit-rounds must be >= 0, got {a.fit_rounds}")
+    for flag, value in (("--steps", a.steps), ("--batch", a.batch), ("--fit-steps", a.fit_steps)):
         if value < 1:
             ap.error(f"{flag} must be at least 1, got {value}")
     if not a.lr > 0:
@@ -221,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"seed {seed} {variant}:", flush=True)
             t0 = time.perf_counter()
             trained = train(ctl, examples, a.batch, a.lr)
+            if a.fit_rounds:
+                trained["fit"] = fit(ctl, tasks, a, seed, variant, alphabet)
             train_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
             scores = score(ctl, tasks, a.splits, alphabet)

@@ -3,6 +3,7 @@
 - the variants train on the same prompts, with filler where the variant says and nowhere
   else;
 - a tiny run writes JSON with every seed, variant, task and split, each view scored;
+- fit rounds end on the count of wrong training views the scores report;
 - a bad flag is one ``error:`` line naming it and exit code 2.
 
 The module is imported by its path.
@@ -61,6 +62,22 @@ def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
     assert "| all |" in printed and "none: recombined" in printed
 
 
+def test_fit_rounds_end_on_the_count_the_scores_report(tmp_path):
+    """--fit-rounds replays wrong training views; its last round counts the training views
+    wrong on the controller that is then scored, so the two agree."""
+    out = tmp_path / "fit.json"
+    argv = ["--seeds", "0", "--variants", "none", "--steps", "2", "--batch", "4",
+            "--tasks", "copy", "--splits", "grammar_train", "--fit-rounds", "2",
+            "--fit-steps", "2", "--json", str(out)]
+    assert bench.main(argv) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    rounds = row["fit"]
+    assert 1 <= len(rounds) <= 3 and [r["round"] for r in rounds] == list(range(len(rounds)))
+    assert rounds[-1]["wrong_training_views"] == row["scores"]["copy"]["grammar_train"][
+        "wrong_views"]
+    assert all(r["wrong_training_views"] > 0 for r in rounds[:-1])
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["--variants", "none,middle"], "--variants"),
     (["--splits", "heldout"], "--splits"),
@@ -68,6 +85,8 @@ def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
     (["--stage", "99"], "--stage"),
     (["--seeds", "a"], "--seeds"),
     (["--steps", "0"], "--steps"),
+    (["--fit-rounds", "-1"], "--fit-rounds"),
+    (["--fit-steps", "0"], "--fit-steps"),
     (["--lr", "0"], "--lr"),
     (["--filler", "2"], "--filler"),
     (["--threads", "0"], "--threads"),
