@@ -4,7 +4,7 @@ ablation of filler words on the plan phase alone (docs/wordings.md).
     python benchmarks/bench_wordings.py [--seeds 0,1] [--variants none,front,anywhere_letters]
         [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21] [--tasks ...]
         [--splits grammar_train,recombined[,new_words]] [--fit-rounds 0] [--fit-steps 250]
-        [--threads 1]
+        [--ema 0] [--threads 1]
         [--json benchmarks/results_wordings.json]
 
 A grammar curriculum's plan phase must emit a task's program for wordings it never saw:
@@ -37,6 +37,8 @@ pass: up to R rounds of checking the plan of every training view and, while some
 ``--fit-steps`` more steps at the rate's last value with up to a quarter of each batch
 replaying the wrong views (the JSON's ``fit``: each round's count); so the bench tells
 whether a plan right on every training view is right on the unseen wordings too.
+``--ema D`` scores (and fit-checks) the exponential moving average of the weights, decay D
+per step (``torch.optim.swa_utils``), instead of the weights as last trained.
 
 Scored: per task and split of ``--splits`` (``new_words`` has ~128,000 views, ten
 minutes of emitting), the plan on every view of the split's
@@ -61,6 +63,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from llamacpu.cli import Parser
 from llamacpu.learn.compiling import is_composed, plan_program
@@ -108,7 +111,8 @@ def with_filler(examples, variant: str, share: float, seed: int):
             for e in examples]
 
 
-def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250) -> dict:
+def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250,
+          ema: AveragedModel | None = None) -> dict:
     opt = torch.optim.Adam(ctl.parameters(), lr=lr)
     steps = len(examples) // batch
     sched = torch.optim.lr_scheduler.LambdaLR(  # cosine from lr to lr / 10
@@ -122,6 +126,8 @@ def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250
         loss.backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(ctl)
         step = k // batch + 1
         if step % log_every == 0:
             curve.append({"step": step, "loss": loss.item(), "program_acc": m.program_acc})
@@ -131,18 +137,21 @@ def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250
     return {"curve": curve}
 
 
-def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alphabet) -> list:
+def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alphabet,
+        ema: AveragedModel | None = None) -> list:
     """Up to ``a.fit_rounds`` rounds of what ``train --certify-all-views`` does before a
     stage may pass: the plan of every training view (``grammar_train``); if all are right,
     stop; else ``a.fit_steps`` steps at the schedule's last rate (``lr / 10``) on batches of
     fresh training prompts (the variant's filler) with up to a quarter of the wrong views
-    replayed (``Certifier.plan_rows``). Returns each round's count of wrong training
-    views."""
+    replayed (``Certifier.plan_rows``). With ``ema``, the views are checked on the average
+    (which goes on averaging) and the steps train ``ctl``. Returns each round's count of
+    wrong training views."""
     rounds = []
     opt = torch.optim.Adam(ctl.parameters(), lr=a.lr / 10)
     rng = random.Random(f"bench_wordings/replay/{seed}")
     for r in range(a.fit_rounds + 1):
-        wrong = [e for t in tasks for e in wrong_views(ctl, t, "grammar_train", alphabet)]
+        judged = ctl if ema is None else ema.module
+        wrong = [e for t in tasks for e in wrong_views(judged, t, "grammar_train", alphabet)]
         rounds.append({"round": r, "wrong_training_views": len(wrong)})
         print(f"  fit round {r}: {len(wrong)} training views wrong", flush=True)
         if not wrong or r == a.fit_rounds:
@@ -159,6 +168,8 @@ def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alpha
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(ctl)
         ctl.eval()
     return rounds
 
@@ -236,6 +247,9 @@ def parse_args(argv: Sequence[str] | None = None):
                     help="after training, up to this many rounds of replaying wrong "
                     "training views until every one is right (0: off)")
     ap.add_argument("--fit-steps", type=int, default=250, help="steps per fit round")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="score (and fit-check) an exponential moving average of the "
+                    "weights with this decay per step, e.g. 0.999 (0: the weights as trained)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
     a = ap.parse_args(argv)
@@ -246,6 +260,8 @@ def parse_args(argv: Sequence[str] | None = None):
         ap.error(f"--stage must be in 0..{len(STAGES) - 1}, got {a.stage}")
     a.tasks = bench_tasks(a.stage) if a.tasks is None else ap.names(
         a.tasks, "--tasks", bench_tasks(a.stage))
+    if not 0 <= a.ema < 1:
+        ap.error(f"--ema must be in [0, 1), got {a.ema}")
     if a.fit_rounds < 0:
         ap.error(f"--fit-rounds must be >= 0, got {a.fit_rounds}")
     for flag, value in (("--steps", a.steps), ("--batch", a.batch), ("--fit-steps", a.fit_steps)):
@@ -274,14 +290,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             examples = with_filler(base, variant, a.filler, seed)
             torch.manual_seed(seed)
             ctl = Controller(config)
+            ema = None if not a.ema else AveragedModel(
+                ctl, multi_avg_fn=get_ema_multi_avg_fn(a.ema))
             print(f"seed {seed} {variant}:", flush=True)
             t0 = time.perf_counter()
-            trained = train(ctl, examples, a.batch, a.lr)
+            trained = train(ctl, examples, a.batch, a.lr, ema=ema)
             if a.fit_rounds:
-                trained["fit"] = fit(ctl, tasks, a, seed, variant, alphabet)
+                trained["fit"] = fit(ctl, tasks, a, seed, variant, alphabet, ema=ema)
             train_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores = score(ctl, tasks, a.splits, alphabet)
+            scores = score(ctl if ema is None else ema.module.eval(), tasks, a.splits,
+                           alphabet)
             eval_seconds = time.perf_counter() - t0
             rows.append({"seed": seed, "variant": variant, "train_seconds": train_seconds,
                          "eval_seconds": eval_seconds, **trained, "scores": scores})

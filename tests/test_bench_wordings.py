@@ -78,6 +78,31 @@ def test_fit_rounds_end_on_the_count_the_scores_report(tmp_path):
     assert all(r["wrong_training_views"] > 0 for r in rounds[:-1])
 
 
+def test_ema_averages_the_trained_weights():
+    """--ema: the average starts as the first step's weights and then trails them by its
+    decay, so two steps at decay 0.5 give the midpoint of the two steps' weights."""
+    import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from llamacpu.llm.controller import Controller
+
+    torch.manual_seed(0)
+    ctl = Controller(TrainConfig(wordings="grammar").model_config().controller)
+    ema = AveragedModel(ctl, multi_avg_fn=get_ema_multi_avg_fn(0.5))
+    examples = bench.training_prompts(["copy"], 21, 0, 8, DEFAULT_ALPHABET)
+    seen = []
+    bench.train(ctl, examples[:4], 4, 1e-2, ema=ema)
+    seen.append({n: p.detach().clone() for n, p in ctl.named_parameters()})
+    bench.train(ctl, examples[4:], 4, 1e-2, ema=ema)
+    averaged = dict(ema.module.named_parameters())
+    moved = 0
+    for n, p in ctl.named_parameters():
+        want = 0.5 * seen[0][n] + 0.5 * p.detach()
+        assert torch.allclose(averaged[n], want, atol=1e-6), n
+        moved += not torch.equal(p.detach(), seen[0][n])
+    assert moved  # the second step changed weights, so the average is not either step's
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["--variants", "none,middle"], "--variants"),
     (["--splits", "heldout"], "--splits"),
@@ -87,6 +112,7 @@ def test_fit_rounds_end_on_the_count_the_scores_report(tmp_path):
     (["--steps", "0"], "--steps"),
     (["--fit-rounds", "-1"], "--fit-rounds"),
     (["--fit-steps", "0"], "--fit-steps"),
+    (["--ema", "1"], "--ema"),
     (["--lr", "0"], "--lr"),
     (["--filler", "2"], "--filler"),
     (["--threads", "0"], "--threads"),
