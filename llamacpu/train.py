@@ -114,6 +114,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--certify-patterns", type=int, default=TrainConfig.certify_patterns,
                    metavar="P", help="execute-table rows per batch row per training step "
                                      "(0: none)")
+    p.add_argument("--ema", type=float, default=TrainConfig.ema, metavar="DECAY",
+                   help="check, certify and save the exponential moving average of the "
+                        "weights, this decay per step (e.g. 0.999; default 0: the weights "
+                        "as trained; tiny controller only)")
     p.add_argument("--anneal", type=float, default=TrainConfig.anneal, metavar="F",
                    help="learning-rate factor per check that finds a stage competent but "
                         "not certified, down to 1/32 (default 0.5; 1: no annealing)")
@@ -174,7 +178,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                            retention_size=a.retention_size, retention=a.retention,
                            certify=not a.no_certify, certify_views=a.certify_views,
                            certify_all=a.certify_all_views,
-                           certify_patterns=a.certify_patterns, anneal=a.anneal,
+                           certify_patterns=a.certify_patterns, anneal=a.anneal, ema=a.ema,
                            ckpt_every=a.ckpt_every, answer_loss=not a.no_answer_loss,
                            lora_r=a.lora_r, lora_alpha=a.lora_alpha, quant=a.quant,
                            optim=a.optim, time_budget=a.time_budget,

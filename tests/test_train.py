@@ -182,6 +182,7 @@ def test_rerun_resumes_instead_of_starting_over(stage0):
     (["--stage", "0", "--device", "tpu"], "--device"),
     (["--stage", "0", "--model", "gpt9"], "--model"),
     (["--stage", "0", "--digit-window", "-1"], "--digit-window"),
+    (["--stage", "0", "--ema", "1"], "--ema must be in [0, 1)"),
     (["--stage", "0", "--alphabet", "klingon"],
      "--alphabet must be one of default, printable, got 'klingon'"),
 ])

@@ -105,6 +105,9 @@ class TrainConfig:
     #                                     before the stage may pass (minutes at stage 18)
     #                                     (None: 32 for the tiny model, 8 for a pretrained one)
     certify_patterns: int = 8           # execute-table rows per batch row per step (0: none)
+    ema: float = 0.0                    # decay of the weights' exponential moving average,
+    #                                     the machine checked, certified and saved (0: the
+    #                                     weights as trained; learn/averaging.py)
     anneal: float = 0.5                 # learning-rate factor per check that found the stage
     #                                     competent but not certified (down to ANNEAL_FLOOR):
     #                                     near convergence the peak rate moves plans of earlier
@@ -214,6 +217,11 @@ class TrainConfig:
             raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         if self.competence is not None and not 0 < self.competence <= 1:
             raise ValueError(f"--competence must be in (0, 1], got {self.competence}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
+        if self.ema and not tiny:
+            raise ValueError("--ema applies to the tiny controller (the average of a "
+                             "pretrained one would hold a second copy of its base model)")
         if not 0 < self.anneal <= 1:
             raise ValueError(f"--anneal must be in (0, 1], got {self.anneal}")
         if not self.channel_lr > 0:

@@ -56,6 +56,7 @@ from torch import Tensor
 from llamacpu.core.isa import N_PORTS, Program
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
+from llamacpu.learn.averaging import WeightAverage
 from llamacpu.learn.certified import Certifier
 from llamacpu.learn.checkpoint import CheckpointError
 from llamacpu.learn.compiling import is_composed, plan_program, run_program
@@ -158,6 +159,7 @@ class Trainer:
         self.trained: set[int] | None = None  # earlier stages the model learned (None: all)
         self.dist = dist          # set from the environment (torchrun's) by run()
         self.certifier: Certifier | None = None  # the running stage's (cfg.certify)
+        self.average: WeightAverage | None = None  # --ema: the machine checked and saved
         self._sampler: random.Random | None = None  # the running stage's data sampler
         self.run_id = uuid.uuid4().hex[:12]  # in every metrics record of this process
         self._views_of: tuple[int | None, dict] = (None, {})  # (stage, _every_view's sets)
@@ -187,7 +189,9 @@ class Trainer:
 
     def _save(self, stage: Stage, model: LearnedMachine, opt, st: _StageState,
               replay: OEUExamples) -> Path:
-        state = {f"model.{k}": v for k, v in model.trainable_state().items()}
+        state = {f"model.{k}": v for k, v in self._judged(model).trainable_state().items()}
+        if self.average is not None:  # the average is the machine; the trained weights too
+            state.update(self.average.checkpoint_state(model))
         state.update({f"replay.{k}": v for k, v in replay._asdict().items()})
         config = {"model": model.cfg.to_json(), "train": _cfg_json(self.cfg)}
         if model.base_model is not None:
@@ -196,10 +200,17 @@ class Trainer:
         extra = {"sampler": self._sampler.getstate(), "trained_stages": [*before, stage.index]}
         if self.certifier is not None:
             extra["certifier"] = self.certifier.state()
+        if self.average is not None:
+            extra["ema_updates"] = self.average.updates
         return ckpt.save_checkpoint(
             ckpt.stage_dir(self.cfg.out, stage.index), model_state=state, optimizer=opt,
             config=config, stage=stage.index, step=st.step, metrics=st.metrics,
             passed=st.passed, extra=extra, attachments=model.adapter_files())
+
+    def _judged(self, model: LearnedMachine) -> LearnedMachine:
+        """The machine checks, certificates and checkpoints look at: ``model`` as trained,
+        or with ``--ema`` the average of its weights."""
+        return model if self.average is None else self.average.model
 
     def _checkpoint(self, *args) -> Path:
         """:meth:`_save` on rank 0; every rank waits until the checkpoint is complete."""
@@ -292,10 +303,15 @@ class Trainer:
             if self.model is None:  # a fresh machine: every earlier stage is reviewed
                 self.trained = None
             model = self.model or self._new_model()
+            if cfg.ema and self.average is None:
+                self.average = WeightAverage(model, cfg.ema)
             return model, self._optimizer(model), _StageState(), replay
         c = ckpt.load_checkpoint(found)
         self.trained = {i for i in trained_stages(c) if i < stage.index}
         model, replay = self._load_model(c)
+        if cfg.ema:  # the checkpoint's machine is the average; its train.* go on training
+            self.average = WeightAverage.resume(model, c.model_state,
+                                                (c.extra or {}).get("ema_updates", 0), cfg.ema)
         opt = self._optimizer(model)
         if c.stage == stage.index and c.passed:
             return model, opt, _StageState(c.step, list(c.metrics), True), replay
@@ -365,29 +381,32 @@ class Trainer:
                     metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay,
                                                        st.retained, scale)
                 st.step += 1
+                if self.average is not None:
+                    self.average.update(model)
+                judged = self._judged(model)
                 out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
                     cfg.time_budget is not None
                     and time.time() - started >= 60 * cfg.time_budget)
                 if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
-                    check = screened_evaluate(model, heldout, self._budget(stage),
+                    check = screened_evaluate(judged, heldout, self._budget(stage),
                                               cfg.eval_screen, stage.competence, self.dist)
                     acc = check.accuracy
                     metrics.update(accuracy=acc, eval_size=check.solved)
                     if check.solved < check.total:  # stopped at the screen: cannot pass
                         metrics.update(eval_screened=check.total)
                     retained = None
-                    if retention_sets and check.best >= stage.competence:  # competent: look
-                        retained = {t: evaluate(model, ex, self._budget(s), dist=self.dist)  # back
+                    if retention_sets and check.best >= stage.competence:  # competent: look back
+                        retained = {t: evaluate(judged, ex, self._budget(s), dist=self.dist)
                                     for t, (s, ex) in retention_sets.items()}
                         metrics.update({f"retained/{t}": a for t, a in retained.items()})
                     cert = None
                     if certifier is not None:  # the tables; the controller's once competent
-                        cert = certifier.check_oeu(model)
+                        cert = certifier.check_oeu(judged)
                         if check.best >= stage.competence:
-                            certifier.check_controller(model, cert, cert_sets, st.step)
+                            certifier.check_controller(judged, cert, cert_sets, st.step)
                             if cert.certified and cfg.certify_all:  # sampled views pass:
                                 certifier.check_controller(  # now every view, or no pass
-                                    model, cert, self._every_view(stage, model, cert_sets),
+                                    judged, cert, self._every_view(stage, judged, cert_sets),
                                     st.step, every=True)
                             if not cert.certified:
                                 self.log(f"stage {stage.index} ({stage.name}): competent at "
@@ -441,7 +460,7 @@ class Trainer:
                  f"exact match {last if last is not None else float('nan'):.3f}{tables}, "
                  f"{elapsed:.1f} s")
         if st.passed and cfg.retention_size:
-            self._report_retention(stage, model, st)
+            self._report_retention(stage, self._judged(model), st)
         if main:
             _plot_curve(cfg.out, stage, st.metrics)
         return st
