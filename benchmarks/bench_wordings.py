@@ -4,7 +4,7 @@ ablation of filler words on the plan phase alone (docs/wordings.md).
     python benchmarks/bench_wordings.py [--seeds 0,1] [--variants none,front,anywhere_letters]
         [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21] [--tasks ...]
         [--splits grammar_train,recombined[,new_words]] [--fit-rounds 0] [--fit-steps 250]
-        [--ema 0] [--threads 1]
+        [--ema 0] [--views 0] [--model tiny] [--lora-r 0] [--quant 4bit|8bit] [--threads 1]
         [--json benchmarks/results_wordings.json]
 
 A grammar curriculum's plan phase must emit a task's program for wordings it never saw:
@@ -37,6 +37,12 @@ pass: up to R rounds of checking the plan of every training view and, while some
 ``--fit-steps`` more steps at the rate's last value with up to a quarter of each batch
 replaying the wrong views (the JSON's ``fit``: each round's count); so the bench tells
 whether a plan right on every training view is right on the unseen wordings too.
+``--views N`` scores a seeded sample of N views per task and split instead of every view
+(the same views for every controller and seed): a pretrained controller emits a plan in
+about a second on a CPU, and ``new_words`` has 63,000 views of add, sub and cmp alone.
+``--model smollm2-135m --lora-r 8 --quant 4bit`` trains a pretrained controller's plan the
+same way (its LoRA adapter and heads; the base frozen, as ``train --model`` does), for the
+tiny controller's numbers beside a pretrained prior's on the same prompts.
 ``--ema D`` scores (and fit-checks) the exponential moving average of the weights, decay D
 per step (``torch.optim.swa_utils``), instead of the weights as last trained.
 
@@ -111,9 +117,15 @@ def with_filler(examples, variant: str, share: float, seed: int):
             for e in examples]
 
 
+def trainable(ctl: Controller) -> list:
+    """What the optimizer moves: every weight of the tiny controller; of a pretrained one
+    the LoRA adapter and the heads (its base is frozen, as in training)."""
+    return [p for p in ctl.parameters() if p.requires_grad]
+
+
 def train(ctl: Controller, examples, batch: int, lr: float, log_every: int = 250,
           ema: AveragedModel | None = None) -> dict:
-    opt = torch.optim.Adam(ctl.parameters(), lr=lr)
+    opt = torch.optim.Adam(trainable(ctl), lr=lr)
     steps = len(examples) // batch
     sched = torch.optim.lr_scheduler.LambdaLR(  # cosine from lr to lr / 10
         opt, lambda k: 0.1 + 0.45 * (1 + math.cos(math.pi * min(k, steps) / steps)))
@@ -147,7 +159,7 @@ def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alpha
     (which goes on averaging) and the steps train ``ctl``. Returns each round's count of
     wrong training views."""
     rounds = []
-    opt = torch.optim.Adam(ctl.parameters(), lr=a.lr / 10)
+    opt = torch.optim.Adam(trainable(ctl), lr=a.lr / 10)
     rng = random.Random(f"bench_wordings/replay/{seed}")
     for r in range(a.fit_rounds + 1):
         judged = ctl if ema is None else ema.module
@@ -174,10 +186,22 @@ def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alpha
     return rounds
 
 
+def views_of(task: str, split: str, view, alphabet, sample: int = 0) -> list:
+    """One prompt per view of ``task``'s ``split`` wordings; with ``sample``, that many of
+    them (fewer if there are fewer), the same for every controller and seed."""
+    exs = every_view(task, view, (split,), alphabet=alphabet).examples
+    if sample and sample < len(exs):
+        picked = sorted(random.Random(f"bench_wordings/views/{task}/{split}").sample(
+            range(len(exs)), sample))
+        exs = [exs[i] for i in picked]
+    return exs
+
+
 @torch.no_grad()
-def emitted_views(ctl: Controller, task: str, split: str, alphabet):
-    """Every view of ``task``'s ``split`` wordings and the plan emitted for each."""
-    exs = every_view(task, ctl.cfg.view, (split,), alphabet=alphabet).examples
+def emitted_views(ctl: Controller, task: str, split: str, alphabet, sample: int = 0):
+    """The views of ``task``'s ``split`` wordings (:func:`views_of`) and the plan emitted
+    for each."""
+    exs = views_of(task, split, ctl.cfg.view, alphabet, sample)
     return exs, [p for i in range(0, len(exs), EMIT_BATCH)
                  for p in ctl.emit([e.prompt for e in exs[i:i + EMIT_BATCH]])]
 
@@ -187,11 +211,12 @@ def wrong_views(ctl: Controller, task: str, split: str, alphabet) -> list:
     return [e for e, p in zip(exs, emitted) if tuple(p.slots) != tuple(plan_program(e).slots)]
 
 
-def score(ctl: Controller, tasks: Sequence[str], splits: Sequence[str], alphabet) -> dict:
+def score(ctl: Controller, tasks: Sequence[str], splits: Sequence[str], alphabet,
+          sample: int = 0) -> dict:
     out: dict = {}
     for task in tasks:
         for split in splits:
-            exs, emitted = emitted_views(ctl, task, split, alphabet)
+            exs, emitted = emitted_views(ctl, task, split, alphabet, sample)
             wrong: dict[str, int] = defaultdict(int)
             wordings = set()
             for e, p in zip(exs, emitted):
@@ -243,6 +268,9 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--tasks", default=None, help="comma-separated: only these of them")
     ap.add_argument("--splits", default="grammar_train,recombined",
                     help=f"of {', '.join(SPLITS)}")
+    ap.add_argument("--views", type=int, default=0,
+                    help="score this many views per task and split, a seeded sample, the "
+                    "same for every controller (0: every view)")
     ap.add_argument("--fit-rounds", type=int, default=0,
                     help="after training, up to this many rounds of replaying wrong "
                     "training views until every one is right (0: off)")
@@ -250,6 +278,12 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--ema", type=float, default=0.0,
                     help="score (and fit-check) an exponential moving average of the "
                     "weights with this decay per step, e.g. 0.999 (0: the weights as trained)")
+    ap.add_argument("--model", default="tiny", help="the controller's LM, as train --model: "
+                    "tiny, smollm2-135m (after python -m llamacpu.models fetch smollm2-135m), "
+                    "a local Hugging Face directory")
+    ap.add_argument("--lora-r", type=int, default=0, help="a pretrained model's LoRA rank")
+    ap.add_argument("--quant", choices=("4bit", "8bit"), default=None,
+                    help="a pretrained model's base in 4 or 8 bits (bitsandbytes)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
     a = ap.parse_args(argv)
@@ -262,6 +296,8 @@ def parse_args(argv: Sequence[str] | None = None):
         a.tasks, "--tasks", bench_tasks(a.stage))
     if not 0 <= a.ema < 1:
         ap.error(f"--ema must be in [0, 1), got {a.ema}")
+    if a.views < 0:
+        ap.error(f"--views must be >= 0 (0: every view), got {a.views}")
     if a.fit_rounds < 0:
         ap.error(f"--fit-rounds must be >= 0, got {a.fit_rounds}")
     for flag, value in (("--steps", a.steps), ("--batch", a.batch), ("--fit-steps", a.fit_steps)):
@@ -272,6 +308,14 @@ def parse_args(argv: Sequence[str] | None = None):
     if not 0 <= a.filler <= 1:
         ap.error(f"--filler must be in [0, 1], got {a.filler}")
     ap.check_threads(a.threads)
+    try:
+        a.train_config = TrainConfig(model=a.model, lora_r=a.lora_r, quant=a.quant,
+                                     wordings="grammar")
+    except ValueError as e:  # the trainer's own checks: an unknown or unfetched model, ...
+        ap.error(str(e))
+    if a.ema and a.model != "tiny":
+        ap.error("--ema applies to the tiny controller (the average of a pretrained one "
+                 "would copy its base model)")
     ap.check_out_file(a.json, "--json")
     return a
 
@@ -280,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
-    config = TrainConfig(wordings="grammar").model_config().controller
+    config = a.train_config.model_config().controller
     alphabet = config.alphabet
     tasks = a.tasks
     rows = []
@@ -300,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
             scores = score(ctl if ema is None else ema.module.eval(), tasks, a.splits,
-                           alphabet)
+                           alphabet, a.views)
             eval_seconds = time.perf_counter() - t0
             rows.append({"seed": seed, "variant": variant, "train_seconds": train_seconds,
                          "eval_seconds": eval_seconds, **trained, "scores": scores})
@@ -316,8 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": time.perf_counter() - started,
             "load_average_1min_at_start": load_start,
             "load_average_1min_at_end": os.getloadavg()[0]}
-    cfg = {k: v for k, v in vars(a).items() if k != "json"}
-    cfg.update(controller="TrainConfig(wordings='grammar').model_config().controller",
+    cfg = {k: v for k, v in vars(a).items() if k not in ("json", "train_config")}
+    cfg.update(controller=f"TrainConfig(model={a.model!r}, lora_r={a.lora_r}, quant="
+               f"{a.quant!r}, wordings='grammar').model_config().controller",
                view=config.view.describe(), optimizer="Adam, cosine to lr / 10",
                loss="Controller.plan_loss", train_split="grammar_train")
     a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,17 @@ def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
     assert "| all |" in printed and "none: recombined" in printed
 
 
+def test_a_view_sample_is_seeded_and_drawn_from_every_view():
+    view = TrainConfig(wordings="grammar").model_config().controller.view
+    every = bench.views_of("sub", "recombined", view, DEFAULT_ALPHABET)
+    some = bench.views_of("sub", "recombined", view, DEFAULT_ALPHABET, sample=40)
+    assert len(some) == 40 and len({e.prompt for e in some}) == 40
+    assert {e.prompt for e in some} <= {e.prompt for e in every}
+    assert some == bench.views_of("sub", "recombined", view, DEFAULT_ALPHABET, sample=40)
+    assert bench.views_of("sub", "recombined", view, DEFAULT_ALPHABET,
+                          sample=10 ** 6) == every  # a sample as large as all is all
+
+
 def test_fit_rounds_end_on_the_count_the_scores_report(tmp_path):
     """--fit-rounds replays wrong training views; its last round counts the training views
     wrong on the controller that is then scored, so the two agree."""
@@ -113,6 +124,8 @@ def test_ema_averages_the_trained_weights():
     (["--fit-rounds", "-1"], "--fit-rounds"),
     (["--fit-steps", "0"], "--fit-steps"),
     (["--ema", "1"], "--ema"),
+    (["--views", "-1"], "--views"),
+    (["--model", "gpt9"], "--model"),
     (["--lr", "0"], "--lr"),
     (["--filler", "2"], "--filler"),
     (["--threads", "0"], "--threads"),
