@@ -163,7 +163,7 @@ def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alpha
     rng = random.Random(f"bench_wordings/replay/{seed}")
     for r in range(a.fit_rounds + 1):
         judged = ctl if ema is None else ema.module
-        wrong = [e for t in tasks for e in wrong_views(judged, t, "grammar_train", alphabet)]
+        wrong = [e for t in tasks for e in wrong_views(judged, t, "grammar_train", alphabet)[1]]
         rounds.append({"round": r, "wrong_training_views": len(wrong)})
         print(f"  fit round {r}: {len(wrong)} training views wrong", flush=True)
         if not wrong or r == a.fit_rounds:
@@ -206,9 +206,12 @@ def emitted_views(ctl: Controller, task: str, split: str, alphabet, sample: int 
                  for p in ctl.emit([e.prompt for e in exs[i:i + EMIT_BATCH]])]
 
 
-def wrong_views(ctl: Controller, task: str, split: str, alphabet) -> list:
-    exs, emitted = emitted_views(ctl, task, split, alphabet)
-    return [e for e, p in zip(exs, emitted) if tuple(p.slots) != tuple(plan_program(e).slots)]
+def wrong_views(ctl: Controller, task: str, split: str, alphabet, sample: int = 0
+                ) -> tuple[list, list]:
+    """The views scored and those whose emitted plan is not the expert's slot for slot."""
+    exs, emitted = emitted_views(ctl, task, split, alphabet, sample)
+    return exs, [e for e, p in zip(exs, emitted)
+                 if tuple(p.slots) != tuple(plan_program(e).slots)]
 
 
 def score(ctl: Controller, tasks: Sequence[str], splits: Sequence[str], alphabet,
@@ -216,13 +219,11 @@ def score(ctl: Controller, tasks: Sequence[str], splits: Sequence[str], alphabet
     out: dict = {}
     for task in tasks:
         for split in splits:
-            exs, emitted = emitted_views(ctl, task, split, alphabet, sample)
+            exs, missed = wrong_views(ctl, task, split, alphabet, sample)
             wrong: dict[str, int] = defaultdict(int)
-            wordings = set()
-            for e, p in zip(exs, emitted):
-                wordings.add(e.template)
-                if tuple(p.slots) != tuple(plan_program(e).slots):
-                    wrong[e.template] += 1
+            for e in missed:
+                wrong[e.template] += 1
+            wordings = {e.template for e in exs}
             out.setdefault(task, {})[split] = {
                 "views": len(exs), "wrong_views": sum(wrong.values()),
                 "wordings": len(wordings), "wrong_wordings": len(wrong),
