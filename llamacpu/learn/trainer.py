@@ -41,7 +41,6 @@ the time available.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import signal
 import time
@@ -76,13 +75,12 @@ from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evalu
 from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedMachine
 from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensorboard
 from llamacpu.learn.runlock import RunLock
+from llamacpu.learn.schedule import ANNEAL_FLOOR, _schedule_change, lr_at
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
 from llamacpu.learn.tasks import Example, default_out_size
 from llamacpu.learn.train_config import OPTIMIZERS, TrainConfig, _cfg_json, alphabet_name
 from llamacpu.llm.compile_head import compile_loss
 from llamacpu.machine.oeu import OEUExamples, examples_from_traces, merge_examples, oeu_loss
-
-ANNEAL_FLOOR = 1 / 32  # the lowest learning-rate factor annealing reaches
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "lr_at"]
 
@@ -90,34 +88,6 @@ __all__ = ["OPTIMIZERS", "TrainConfig", "Trainer", "lr_at"]
 def _as_tuple(x):
     """Lists back to tuples, nested (``random.setstate`` wants its state as it gave it)."""
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warmup to ``peak``, then cosine decay to a tenth of it at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def _schedule_change(trained: dict, cfg: TrainConfig, step: int) -> str:
-    """What a resume changes in the learning-rate schedule, said in one sentence, or "".
-
-    The cosine spans ``--steps`` and peaks at ``--lr``: resuming a stage with either changed
-    moves the rate at once (from what the interrupted run had at ``step`` to what the new
-    schedule has there), which can undo a stage that had nearly converged."""
-    keys = {"steps": "--steps", "lr": "--lr", "warmup": "warmup"}
-    old = {k: trained.get(k) for k in keys}
-    if any(v is None for v in old.values()):  # a checkpoint that did not record them
-        return ""
-    changed = [f"{flag} {old[k]:g} -> {getattr(cfg, k):g}" for k, flag in keys.items()
-               if old[k] != getattr(cfg, k)]
-    if not changed:
-        return ""
-    was = lr_at(step, old["steps"], old["lr"], old["warmup"])
-    now = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-    return (f"the learning-rate schedule differs from the interrupted run's ("
-            f"{', '.join(changed)}): the rate at step {step} moves from {was:.3g} to {now:.3g}")
 
 
 @dataclass
@@ -257,6 +227,17 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> dict[int, _StageState]:
+        """Trains ``cfg.stages`` in order. A Ctrl-C at any moment of it (loading, stepping,
+        checking, saving) stops the run once a step has finished, saved. Not only while a
+        stage steps: a KeyboardInterrupt raised during a lazy import can land in a
+        finalizer, which swallows it (and the run went on to its end)."""
+        prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGINT, prev_handler)
+
+    def _run(self) -> dict[int, _StageState]:
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
         if self.dist is None:
@@ -373,7 +354,6 @@ class Trainer:
         main = self.dist.main
         bar = _progress(cfg, stage, st.step, enabled=main)
         board = _tensorboard(cfg.out) if main else None
-        prev_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             while st.step < cfg.steps and not self.stopped:
                 with self._autocast():
@@ -424,9 +404,9 @@ class Trainer:
                 metrics.update(step=st.step, stage=stage.index, time=time.time() - started,
                                run=self.run_id, resumed_from=resumed_from)
                 st.metrics.append(metrics)
-                self.stopped = self.dist.any(self.interrupted)
                 if main:
                     _log_jsonl(cfg.out, metrics)
+                self.stopped = self.dist.any(self.interrupted)  # Ctrl-C so far: stop here
                 if board is not None:
                     for k, v in metrics.items():
                         if isinstance(v, (int, float)):  # not the run id
@@ -447,7 +427,6 @@ class Trainer:
                 path = self._checkpoint(stage, model, opt, st, replay)
                 self.log(f"interrupted: saved {path} at step {st.step}; re-run to resume")
         finally:
-            signal.signal(signal.SIGINT, prev_handler)
             bar.close()
             if board is not None:
                 board.close()
