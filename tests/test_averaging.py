@@ -5,7 +5,8 @@ trained weights.
   trained weights go beside it (``train.*``), and the two differ;
 - a run stopped mid-stage and resumed ends bit for bit where an unstopped run ends (the
   trained weights, the average and its count all come back);
-- a checkpoint written without ``--ema`` resumes with the average starting at its weights.
+- a checkpoint written without ``--ema`` resumes with the average starting at its weights;
+- one written with it and resumed without goes on from its trained weights.
 """
 
 from __future__ import annotations
@@ -88,3 +89,19 @@ def test_a_checkpoint_without_an_average_starts_one_at_its_weights(tmp_path):
     trainer = Trainer(_cfg(tmp_path / "run"), log=lambda s: None)
     trainer.run()  # resumes with --ema: the trained weights are the checkpoint's
     assert trainer.average.updates == STEPS - 2
+
+
+def test_resumed_without_ema_a_stage_goes_on_from_the_trained_weights(tmp_path):
+    # the optimizer state is the trained weights': going on from their average would be a
+    # different run. Checks off in this window, so the average does not feed back into
+    # training, and the weights end where an unstopped --ema run's trained weights end
+    Trainer(_cfg(tmp_path / "once"), log=lambda s: None).run()
+    _stop_after(3)(_cfg(tmp_path / "twice"), log=lambda s: None).run()
+    logs: list[str] = []
+    Trainer(_cfg(tmp_path / "twice", ema=0.0), log=logs.append).run()
+    assert any("was trained with --ema" in line for line in logs)
+    once = load_checkpoint(tmp_path / "once" / "stage_0").model_state
+    twice = load_checkpoint(tmp_path / "twice" / "stage_0").model_state
+    assert not _split(twice)[1]  # no average now: its checkpoint has one set of weights
+    for k, v in _split(once)[1].items():
+        assert torch.equal(v, twice["model." + k[len(TRAIN_PREFIX):]]), k

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from llamacpu.learn.learned import LearnedMachine
 
-__all__ = ["TRAIN_PREFIX", "WeightAverage"]
+__all__ = ["TRAIN_PREFIX", "WeightAverage", "load_trained"]
 
 TRAIN_PREFIX = "train."  # a checkpoint's trained weights, beside the average's "model."
 
@@ -66,12 +66,20 @@ class WeightAverage:
         the average is that, and ``model`` gets the ``train.*`` weights to train on, when the
         checkpoint has them (one written without ``--ema`` has not: both start equal)."""
         avg = cls(model, decay)
-        trained = {k[len(TRAIN_PREFIX):]: v for k, v in model_state.items()
-                   if k.startswith(TRAIN_PREFIX)}
-        if trained:
-            with torch.no_grad():
-                current = model.state_dict()
-                for k, v in trained.items():
-                    current[k].copy_(v)
+        if load_trained(model, model_state):
             avg._avg.n_averaged.fill_(updates)
         return avg
+
+
+def load_trained(model: LearnedMachine, model_state: dict[str, Tensor]) -> bool:
+    """Copies a checkpoint's trained weights (``train.*``) into ``model``, which was loaded
+    from its ``model.*`` tensors (the average); False when it has none (written without
+    ``--ema``). A run resumed without ``--ema`` goes on from these: they are the weights its
+    optimizer state belongs to."""
+    trained = {k[len(TRAIN_PREFIX):]: v for k, v in model_state.items()
+               if k.startswith(TRAIN_PREFIX)}
+    with torch.no_grad():
+        current = model.state_dict()
+        for k, v in trained.items():
+            current[k].copy_(v)
+    return bool(trained)

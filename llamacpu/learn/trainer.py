@@ -55,7 +55,7 @@ from torch import Tensor
 from llamacpu.core.isa import N_PORTS, Program
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
-from llamacpu.learn.averaging import WeightAverage
+from llamacpu.learn.averaging import WeightAverage, load_trained
 from llamacpu.learn.certified import Certifier
 from llamacpu.learn.checkpoint import CheckpointError
 from llamacpu.learn.compiling import is_composed, plan_program, run_program
@@ -293,6 +293,9 @@ class Trainer:
         if cfg.ema:  # the checkpoint's machine is the average; its train.* go on training
             self.average = WeightAverage.resume(model, c.model_state,
                                                 (c.extra or {}).get("ema_updates", 0), cfg.ema)
+        elif c.stage == stage.index and not c.passed and load_trained(model, c.model_state):
+            self.log(f"note: {c.path} was trained with --ema; without it the stage goes on "
+                     f"from the trained weights, not their average (pass --ema to keep it)")
         opt = self._optimizer(model)
         if c.stage == stage.index and c.passed:
             return model, opt, _StageState(c.step, list(c.metrics), True), replay
