@@ -324,9 +324,9 @@ def test_compiled_certificates_are_dropped_when_the_weights_change(monkeypatch):
     import llamacpu.learn.compiled as compiled_mod
     from llamacpu.learn.learned import LearnedMachine
 
-    calls = []
-    real = compiled_mod.certify_oeu
-    monkeypatch.setattr(compiled_mod, "certify_oeu",
+    calls = []  # each certification of the OEU starts with the program's domain
+    real = compiled_mod.program_domain
+    monkeypatch.setattr(compiled_mod, "program_domain",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
     model = LearnedMachine()
@@ -400,3 +400,36 @@ def test_a_composed_prompt_runs_compiled_when_its_program_is_certified(monkeypat
     assert (sol.output, sol.fault, runner.stats.compiled) == ("132", None, 1)
     (programs, plans), = asked
     assert compiling.is_compile(plans[0]) and not compiling.is_compile(programs[0])
+
+
+def test_the_compiled_runner_checks_each_oeu_entry_once_and_still_finds_a_new_wrong_one(
+        monkeypatch):
+    """A composed prompt links a new program each time (its main program, then the library):
+    the runner checks only the OEU entries (with the outputs needed) that no earlier program
+    had, and a wrong entry among those keeps the new program off the interpreter."""
+    from types import SimpleNamespace
+
+    import llamacpu.learn.compiled as compiled_mod
+    from llamacpu.learn.learned import LearnedMachine
+
+    torch.manual_seed(0)
+    runner = compiled_mod.CompiledRunner(LearnedMachine())
+    p, q, r = (load_program(t) for t in ("add", "sub", "copy"))
+    add, sub = (int(Op.ADD), 1, 2, 0, 0), (int(Op.SUB), 1, 2, 0, 0)
+    domains = {id(p): {add: (True, True)},
+               id(q): {add: (True, True), sub: (True, True), add[:3] + (1, 0): (True, False)},
+               id(r): {add: (True, True)}}
+    monkeypatch.setattr(compiled_mod, "program_domain", lambda prog, a: domains[id(prog)])
+    checked = []
+
+    def certify_oeu(oeu, alphabet, domain):
+        checked.append(dict(domain))
+        return SimpleNamespace(certified=sub not in domain)  # SUB 1, 2 is wrong
+
+    monkeypatch.setattr(compiled_mod, "certify_oeu", certify_oeu)
+    monkeypatch.setattr(compiled_mod, "certify_controller",
+                        lambda *a, **k: SimpleNamespace(certified=True))
+    assert runner.certified("1+2=", p) is None
+    assert "OEU table" in runner.certified("3-1=", q)
+    assert checked == [domains[id(p)], {sub: (True, True), add[:3] + (1, 0): (True, False)}]
+    assert runner.certified("12", r) is None and len(checked) == 2  # nothing new to check

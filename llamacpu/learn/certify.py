@@ -39,6 +39,7 @@ certificate's failures are about (``learn/certified.py``).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ from llamacpu.core.isa import (
     n_ops,
     op_specs,
     opcode,
+    ops_generation,
 )
 from llamacpu.machine.oeu import operand_usage
 from llamacpu.machine.symbolic import exact_op
@@ -138,8 +140,13 @@ class OEUCertificate:
 
 def _reads(op: Op) -> tuple[bool, bool, bool]:
     """Whether ``op`` reads a, b and the pointer-equality bit (as the OEU sees them)."""
-    u = operand_usage()[int(op)]
-    return bool(u[0]), bool(u[1]), bool(u[2])
+    return _usage(ops_generation())[int(op)]
+
+
+@functools.lru_cache(maxsize=8)
+def _usage(generation: int) -> tuple[tuple[bool, bool, bool], ...]:  # noqa: ARG001
+    """``operand_usage`` as tuples, once per op table (``define_op`` makes a new one)."""
+    return tuple((bool(a), bool(b), bool(e)) for a, b, e in operand_usage().tolist())
 
 
 def _writes_value(op: int) -> bool:
@@ -198,16 +205,32 @@ def _operand_values(slot, k: int, op: Op, alphabet: Alphabet) -> tuple[int, ...]
     return tuple(range(alphabet.base if _digits_only(op) else alphabet.size))
 
 
-def _instruction_inputs(slot, alphabet: Alphabet, carries: frozenset[int]) -> torch.Tensor:
-    """[E, 4] (a, b, carry, ptr_eq) that instruction ``slot`` can give the OEU."""
+def _reach(slot, alphabet: Alphabet, carries: frozenset[int]
+           ) -> tuple[tuple[tuple[int, ...], ...], torch.Tensor, frozenset[int]]:
+    """The inputs instruction ``slot`` can give the OEU (as rows and as a tensor) and the
+    carries it can leave."""
     op = opcode(slot.op)
     read_a, read_b, read_eq = _reads(op)
     A = _operand_values(slot, 0, op, alphabet) if read_a else (0,)
     B = _operand_values(slot, 1, op, alphabet) if read_b else (0,)
-    rows = [(a, b, c, e) for a in A for b in B for c in sorted(carries)
-            for e in ((0, 1) if read_eq else (0,))
-            if not _faults(op, a, b, c, alphabet.base)]
-    return torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
+    return _reach_of(int(op), A, B, carries, read_eq, alphabet, ops_generation())
+
+
+@functools.lru_cache(maxsize=4096)
+def _reach_of(op: int, A: tuple[int, ...], B: tuple[int, ...], carries: frozenset[int],
+              read_eq: bool, alphabet: Alphabet, generation: int  # noqa: ARG001
+              ) -> tuple[tuple[tuple[int, ...], ...], torch.Tensor, frozenset[int]]:
+    """:func:`_reach` of one instruction shape: a linked program repeats a few (its library's
+    routines are the same in every program), so each is worked out once per op table."""
+    rows = tuple((a, b, c, e) for a in A for b in B for c in sorted(carries)
+                 for e in ((0, 1) if read_eq else (0,))
+                 if not _faults(op, a, b, c, alphabet.base))
+    dom = torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
+    if not rows:
+        return rows, dom, frozenset()
+    a, b, c, e = dom.T
+    _, cout = exact_op(torch.full_like(a, op), a, b, c, e.bool(), alphabet)
+    return rows, dom, frozenset(cout.tolist())
 
 
 def _flow(program):
@@ -235,14 +258,7 @@ def _carry_sets(program, alphabet: Alphabet) -> dict[int, frozenset[int]]:
     todo = [program.entry]
     while todo:
         u = todo.pop()
-        op = opcode(slots[u].op)
-        dom = _instruction_inputs(slots[u], alphabet, carry_in[u])
-        if len(dom):
-            a, b, c, e = dom.T
-            _, cout = exact_op(torch.full_like(a, int(op)), a, b, c, e.bool(), alphabet)
-            out = frozenset(cout.tolist())
-        else:
-            out = frozenset()
+        out = _reach(slots[u], alphabet, carry_in[u])[2]
         for v in successors(u):
             merged = carry_in.get(v, frozenset()) | out
             if merged != carry_in.get(v):
@@ -281,7 +297,7 @@ def program_domain(program, alphabet: Alphabet) -> dict[tuple[int, ...], tuple[b
             live_in.get(v, False) for v in successors(u))
         if not (want_res or want_carry):
             continue
-        for a, b, c, e in _instruction_inputs(slot, alphabet, carries).tolist():
+        for a, b, c, e in _reach(slot, alphabet, carries)[0]:
             key = (int(op), a, b, c, e)
             r, k = out.get(key, (False, False))
             out[key] = (r or want_res, k or want_carry)

@@ -12,7 +12,9 @@ faster. A prompt whose tables are not certified runs on the neural machine inste
 
 Per prompt the cost is one plan pass of the LM (emit), one execute-table certificate for its
 view (cached by view; about 0.06 s for the tiny controller) and the OEU certificate of its
-program (cached by program), then the interpreter's run.
+program (cached by program; an entry of the table is checked once, so a composed prompt's
+linked program, new each time, checks only the entries its main program adds to the
+library's), then the interpreter's run.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class CompiledRunner:
     def __init__(self, model) -> None:
         self.model = model
         self._oeu: dict[tuple, bool] = {}
+        self._right: set[tuple] = set()  # (OEU entry, outputs needed) found right
         self._views: dict[tuple[str, tuple], bool] = {}
         self._weights_version = self._version()
         self.stats = CompileStats()
@@ -66,9 +69,12 @@ class CompiledRunner:
 
         key = self._program_key(program)
         alphabet = self.model.cfg.oeu.alphabet
-        if key not in self._oeu:
-            cert = certify_oeu(self.model.oeu, alphabet, program_domain(program, alphabet))
-            self._oeu[key] = cert.certified
+        if key not in self._oeu:  # entries are checked independently: only the new ones
+            todo = {k: v for k, v in program_domain(program, alphabet).items()
+                    if (k, v) not in self._right}
+            self._oeu[key] = not todo or certify_oeu(self.model.oeu, alphabet, todo).certified
+            if self._oeu[key]:
+                self._right.update(todo.items())
         if not self._oeu[key]:
             return "the OEU table of the emitted program is not certified"
         view = (self.model.controller.cfg.view(prompt), key)
@@ -88,6 +94,7 @@ class CompiledRunner:
         model = self.model
         if self._version() != self._weights_version:  # trained since: certify again
             self._oeu.clear()
+            self._right.clear()
             self._views.clear()
             self._weights_version = self._version()
         was = model.training
