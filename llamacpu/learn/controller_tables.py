@@ -153,8 +153,11 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
         if view not in seen:
             seen.add(view)
             todo.append((prompt, program, plan))
-    chunk = 64                                  # plans emitted in batches (the LM's forward
-    emitted_plans = [e for i in range(0, len(todo), chunk)  # per slot is per batch)
+    # plans emitted in batches (the LM's forward per slot is per batch): the tiny LM's cost
+    # is mostly per call (512 rows: 1.4x faster than 64 on a CPU, the same plans); a
+    # pretrained one's is per row, and its cache for 512 rows would be gigabytes
+    chunk = 64 if getattr(cfg, "pretrained", False) else 512
+    emitted_plans = [e for i in range(0, len(todo), chunk)
                      for e in ctl.emit([p for p, _, _ in todo[i:i + chunk]])]
     for (prompt, program, plan), emitted in zip(todo, emitted_plans):
         if tuple(emitted.slots) != tuple(plan.slots):
