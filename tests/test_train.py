@@ -125,10 +125,11 @@ def test_solve_declines_to_run_a_plan_below_its_threshold(stage0):
     model = load_learned(out / "stage_0")
     problems = _fresh_problems(12)
     prompts = [e.prompt for e in problems] + ["hello there", "q"]
-    plain = model.solve(prompts)
+    budget = 200  # the additions take up to 121 steps, the other two 800 and more
+    plain = model.solve(prompts, max_steps=budget)
     _, conf = model.controller.emit_scored(prompts)
     cut = float(conf.sort().values[len(prompts) // 2])
-    sols = model.solve(prompts, abstain_below=cut)
+    sols = model.solve(prompts, abstain_below=cut, max_steps=budget)
     for s, p, c in zip(sols, plain, conf.tolist()):
         assert s.confidence == pytest.approx(c)
         if c < cut:
@@ -137,10 +138,10 @@ def test_solve_declines_to_run_a_plan_below_its_threshold(stage0):
         else:
             assert not s.abstained and s._replace(confidence=None) == p
     assert sum(s.abstained for s in sols) == sum(c < cut for c in conf.tolist()) > 0
-    assert model.solve(prompts, abstain_below=0.0) == [
+    assert model.solve(prompts, abstain_below=0.0, max_steps=budget) == [
         p._replace(confidence=c) for p, c in zip(plain, conf.tolist())]
-    assert model.solve(prompts, abstain_below=0.0, compiled=True) == model.solve(
-        prompts, abstain_below=0.0)
+    assert model.solve(prompts, abstain_below=0.0, compiled=True, max_steps=budget) == [
+        p._replace(confidence=c) for p, c in zip(plain, conf.tolist())]
 
 
 def test_a_plan_that_is_the_decline_program_is_cannot_compile(stage0, monkeypatch):
