@@ -390,7 +390,7 @@ def test_a_composed_prompt_runs_compiled_when_its_program_is_certified(monkeypat
                         lambda *a, **k: SimpleNamespace(certified=True))
     asked = []
 
-    def certify_controller(model, prompts, programs, plans=None):
+    def certify_controller(model, prompts, programs, plans=None, emitted=None):
         asked.append((programs, plans))
         return SimpleNamespace(certified=plans is not None and plans[0] is marker)
 
@@ -433,3 +433,25 @@ def test_the_compiled_runner_checks_each_oeu_entry_once_and_still_finds_a_new_wr
     assert "OEU table" in runner.certified("3-1=", q)
     assert checked == [domains[id(p)], {sub: (True, True), add[:3] + (1, 0): (True, False)}]
     assert runner.certified("12", r) is None and len(checked) == 2  # nothing new to check
+
+
+def test_plans_the_caller_emitted_are_checked_without_emitting_them_again(monkeypatch):
+    """certify_controller(emitted=...): the plans a caller already emitted (the compiled
+    runner's, an every-view check's after its plans-only pass) are compared with the expert's
+    as they are; the LM is not asked again."""
+    from llamacpu.learn.controller_tables import certify_controller
+    from llamacpu.learn.learned import LearnedMachine
+
+    torch.manual_seed(0)
+    model = LearnedMachine()
+
+    def no_emission(*a, **k):
+        raise AssertionError("emitted again")
+
+    monkeypatch.setattr(model.controller, "emit", no_emission)
+    add, sub = load_program("add"), load_program("sub")
+    prompts = ["1+2=", "what is 3 plus 4?"]
+    right = certify_controller(model, prompts, [add, add], emitted=[add, add], execute=False)
+    assert right.plan_failures == [] and right.views == 2
+    wrong = certify_controller(model, prompts, [add, add], emitted=[add, sub], execute=False)
+    assert [f.prompt for f in wrong.plan_failures] == ["what is 3 plus 4?"]

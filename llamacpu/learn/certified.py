@@ -218,8 +218,9 @@ class Certifier:
                 random.Random(f"certify/{self.stage.index}/{task}/{step}").sample(
                     list(examples), min(self.views, len(examples)))
             programs = [run_program(e) for e in pick]
-            c = certify_controller(model, [e.prompt for e in pick], programs,
-                                   plans=[plan_program(e) for e in pick])
+            want = [plan_program(e) for e in pick]  # every: all emitted right, just checked
+            c = certify_controller(model, [e.prompt for e in pick], programs, plans=want,
+                                   emitted=want if every else None)
             cert.controller[task] = c
             program_of = {e.prompt: p for e, p in zip(pick, programs)}
             example_of = {e.prompt: e for e in pick}

@@ -78,9 +78,10 @@ class CompiledRunner:
         if not self._oeu[key]:
             return "the OEU table of the emitted program is not certified"
         view = (self.model.controller.cfg.view(prompt), key)
-        if view not in self._views:
-            cert = certify_controller(self.model, [prompt], [program],
-                                      plans=None if plan is None else [plan])
+        if view not in self._views:  # the plan is the one emitted: its tables are checked
+            emitted = program if plan is None else plan
+            cert = certify_controller(self.model, [prompt], [program], plans=[emitted],
+                                      emitted=[emitted])
             self._views[view] = cert.certified
         if not self._views[view]:
             return "the execute table of this view is not certified"

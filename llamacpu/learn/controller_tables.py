@@ -122,7 +122,8 @@ def _value_patterns(slot, alphabet: Alphabet, carries: frozenset[int], raw: bool
 @torch.no_grad()
 def certify_controller(model, prompts: Sequence[str], programs: Sequence,
                        batch: int = 4096, plans: Sequence | None = None,
-                       execute: bool = True) -> ControllerCertificate:
+                       execute: bool = True, emitted: Sequence | None = None
+                       ) -> ControllerCertificate:
     """Check the plan and execute tables of ``model`` on ``prompts``, whose expert programs
     are ``programs`` (one each), one check per distinct view. The plan must be ``plans``
     (default: the programs; a composed prompt's is the compile marker,
@@ -130,7 +131,10 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     is a LearnedMachine, or anything with ``controller.cfg``, ``controller.emit(prompts)``
     and ``machine(prompts).sequencer`` (the machine's Sequencer for those prompts).
     ``execute=False`` checks the plans alone (no decision is checked: a certificate only
-    when a plan is wrong, which fails it whatever the execute table holds)."""
+    when a plan is wrong, which fails it whatever the execute table holds). ``emitted``:
+    the plans the controller emitted for ``prompts`` (one each), when the caller has them
+    (the compiled runner, a check whose plans were checked alone first): not emitted
+    again."""
     from llamacpu.core.graph import instr_text
     from llamacpu.core.isa import Mode
     from llamacpu.machine.interfaces import StepView
@@ -148,20 +152,21 @@ def certify_controller(model, prompts: Sequence[str], programs: Sequence,
     cert = ControllerCertificate(0, len(prompts), 0)
     rows_cache: dict[int, tuple] = {}
     todo = []                                   # one prompt per view, in order
-    for prompt, program, plan in zip(prompts, programs, programs if plans is None else plans):
+    for i, (prompt, program, plan) in enumerate(
+            zip(prompts, programs, programs if plans is None else plans)):
         view = cfg.view(prompt)
         if view not in seen:
             seen.add(view)
-            todo.append((prompt, program, plan))
+            todo.append((prompt, program, plan, i))
     # plans emitted in batches (the LM's forward per slot is per batch): the tiny LM's cost
     # is mostly per call (512 rows: 1.4x faster than 64 on a CPU, the same plans); a
     # pretrained one's is per row, and its cache for 512 rows would be gigabytes
     chunk = 64 if getattr(cfg, "pretrained", False) else 512
-    emitted_plans = [e for i in range(0, len(todo), chunk)
-                     for e in ctl.emit([p for p, _, _ in todo[i:i + chunk]])]
-    for (prompt, program, plan), emitted in zip(todo, emitted_plans):
-        if tuple(emitted.slots) != tuple(plan.slots):
-            cert.plan_failures.append(_plan_failure(prompt, emitted, plan))
+    emitted_plans = [emitted[i] for *_, i in todo] if emitted is not None else [
+        e for k in range(0, len(todo), chunk) for e in ctl.emit([t[0] for t in todo[k:k + chunk]])]
+    for (prompt, program, plan, _), got in zip(todo, emitted_plans):
+        if tuple(got.slots) != tuple(plan.slots):
+            cert.plan_failures.append(_plan_failure(prompt, got, plan))
             continue
         if not execute:
             continue
