@@ -335,3 +335,27 @@ def test_a_composed_tasks_check_covers_every_view_of_its_wordings_through_the_wi
     assert len(dedup) == len({view(e.prompt) for e in many}) and set(dedup) <= set(many)
     assert cert._windowed_views("add", view, few) is None
     assert cert._windowed_views("chain", PromptView(operands=0), few) is None
+
+
+@pytest.mark.parametrize("wordings", ["templates", "grammar"])
+def test_sampled_certificates_draw_training_wordings_only(wordings):
+    """A sampled certificate's wrong plans are replayed in training, so it draws held-out
+    problems of the training wordings only, for the stage's own task too: its competence
+    set holds held-out wordings (stage 0's hand-written ones, a grammar run's recombined),
+    and drawing from it trained some of them."""
+    from llamacpu.learn.curriculum import competence_set
+    from llamacpu.learn.trainer import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(stages=(0,), wordings=wordings, progress=False))
+    split, symbols = trainer.cfg.split, trainer.cfg.symbols
+    for index in (0, 4):
+        stage = STAGES[index]
+        sets = trainer._cert_sets(stage)
+        assert set(sets) == {STAGES[i].task for i in range(index + 1)}
+        for task, examples in sets.items():
+            trained = set(TASKS[task].templates(split, symbols))
+            assert examples and {e.template for e in examples} <= trained, task
+        held = {e.template for e in competence_set(stage, seed=1, split=split,
+                                                   alphabet=symbols)}
+        if index == 0 or wordings == "grammar":  # what the certificate no longer draws
+            assert held - set(TASKS[stage.task].templates(split, symbols))

@@ -348,10 +348,7 @@ class Trainer:
         self._sampler = rng
         if certifier is not None:  # the OEU table of every task so far, exact targets
             replay = merge_examples(replay, certifier.oeu_table())
-            cert_sets = {stage.task: heldout, **{s.task: eval_set(
-                s, seed=cfg.seed + 2, size=max(cfg.retention_size, cfg.certify_views),
-                split=cfg.split, alphabet=alphabet)
-                for s in retention_stages(stage, trained=self.trained)}}
+            cert_sets = self._cert_sets(stage)
         started = time.time()
         resumed_from = st.step  # 0 for a fresh stage: tells this run's records from others'
         main = self.dist.main
@@ -452,6 +449,16 @@ class Trainer:
         self.log(f"stage {stage.index} ({stage.name}): competent at step {step}, but "
                  + _fmt(low) + f" below the retention floor {self.cfg.retention:g}: "
                  f"consolidating (review {CONSOLIDATE_REVIEW:.0%}, weighted to what dropped)")
+
+    def _cert_sets(self, stage: Stage) -> dict[str, list[Example]]:
+        """The prompts a stage's sampled certificates draw from, per task trained so far:
+        held-out problems in the training wordings, the stage's own task's too (not its
+        competence set, which holds held-out wordings: a wrong plan is replayed in training,
+        and a held-out wording would then be trained)."""
+        cfg = self.cfg
+        return {s.task: eval_set(s, seed=cfg.seed + 2, split=cfg.split, alphabet=cfg.symbols,
+                                 size=max(cfg.retention_size, cfg.certify_views))
+                for s in (stage, *retention_stages(stage, trained=self.trained))}
 
     def _every_view(self, stage: Stage, model: LearnedMachine,
                     sampled: dict[str, list[Example]]) -> dict[str, list[Example]]:
