@@ -206,8 +206,8 @@ def _operand_values(slot, k: int, op: Op, alphabet: Alphabet) -> tuple[int, ...]
 
 
 def _reach(slot, alphabet: Alphabet, carries: frozenset[int]
-           ) -> tuple[tuple[tuple[int, ...], ...], torch.Tensor, frozenset[int]]:
-    """The inputs instruction ``slot`` can give the OEU (as rows and as a tensor) and the
+           ) -> tuple[tuple[tuple[int, ...], ...], frozenset[int]]:
+    """The inputs (a, b, carry, ptr_eq) instruction ``slot`` can give the OEU and the
     carries it can leave."""
     op = opcode(slot.op)
     read_a, read_b, read_eq = _reads(op)
@@ -219,18 +219,17 @@ def _reach(slot, alphabet: Alphabet, carries: frozenset[int]
 @functools.lru_cache(maxsize=4096)
 def _reach_of(op: int, A: tuple[int, ...], B: tuple[int, ...], carries: frozenset[int],
               read_eq: bool, alphabet: Alphabet, generation: int  # noqa: ARG001
-              ) -> tuple[tuple[tuple[int, ...], ...], torch.Tensor, frozenset[int]]:
+              ) -> tuple[tuple[tuple[int, ...], ...], frozenset[int]]:
     """:func:`_reach` of one instruction shape: a linked program repeats a few (its library's
     routines are the same in every program), so each is worked out once per op table."""
     rows = tuple((a, b, c, e) for a in A for b in B for c in sorted(carries)
                  for e in ((0, 1) if read_eq else (0,))
                  if not _faults(op, a, b, c, alphabet.base))
-    dom = torch.tensor(rows, dtype=torch.long).reshape(-1, 4)
     if not rows:
-        return rows, dom, frozenset()
-    a, b, c, e = dom.T
+        return rows, frozenset()
+    a, b, c, e = torch.tensor(rows, dtype=torch.long).T
     _, cout = exact_op(torch.full_like(a, op), a, b, c, e.bool(), alphabet)
-    return rows, dom, frozenset(cout.tolist())
+    return rows, frozenset(cout.tolist())
 
 
 def _flow(program):
@@ -258,7 +257,7 @@ def _carry_sets(program, alphabet: Alphabet) -> dict[int, frozenset[int]]:
     todo = [program.entry]
     while todo:
         u = todo.pop()
-        out = _reach(slots[u], alphabet, carry_in[u])[2]
+        out = _reach(slots[u], alphabet, carry_in[u])[1]
         for v in successors(u):
             merged = carry_in.get(v, frozenset()) | out
             if merged != carry_in.get(v):
