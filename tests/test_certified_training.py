@@ -208,6 +208,39 @@ def test_an_every_view_check_checks_the_plans_first_and_replays_them_until_the_n
     assert c.every_buffer == [] and c.plan_rows(random.Random(0), 8) == []
 
 
+def test_a_check_below_the_bar_refreshes_the_plan_pools():
+    """No certificate runs while the stage is below its competence bar, so the pools the
+    last one filled would be replayed unchanged: at such a check the views whose plan is
+    right now leave them, the still-wrong ones stay, and a fresh sample per task (drawn by
+    the step) adds the views wrong now."""
+    stage = STAGES[4]   # sub4: the stand-in emits add's program, so every sub plan is wrong
+    c = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    rng = random.Random(3)
+    sub = [TASKS["sub"].sample(rng, 2) for _ in range(8)]
+    add = [TASKS["add"].sample(rng, 2) for _ in range(8)]
+    view = _Controller().cfg.view
+    stale_sub = TASKS["sub"].sample(rng, 3)
+    c.plan_buffer = [add[0]]                  # right now: leaves
+    c.every_buffer = [add[1], stale_sub]      # add[1] leaves, the sub view is still wrong
+    pooled = c.refresh_plans(_Model(), {"sub": sub, "add": add}, step=50)
+    assert c.every_buffer == [stale_sub]
+    assert all(e.task == "sub" for e in c.plan_buffer) and c.plan_buffer
+    fresh = random.Random(f"refresh/{stage.index}/sub/50").sample(sub, 3)
+    views = {view(e.prompt) for e in fresh} - {view(stale_sub.prompt)}
+    assert {view(e.prompt) for e in c.plan_buffer} == views           # one per wrong view
+    assert pooled == len(c.plan_buffer) + 1
+    again = Certifier(stage, DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    again.every_buffer = [add[1], stale_sub]
+    again.plan_buffer = [add[0]]
+    again.refresh_plans(_Model(), {"sub": sub, "add": add}, step=50)
+    assert again.plan_buffer == c.plan_buffer                          # seeded by the step
+    # a stage whose plans are all right now (add2: the stand-in's program) empties them
+    right = Certifier(STAGES[1], DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    right.plan_buffer, right.every_buffer = add[:2], add[2:4]
+    assert right.refresh_plans(_Model(), {"add": add}, step=75) == 0
+    assert right.plan_buffer == right.every_buffer == []
+
+
 def test_the_buffers_resume_in_the_runs_alphabet():
     """The plan buffer and the failing rows go into a checkpoint as plain JSON without an
     alphabet per example (a default run's state is what it was); they come back in the

@@ -236,6 +236,33 @@ class Certifier:
             self._buffer = random.Random(step).sample(self._buffer, BUFFER)
         return cert
 
+    def refresh_plans(self, model, sets: Mapping[str, Sequence[Example]], step: int) -> int:
+        """At a check that finds the stage below its competence bar (no certificate runs):
+        the plan pools keep only the views whose plan is still wrong, and a fresh sample of
+        ``views`` per task of ``sets`` (drawn by ``step``) adds the ones wrong now.
+
+        Without it the pools the last certificate filled are replayed unchanged, a quarter
+        of every batch, for as long as the stage stays below its bar, while a view the
+        stage's own training broke goes unseen (a run stuck with every miss in a training
+        wording is how this was found). Returns the number of views the pools hold."""
+        pooled: dict[str, dict[str, Example]] = {}
+        for e in self.plan_buffer + self.every_buffer:
+            pooled.setdefault(e.task, {})[e.prompt] = e
+        wrong: set[str] = set()
+        found: list[Example] = []
+        for task in {*sets, *pooled}:
+            examples = list(sets.get(task, ()))
+            fresh = random.Random(f"refresh/{self.stage.index}/{task}/{step}").sample(
+                examples, min(self.views, len(examples)))
+            pick = {**pooled.get(task, {}), **{e.prompt: e for e in fresh}}
+            _, w = self._plan_only(model, task, list(pick.values()))
+            wrong |= {e.prompt for e in w}
+            found += w
+        self.every_buffer = [e for e in self.every_buffer if e.prompt in wrong]
+        kept = {e.prompt for e in self.every_buffer}
+        self.plan_buffer = [e for e in found if e.prompt not in kept]
+        return len(self.plan_buffer) + len(self.every_buffer)
+
     def _plan_only(self, model, task: str, examples: Sequence[Example]
                    ) -> tuple[ControllerCertificate, list[Example]]:
         """The plans of every view of ``examples`` (a composed task's through its window,

@@ -391,6 +391,9 @@ class Trainer:
                             if not cert.certified:
                                 self.log(f"stage {stage.index} ({stage.name}): competent at "
                                          f"step {st.step}, not certified: {cert.describe()}")
+                        else:  # below the bar: the plan pools replayed meanwhile stay current
+                            metrics.update(plan_pool=certifier.refresh_plans(judged, cert_sets,
+                                                                             st.step))
                         metrics.update(cert.metrics())
                     decision = decide(stage, check.best, st.step, cfg.steps, retained,
                                       cfg.retention, None if cert is None else cert.certified)
