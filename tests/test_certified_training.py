@@ -234,6 +234,15 @@ def test_a_check_below_the_bar_refreshes_the_plan_pools():
     again.plan_buffer = [add[0]]
     again.refresh_plans(_Model(), {"sub": sub, "add": add}, step=50)
     assert again.plan_buffer == c.plan_buffer                          # seeded by the step
+    # the pools come out in the order of the tasks of ``sets`` (never a set's hash order:
+    # batches draw from them, and a resumed run must draw what the interrupted one would)
+    cmp = [TASKS["cmp"].sample(rng, 2) for _ in range(8)]
+    both = Certifier(STAGES[5], DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
+    for order in (("sub", "cmp"), ("cmp", "sub")):
+        both.plan_buffer, both.every_buffer = [], []
+        both.refresh_plans(_Model(), {t: {"sub": sub, "cmp": cmp}[t] for t in order}, step=5)
+        tasks = [e.task for e in both.plan_buffer]
+        assert tasks == sorted(tasks, key=order.index) and set(tasks) == set(order)
     # a stage whose plans are all right now (add2: the stand-in's program) empties them
     right = Certifier(STAGES[1], DEFAULT_ALPHABET, raw=False, views=3, patterns=0)
     right.plan_buffer, right.every_buffer = add[:2], add[2:4]

@@ -250,7 +250,7 @@ class Certifier:
             pooled.setdefault(e.task, {})[e.prompt] = e
         wrong: set[str] = set()
         found: list[Example] = []
-        for task in {*sets, *pooled}:
+        for task in [*sets, *(t for t in pooled if t not in sets)]:  # in a fixed order
             examples = list(sets.get(task, ()))
             fresh = random.Random(f"refresh/{self.stage.index}/{task}/{step}").sample(
                 examples, min(self.views, len(examples)))
