@@ -245,8 +245,8 @@ class Certifier:
         of every batch, for as long as the stage stays below its bar, while a view the
         stage's own training broke goes unseen (a run stuck with every miss in a training
         wording is how this was found). Returns the number of views the pools hold."""
-        pooled: dict[str, dict[str, Example]] = {}
-        for e in self.plan_buffer + self.every_buffer:
+        pooled: dict[str, dict[str, Example]] = {}  # every_buffer's first: a wrong view
+        for e in self.every_buffer + self.plan_buffer:  # is found once, by its first example
             pooled.setdefault(e.task, {})[e.prompt] = e
         wrong: set[str] = set()
         found: list[Example] = []
