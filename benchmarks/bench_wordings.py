@@ -2,7 +2,8 @@
 ablation of filler words on the plan phase alone (docs/wordings.md).
 
     python benchmarks/bench_wordings.py [--seeds 0,1] [--variants none,front,anywhere_letters]
-        [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--stage 21] [--tasks ...]
+        [--steps 4000] [--batch 32] [--lr 3e-3] [--filler 0.5] [--drop 0.25] [--stage 21]
+        [--tasks ...]
         [--splits grammar_train,recombined[,new_words]] [--fit-rounds 0] [--fit-steps 250]
         [--ema 0] [--views 0] [--model tiny] [--lora-r 0] [--quant 4bit|8bit] [--threads 1]
         [--json benchmarks/results_wordings.json]
@@ -30,7 +31,11 @@ variant of a seed. Variants, what ``--filler`` of the prompts get
   payload for the others);
 - ``front_letters``, ``anywhere_letters``: as ``front`` and ``anywhere`` with words of
   lower-case letters only (no operator, bracket or other symbol, which in a request mean
-  something).
+  something);
+- ``front_drop``: as ``front``, and first ``--drop`` of the prompts lose one word of their
+  wording (word dropout: a word of lower-case letters, when the wording has two or more,
+  so that no verb, prefix or ending carries the task alone); a deletion that makes a
+  held-out wording (recombined, new words, hand-written held-out) is not made.
 
 ``--fit-rounds R`` then does what ``train --certify-all-views`` does before a stage may
 pass: up to R rounds of checking the plan of every training view and, while some are wrong,
@@ -57,15 +62,18 @@ per-task scores; prints a markdown table (wrong views per split, each seed).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import platform
 import random
+import re
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,12 +84,16 @@ from llamacpu.learn.compiling import is_composed, plan_program
 from llamacpu.learn.controller_tables import every_view
 from llamacpu.learn.curriculum import STAGES, sample_batch, trained_tasks
 from llamacpu.learn.supervise import _with_filler
-from llamacpu.learn.tasks import TASKS
+from llamacpu.learn.tasks import TASKS, render
 from llamacpu.learn.train_config import TrainConfig
 from llamacpu.llm.controller import Controller
 
 VARIANTS = {"none": None, "front": ("front", False), "anywhere": ("anywhere", False),
-            "front_letters": ("front", True), "anywhere_letters": ("anywhere", True)}
+            "front_letters": ("front", True), "anywhere_letters": ("anywhere", True),
+            "front_drop": ("front", False)}
+DROPPABLE = re.compile(r"[a-z]+[,.!?]?")
+"""A word word-dropout may delete: lower-case letters, maybe one punctuation mark after
+(never an operand, an operator symbol, a bracket or a payload's ':')."""
 SPLITS = ("grammar_train", "recombined", "new_words")
 EMIT_BATCH = 64
 
@@ -108,8 +120,41 @@ def training_prompts(tasks: Sequence[str], stage: int, seed: int, count: int, al
                          split="grammar_train", alphabet=alphabet)[0] for _ in range(count)]
 
 
-def with_filler(examples, variant: str, share: float, seed: int):
+@functools.cache
+def held_out(task: str, alphabet) -> frozenset:
+    """Every wording of ``task`` training must not contain: the grammar's held-out splits
+    and the hand-written held-out templates."""
+    t = TASKS[task]
+    return frozenset(t.templates("recombined", alphabet) + t.templates("new_words", alphabet)
+                     + t.heldout_templates)
+
+
+def with_dropped_word(ex, rng: random.Random):
+    """``ex`` with one of its wording's letter words (:data:`DROPPABLE`) deleted, if the
+    wording has at least two: word dropout, so that no single word (a verb, a prefix, an
+    ending) carries the task alone. The program reads no word, so the answer and the plan
+    stay; a wording so made that is held out (:func:`held_out`) is not used (``ex``
+    stays as it is): training never sees a held-out wording."""
+    words = ex.template.split(" ")
+    can = [i for i, w in enumerate(words) if DROPPABLE.fullmatch(w)]
+    if len(can) < 2:
+        return ex
+    i = rng.choice(can)
+    template = " ".join(words[:i] + words[i + 1:])
+    if template in held_out(ex.task, ex.alphabet):
+        return ex
+    return replace(ex, template=template,
+                   prompt=render(template, TASKS[ex.task].operands, ex.operands))
+
+
+def with_filler(examples, variant: str, share: float, seed: int, drop: float = 0.0):
+    """``examples`` as ``variant`` has them: ``share`` of them with filler words; a
+    ``_drop`` variant first deletes a word (:func:`with_dropped_word`) in ``drop`` of them."""
     spec = VARIANTS[variant]
+    if variant.endswith("_drop"):
+        dropper = random.Random(f"bench_wordings/drop/{seed}")
+        examples = [with_dropped_word(e, dropper) if dropper.random() < drop else e
+                    for e in examples]
     if spec is None:
         return list(examples)
     rng = random.Random(f"bench_wordings/filler/{seed}")
@@ -170,7 +215,7 @@ def fit(ctl: Controller, tasks: Sequence[str], a, seed: int, variant: str, alpha
             break
         fresh = with_filler(training_prompts(tasks, a.stage, seed, a.fit_steps * a.batch,
                                              alphabet, part=f"fit{r}"),
-                            variant, a.filler, seed + 1000 * (r + 1))
+                            variant, a.filler, seed + 1000 * (r + 1), a.drop)
         replay = max(1, a.batch // 4)
         ctl.train()
         for k in range(a.fit_steps):
@@ -264,6 +309,8 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--filler", type=float, default=TrainConfig.filler,
                     help="share of training prompts with filler words "
                     f"(default {TrainConfig.filler}, the trainer's)")
+    ap.add_argument("--drop", type=float, default=0.25,
+                    help="a _drop variant: share of training prompts with a word deleted")
     ap.add_argument("--stage", type=int, default=21,
                     help="the tasks the curriculum has trained by this stage")
     ap.add_argument("--tasks", default=None, help="comma-separated: only these of them")
@@ -308,6 +355,8 @@ def parse_args(argv: Sequence[str] | None = None):
         ap.error(f"--lr must be positive, got {a.lr}")
     if not 0 <= a.filler <= 1:
         ap.error(f"--filler must be in [0, 1], got {a.filler}")
+    if not 0 <= a.drop <= 1:
+        ap.error(f"--drop must be in [0, 1], got {a.drop}")
     ap.check_threads(a.threads)
     try:
         a.train_config = TrainConfig(model=a.model, lora_r=a.lora_r, quant=a.quant,
@@ -332,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in a.seeds:
         base = training_prompts(tasks, a.stage, seed, a.steps * a.batch, alphabet)
         for variant in a.variants:
-            examples = with_filler(base, variant, a.filler, seed)
+            examples = with_filler(base, variant, a.filler, seed, a.drop)
             torch.manual_seed(seed)
             ctl = Controller(config)
             ema = None if not a.ema else AveragedModel(

@@ -3,6 +3,7 @@
 - the variants train on the same prompts, with filler where the variant says and nowhere
   else;
 - a tiny run writes JSON with every seed, variant, task and split, each view scored;
+- word dropout deletes a letter word, never makes a held-out wording, and keeps the answer;
 - fit rounds end on the count of wrong training views the scores report;
 - a bad flag is one ``error:`` line naming it and exit code 2.
 
@@ -38,6 +39,24 @@ def test_the_variants_share_their_prompts_and_differ_only_in_filler():
             assert all(w.prompt.endswith(" " + e.prompt) for w, e in zip(worded, base))
         else:  # somewhere: at the end or inside too, on some of 40 prompts
             assert any(not w.prompt.endswith(e.prompt) for w, e in zip(worded, base))
+
+
+def test_word_dropout_deletes_a_letter_word_and_never_makes_a_held_out_wording():
+    from llamacpu.learn.evaluation import reference_run  # the expert on the interpreter
+
+    tasks = ["add", "sub", "copy", "sort", "mul"]
+    base = bench.training_prompts(tasks, 21, 1, 300, DEFAULT_ALPHABET)
+    dropped = bench.with_filler(base, "front_drop", 0.0, 1, drop=1.0)
+    changed = [(e, d) for e, d in zip(base, dropped) if d.prompt != e.prompt]
+    assert len(changed) > 200  # most training wordings have two letter words or more
+    for e, d in changed:
+        assert len(d.template.split(" ")) == len(e.template.split(" ")) - 1
+        assert d.template not in bench.held_out(e.task, DEFAULT_ALPHABET)
+        assert (d.task, d.answer, d.operands) == (e.task, e.answer, e.operands)
+        assert reference_run(d).output == d.answer  # the expert still reads it right
+    kept = [e for e, d in zip(base, dropped) if d.prompt == e.prompt]
+    assert kept  # one letter word, or the only deletions make held-out wordings
+    assert bench.with_filler(base, "front_drop", 0.0, 1, drop=0.0) == base
 
 
 def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
@@ -128,6 +147,7 @@ def test_ema_averages_the_trained_weights():
     (["--model", "gpt9"], "--model"),
     (["--lr", "0"], "--lr"),
     (["--filler", "2"], "--filler"),
+    (["--drop", "-0.5"], "--drop"),
     (["--threads", "0"], "--threads"),
     (["--bogus"], "--bogus"),
 ])
