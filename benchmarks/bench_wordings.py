@@ -84,7 +84,7 @@ from llamacpu.learn.compiling import is_composed, plan_program
 from llamacpu.learn.controller_tables import every_view
 from llamacpu.learn.curriculum import STAGES, sample_batch, trained_tasks
 from llamacpu.learn.supervise import _with_filler
-from llamacpu.learn.tasks import TASKS, render
+from llamacpu.learn.tasks import GRAMMAR_SPLITS, TASKS, render
 from llamacpu.learn.train_config import TrainConfig
 from llamacpu.llm.controller import Controller
 
@@ -125,8 +125,8 @@ def held_out(task: str, alphabet) -> frozenset:
     """Every wording of ``task`` training must not contain: the grammar's held-out splits
     and the hand-written held-out templates."""
     t = TASKS[task]
-    return frozenset(t.templates("recombined", alphabet) + t.templates("new_words", alphabet)
-                     + t.heldout_templates)
+    return frozenset(t.heldout_templates).union(*(t.templates(s, alphabet)
+                                                  for s in GRAMMAR_SPLITS))
 
 
 def with_dropped_word(ex, rng: random.Random):
