@@ -6,7 +6,7 @@ ablation of filler words on the plan phase alone (docs/wordings.md).
         [--tasks ...]
         [--splits grammar_train,recombined[,new_words]] [--fit-rounds 0] [--fit-steps 250]
         [--ema 0] [--views 0] [--model tiny] [--lora-r 0] [--quant 4bit|8bit] [--threads 1]
-        [--json benchmarks/results_wordings.json]
+        [--from CHECKPOINT] [--json benchmarks/results_wordings.json]
 
 A grammar curriculum's plan phase must emit a task's program for wordings it never saw:
 ``recombined`` (every part seen, never in that combination) and ``new_words``
@@ -50,6 +50,11 @@ same way (its LoRA adapter and heads; the base frozen, as ``train --model`` does
 tiny controller's numbers beside a pretrained prior's on the same prompts.
 ``--ema D`` scores (and fit-checks) the exponential moving average of the weights, decay D
 per step (``torch.optim.swa_utils``), instead of the weights as last trained.
+``--from CHECKPOINT`` trains a curriculum checkpoint's controller instead of a fresh one
+(its model and view; ``--stage`` at most the checkpoint's, ``--model`` and the LoRA flags
+ignored) and scores it before too (the JSON's ``start``): the probe of the curriculum's
+closing review (``train``'s stage ``review``, docs/training.md), which goes on from a
+trained machine at a tenth of the rate under a slow average.
 
 Scored: per task and split of ``--splits`` (``new_words`` has ~128,000 views, ten
 minutes of emitting), the plan on every view of the split's
@@ -333,6 +338,8 @@ def parse_args(argv: Sequence[str] | None = None):
     ap.add_argument("--quant", choices=("4bit", "8bit"), default=None,
                     help="a pretrained model's base in 4 or 8 bits (bitsandbytes)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--from", dest="start", type=Path, default=None,
+                    help="a checkpoint directory whose controller trains (default: fresh)")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results_wordings.json"))
     a = ap.parse_args(argv)
     a.seeds = ap.ints(a.seeds, "--seeds", 0)
@@ -367,23 +374,46 @@ def parse_args(argv: Sequence[str] | None = None):
         ap.error("--ema applies to the tiny controller (the average of a pretrained one "
                  "would copy its base model)")
     ap.check_out_file(a.json, "--json")
+    if a.start is not None:
+        from llamacpu.learn.checkpoint import CheckpointError, load_checkpoint
+        from llamacpu.learn.curriculum import trained_stages
+
+        try:
+            ck = load_checkpoint(a.start)
+        except (CheckpointError, OSError) as e:
+            ap.error(f"--from {a.start}: {e}")
+        known = trained_tasks(ck.stage, trained=trained_stages(ck))
+        if not set(a.tasks) <= set(known):
+            ap.error(f"--from {a.start}: the checkpoint (stage {ck.stage}) never trained "
+                     f"{', '.join(t for t in a.tasks if t not in known)}: lower --stage")
     return a
+
+
+def controller(a, seed: int) -> Controller:
+    """The controller a seed trains: fresh (``torch.manual_seed(seed)``) or ``--from``'s."""
+    torch.manual_seed(seed)
+    if a.start is None:
+        return Controller(a.train_config.model_config().controller)
+    from llamacpu.learn.evaluation import load_learned
+
+    return load_learned(a.start).controller
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
-    config = a.train_config.model_config().controller
+    config = controller(a, 0).cfg
     alphabet = config.alphabet
     tasks = a.tasks
     rows = []
+    start = None if a.start is None else score(controller(a, 0).eval(), tasks, a.splits,
+                                                alphabet, a.views)
     for seed in a.seeds:
         base = training_prompts(tasks, a.stage, seed, a.steps * a.batch, alphabet)
         for variant in a.variants:
             examples = with_filler(base, variant, a.filler, seed, a.drop)
-            torch.manual_seed(seed)
-            ctl = Controller(config)
+            ctl = controller(a, seed)
             ema = None if not a.ema else AveragedModel(
                 ctl, multi_avg_fn=get_ema_multi_avg_fn(a.ema))
             print(f"seed {seed} {variant}:", flush=True)
@@ -412,14 +442,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "load_average_1min_at_end": os.getloadavg()[0]}
     cfg = {k: v for k, v in vars(a).items() if k not in ("json", "train_config")}
     cfg.update(controller=f"TrainConfig(model={a.model!r}, lora_r={a.lora_r}, quant="
-               f"{a.quant!r}, wordings='grammar').model_config().controller",
+               f"{a.quant!r}, wordings='grammar').model_config().controller"
+               if a.start is None else f"the controller of {a.start}",
                view=config.view.describe(), optimizer="Adam, cosine to lr / 10",
                loss="Controller.plan_loss", train_split="grammar_train")
     a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps({"meta": meta, "config": cfg, "rows": rows}, indent=2)
+    cfg["from"] = None if cfg.pop("start") is None else str(a.start)
+    a.json.write_text(json.dumps({"meta": meta, "config": cfg, "rows": rows,
+                                  **({} if start is None else {"start": start})}, indent=2)
                       + "\n")
     print()
-    print(table(rows, tasks, a.splits))
+    before = [] if start is None else [{"variant": "(--from, before)", "scores": start}]
+    print(table(before + rows, tasks, a.splits))
     print(f"\nJSON: {a.json}")
     return 0
 

@@ -27,14 +27,12 @@ if TYPE_CHECKING:
 def stage_table() -> str:
     """The curriculum, one stage a line, its index first: name, task, lengths, machine-step
     budget, competence and what it trains (docs/training.md has the same table)."""
-    from llamacpu.learn.tasks import TASKS
+    from llamacpu.learn.curriculum import lengths_text
 
     lines = []
-    for s in STAGES:
-        span = (f"{s.min_length}" if s.min_length == s.max_length
-                else f"{s.min_length}-{s.max_length}")
+    for s in STAGES:  # the review of every task: "*" (curriculum.EVERY_TASK)
         lines.append(f"{s.index:<3d} {s.name:<11s} {s.task:<10s} "
-                     f"{span + ' ' + TASKS[s.task].unit:<20s} max steps {s.max_steps:<5d} "
+                     f"{lengths_text(s):<20s} max steps {s.max_steps:<5d} "
                      f"competence {s.competence:<4g}  {s.description}")
     return "\n".join(lines)
 

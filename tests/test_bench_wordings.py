@@ -81,6 +81,30 @@ def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
     assert "| all |" in printed and "none: recombined" in printed
 
 
+CURRICULUM = "checkpoints/grammar0/stage_13"  # committed: a grammar curriculum's machine
+
+
+def test_from_a_checkpoint_trains_its_controller_and_scores_it_before(tmp_path):
+    """--from: the start is the checkpoint's controller (a trained one: most views right,
+    where a fresh one emits no task's program), and at a negligible rate two steps leave
+    its scores as they were: the training went on from it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "from.json"
+    argv = ["--from", str(root / CURRICULUM), "--stage", "7", "--tasks", "copy,reverse",
+            "--seeds", "0", "--variants", "front", "--steps", "2", "--batch", "4",
+            "--lr", "1e-12", "--splits", "recombined", "--json", str(out)]
+    assert bench.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["from"] == str(root / CURRICULUM)
+    start, after = data["start"], data["rows"][0]["scores"]
+    for task in ("copy", "reverse"):
+        got = start[task]["recombined"]
+        assert got["views"] > 0 and got["wrong_views"] < got["views"] / 2
+    assert after == start
+
+
 def test_a_view_sample_is_seeded_and_drawn_from_every_view():
     view = TrainConfig(wordings="grammar").model_config().controller.view
     every = bench.views_of("sub", "recombined", view, DEFAULT_ALPHABET)
@@ -150,6 +174,8 @@ def test_ema_averages_the_trained_weights():
     (["--drop", "-0.5"], "--drop"),
     (["--threads", "0"], "--threads"),
     (["--bogus"], "--bogus"),
+    (["--from", "no/such/checkpoint"], "--from"),
+    (["--from", CURRICULUM, "--stage", "21"], "--from"),  # it trained up to stage 13
 ])
 def test_a_bad_flag_is_one_line_and_exit_2(capsys, argv, flag):
     with pytest.raises(SystemExit) as e:

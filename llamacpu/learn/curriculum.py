@@ -47,7 +47,7 @@ import hashlib
 import random
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn.tasks import (
@@ -60,14 +60,19 @@ from llamacpu.learn.tasks import (
 )
 
 __all__ = [
-    "Stage", "STAGES", "Decision", "decide", "sample_batch", "eval_set", "is_heldout",
-    "review_weights", "CONSOLIDATE_REVIEW",
+    "Stage", "STAGES", "EVERY_TASK", "Decision", "decide", "sample_batch", "eval_set",
+    "is_heldout", "review_weights", "CONSOLIDATE_REVIEW", "last_stages", "task_text",
+    "lengths_text", "competence_set",
     "parse_stage", "parse_stages", "check_stages", "HOLDOUT_BUCKETS", "stages_table",
     "trained_tasks", "trained_stages",
 ]
 
 HOLDOUT_BUCKETS = 10
 """One prompt in this many (by hash) is reserved for evaluation and never trained on."""
+
+EVERY_TASK = "*"
+"""The task of a closing review stage: every task the machine trained before it, each at
+the widest lengths it was trained at (:func:`last_stages`), drawn uniformly."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,29 @@ class Stage:
     description: str
     competence: float = 0.99  # exact-match accuracy, run free, that passes the stage
     eval_size: int = 200      # eval examples (fewer when the stage has fewer prompts)
+    # A stage that settles rather than learns (the closing review): it trains exactly
+    # ``train_steps`` steps (or the run's --steps, if more) on a cosine from ``lr_scale`` ×
+    # the run's peak rate, its weights averaged at ``ema`` (a run without --ema: none), and
+    # is judged once, at the end. None / 1.0 / None: judged every --eval-every steps.
+    train_steps: int | None = None
+    lr_scale: float = 1.0
+    ema: float | None = None
+
+    @property
+    def reviews_all(self) -> bool:
+        """Whether this is a review of every earlier task (:data:`EVERY_TASK`)."""
+        return self.task == EVERY_TASK
 
     def __post_init__(self) -> None:
         where = f"stage {self.index} ({self.name})"
+        if self.train_steps is not None and self.train_steps < 1:
+            raise ValueError(f"{where}: train_steps must be at least 1")
+        if not self.lr_scale > 0 or not (self.ema is None or 0 < self.ema < 1):
+            raise ValueError(f"{where}: need lr_scale > 0 and ema in (0, 1)")
+        if self.reviews_all:
+            if self.index == 0:
+                raise ValueError(f"{where}: a review of every earlier task cannot be first")
+            return
         if self.task not in TASKS:
             raise ValueError(f"{where}: unknown task {self.task!r} (known: "
                              f"{', '.join(TASKS)}; a task file outside programs/ is found "
@@ -107,6 +132,9 @@ class Stage:
     def sample(self, rng: random.Random, split: str = "train",
                alphabet: Alphabet = DEFAULT_ALPHABET) -> Example:
         """One example of this stage's own task and lengths (no review, no hold-out)."""
+        if self.reviews_all:
+            raise ValueError(f"stage {self.name} reviews every earlier task: draw its "
+                             f"examples with sample_batch or eval_set, which know them")
         return TASKS[self.task].sample(rng, rng.randint(self.min_length, self.max_length),
                                        split, alphabet)
 
@@ -167,6 +195,13 @@ STAGES: tuple[Stage, ...] = (
                                                           "over numbers up to 4 digits"),
     Stage(25, "chain4",  "chain",   1, 4,  0.25,  1700, "instructions in words, 1-2 steps over "
                                                           "numbers up to 4 digits"),
+    # The closing review (docs/training.md): every task so far, uniformly, for a whole
+    # cosine from a tenth of the peak rate under a slow average. Each stage is left at a
+    # high rate when it passes, so which few held-out wordings read right still moves with
+    # every step; the review lets the plans settle. Budget: the largest stage's (chain4).
+    Stage(26, "review", EVERY_TASK, 1, 1, 0.0, 1700, "every task so far, uniformly, at a "
+          "tenth of the rate: the plans settle", eval_size=1000, train_steps=3000,
+          lr_scale=0.1, ema=0.999),
 )
 
 
@@ -193,11 +228,24 @@ def stages_table(stages: Sequence[Stage] = STAGES) -> str:
     rows = ["| # | name | task | lengths | review | max steps | competence | what |",
             "|---|---|---|---|---|---|---|---|"]
     for s in stages:
-        span = f"{s.min_length}" + (f"–{s.max_length}" if s.max_length > s.min_length else "")
-        rows.append(f"| {s.index} | {s.name} | {s.task} | {span} {TASKS[s.task].unit} | "
+        rows.append(f"| {s.index} | {s.name} | {task_text(s)} | {lengths_text(s, '–')} | "
                     f"{s.review:g} | {s.max_steps} | {s.competence:g} | "
                     f"{s.description} |")
     return "\n".join(rows) + "\n"
+
+
+def task_text(stage: Stage) -> str:
+    """The task column of a stage table."""
+    return "every task" if stage.reviews_all else stage.task
+
+
+def lengths_text(stage: Stage, dash: str = "-") -> str:
+    """The lengths column of a stage table (``1–4 digits``)."""
+    if stage.reviews_all:
+        return "each task's widest"
+    span = f"{stage.min_length}" + (f"{dash}{stage.max_length}"
+                                    if stage.max_length > stage.min_length else "")
+    return f"{span} {TASKS[stage.task].unit}"
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -259,6 +307,10 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
     task, i.e. uniformly over stages; tasks missing from ``weights`` count 1). ``trained``:
     the indices of the earlier stages the machine learned (a run that skipped stages:
     :func:`trained_stages`); None: every earlier stage.
+
+    A review of every task (:data:`EVERY_TASK`) draws its own share from the last stage of
+    each task trained before it (:func:`last_stages`), uniformly over tasks (by ``weights``,
+    if given), and its review share as any stage does.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -277,15 +329,24 @@ def sample_batch(stage: Stage, rng: random.Random, batch_size: int,
             raise ValueError(f"review weights must be >= 0 with a positive sum, got {weights}")
         pick = lambda: rng.choices(earlier, weights=w)[0]  # noqa: E731
     batch = [_training_example(pick(), rng, split, alphabet) for _ in range(n_review)]
-    batch += [_training_example(stage, rng, split, alphabet)
-              for _ in range(batch_size - n_review)]
+    if stage.reviews_all:
+        tasks = last_stages(stage, stages, trained)
+        if not tasks:
+            raise ValueError(f"stage {stage.name}: no earlier task to review")
+        w = [1.0 if weights is None else weights.get(s.task, 1.0) for s in tasks]
+        batch += [_training_example(rng.choices(tasks, weights=w)[0], rng, split, alphabet)
+                  for _ in range(batch_size - n_review)]
+    else:
+        batch += [_training_example(stage, rng, split, alphabet)
+                  for _ in range(batch_size - n_review)]
     rng.shuffle(batch)
     return batch
 
 
 def eval_set(stage: Stage, seed: int, size: int | None = None,
              seen: Collection[str] = frozenset(), split: str = "train",
-             alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
+             alphabet: Alphabet = DEFAULT_ALPHABET, stages: Sequence[Stage] = STAGES,
+             trained: Collection[int] | None = None) -> list[Example]:
     """Fresh eval examples for a stage: distinct held-out prompts not in ``seen``.
 
     ``split="train"`` (or ``"grammar_train"``): training wordings, prompts in the held-out
@@ -296,12 +357,20 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     Written in ``alphabet`` (its wordings and payloads). Deterministic in (stage.index,
     stage.name, seed, size, seen, split, alphabet), independent of any training RNG. ``split="heldout"`` uses wordings training never sees. Returns fewer than
     ``size`` (default ``stage.eval_size``) only when the stage has fewer such prompts.
+
+    A review of every task (:data:`EVERY_TASK`): ``size`` split evenly over the last stages
+    of the tasks trained before it (``stages``, ``trained``: :func:`last_stages`), each
+    drawn as that stage's eval set.
     """
     if split not in ALL_SPLITS:
         raise ValueError(f"split must be one of {', '.join(ALL_SPLITS)}, got {split!r}")
     size = stage.eval_size if size is None else size
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")
+    if stage.reviews_all:
+        tasks = last_stages(stage, stages, trained)
+        return [e for s in tasks for e in eval_set(
+            s, seed, max(1, size // max(1, len(tasks))), seen, split, alphabet)]
     from llamacpu.learn.compiling import held_out_combination
 
     rng = random.Random(f"llamacpu.eval/{stage.index}/{stage.name}/{split}/{seed}")
@@ -324,7 +393,8 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
 
 
 def competence_set(stage: Stage, seed: int, split: str = "train",
-                   alphabet: Alphabet = DEFAULT_ALPHABET) -> list[Example]:
+                   alphabet: Alphabet = DEFAULT_ALPHABET, stages: Sequence[Stage] = STAGES,
+                   trained: Collection[int] | None = None) -> list[Example]:
     """What the trainer's competence check solves: ``stage.eval_size`` held-out prompts of
     the training wordings, topped up with prompts of the held-out wordings when the
     training wordings' held-out partition has fewer (small stages).
@@ -340,8 +410,14 @@ def competence_set(stage: Stage, seed: int, split: str = "train",
     ``split="grammar_train"`` (a run trained on the tasks' grammars, ``train --wordings
     grammar``): ``stage.eval_size`` held-out prompts of those wordings and half as many in
     the recombined split (words and structures trained, in combinations never trained).
-    Every prompt is written in ``alphabet`` (the run's).
+    Every prompt is written in ``alphabet`` (the run's). A review of every task: the union
+    of its tasks' competence sets at ``stage.eval_size`` split evenly over them.
     """
+    if stage.reviews_all:
+        tasks = last_stages(stage, stages, trained)
+        each = max(1, stage.eval_size // max(1, len(tasks)))
+        return [e for s in tasks for e in competence_set(replace(s, eval_size=each), seed,
+                                                         split, alphabet)]
     if split == "grammar_train":  # the run trains on the grammar: judge recombined too
         first = eval_set(stage, seed=seed, size=stage.eval_size, split=split,
                          alphabet=alphabet)
@@ -462,9 +538,22 @@ def trained_tasks(stage: int, stages: Sequence[Stage] = STAGES,
     of that stage has learned."""
     out: dict[str, int] = {}
     for s in stages[: stage + 1]:
-        if trained is None or s.index in trained:
+        if (trained is None or s.index in trained) and not s.reviews_all:
             out[s.task] = max(out.get(s.task, 0), s.max_length)
     return out
+
+
+def last_stages(stage: Stage, stages: Sequence[Stage] = STAGES,
+                trained: Collection[int] | None = None) -> list[Stage]:
+    """For each task trained before ``stage`` other than its own (only the stages in
+    ``trained``, when given), the last stage that trained it: the widest lengths that task
+    has seen, in the order the tasks were first trained."""
+    last: dict[str, Stage] = {}
+    for s in stages[: stage.index]:
+        if (s.task != stage.task and not s.reviews_all
+                and (trained is None or s.index in trained)):
+            last[s.task] = s
+    return list(last.values())
 
 
 def trained_stages(checkpoint) -> list[int]:

@@ -41,7 +41,7 @@ from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
 from llamacpu.learn.compiling import HELD_OUT_COMBINATIONS, held_out_combination
-from llamacpu.learn.curriculum import STAGES, Stage, is_heldout
+from llamacpu.learn.curriculum import STAGES, Stage, is_heldout, last_stages
 from llamacpu.learn.learned import LearnedMachine, Solution
 from llamacpu.learn.tasks import TASKS, Example, TaskError, default_out_size, heldout_key
 
@@ -385,9 +385,5 @@ def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES,
                      trained: Collection[int] | None = None) -> list[Stage]:
     """For each task trained before ``stage`` (other than its own; only the stages in
     ``trained``, when given), the last stage that trained it: the widest lengths that task
-    has seen."""
-    last: dict[str, Stage] = {}
-    for s in stages[: stage.index]:
-        if s.task != stage.task and (trained is None or s.index in trained):
-            last[s.task] = s
-    return list(last.values())
+    has seen (``curriculum.last_stages``). A review of every task looks back at them all."""
+    return last_stages(stage, stages, trained)

@@ -109,3 +109,18 @@ def _plot_curve(out: Path, stage: Stage, metrics: list[dict]) -> None:
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / f"stage_{stage.index}.png", dpi=110)
     plt.close(fig)
+
+
+def _progress(cfg, stage: Stage, start: int, steps: int, enabled: bool = True):
+    """The stage's progress bar (``cfg``: the run's TrainConfig; ``steps``: the stage's)."""
+    from tqdm import tqdm
+
+    # A stage stops when it passes, usually long before its step budget, so the bar shows
+    # the steps done against the budget ("at most") and the time spent, with no ETA that
+    # assumes the whole budget will run.
+    budget = f"{steps} steps" + ("" if cfg.time_budget is None
+                                 else f" or {cfg.time_budget:g} min")
+    return tqdm(total=steps, initial=start, desc=f"stage {stage.index} {stage.name}",
+                disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False,
+                bar_format="{desc}: step {n_fmt} (at most " + budget + "), {elapsed}, "
+                           "{rate_fmt}{postfix}")

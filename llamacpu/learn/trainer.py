@@ -73,7 +73,7 @@ from llamacpu.learn.curriculum import (
 )
 from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evaluate
 from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedMachine
-from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _scalars, _tensorboard
+from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _progress, _scalars, _tensorboard
 from llamacpu.learn.runlock import RunLock
 from llamacpu.learn.schedule import ANNEAL_FLOOR, _schedule_change, lr_at
 from llamacpu.learn.supervise import _supervise, _Supervision, _with_filler
@@ -215,7 +215,8 @@ class Trainer:
         ctl = model.get("controller") if isinstance(model, dict) else None
         if not isinstance(ctl, dict) or "operand_window" in ctl or not self.cfg.operand_window:
             return c
-        if any(is_composed(STAGES[i].task) for i in trained_stages(c) if i < len(STAGES)):
+        if any(not STAGES[i].reviews_all and is_composed(STAGES[i].task)
+               for i in trained_stages(c) if i < len(STAGES)):
             return c
         config = {**c.config, "model": {**model, "controller": {
             **ctl, "operand_window": self.cfg.operand_window}}}
@@ -285,14 +286,15 @@ class Trainer:
                 self.trained = None
             model = self.model or self._new_model()
             if cfg.ema and self.average is None:
-                self.average = WeightAverage(model, cfg.ema)
+                self.average = WeightAverage(model, self._decay(stage))
             return model, self._optimizer(model), _StageState(), replay
         c = ckpt.load_checkpoint(found)
         self.trained = {i for i in trained_stages(c) if i < stage.index}
         model, replay = self._load_model(c)
         if cfg.ema:  # the checkpoint's machine is the average; its train.* go on training
             self.average = WeightAverage.resume(model, c.model_state,
-                                                (c.extra or {}).get("ema_updates", 0), cfg.ema)
+                                                (c.extra or {}).get("ema_updates", 0),
+                                                self._decay(stage))
         elif c.stage == stage.index and not c.passed and load_trained(model, c.model_state):
             self.log(f"note: {c.path} was trained with --ema; without it the stage goes on "
                      f"from the trained weights, not their average (pass --ema to keep it)")
@@ -332,8 +334,11 @@ class Trainer:
         if st.resume and "sampler" in st.resume:  # where the interrupted run's draws stood
             rng.setstate(_as_tuple(st.resume["sampler"]))
         alphabet = cfg.symbols  # every prompt of the run is written in it
-        heldout = competence_set(stage, seed=cfg.seed + 1, split=cfg.split, alphabet=alphabet)
-        looking_back = cfg.retention_size > 0 and cfg.retention > 0
+        heldout = competence_set(stage, seed=cfg.seed + 1, split=cfg.split, alphabet=alphabet,
+                                 trained=self.trained)
+        # a review's own check holds every task: no separate look back
+        looking_back = cfg.retention_size > 0 and cfg.retention > 0 and not stage.reviews_all
+        steps = self._steps(stage)
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size,
                                                split=cfg.split, alphabet=alphabet))
@@ -352,10 +357,10 @@ class Trainer:
         started = time.time()
         resumed_from = st.step  # 0 for a fresh stage: tells this run's records from others'
         main = self.dist.main
-        bar = _progress(cfg, stage, st.step, enabled=main)
+        bar = _progress(cfg, stage, st.step, steps, enabled=main)
         board = _tensorboard(cfg.out) if main else None
         try:
-            while st.step < cfg.steps and not self.stopped:
+            while st.step < steps and not self.stopped:
                 with self._autocast():
                     scale = max(ANNEAL_FLOOR, cfg.anneal ** st.uncertified)
                     metrics, replay = self._train_step(stage, model, opt, rng, st.step, replay,
@@ -367,7 +372,8 @@ class Trainer:
                 out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
                     cfg.time_budget is not None
                     and time.time() - started >= 60 * cfg.time_budget)
-                if st.step % cfg.eval_every == 0 or st.step == cfg.steps or out_of_time:
+                judge = st.step % cfg.eval_every == 0 and stage.train_steps is None
+                if judge or st.step == steps or out_of_time:
                     check = screened_evaluate(judged, heldout, self._budget(stage),
                                               cfg.eval_screen, stage.competence, self.dist)
                     acc = check.accuracy
@@ -395,7 +401,7 @@ class Trainer:
                             metrics.update(plan_pool=certifier.refresh_plans(judged, cert_sets,
                                                                              st.step))
                         metrics.update(cert.metrics())
-                    decision = decide(stage, check.best, st.step, cfg.steps, retained,
+                    decision = decide(stage, check.best, st.step, steps, retained,
                                       cfg.retention, None if cert is None else cert.certified)
                     st.passed = self.dist.agree(decision == Decision.ADVANCE)
                     if decision == Decision.CONSOLIDATE:
@@ -417,7 +423,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()
                                  if k in ("loss", "plan_acc", "step_acc", "oeu_acc", "accuracy")})
-                if st.passed or st.step % cfg.ckpt_every == 0 or st.step == cfg.steps:
+                if st.passed or st.step % cfg.ckpt_every == 0 or st.step == steps:
                     self._checkpoint(stage, model, opt, st, replay)
                 if st.passed:
                     break
@@ -459,9 +465,20 @@ class Trainer:
         competence set, which holds held-out wordings: a wrong plan is replayed in training,
         and a held-out wording would then be trained)."""
         cfg = self.cfg
+        own = () if stage.reviews_all else (stage,)
         return {s.task: eval_set(s, seed=cfg.seed + 2, split=cfg.split, alphabet=cfg.symbols,
                                  size=max(cfg.retention_size, cfg.certify_views))
-                for s in (stage, *retention_stages(stage, trained=self.trained))}
+                for s in (*own, *retention_stages(stage, trained=self.trained))}
+
+    def _steps(self, stage: Stage) -> int:
+        """Training steps of ``stage``: the run's ``--steps``, or a settling stage's own
+        ``train_steps`` if more (the span of its cosine, judged at its end)."""
+        return max(self.cfg.steps, stage.train_steps or 0)
+
+    def _decay(self, stage: Stage) -> float:
+        """The average's decay in ``stage``: the run's ``--ema``, or the stage's own if slower
+        (a run without --ema keeps none)."""
+        return max(self.cfg.ema, stage.ema or 0.0) if self.cfg.ema else 0.0
 
     def _every_view(self, stage: Stage, model: LearnedMachine,
                     sampled: dict[str, list[Example]]) -> dict[str, list[Example]]:
@@ -533,8 +550,8 @@ class Trainer:
         """
         cfg, dist = self.cfg, self.dist
         for g in opt.param_groups:  # ``lr_scale``: the stage's annealing (``anneal``)
-            g["lr"] = (lr_at(step, cfg.steps, cfg.lr, cfg.warmup) * g.get("lr_scale", 1.0)
-                       * lr_scale)
+            g["lr"] = (lr_at(step, self._steps(stage), cfg.lr * stage.lr_scale, cfg.warmup)
+                       * g.get("lr_scale", 1.0) * lr_scale)
         # the global batch and every random choice about it: the same on every rank
         review = weights = None
         if retained and cfg.retention > 0 and min(retained.values()) < cfg.retention:
@@ -676,16 +693,3 @@ def _gather_examples(dist: distributed.Dist, ex: OEUExamples) -> OEUExamples:
     rows = dist.gather_rows(torch.stack(list(ex), 1))                      # [E, 7]
     return merge_examples(OEUExamples(*rows.T))
 
-
-def _progress(cfg: TrainConfig, stage: Stage, start: int, enabled: bool = True):
-    from tqdm import tqdm
-
-    # A stage stops when it passes, usually long before its step budget, so the bar shows
-    # the steps done against the budget ("at most") and the time spent, with no ETA that
-    # assumes the whole budget will run.
-    budget = f"{cfg.steps} steps" + ("" if cfg.time_budget is None
-                                     else f" or {cfg.time_budget:g} min")
-    return tqdm(total=cfg.steps, initial=start, desc=f"stage {stage.index} {stage.name}",
-                disable=not (cfg.progress and enabled), dynamic_ncols=True, leave=False,
-                bar_format="{desc}: step {n_fmt} (at most " + budget + "), {elapsed}, "
-                           "{rate_fmt}{postfix}")
