@@ -82,8 +82,10 @@ def test_its_check_holds_every_task_in_held_out_prompts_and_recombined_wordings(
 def test_the_trainer_settles_it_for_its_own_steps_and_judges_it_once(tmp_path, monkeypatch):
     """A review of add and sub (the table's review row moved to index 5, 6 steps): it
     trains all 6 steps although --steps is 4 and --eval-every 2, on add and sub only, at a
-    tenth of the rate, under the stage's slower average; one check, at the end, of every
-    task (no separate look back). ``evaluate`` is stubbed: the test is about the schedule."""
+    tenth of the rate, under the stage's slower average; the first check, of every task (no
+    separate look back), is at the cosine's end. Failed there, it goes on at the floor rate
+    and is judged every --eval-every steps. ``evaluate`` is stubbed (below the bar at the
+    first check, then right): the test is about the schedule."""
     from llamacpu.learn import evaluation
     from llamacpu.learn import trainer as train_mod
     from llamacpu.learn.trainer import TrainConfig, Trainer
@@ -94,7 +96,7 @@ def test_the_trainer_settles_it_for_its_own_steps_and_judges_it_once(tmp_path, m
 
     def fake_evaluate(model, examples, max_steps, batch=256, dist=None):
         checks.append({e.task for e in examples})
-        return 1.0
+        return 0.5 if len(checks) == 1 else 1.0
 
     tasks: Counter = Counter()
     real = train_mod.sample_batch
@@ -112,13 +114,14 @@ def test_the_trainer_settles_it_for_its_own_steps_and_judges_it_once(tmp_path, m
                       certify=False)
     trainer = Trainer(cfg, log=lambda s: None)
     st = trainer.run()[5]
-    assert st.passed and st.step == 6
-    assert [m["step"] for m in st.metrics if "accuracy" in m] == [6]
+    assert st.passed and st.step == 8
+    assert [m["step"] for m in st.metrics if "accuracy" in m] == [6, 8]
     assert checks[0] == {"add", "sub"}  # the stage's own check; then the retention report
     assert set(tasks) == {"add", "sub"}
     lrs = [m["lr"] for m in st.metrics]
     peak = cfg.lr * review.lr_scale
     assert lrs[0] == pytest.approx(peak) and lrs == sorted(lrs, reverse=True)
-    assert lrs[-1] > 0.15 * peak  # a cosine over its 6 steps (over --steps 4: at 0.1 by now)
+    assert lrs[5] > 0.15 * peak  # a cosine over its 6 steps (over --steps 4: at 0.1 by now)
+    assert lrs[6:] == pytest.approx([0.1 * peak] * 2)  # then its floor
     assert trainer.average.decay == review.ema
     assert trainer._cert_sets(review).keys() == {"add", "sub"}

@@ -89,10 +89,11 @@ class Stage:
     description: str
     competence: float = 0.99  # exact-match accuracy, run free, that passes the stage
     eval_size: int = 200      # eval examples (fewer when the stage has fewer prompts)
-    # A stage that settles rather than learns (the closing review): it trains exactly
+    # A stage that settles rather than learns (the closing review): it trains
     # ``train_steps`` steps (or the run's --steps, if more) on a cosine from ``lr_scale`` ×
     # the run's peak rate, its weights averaged at ``ema`` (a run without --ema: none), and
-    # is judged once, at the end. None / 1.0 / None: judged every --eval-every steps.
+    # is judged from the cosine's end on (at its floor rate, replaying what a certificate
+    # found wrong, for at most as many steps again). None: judged every --eval-every steps.
     train_steps: int | None = None
     lr_scale: float = 1.0
     ema: float | None = None

@@ -338,7 +338,8 @@ class Trainer:
                                  trained=self.trained)
         # a review's own check holds every task: no separate look back
         looking_back = cfg.retention_size > 0 and cfg.retention > 0 and not stage.reviews_all
-        steps = self._steps(stage)
+        span = self._steps(stage)  # the cosine; a settling stage may go on at its floor
+        steps = 2 * span if stage.train_steps else span
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size,
                                                split=cfg.split, alphabet=alphabet))
@@ -372,7 +373,8 @@ class Trainer:
                 out_of_time = self.dist.agree(  # rank 0's clock decides for every rank
                     cfg.time_budget is not None
                     and time.time() - started >= 60 * cfg.time_budget)
-                judge = st.step % cfg.eval_every == 0 and stage.train_steps is None
+                judge = (st.step % cfg.eval_every == 0 if stage.train_steps is None
+                         else st.step >= span and (st.step - span) % cfg.eval_every == 0)
                 if judge or st.step == steps or out_of_time:
                     check = screened_evaluate(judged, heldout, self._budget(stage),
                                               cfg.eval_screen, stage.competence, self.dist)
@@ -471,8 +473,9 @@ class Trainer:
                 for s in (*own, *retention_stages(stage, trained=self.trained))}
 
     def _steps(self, stage: Stage) -> int:
-        """Training steps of ``stage``: the run's ``--steps``, or a settling stage's own
-        ``train_steps`` if more (the span of its cosine, judged at its end)."""
+        """The span of ``stage``'s cosine: the run's ``--steps`` (its step budget too), or a
+        settling stage's own ``train_steps`` if more, judged from its end on, every
+        --eval-every steps at the floor rate until it passes or as many steps again."""
         return max(self.cfg.steps, stage.train_steps or 0)
 
     def _decay(self, stage: Stage) -> float:
