@@ -7,7 +7,8 @@ answers at least ``competence`` of the stage's eval set exactly and, unless the 
 runs the sampled-only ablation, the learned tables of its task and of every earlier task are
 certified entry by entry (``learn/certified.py``) (:func:`decide`, a pure function of the
 measured numbers). Each training batch mixes in a ``review`` fraction of
-examples from earlier stages so old skills are rehearsed.
+examples from earlier stages so old skills are rehearsed. The last stage teaches no task:
+it reviews every one (:data:`EVERY_TASK`) at a low rate until what was learned settles.
 
 Rehearsal alone does not stop forgetting (a 25% review let the compare stage wipe out
 subtraction), so the rule also looks back. Once a stage passes its own check, the trainer
