@@ -151,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=None,
                    help="problems per length (default 20; with --protocol chomsky 10, where "
                         "the paper scored 512)")
+    p.add_argument("--wordings", type=int, default=None, metavar="K",
+                   help="--n problems in each of K wordings of --split (a seeded sample; all "
+                        "of them when it has fewer), not --n in all: each JSON row then has "
+                        "every wording's exact match and the worst")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn problems")
     p.add_argument("--split", default="train",
                    help=f"prompt wordings: {', '.join(EVAL_SPLITS)} (train: those the "
@@ -223,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = a.n if a.n is not None else 10 if protocol else 20
     if n < 1:
         p.error(f"--n must be at least 1, got {n}")
+    if a.wordings is not None and (a.wordings < 1 or protocol or a.calibrate is not None):
+        p.error(f"--wordings must be at least 1, with no --protocol or --calibrate, got "
+                f"{a.wordings}")
     if a.abstain_below is not None and not 0.0 <= a.abstain_below <= 1.0:
         p.error(f"--abstain-below must be in [0, 1], got {a.abstain_below}")
     if a.calibrate is not None and not 0.0 <= a.calibrate < 1.0:
@@ -257,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = []
         for task in tasks:
             cells = [(ops, length) for ops in ops_list for length in lengths]
-            with progress(n * len(cells), f"eval {task}", "problem", a.quiet) as bar:
+            each = n if a.wordings is None else n * min(a.wordings, len(
+                TASKS[task].templates(a.split, alphabet_of(model))))
+            with progress(each * len(cells), f"eval {task}", "problem", a.quiet) as bar:
                 for ops, length in cells:  # one cell at a time: each draws from its own seed
                     bar.set_postfix_str(f"length {length}" + (f", {ops} ops" if ops else ""))
                     rows += evaluate_lengths(_Counted(model, bar, a.compiled), task, [length],
@@ -266,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         else 64),
                                              uniform=protocol is not None and protocol.uniform,
                                              abstain_below=a.abstain_below, ops=ops,
-                                             parens=parens, combinations=a.combinations)
+                                             parens=parens, combinations=a.combinations,
+                                             wordings=a.wordings)
         summary = protocol_summary(rows, protocol) if protocol else None
         if a.plot is not None:
             protocol_plot(rows, a.plot, f"{a.checkpoint} (stage {c.stage}), {n} problems per "

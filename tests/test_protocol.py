@@ -200,6 +200,65 @@ def test_the_protocol_end_to_end_on_the_stage0_checkpoint(stage0, tmp_path, caps
     assert sum(line.startswith("| add | ") for line in lines) == 3   # two lengths, a summary
 
 
+# ------------------------------------------------------------------ per wording
+
+
+class WrongIn:
+    """A machine right on every problem (Python's answer) except those asked in one
+    wording, and on half of another's."""
+
+    def __init__(self, examples, wrong: str, half: str) -> None:
+        self.answer = {e.prompt: e.answer for e in examples}
+        self.template = {e.prompt: e.template for e in examples}
+        self.wrong, self.half, self.seen = wrong, half, 0
+
+    def solve(self, prompts, max_steps=None, out_sizes=None, **kwargs):
+        out = []
+        for p in prompts:
+            t = self.template[p]
+            self.seen += t == self.half
+            bad = t == self.wrong or (t == self.half and self.seen % 2)
+            out.append(Solution("x" if bad else self.answer[p], 1, True, None, None))
+        return out
+
+
+def test_per_wording_draws_n_problems_in_each_of_k_wordings_of_the_split():
+    k, n = 5, 6
+    every = set(TASKS["sub"].templates("recombined"))
+    drawn = draw_examples("sub", 4, n, 3, "recombined", wordings=k)
+    picked = list(dict.fromkeys(e.template for e in drawn))
+    assert len(drawn) == k * n and len(picked) == k and set(picked) <= every
+    assert all(sum(e.template == t for e in drawn) == n for t in picked)
+    assert all(len(e.operands[0]) == 4 or len(e.operands[1]) == 4 for e in drawn)
+    # the same wordings at every length and seeded; a wording's problems are its own
+    assert list(dict.fromkeys(e.template for e in draw_examples(
+        "sub", 2, n, 3, "recombined", wordings=k))) == picked
+    assert draw_examples("sub", 4, n, 3, "recombined", wordings=k) == drawn
+    more = draw_examples("sub", 4, n, 3, "recombined", wordings=k + 3)
+    for t in picked:
+        if t in {e.template for e in more}:
+            assert [e for e in more if e.template == t] == [e for e in drawn
+                                                            if e.template == t]
+    few = draw_examples("reverse", 8, 2, 0, "heldout", wordings=50)  # all when fewer
+    assert {e.template for e in few} == set(TASKS["reverse"].heldout_templates)
+
+
+def test_eval_reports_every_wordings_exact_match_and_the_worst(tmp_path, capsys,
+                                                               monkeypatch):
+    drawn = draw_examples("sub", 4, 8, 0, "recombined", wordings=4)
+    picked = list(dict.fromkeys(e.template for e in drawn))
+    machine = WrongIn(drawn, wrong=picked[2], half=picked[0])
+    code, out, err = _cli(["--checkpoint", str(tmp_path), "--task", "sub", "--digits", "4",
+                           "--n", "8", "--wordings", "4", "--split", "recombined", "--json",
+                           "-q"], capsys, monkeypatch, machine, stage=4)
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and row["n"] == 32 and row["wordings"] == 4
+    assert row["per_wording"] == {picked[0]: 0.5, picked[1]: 1.0, picked[2]: 0.0,
+                                  picked[3]: 1.0}
+    assert row["worst_wording"] == {"template": picked[2], "exact_match": 0.0}
+    assert row["exact_match"] == (8 + 4 + 8) / 32
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -217,6 +276,8 @@ BAD = [
     (["--protocol", "chomsky", "--plot", "{dir}"], ["--plot", "is a directory"]),
     (["--protocol", "chomsky", "--task", "compute_sqrt", "--digits", "501"],
      ["--digits", "compute_sqrt", "1..500"]),
+    (["--wordings", "0"], ["--wordings", "at least 1"]),
+    (["--protocol", "chomsky", "--wordings", "20"], ["--wordings", "--protocol"]),
 ]
 
 

@@ -82,7 +82,8 @@ def alphabet_of(model) -> Alphabet:
 def draw_examples(task: str, length: int, n: int, seed: int = 0,
                   split: str = "train", uniform: bool = False,
                   alphabet: Alphabet = DEFAULT_ALPHABET, *, ops: int | None = None,
-                  parens: bool | None = None, combinations: str = "any") -> list[Example]:
+                  parens: bool | None = None, combinations: str = "any",
+                  wordings: int | None = None) -> list[Example]:
     """``n`` problems of ``length`` from their own seed, written in ``alphabet``; for a task
     that holds something out besides prompts (fmap: functions, ``Task.heldout_key``) only
     held-out ones. With ``uniform``, no edge cases (``Task.edge_rate`` 0): a benchmark's
@@ -91,7 +92,9 @@ def draw_examples(task: str, length: int, n: int, seed: int = 0,
     composed task at given ``ops`` come from a seed of their own. ``combinations``:
     "any", or only problems that hold ("held_out") or do not hold ("trained") the task's
     held-out combination (``compiling.HELD_OUT_COMBINATIONS``), each from a seed of its
-    own."""
+    own. ``wordings``: ``n`` problems in each of that many wordings of ``split`` (a seeded
+    sample of them, the same at every length; all of them when there are fewer), each
+    wording's from a seed of its own, wording after wording."""
     if combinations not in COMBINATIONS:
         raise ValueError(f"combinations must be one of {', '.join(COMBINATIONS)}, got "
                          f"{combinations!r}")
@@ -100,17 +103,42 @@ def draw_examples(task: str, length: int, n: int, seed: int = 0,
                         f"{', '.join(HELD_OUT_COMBINATIONS)})")
     sizes = "" if ops is None and parens is None else f"/{ops}/{parens}"
     sizes += "" if combinations == "any" else f"/{combinations}"
-    rng = random.Random(f"eval/{task}/{length}/{seed}{sizes}")
     spec = dataclasses.replace(TASKS[task], edge_rate=0.0) if uniform else TASKS[task]
+    if wordings is not None:
+        if wordings < 1:
+            raise ValueError(f"wordings must be at least 1, got {wordings}")
+        every = sorted(spec.templates(split, alphabet))
+        if not every:
+            raise TaskError(f"task {task} has no wordings in split {split}")
+        picked = random.Random(f"eval/{task}/wordings/{split}/{seed}").sample(
+            every, min(wordings, len(every)))
+        return [e for t in picked for e in _draw(
+            spec, random.Random(f"eval/{task}/{length}/{seed}{sizes}/{t}"), n, length,
+            split, alphabet, ops, parens, combinations, t)]
+    return _draw(spec, random.Random(f"eval/{task}/{length}/{seed}{sizes}"), n, length,
+                 split, alphabet, ops, parens, combinations)
+
+
+def _draw(spec, rng: random.Random, n: int, length: int, split: str, alphabet: Alphabet,
+          ops: int | None, parens: bool | None, combinations: str,
+          template: str | None = None) -> list[Example]:
+    """:func:`draw_examples`' loop: ``n`` problems from ``rng``, in ``template`` if given
+    (else a wording of ``split`` each)."""
     keyed = spec.heldout_key is not None
     out: list[Example] = []
     tries = 0
     while len(out) < n:
-        ex = spec.sample(rng, length, split=split, alphabet=alphabet, ops=ops, parens=parens)
+        if template is None:
+            ex = spec.sample(rng, length, split=split, alphabet=alphabet, ops=ops,
+                             parens=parens)
+        else:
+            spec.check_length(length)
+            ex = spec.make(spec.draw_operands(rng, length, alphabet, ops=ops, parens=parens),
+                           template, alphabet)
         tries += 1
         if combinations != "any" and held_out_combination(ex) != (combinations == "held_out"):
             if tries > 1000 * n:
-                raise TaskError(f"{task}: no {combinations.replace('_', '-')} combination "
+                raise TaskError(f"{spec.name}: no {combinations.replace('_', '-')} combination "
                                 f"in {tries} draws of {ops} operations")
             continue
         if not keyed or is_heldout(heldout_key(ex)):
@@ -257,7 +285,8 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
                      log=None, sub_batch: int = 64, uniform: bool = False,
                      abstain_below: float | None = None,
                      alphabet: Alphabet | None = None, *, ops: int | None = None,
-                     parens: bool | None = None, combinations: str = "any") -> list[dict]:
+                     parens: bool | None = None, combinations: str = "any",
+                     wordings: int | None = None) -> list[dict]:
     """Exact match and per-token accuracy (:func:`per_token_accuracy` over sub-batches of
     ``sub_batch`` problems) of the free-running machine per length (``n`` problems of
     :func:`draw_examples` each, in ``alphabet``, default the model's: :func:`alphabet_of`),
@@ -266,25 +295,30 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
     compile": the decline program, or a plan below ``abstain_below``) and the first three
     failing prompts (cut to 60 characters). ``ops``, ``parens``: a composed task's other
     sizes (:func:`draw_examples`), recorded in each row when given, as is
-    ``combinations`` when not "any"."""
+    ``combinations`` when not "any". ``wordings``: ``n`` problems in each of that many
+    wordings (:func:`draw_examples`); each row then has every wording's exact match
+    (``per_wording``) and the worst (``worst_wording``)."""
     terminated = TASKS[task].terminated
     alphabet = alphabet_of(model) if alphabet is None else alphabet
     rows = []
     for length in lengths:
         examples = draw_examples(task, length, n, seed, split, uniform, alphabet, ops=ops,
-                                 parens=parens, combinations=combinations)
+                                 parens=parens, combinations=combinations, wordings=wordings)
         start = time.time()
         correct, steps, abstained = 0, 0, 0
         failures, scores = [], []
+        per: dict[str, list[int]] = {}
         for e, s in solve_examples(model, examples, batch, abstain_below=abstain_below):
             ok = exact(e, s)
             correct += ok
+            per.setdefault(e.template, []).append(ok)
             abstained += s.abstained
             steps = max(steps, s.steps)
             scores.append(token_score(None if s.fault else s.output, e.answer, terminated))
             if not ok and len(failures) < 3:
                 failures.append(e.prompt if len(e.prompt) < 60 else e.prompt[:57] + "...")
-        row = {"task": task, "length": length, "n": n, "exact_match": correct / n,
+        row = {"task": task, "length": length, "n": len(examples),
+               "exact_match": correct / len(examples),
                "per_token_accuracy": per_token_accuracy(scores, sub_batch),
                "seconds": time.time() - start, "max_machine_steps": steps,
                "wordings": len({e.template for e in examples}), "abstained": abstained,
@@ -292,6 +326,10 @@ def evaluate_lengths(model: LearnedMachine, task: str, lengths: Sequence[int], n
         row.update({k: v for k, v in (("ops", ops), ("parens", parens)) if v is not None})
         if combinations != "any":
             row["combinations"] = combinations
+        if wordings is not None:
+            row["per_wording"] = {t: sum(v) / len(v) for t, v in per.items()}
+            worst = min(per, key=lambda t: (row["per_wording"][t], t))
+            row["worst_wording"] = {"template": worst, "exact_match": row["per_wording"][worst]}
         rows.append(row)
         if log:
             log(row)
