@@ -13,6 +13,7 @@ The module is imported by its path.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from _bench import load_bench  # tests/_bench.py
@@ -81,28 +82,40 @@ def test_a_tiny_run_scores_every_view_of_each_split(tmp_path, capsys):
     assert "| all |" in printed and "none: recombined" in printed
 
 
-CURRICULUM = "checkpoints/grammar0/stage_13"  # committed: a grammar curriculum's machine
+ROOT = Path(__file__).resolve().parents[1]
+CURRICULUM = max((ROOT / "checkpoints" / "grammar0").glob("stage_*/"),  # committed: a grammar
+                 key=lambda d: int(d.name.split("_")[1]))               # curriculum's latest
 
 
 def test_from_a_checkpoint_trains_its_controller_and_scores_it_before(tmp_path):
     """--from: the start is the checkpoint's controller (a trained one: most views right,
     where a fresh one emits no task's program), and at a negligible rate two steps leave
     its scores as they were: the training went on from it."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "from.json"
-    argv = ["--from", str(root / CURRICULUM), "--stage", "7", "--tasks", "copy,reverse",
+    argv = ["--from", str(CURRICULUM), "--stage", "7", "--tasks", "copy,reverse",
             "--seeds", "0", "--variants", "front", "--steps", "2", "--batch", "4",
             "--lr", "1e-12", "--splits", "recombined", "--json", str(out)]
     assert bench.main(argv) == 0
     data = json.loads(out.read_text())
-    assert data["config"]["from"] == str(root / CURRICULUM)
+    assert data["config"]["from"] == str(CURRICULUM)
     start, after = data["start"], data["rows"][0]["scores"]
     for task in ("copy", "reverse"):
         got = start[task]["recombined"]
         assert got["views"] > 0 and got["wrong_views"] < got["views"] / 2
     assert after == start
+
+
+def test_from_a_checkpoint_is_refused_tasks_it_never_trained(capsys):
+    from llamacpu.learn.checkpoint import load_checkpoint
+    from llamacpu.learn.curriculum import STAGES
+
+    later = [s for s in STAGES[load_checkpoint(CURRICULUM).stage + 1:] if not s.reviews_all]
+    if not later:
+        pytest.skip("the committed checkpoint trained every stage")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--from", str(CURRICULUM), "--stage", str(later[-1].index)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "never trained" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_view_sample_is_seeded_and_drawn_from_every_view():
@@ -175,7 +188,7 @@ def test_ema_averages_the_trained_weights():
     (["--threads", "0"], "--threads"),
     (["--bogus"], "--bogus"),
     (["--from", "no/such/checkpoint"], "--from"),
-    (["--from", CURRICULUM, "--stage", "21"], "--from"),  # it trained up to stage 13
+    (["--from", "no/such/checkpoint", "--stage", "3"], "--from"),
 ])
 def test_a_bad_flag_is_one_line_and_exit_2(capsys, argv, flag):
     with pytest.raises(SystemExit) as e:
