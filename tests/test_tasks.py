@@ -32,6 +32,7 @@ from llamacpu.learn.curriculum import (
     decide,
     eval_set,
     is_heldout,
+    last_stages,
     parse_stage,
     parse_stages,
     review_weights,
@@ -40,7 +41,6 @@ from llamacpu.learn.curriculum import (
     trained_stages,
     trained_tasks,
 )
-from llamacpu.learn.evaluation import retention_stages
 from llamacpu.learn.supervise import FILLER_PLACES
 from llamacpu.learn.tasks import (
     TASKS,
@@ -544,7 +544,7 @@ def test_a_run_that_skipped_stages_reviews_and_certifies_only_what_it_learned() 
     rng = random.Random(2)
     tasks = {e.task for _ in range(10) for e in sample_batch(expr, rng, 40, trained=learned)}
     assert "expr" in tasks and tasks <= {s.task for s in STAGES[:19]} | {"expr"}
-    assert {s.index for s in retention_stages(expr, trained=learned)} <= learned
+    assert {s.index for s in last_stages(expr, trained=learned)} <= learned
     assert "fmap" not in trained_tasks(expr.index, trained=learned | {expr.index})
     assert "fmap" in trained_tasks(expr.index)  # without a record: every earlier stage
     old = SimpleNamespace(stage=5, passed=False, extra={"sampler": None})

@@ -417,13 +417,13 @@ def test_pytest_plugin_gives_users_their_checkpoint(stage0, pytester):
 
 
 def test_retention_covers_every_earlier_task_at_its_widest_stage():
-    from llamacpu.learn.evaluation import retention_stages
+    from llamacpu.learn.curriculum import last_stages
 
     by = {s.name: s for s in STAGES}
-    assert [s.name for s in retention_stages(by["mul3"])] == [
+    assert [s.name for s in last_stages(by["mul3"])] == [
         "add4", "sub4", "cmp4", "copy8", "reverse8", "max8", "sort6"]
-    assert [s.name for s in retention_stages(by["sub4"])] == ["add4"]
-    assert retention_stages(by["add3"]) == []  # its own task is the stage's own check
+    assert [s.name for s in last_stages(by["sub4"])] == ["add4"]
+    assert last_stages(by["add3"]) == []  # its own task is the stage's own check
 
 
 def test_a_passed_stage_logs_what_it_retained_of_earlier_tasks(stage0, tmp_path):

@@ -370,9 +370,8 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")
     if stage.reviews_all:
-        tasks = last_stages(stage, stages, trained)
-        return [e for s in tasks for e in eval_set(
-            s, seed, max(1, size // max(1, len(tasks))), seen, split, alphabet)]
+        return [e for s, each in _shares(stage, size, stages, trained)
+                for e in eval_set(s, seed, each, seen, split, alphabet)]
     from llamacpu.learn.compiling import held_out_combination
 
     rng = random.Random(f"llamacpu.eval/{stage.index}/{stage.name}/{split}/{seed}")
@@ -392,6 +391,14 @@ def eval_set(stage: Stage, seed: int, size: int | None = None,
         if len(out) == size:
             break
     return out
+
+
+def _shares(stage: Stage, size: int, stages: Sequence[Stage],
+            trained: Collection[int] | None) -> list[tuple[Stage, int]]:
+    """A review's ``size`` prompts split evenly over the tasks it reviews (at least one
+    each): (that task's last stage, its share)."""
+    tasks = last_stages(stage, stages, trained)
+    return [(s, max(1, size // len(tasks))) for s in tasks]
 
 
 def competence_set(stage: Stage, seed: int, split: str = "train",
@@ -416,10 +423,8 @@ def competence_set(stage: Stage, seed: int, split: str = "train",
     of its tasks' competence sets at ``stage.eval_size`` split evenly over them.
     """
     if stage.reviews_all:
-        tasks = last_stages(stage, stages, trained)
-        each = max(1, stage.eval_size // max(1, len(tasks)))
-        return [e for s in tasks for e in competence_set(replace(s, eval_size=each), seed,
-                                                         split, alphabet)]
+        return [e for s, each in _shares(stage, stage.eval_size, stages, trained)
+                for e in competence_set(replace(s, eval_size=each), seed, split, alphabet)]
     if split == "grammar_train":  # the run trains on the grammar: judge recombined too
         first = eval_set(stage, seed=seed, size=stage.eval_size, split=split,
                          alphabet=alphabet)

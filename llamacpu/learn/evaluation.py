@@ -22,7 +22,6 @@ and ``python -m llamacpu.bench baselines`` all build on it.
   :data:`PROTOCOLS`; ``python -m llamacpu.eval --protocol chomsky``), scored by
   :func:`token_score` and :func:`per_token_accuracy` and summed up by
   :func:`protocol_summary`.
-- :func:`retention_stages` says which earlier stages a competent stage looks back at.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -41,11 +40,11 @@ from llamacpu.core.isa import DEFAULT_ALPHABET, Alphabet
 from llamacpu.learn import checkpoint as ckpt
 from llamacpu.learn import distributed
 from llamacpu.learn.compiling import HELD_OUT_COMBINATIONS, held_out_combination
-from llamacpu.learn.curriculum import STAGES, Stage, is_heldout, last_stages
+from llamacpu.learn.curriculum import is_heldout
 from llamacpu.learn.learned import LearnedMachine, Solution
 from llamacpu.learn.tasks import TASKS, Example, TaskError, default_out_size, heldout_key
 
-__all__ = ["Check", "evaluate", "screened_evaluate", "retention_stages", "exact",
+__all__ = ["Check", "evaluate", "screened_evaluate", "exact",
            "step_budget", "reference_run", "solve_examples", "calibrate_abstention",
            "draw_examples", "alphabet_of",
            "evaluate_lengths", "load_learned", "load_checkpoint_machine", "Protocol",
@@ -418,10 +417,3 @@ def protocol_summary(rows: Sequence[dict], protocol: Protocol) -> dict[str, dict
                      "protocol_lengths": sorted(lengths) == sorted(protocol.lengths)}
     return out
 
-
-def retention_stages(stage: Stage, stages: Sequence[Stage] = STAGES,
-                     trained: Collection[int] | None = None) -> list[Stage]:
-    """For each task trained before ``stage`` (other than its own; only the stages in
-    ``trained``, when given), the last stage that trained it: the widest lengths that task
-    has seen (``curriculum.last_stages``). A review of every task looks back at them all."""
-    return last_stages(stage, stages, trained)

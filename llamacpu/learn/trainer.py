@@ -67,11 +67,12 @@ from llamacpu.learn.curriculum import (
     competence_set,
     decide,
     eval_set,
+    last_stages,
     review_weights,
     sample_batch,
     trained_stages,
 )
-from llamacpu.learn.evaluation import evaluate, retention_stages, screened_evaluate
+from llamacpu.learn.evaluation import evaluate, screened_evaluate
 from llamacpu.learn.learned import WEIGHT_CHANNEL_KEYS, LearnedMachine
 from llamacpu.learn.logs import _fmt, _log_jsonl, _plot_curve, _progress, _scalars, _tensorboard
 from llamacpu.learn.runlock import RunLock
@@ -343,7 +344,7 @@ class Trainer:
         # the rule's retention sets (seed + 2); the report after the stage uses fresh ones
         retention_sets = {s.task: (s, eval_set(s, seed=cfg.seed + 2, size=cfg.retention_size,
                                                split=cfg.split, alphabet=alphabet))
-                          for s in retention_stages(stage, trained=self.trained)
+                          for s in last_stages(stage, trained=self.trained)
                           } if looking_back else {}
         self.certifier = certifier = Certifier(
             stage, model.cfg.oeu.alphabet, model.controller.cfg.state_values,
@@ -470,7 +471,7 @@ class Trainer:
         own = () if stage.reviews_all else (stage,)
         return {s.task: eval_set(s, seed=cfg.seed + 2, split=cfg.split, alphabet=cfg.symbols,
                                  size=max(cfg.retention_size, cfg.certify_views))
-                for s in (*own, *retention_stages(stage, trained=self.trained))}
+                for s in (*own, *last_stages(stage, trained=self.trained))}
 
     def _steps(self, stage: Stage) -> int:
         """The span of ``stage``'s cosine: the run's ``--steps`` (its step budget too), or a
@@ -513,7 +514,7 @@ class Trainer:
         prompts of every earlier task (at the widest stage it was trained at; not the sets
         the stage rule looked at), logged and appended to ``metrics.jsonl`` as
         ``{"retained": {task: accuracy}}``."""
-        earlier = retention_stages(stage, trained=self.trained)
+        earlier = last_stages(stage, trained=self.trained)
         if not earlier:
             return
         seed = self.cfg.seed + 3
